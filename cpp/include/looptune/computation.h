@@ -1,0 +1,64 @@
+// A tensor computation: out[...] += in0[...] * in1[...] summed over reduction variables.
+//
+// Every operator (matmul, batched matmul, conv2d, einsum-like contractions) is lowered to
+// the same form: a set of named loop variables with extents, and three tensors whose
+// element offset is a linear function of the variables (a stride per variable, in elements).
+// Convolution padding is handled by the executor (the first input is copied into a padded
+// buffer), so the kernel itself only ever sees dense, in-bounds linear accesses.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace looptune {
+
+struct Var {
+  std::string name;
+  int64_t extent = 0;
+  bool reduction = false;  // does not index the output
+};
+
+struct TensorAccess {
+  std::string name;
+  std::vector<int64_t> shape;        // user-facing (unpadded) shape, row-major
+  std::vector<int64_t> alloc_shape;  // shape of the buffer the kernel reads (padded for conv)
+  std::vector<int64_t> pad;          // leading padding per dim (alloc = shape + 2*pad); all 0 if none
+  std::vector<int64_t> strides;      // per computation variable, in elements of alloc_shape
+  int64_t numel() const;             // elements of the user-facing shape
+  int64_t alloc_numel() const;       // elements of the kernel buffer
+  bool padded() const;
+};
+
+class Computation {
+ public:
+  std::string kind;  // "matmul", "batch_matmul", "conv2d", "contraction"
+  std::string spec;  // einsum-like spec, e.g. "mk,kn->mn"
+  std::vector<Var> vars;
+  TensorAccess in0, in1, out;
+  // conv2d only (kept so the computation can be printed and re-parsed)
+  int64_t conv_stride = 1, conv_pad = 0;
+
+  int64_t flops() const;         // 2 * prod(extents)
+  int var_index(const std::string& name) const;  // -1 if absent
+  std::string name() const;      // short id, e.g. "mm128_256_64"
+  std::string header() const;    // one line that parse_computation() turns back into *this
+  bool operator==(const Computation& o) const { return header() == o.header(); }
+};
+
+// Limits that keep every buffer addressable and every loop count sane.
+constexpr int64_t kMaxExtent = int64_t(1) << 24;
+constexpr int64_t kMaxTensorElements = int64_t(1) << 30;  // 4 GiB of float32
+
+// Factories. All throw std::invalid_argument on bad sizes.
+Computation matmul(int64_t m, int64_t k, int64_t n);
+Computation batch_matmul(int64_t b, int64_t m, int64_t k, int64_t n);
+Computation conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
+                   int64_t stride, int64_t pad);
+// spec like "mk,kn->mn" (exactly two inputs, one letter per variable), sizes per letter.
+Computation contraction(const std::string& spec, const std::map<std::string, int64_t>& sizes);
+// Inverse of Computation::header().
+Computation parse_computation(const std::string& header);
+
+}  // namespace looptune

@@ -1,0 +1,73 @@
+// A compiled kernel and the facts the code generator reports about it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "looptune/cpu.h"
+#include "looptune/loop_tree.h"
+
+namespace looptune {
+
+// What the generator knows about the code it emitted ("hidden" compile-time features).
+struct CompileFacts {
+  std::string isa;
+  int lanes = 1;                 // 1 when the innermost loop is not vectorized
+  bool vectorized = false;
+  int tile_loops = 0;            // innermost loops fully unrolled into the register tile
+  int tile_accumulators = 0;     // vector (or scalar) accumulator registers of the tile
+  int tile_rows = 0, tile_vectors = 0;  // register tile shape (rows x vectors of the vector var)
+  bool accumulators_hoisted = false;    // tile kept in registers across reduction loops
+  int hoisted_loops = 0;         // reduction loops the tile stays in registers across
+  bool zero_init = false;        // output written once (no memset / reload of C needed)
+  int runtime_loops = 0;         // loops emitted as real loops (counters + branches)
+  int unrolled_loops = 0;        // loops emitted unrolled outside the tile
+  int64_t code_bytes = 0;
+  int64_t fma = 0, loads = 0, stores = 0, broadcasts = 0, masked = 0, pointer_updates = 0,
+          branches = 0;          // static instruction counts by kind
+  int64_t tail_bodies = 0;       // partial-tile bodies emitted for loop tails
+  int spills = 0;                // accumulators that did not fit in registers (always 0 today)
+  double compile_seconds = 0.0;
+};
+
+struct TimingResult {
+  double min_seconds = 0, median_seconds = 0;
+  double gflops = 0;         // from min_seconds (best run)
+  double median_gflops = 0;  // from median_seconds
+  int64_t runs = 0;
+};
+
+class Kernel {
+ public:
+  Kernel(const LoopTree& tree, Isa isa);  // compiles; throws CompileError
+  ~Kernel();
+  Kernel(const Kernel&) = delete;
+  Kernel& operator=(const Kernel&) = delete;
+
+  // Unpadded, dense row-major buffers of the computation's shapes; any alignment.
+  void run(const float* in0, const float* in1, float* out) const;
+  // Times the kernel on its own 64-byte-aligned random buffers: warm-up, then repeated runs
+  // until `min_seconds` have passed and at least `min_runs` are done (at most max_runs).
+  TimingResult benchmark(double min_seconds, int64_t min_runs, int64_t max_runs) const;
+
+  const LoopTree& tree() const { return tree_; }
+  const CompileFacts& facts() const { return facts_; }
+  const std::string& assembly() const { return asm_; }  // listing written by the generator
+  Isa isa() const { return isa_; }
+
+ private:
+  void call(const float* in0, const float* in1, float* out) const;  // kernel buffers
+  LoopTree tree_;
+  Isa isa_;
+  CompileFacts facts_;
+  std::string asm_;
+  struct Code;
+  std::unique_ptr<Code> code_;
+};
+
+// Peak single-core FP32 FMA throughput of this ISA, measured with a JIT'd register-only loop.
+double measure_peak_gflops(Isa isa, double min_seconds = 0.05);
+
+}  // namespace looptune

@@ -1,0 +1,29 @@
+// Pure schedule mutations: each takes a tree and returns a new one, or throws
+// IllegalActionError. try_* variants return std::nullopt instead of throwing.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "looptune/loop_tree.h"
+
+namespace looptune {
+
+LoopTree cursor_up(const LoopTree& t);
+LoopTree cursor_down(const LoopTree& t);
+LoopTree swap_up(const LoopTree& t);    // swap cursor loop with the one above; cursor follows
+LoopTree swap_down(const LoopTree& t);  // swap cursor loop with the one below; cursor follows
+LoopTree split(const LoopTree& t, int64_t factor);  // 2 <= factor <= size(cursor)
+LoopTree merge(const LoopTree& t);  // fold the cursor loop into the next same-var loop below
+LoopTree toggle_unroll(const LoopTree& t);
+LoopTree toggle_vectorize(const LoopTree& t);
+
+// Named actions, as used by the environments: "up", "down", "swap_up", "swap_down",
+// "split_<N>", "merge", "unroll", "vectorize".
+LoopTree apply(const LoopTree& t, const std::string& action);  // throws on illegal/unknown
+std::optional<LoopTree> try_apply(const LoopTree& t, const std::string& action);
+bool is_legal(const LoopTree& t, const std::string& action);
+std::vector<bool> legal_mask(const LoopTree& t, const std::vector<std::string>& actions);
+
+}  // namespace looptune
