@@ -1,0 +1,59 @@
+"""looptune: tune tensor programs for the CPU with reinforcement learning.
+
+    >>> import looptune
+    >>> comp = looptune.matmul(128, 256, 64)
+    >>> tree = comp.default_schedule().down().split(16)
+    >>> kernel = tree.compile()
+    >>> kernel.benchmark().gflops  # doctest: +SKIP
+"""
+
+from looptune.errors import CompileError, IllegalActionError, LoopTuneError, UnknownBenchmarkError
+from looptune._core import (
+    Computation,
+    Kernel,
+    Loop,
+    LoopTree,
+    TimingResult,
+    batch_matmul,
+    contraction as _contraction,
+    conv2d,
+    cpu_name,
+    host_isa,
+    isa_supported,
+    matmul,
+    measure_peak_gflops,
+    parse_computation,
+)
+
+__version__ = "0.1.0"
+
+
+def contraction(spec: str, sizes: dict[str, int] | None = None, **kw: int) -> Computation:
+    """A generic two-input contraction, e.g. ``contraction("mk,kn->mn", m=128, k=64, n=256)``."""
+    return _contraction(spec, {**(sizes or {}), **kw})
+
+
+from looptune.envs import register_envs  # noqa: E402
+
+register_envs()
+
+__all__ = [
+    "CompileError",
+    "Computation",
+    "IllegalActionError",
+    "Kernel",
+    "Loop",
+    "LoopTree",
+    "LoopTuneError",
+    "TimingResult",
+    "UnknownBenchmarkError",
+    "batch_matmul",
+    "contraction",
+    "conv2d",
+    "cpu_name",
+    "host_isa",
+    "isa_supported",
+    "matmul",
+    "measure_peak_gflops",
+    "parse_computation",
+]
