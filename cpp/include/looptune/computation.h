@@ -50,6 +50,8 @@ class Computation {
 // Limits that keep every buffer addressable and every loop count sane.
 constexpr int64_t kMaxExtent = int64_t(1) << 24;
 constexpr int64_t kMaxTensorElements = int64_t(1) << 30;  // 4 GiB of float32
+constexpr int64_t kMaxIterations = int64_t(1) << 50;      // prod(extents), so flops() fits
+constexpr int kMaxVars = 12;                              // variables per computation
 
 // Factories. All throw std::invalid_argument on bad sizes.
 Computation matmul(int64_t m, int64_t k, int64_t n);

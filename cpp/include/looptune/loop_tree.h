@@ -18,6 +18,8 @@
 
 namespace looptune {
 
+constexpr int kMaxLoops = 16;  // loops per tree (split is illegal beyond this)
+
 struct Loop {
   int var = 0;         // index into Computation::vars
   int64_t step = 1;    // elements of `var` per iteration

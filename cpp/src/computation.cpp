@@ -1,0 +1,337 @@
+// Computation factories, validation, naming and the header round trip.
+#include "looptune/computation.h"
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace looptune {
+
+int64_t TensorAccess::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+int64_t TensorAccess::alloc_numel() const {
+  int64_t n = 1;
+  for (int64_t d : alloc_shape) n *= d;
+  return n;
+}
+
+bool TensorAccess::padded() const {
+  return std::any_of(pad.begin(), pad.end(), [](int64_t p) { return p != 0; });
+}
+
+int64_t Computation::flops() const {
+  int64_t n = 2;
+  for (const Var& v : vars) n *= v.extent;
+  return n;
+}
+
+int Computation::var_index(const std::string& name) const {
+  for (size_t i = 0; i < vars.size(); ++i)
+    if (vars[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+namespace {
+
+[[noreturn]] void bad(const std::string& msg) { throw std::invalid_argument(msg); }
+
+int64_t extent_of(const Computation& c, const std::string& name) {
+  int i = c.var_index(name);
+  return i < 0 ? 0 : c.vars[i].extent;
+}
+
+void check_size(const std::string& what, int64_t v) {
+  if (v < 1 || v > kMaxExtent)
+    bad(what + " must be in 1.." + std::to_string(kMaxExtent) + ", got " + std::to_string(v));
+}
+
+// Product of dims, failing as soon as it exceeds `limit` (so it never overflows).
+void check_product(const std::string& what, const std::vector<int64_t>& dims, int64_t limit) {
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    n *= d;
+    if (n > limit)
+      bad(what + " is too large: more than " + std::to_string(limit) + " elements");
+  }
+}
+
+void check_tensors(const Computation& c) {
+  for (const TensorAccess* t : {&c.in0, &c.in1, &c.out})
+    check_product("tensor " + t->name, t->alloc_shape, kMaxTensorElements);
+  std::vector<int64_t> ext;
+  for (const Var& v : c.vars) ext.push_back(v.extent);
+  check_product("iteration space", ext, kMaxIterations);
+}
+
+// A dense row-major tensor indexed by `letters` (one variable per dim, repeats allowed).
+TensorAccess dense(const std::string& name, const std::string& letters, const Computation& c) {
+  TensorAccess t;
+  t.name = name;
+  for (char ch : letters) t.shape.push_back(extent_of(c, std::string(1, ch)));
+  t.alloc_shape = t.shape;
+  t.pad.assign(t.shape.size(), 0);
+  t.strides.assign(c.vars.size(), 0);
+  int64_t stride = 1;
+  for (int d = static_cast<int>(letters.size()) - 1; d >= 0; --d) {
+    t.strides[c.var_index(std::string(1, letters[d]))] += stride;
+    stride *= t.shape[d];
+  }
+  return t;
+}
+
+struct SplitSpec {
+  std::string a, b, out;
+};
+
+SplitSpec split_spec(const std::string& spec) {
+  size_t arrow = spec.find("->");
+  size_t comma = spec.find(',');
+  if (arrow == std::string::npos || comma == std::string::npos || comma > arrow)
+    bad("contraction spec must look like 'mk,kn->mn', got '" + spec + "'");
+  SplitSpec s{spec.substr(0, comma), spec.substr(comma + 1, arrow - comma - 1),
+              spec.substr(arrow + 2)};
+  if (s.b.find(',') != std::string::npos)
+    bad("contraction spec needs exactly two inputs, got '" + spec + "'");
+  for (const std::string* part : {&s.a, &s.b, &s.out}) {
+    if (part->empty()) bad("contraction spec has an empty operand: '" + spec + "'");
+    for (char ch : *part)
+      if (ch < 'a' || ch > 'z')
+        bad("contraction spec may only use letters a-z, got '" + std::string(1, ch) + "' in '" +
+            spec + "'");
+  }
+  return s;
+}
+
+std::vector<std::string> spec_letters(const std::string& spec) {
+  std::vector<std::string> parts;
+  std::string cur;
+  for (size_t i = 0; i < spec.size(); ++i) {
+    if (spec[i] == ',' || spec[i] == '-') {
+      parts.push_back(cur);
+      cur.clear();
+      if (spec[i] == '-') ++i;  // skip '>'
+    } else {
+      cur += spec[i];
+    }
+  }
+  parts.push_back(cur);
+  return parts;
+}
+
+}  // namespace
+
+std::string Computation::name() const {
+  std::ostringstream os;
+  if (kind == "matmul") {
+    os << "mm" << extent_of(*this, "m") << '_' << extent_of(*this, "k") << '_'
+       << extent_of(*this, "n");
+  } else if (kind == "batch_matmul") {
+    os << "bmm" << extent_of(*this, "b") << '_' << extent_of(*this, "m") << '_'
+       << extent_of(*this, "k") << '_' << extent_of(*this, "n");
+  } else if (kind == "conv2d") {
+    os << "conv" << in0.shape[0] << '_' << in0.shape[1] << '_' << in0.shape[2] << '_'
+       << in0.shape[3] << '_' << in1.shape[0] << '_' << in1.shape[2] << '_' << in1.shape[3]
+       << "_s" << conv_stride << "_p" << conv_pad;
+  } else {
+    os << "ein";
+    for (const std::string& p : spec_letters(spec)) os << '_' << p;
+    for (const Var& v : vars) os << '_' << v.name << v.extent;
+  }
+  return os.str();
+}
+
+std::string Computation::header() const {
+  std::ostringstream os;
+  os << kind;
+  if (kind == "conv2d") {
+    os << " n=" << in0.shape[0] << " c=" << in0.shape[1] << " h=" << in0.shape[2]
+       << " w=" << in0.shape[3] << " k=" << in1.shape[0] << " r=" << in1.shape[2]
+       << " s=" << in1.shape[3] << " stride=" << conv_stride << " pad=" << conv_pad;
+    return os.str();
+  }
+  if (kind == "contraction") {
+    os << ' ' << spec;
+    std::map<std::string, int64_t> sorted;
+    for (const Var& v : vars) sorted[v.name] = v.extent;
+    for (const auto& [k, v] : sorted) os << ' ' << k << '=' << v;
+    return os.str();
+  }
+  for (const Var& v : vars) os << ' ' << v.name << '=' << v.extent;
+  return os.str();
+}
+
+Computation contraction(const std::string& spec, const std::map<std::string, int64_t>& sizes) {
+  SplitSpec s = split_spec(spec);
+  std::set<char> in_letters(s.a.begin(), s.a.end());
+  in_letters.insert(s.b.begin(), s.b.end());
+  std::set<char> out_letters;
+  for (char ch : s.out) {
+    if (!out_letters.insert(ch).second)
+      bad("contraction output may not repeat a letter: '" + std::string(1, ch) + "' in '" +
+          spec + "'");
+    if (!in_letters.count(ch))
+      bad("output letter '" + std::string(1, ch) + "' appears in no input of '" + spec + "'");
+  }
+  std::string order = s.out.substr(0, s.out.size() - 1);
+  for (char ch : s.a + s.b)
+    if (!out_letters.count(ch) && order.find(ch) == std::string::npos) order += ch;
+  order += s.out.back();
+  if (order.size() > static_cast<size_t>(kMaxVars))
+    bad("contraction has " + std::to_string(order.size()) + " variables; at most " +
+        std::to_string(kMaxVars) + " are supported");
+  for (const auto& [name, v] : sizes)
+    if (name.size() != 1 || order.find(name[0]) == std::string::npos)
+      bad("size given for '" + name + "', which is not a letter of '" + spec + "'");
+  Computation c;
+  c.kind = "contraction";
+  c.spec = spec;
+  for (char ch : order) {
+    std::string name(1, ch);
+    auto it = sizes.find(name);
+    if (it == sizes.end()) bad("no size given for letter '" + name + "' of '" + spec + "'");
+    check_size("size of '" + name + "'", it->second);
+    c.vars.push_back(Var{name, it->second, out_letters.count(ch) == 0});
+  }
+  c.in0 = dense("A", s.a, c);
+  c.in1 = dense("B", s.b, c);
+  c.out = dense("C", s.out, c);
+  check_tensors(c);
+  return c;
+}
+
+Computation matmul(int64_t m, int64_t k, int64_t n) {
+  check_size("m", m);
+  check_size("k", k);
+  check_size("n", n);
+  Computation c = contraction("mk,kn->mn", {{"m", m}, {"k", k}, {"n", n}});
+  c.kind = "matmul";
+  return c;
+}
+
+Computation batch_matmul(int64_t b, int64_t m, int64_t k, int64_t n) {
+  check_size("b", b);
+  check_size("m", m);
+  check_size("k", k);
+  check_size("n", n);
+  Computation c = contraction("bmk,bkn->bmn", {{"b", b}, {"m", m}, {"k", k}, {"n", n}});
+  c.kind = "batch_matmul";
+  return c;
+}
+
+Computation conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
+                   int64_t stride, int64_t pad) {
+  for (auto [name, v] : {std::pair<const char*, int64_t>{"n", n}, {"c", c}, {"h", h}, {"w", w},
+                         {"k", k}, {"r", r}, {"s", s}, {"stride", stride}})
+    check_size(name, v);
+  if (pad < 0 || pad > kMaxExtent)
+    bad("pad must be in 0.." + std::to_string(kMaxExtent) + ", got " + std::to_string(pad));
+  const int64_t hp = h + 2 * pad, wp = w + 2 * pad;
+  if (r > hp || s > wp)
+    bad("conv2d filter " + std::to_string(r) + "x" + std::to_string(s) +
+        " is larger than the padded input " + std::to_string(hp) + "x" + std::to_string(wp));
+  const int64_t oh = (hp - r) / stride + 1, ow = (wp - s) / stride + 1;
+  check_size("padded height", hp);
+  check_size("padded width", wp);
+  Computation cp;
+  cp.kind = "conv2d";
+  cp.spec = "nchw,kcrs->nkhw";
+  cp.conv_stride = stride;
+  cp.conv_pad = pad;
+  cp.vars = {{"n", n, false}, {"k", k, false}, {"oh", oh, false}, {"c", c, true},
+             {"r", r, true},  {"s", s, true},  {"ow", ow, false}};
+  enum { N, K, OH, C, R, S, OW };
+  TensorAccess& in = cp.in0;
+  in.name = "I";
+  in.shape = {n, c, h, w};
+  in.alloc_shape = {n, c, hp, wp};
+  in.pad = {0, 0, pad, pad};
+  in.strides = {c * hp * wp, 0, stride * wp, hp * wp, wp, 1, stride};
+  TensorAccess& wt = cp.in1;
+  wt.name = "W";
+  wt.shape = wt.alloc_shape = {k, c, r, s};
+  wt.pad = {0, 0, 0, 0};
+  wt.strides.assign(7, 0);
+  wt.strides[K] = c * r * s;
+  wt.strides[C] = r * s;
+  wt.strides[R] = s;
+  wt.strides[S] = 1;
+  TensorAccess& o = cp.out;
+  o.name = "O";
+  o.shape = o.alloc_shape = {n, k, oh, ow};
+  o.pad = {0, 0, 0, 0};
+  o.strides.assign(7, 0);
+  o.strides[N] = k * oh * ow;
+  o.strides[K] = oh * ow;
+  o.strides[OH] = ow;
+  o.strides[OW] = 1;
+  check_tensors(cp);
+  return cp;
+}
+
+namespace {
+
+int64_t parse_int(const std::string& key, const std::string& text) {
+  if (text.empty() || text.size() > 18 ||
+      !std::all_of(text.begin(), text.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+    bad("bad value for '" + key + "': '" + text + "' is not a non-negative integer");
+  return std::stoll(text);
+}
+
+// "k=v" tokens into a map; `expected` (if not empty) must be exactly the set of keys.
+std::map<std::string, int64_t> parse_kv(std::istringstream& is, const std::string& header) {
+  std::map<std::string, int64_t> kv;
+  std::string tok;
+  while (is >> tok) {
+    size_t eq = tok.find('=');
+    if (eq == std::string::npos || eq == 0)
+      bad("bad token '" + tok + "' in computation header '" + header + "'");
+    std::string key = tok.substr(0, eq);
+    if (!kv.emplace(key, parse_int(key, tok.substr(eq + 1))).second)
+      bad("'" + key + "' given twice in computation header '" + header + "'");
+  }
+  return kv;
+}
+
+int64_t take(std::map<std::string, int64_t>& kv, const std::string& key, const std::string& h) {
+  auto it = kv.find(key);
+  if (it == kv.end()) bad("computation header '" + h + "' lacks '" + key + "='");
+  int64_t v = it->second;
+  kv.erase(it);
+  return v;
+}
+
+}  // namespace
+
+Computation parse_computation(const std::string& header) {
+  std::istringstream is(header);
+  std::string kind;
+  if (!(is >> kind)) bad("empty computation header");
+  std::string spec;
+  if (kind == "contraction" && !(is >> spec)) bad("contraction header lacks a spec");
+  auto kv = parse_kv(is, header);
+  if (kind == "contraction") return contraction(spec, kv);
+  Computation c;
+  if (kind == "matmul") {
+    int64_t m = take(kv, "m", header), k = take(kv, "k", header), n = take(kv, "n", header);
+    if (kv.empty()) return matmul(m, k, n);
+  } else if (kind == "batch_matmul") {
+    int64_t b = take(kv, "b", header), m = take(kv, "m", header), k = take(kv, "k", header),
+            n = take(kv, "n", header);
+    if (kv.empty()) return batch_matmul(b, m, k, n);
+  } else if (kind == "conv2d") {
+    int64_t v[9];
+    const char* keys[9] = {"n", "c", "h", "w", "k", "r", "s", "stride", "pad"};
+    for (int i = 0; i < 9; ++i) v[i] = take(kv, keys[i], header);
+    if (kv.empty()) return conv2d(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]);
+  } else {
+    bad("unknown computation kind '" + kind + "' in header '" + header + "'");
+  }
+  bad("unexpected key '" + kv.begin()->first + "' in computation header '" + header + "'");
+}
+
+}  // namespace looptune

@@ -1,0 +1,76 @@
+// Run-time ISA selection from CPUID (via Xbyak::util::Cpu) and the CPU's brand string.
+#include "looptune/cpu.h"
+
+#include <xbyak/xbyak_util.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#include "looptune/errors.h"
+
+namespace looptune {
+
+namespace {
+
+const Xbyak::util::Cpu& cpu() {
+  static const Xbyak::util::Cpu c;
+  return c;
+}
+
+}  // namespace
+
+bool isa_supported(Isa isa) {
+  using C = Xbyak::util::Cpu;
+  switch (isa) {
+    case Isa::AVX512:
+      return cpu().has(C::tAVX512F);
+    case Isa::AVX2:
+      return cpu().has(C::tAVX2) && cpu().has(C::tFMA);
+  }
+  return false;
+}
+
+std::string isa_name(Isa isa) { return isa == Isa::AVX512 ? "avx512" : "avx2"; }
+
+int isa_lanes(Isa isa) { return isa == Isa::AVX512 ? 16 : 8; }
+
+Isa parse_isa(const std::string& name) {
+  if (name == "avx512") return Isa::AVX512;
+  if (name == "avx2") return Isa::AVX2;
+  throw std::invalid_argument("unknown ISA '" + name + "'; choose 'avx512' or 'avx2'");
+}
+
+Isa host_isa() {
+  if (const char* forced = std::getenv("LOOPTUNE_ISA"); forced && *forced) {
+    Isa isa;
+    try {
+      isa = parse_isa(forced);
+    } catch (const std::invalid_argument&) {
+      throw CompileError(std::string("LOOPTUNE_ISA='") + forced + "' is not 'avx512' or 'avx2'");
+    }
+    if (!isa_supported(isa))
+      throw CompileError(std::string("LOOPTUNE_ISA='") + forced + "' is not supported by this CPU");
+    return isa;
+  }
+  if (isa_supported(Isa::AVX512)) return Isa::AVX512;
+  if (isa_supported(Isa::AVX2)) return Isa::AVX2;
+  throw CompileError("looptune needs AVX2+FMA or AVX-512");
+}
+
+std::string cpu_name() {
+  uint32_t max_ext[4];
+  Xbyak::util::Cpu::getCpuid(0x80000000u, max_ext);
+  if (max_ext[0] < 0x80000004u) return "unknown x86-64";
+  char brand[49] = {0};
+  for (uint32_t i = 0; i < 3; ++i) {
+    uint32_t regs[4];
+    Xbyak::util::Cpu::getCpuid(0x80000002u + i, regs);
+    std::memcpy(brand + 16 * i, regs, 16);
+  }
+  std::string s(brand);
+  size_t b = s.find_first_not_of(' '), e = s.find_last_not_of(' ');
+  return b == std::string::npos ? "unknown x86-64" : s.substr(b, e - b + 1);
+}
+
+}  // namespace looptune
