@@ -2,6 +2,7 @@
 // IllegalActionError. try_* variants return std::nullopt instead of throwing.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -9,6 +10,8 @@
 #include "looptune/loop_tree.h"
 
 namespace looptune {
+
+constexpr int64_t kMaxUnroll = 64;  // turning unroll on needs size(cursor) <= this
 
 LoopTree cursor_up(const LoopTree& t);
 LoopTree cursor_down(const LoopTree& t);

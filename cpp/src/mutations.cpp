@@ -1,0 +1,184 @@
+// Pure schedule mutations and named actions.
+//
+// Every mutation is checked by one legality function that builds nothing (so legal_mask is
+// cheap) and only formats a reason when asked for one.
+#include "looptune/mutations.h"
+
+#include <stdexcept>
+
+#include "looptune/errors.h"
+
+namespace looptune {
+
+namespace {
+
+enum class Op { Up, Down, SwapUp, SwapDown, Split, Merge, Unroll, Vectorize };
+
+struct Action {
+  Op op;
+  int64_t factor = 0;  // split only
+  std::string name;
+};
+
+Action parse_action(const std::string& name) {
+  static const std::pair<const char*, Op> simple[] = {
+      {"up", Op::Up},         {"down", Op::Down},   {"swap_up", Op::SwapUp},
+      {"swap_down", Op::SwapDown}, {"merge", Op::Merge}, {"unroll", Op::Unroll},
+      {"vectorize", Op::Vectorize}};
+  for (const auto& [n, op] : simple)
+    if (name == n) return Action{op, 0, name};
+  if (name.rfind("split_", 0) == 0) {
+    std::string num = name.substr(6);
+    if (!num.empty() && num.size() <= 18 && num.find_first_not_of("0123456789") == std::string::npos) {
+      int64_t f = std::stoll(num);
+      if (f >= 1) return Action{Op::Split, f, name};
+    }
+    throw std::invalid_argument("bad split action '" + name +
+                                "': expected split_<N> with N a positive integer");
+  }
+  throw std::invalid_argument("unknown action '" + name +
+                              "'; expected up, down, swap_up, swap_down, split_<N>, merge, "
+                              "unroll or vectorize");
+}
+
+std::string var_at(const LoopTree& t, int i) {
+  return "'" + t.computation().vars[t.loops()[i].var].name + "'";
+}
+
+// True when `a` is legal in `t`; otherwise false and, if `why` is given, the reason.
+bool check(const LoopTree& t, const Action& a, std::string* why) {
+  const int c = t.cursor(), d = t.depth();
+  auto fail = [&](auto&& make) {
+    if (why) *why = a.name + ": " + make();
+    return false;
+  };
+  switch (a.op) {
+    case Op::Up:
+    case Op::SwapUp:
+      if (c == 0) return fail([] { return std::string("cursor is on the outermost loop"); });
+      if (a.op == Op::SwapUp && t.loops()[c - 1].var == t.loops()[c].var)
+        return fail([&] { return "loops " + std::to_string(c - 1) + " and " + std::to_string(c) +
+                                 " both iterate " + var_at(t, c); });
+      return true;
+    case Op::Down:
+    case Op::SwapDown:
+      if (c == d - 1) return fail([] { return std::string("cursor is on the innermost loop"); });
+      if (a.op == Op::SwapDown && t.loops()[c + 1].var == t.loops()[c].var)
+        return fail([&] { return "loops " + std::to_string(c) + " and " + std::to_string(c + 1) +
+                                 " both iterate " + var_at(t, c); });
+      return true;
+    case Op::Split: {
+      if (d >= kMaxLoops)
+        return fail([] { return "the tree already has " + std::to_string(kMaxLoops) + " loops"; });
+      if (a.factor < 2) return fail([] { return std::string("a split factor must be at least 2"); });
+      const int64_t size = t.size(c);
+      if (a.factor > size)
+        return fail([&] { return "factor " + std::to_string(a.factor) + " exceeds loop size " +
+                                 std::to_string(size) + " of " + var_at(t, c) + " at cursor " +
+                                 std::to_string(c); });
+      return true;
+    }
+    case Op::Merge:
+      for (int i = c + 1; i < d; ++i)
+        if (t.loops()[i].var == t.loops()[c].var) return true;
+      return fail([&] { return "no loop of " + var_at(t, c) + " below cursor " +
+                               std::to_string(c) + " to merge into"; });
+    case Op::Unroll:
+      if (!t.loops()[c].unroll && t.size(c) > kMaxUnroll)
+        return fail([&] { return "loop size " + std::to_string(t.size(c)) + " of " + var_at(t, c) +
+                                 " exceeds the unroll limit " + std::to_string(kMaxUnroll); });
+      return true;
+    case Op::Vectorize:
+      if (c != d - 1)
+        return fail([] { return std::string("only the innermost loop can be (un)vectorized"); });
+      return true;
+  }
+  return false;
+}
+
+LoopTree with(const LoopTree& t, std::vector<Loop> loops, int cursor) {
+  return LoopTree(t.computation_ptr(), std::move(loops), cursor);
+}
+
+// Applies an action already known to be legal.
+LoopTree perform(const LoopTree& t, const Action& a) {
+  const int c = t.cursor();
+  std::vector<Loop> loops = t.loops();
+  switch (a.op) {
+    case Op::Up:
+      return with(t, std::move(loops), c - 1);
+    case Op::Down:
+      return with(t, std::move(loops), c + 1);
+    case Op::SwapUp:
+      std::swap(loops[c - 1], loops[c]);
+      return with(t, std::move(loops), c - 1);
+    case Op::SwapDown:
+      std::swap(loops[c], loops[c + 1]);
+      return with(t, std::move(loops), c + 1);
+    case Op::Split: {
+      Loop inner = loops[c];
+      inner.unroll = false;
+      loops[c].step *= a.factor;
+      loops.insert(loops.begin() + c + 1, inner);
+      return with(t, std::move(loops), c);
+    }
+    case Op::Merge: {
+      loops.erase(loops.begin() + c);
+      const int last = static_cast<int>(loops.size()) - 1;
+      return with(t, std::move(loops), c < last ? c : last);
+    }
+    case Op::Unroll:
+      loops[c].unroll = !loops[c].unroll;
+      return with(t, std::move(loops), c);
+    case Op::Vectorize:
+      loops[c].vectorize = !loops[c].vectorize;
+      return with(t, std::move(loops), c);
+  }
+  throw std::logic_error("unhandled action");
+}
+
+LoopTree run(const LoopTree& t, const Action& a) {
+  std::string why;
+  if (!check(t, a, &why)) throw IllegalActionError(why);
+  return perform(t, a);
+}
+
+}  // namespace
+
+LoopTree cursor_up(const LoopTree& t) { return run(t, {Op::Up, 0, "up"}); }
+LoopTree cursor_down(const LoopTree& t) { return run(t, {Op::Down, 0, "down"}); }
+LoopTree swap_up(const LoopTree& t) { return run(t, {Op::SwapUp, 0, "swap_up"}); }
+LoopTree swap_down(const LoopTree& t) { return run(t, {Op::SwapDown, 0, "swap_down"}); }
+LoopTree merge(const LoopTree& t) { return run(t, {Op::Merge, 0, "merge"}); }
+LoopTree toggle_unroll(const LoopTree& t) { return run(t, {Op::Unroll, 0, "unroll"}); }
+LoopTree toggle_vectorize(const LoopTree& t) { return run(t, {Op::Vectorize, 0, "vectorize"}); }
+
+LoopTree split(const LoopTree& t, int64_t factor) {
+  if (factor < 1)
+    throw std::invalid_argument("split factor must be a positive integer, got " +
+                                std::to_string(factor));
+  return run(t, {Op::Split, factor, "split_" + std::to_string(factor)});
+}
+
+LoopTree apply(const LoopTree& t, const std::string& action) {
+  return run(t, parse_action(action));
+}
+
+std::optional<LoopTree> try_apply(const LoopTree& t, const std::string& action) {
+  Action a = parse_action(action);
+  if (!check(t, a, nullptr)) return std::nullopt;
+  return perform(t, a);
+}
+
+bool is_legal(const LoopTree& t, const std::string& action) {
+  return check(t, parse_action(action), nullptr);
+}
+
+std::vector<bool> legal_mask(const LoopTree& t, const std::vector<std::string>& actions) {
+  std::vector<bool> mask;
+  mask.reserve(actions.size());
+  for (const std::string& name : actions) mask.push_back(check(t, parse_action(name), nullptr));
+  return mask;
+}
+
+}  // namespace looptune
