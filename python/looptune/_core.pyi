@@ -14,6 +14,7 @@ class Tensor:
     name: str
     shape: tuple[int, ...]        # user-facing (unpadded) shape
     alloc_shape: tuple[int, ...]  # buffer the kernel reads (padded for conv input)
+    pad: tuple[int, ...]          # leading padding per dimension (alloc = shape + 2*pad)
     strides: dict[str, int]       # element stride (in alloc_shape) per variable name; 0 if unused
 
 class Computation:
@@ -27,6 +28,7 @@ class Computation:
     def header(self) -> str: ...
     def default_schedule(self) -> LoopTree: ...
     def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
 
 def matmul(m: int, k: int, n: int) -> Computation: ...
 def batch_matmul(b: int, m: int, k: int, n: int) -> Computation: ...
@@ -40,6 +42,7 @@ class Loop:
     step: int
     size: int       # full iterations
     tail: int       # leftover elements (partial iteration)
+    range: int      # elements covered per iteration of its parent (size * step + tail)
     unroll: bool
     vectorize: bool
 

@@ -1,0 +1,47 @@
+// The `looptune._core` extension module: registration and exception translation.
+#include <pybind11/pybind11.h>
+
+#include "looptune/errors.h"
+#include "register.h"
+
+namespace py = pybind11;
+
+namespace looptune::bindings {
+
+namespace {
+
+// Raise the Python class of the same name defined in looptune/errors.py.
+void raise_python(const char* cls, const char* what) {
+  py::object type = py::module_::import("looptune.errors").attr(cls);
+  PyErr_SetString(type.ptr(), what);
+}
+
+}  // namespace
+
+Isa resolve_isa(const std::optional<std::string>& name) {
+  if (!name) return host_isa();
+  Isa isa = parse_isa(*name);
+  if (!isa_supported(isa))
+    throw std::invalid_argument("ISA '" + *name + "' is not supported by this CPU (" +
+                                cpu_name() + ")");
+  return isa;
+}
+
+}  // namespace looptune::bindings
+
+PYBIND11_MODULE(_core, m) {
+  namespace lb = looptune::bindings;
+  m.doc() = "looptune's C++ engine: loop-tree IR, schedule mutations, x86-64 JIT and timing.";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const looptune::IllegalActionError& e) {
+      lb::raise_python("IllegalActionError", e.what());
+    } catch (const looptune::CompileError& e) {
+      lb::raise_python("CompileError", e.what());
+    }
+  });
+  lb::register_computation(m);
+  lb::register_loop_tree(m);
+  lb::register_kernel(m);
+}

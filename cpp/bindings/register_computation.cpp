@@ -1,0 +1,102 @@
+// Python bindings of Computation, its variables and tensors, and the factories.
+#include <pybind11/stl.h>
+
+#include <sstream>
+
+#include "looptune/loop_tree.h"
+#include "register.h"
+
+namespace looptune::bindings {
+
+namespace {
+
+// The Python view of a tensor: strides keyed by variable name.
+struct Tensor {
+  std::string name;
+  py::tuple shape, alloc_shape, pad;
+  py::dict strides;
+};
+
+py::tuple to_tuple(const std::vector<int64_t>& v) {
+  py::tuple t(v.size());
+  for (size_t i = 0; i < v.size(); ++i) t[i] = v[i];
+  return t;
+}
+
+Tensor view(const Computation& c, const TensorAccess& t) {
+  Tensor out{t.name, to_tuple(t.shape), to_tuple(t.alloc_shape), to_tuple(t.pad), py::dict()};
+  for (size_t v = 0; v < c.vars.size(); ++v) out.strides[py::str(c.vars[v].name)] = t.strides[v];
+  return out;
+}
+
+std::string repr_tuple(const py::tuple& t) { return py::str(t).cast<std::string>(); }
+
+void register_var_tensor(py::module_& m) {
+  py::class_<Var>(m, "Var", "A loop variable of a computation.")
+      .def_readonly("name", &Var::name)
+      .def_readonly("extent", &Var::extent)
+      .def_readonly("reduction", &Var::reduction, "True if it does not index the output")
+      .def("__repr__", [](const Var& v) {
+        return "Var('" + v.name + "', " + std::to_string(v.extent) +
+               (v.reduction ? ", reduction=True)" : ")");
+      });
+  py::class_<Tensor>(m, "Tensor", "A tensor a computation reads or writes.")
+      .def_readonly("name", &Tensor::name)
+      .def_readonly("shape", &Tensor::shape, "user-facing (unpadded) shape")
+      .def_readonly("alloc_shape", &Tensor::alloc_shape, "buffer the kernel reads (padded)")
+      .def_readonly("pad", &Tensor::pad, "leading padding per dimension")
+      .def_readonly("strides", &Tensor::strides, "element stride per variable name")
+      .def("__repr__", [](const Tensor& t) {
+        return "Tensor('" + t.name + "', shape=" + repr_tuple(t.shape) + ")";
+      });
+}
+
+}  // namespace
+
+void register_computation(py::module_& m) {
+  register_var_tensor(m);
+  py::class_<Computation, CompPtr>(m, "Computation",
+                                   "out += in0 * in1 summed over reduction variables.")
+      .def_readonly("kind", &Computation::kind)
+      .def_readonly("spec", &Computation::spec)
+      .def_property_readonly("name", &Computation::name)
+      .def_property_readonly("flops", &Computation::flops)
+      .def_readonly("vars", &Computation::vars)
+      .def_property_readonly("inputs",
+                             [](const Computation& c) {
+                               return py::make_tuple(view(c, c.in0), view(c, c.in1));
+                             })
+      .def_property_readonly("output", [](const Computation& c) { return view(c, c.out); })
+      .def("header", &Computation::header)
+      .def("default_schedule", [](CompPtr self) { return LoopTree::base(std::move(self)); },
+           "The base schedule: one loop per variable in natural order, no splits.")
+      .def("__eq__",
+           [](const Computation& a, py::object b) {
+             return py::isinstance<Computation>(b) && a == b.cast<const Computation&>();
+           })
+      .def("__hash__", [](const Computation& c) { return py::hash(py::str(c.header())); })
+      .def("__repr__", [](const Computation& c) { return "Computation('" + c.header() + "')"; })
+      .def(py::pickle([](const Computation& c) { return c.header(); },
+                      [](const std::string& h) { return share(parse_computation(h)); }));
+
+  m.def("matmul", [](int64_t m_, int64_t k, int64_t n) { return share(matmul(m_, k, n)); },
+        py::arg("m"), py::arg("k"), py::arg("n"), "C[m,n] += A[m,k] * B[k,n]");
+  m.def("batch_matmul",
+        [](int64_t b, int64_t m_, int64_t k, int64_t n) { return share(batch_matmul(b, m_, k, n)); },
+        py::arg("b"), py::arg("m"), py::arg("k"), py::arg("n"), "C[b,m,n] += A[b,m,k] * B[b,k,n]");
+  m.def("conv2d",
+        [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
+           int64_t stride, int64_t pad) { return share(conv2d(n, c, h, w, k, r, s, stride, pad)); },
+        py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"), py::arg("k"), py::arg("r"),
+        py::arg("s"), py::arg("stride") = 1, py::arg("pad") = 0,
+        "O[n,k,oh,ow] += I[n,c,oh*stride+r-pad,ow*stride+s-pad] * W[k,c,r,s] (NCHW, KCRS)");
+  m.def("contraction",
+        [](const std::string& spec, const std::map<std::string, int64_t>& sizes) {
+          return share(contraction(spec, sizes));
+        },
+        py::arg("spec"), py::arg("sizes"), "A two-input contraction such as 'mk,kn->mn'.");
+  m.def("parse_computation", [](const std::string& h) { return share(parse_computation(h)); },
+        py::arg("header"), "Inverse of Computation.header().");
+}
+
+}  // namespace looptune::bindings

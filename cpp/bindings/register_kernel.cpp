@@ -1,0 +1,149 @@
+// Python bindings of Kernel (validated numpy calls, timing) and the CPU queries.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+
+#include "looptune/kernel.h"
+#include "register.h"
+
+namespace looptune::bindings {
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
+}
+
+// Checks dtype, contiguity and shape; returns the array (a view, never a copy).
+py::array checked(const py::handle& obj, const char* what, const TensorAccess& t, bool write) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(what) + " must be a numpy float32 array, got " +
+                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw py::type_error(std::string(what) + " must have dtype float32, got " +
+                         py::str(a.dtype()).cast<std::string>());
+  std::vector<int64_t> got(a.shape(), a.shape() + a.ndim());
+  if (got != t.shape)
+    throw py::value_error(std::string(what) + " has shape " + shape_str(got) + ", expected " +
+                          shape_str(t.shape) + " for tensor " + t.name);
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(what) + " must be C-contiguous (use np.ascontiguousarray)");
+  if (write && !a.writeable()) throw py::value_error(std::string(what) + " is read-only");
+  return a;
+}
+
+bool overlap(const py::array& x, const py::array& y) {
+  auto lo = [](const py::array& a) { return static_cast<const char*>(a.data()); };
+  return lo(x) < lo(y) + y.nbytes() && lo(y) < lo(x) + x.nbytes();
+}
+
+py::array call(const Kernel& k, const py::object& a, const py::object& b, const py::object& out) {
+  const Computation& c = k.tree().computation();
+  py::array A = checked(a, "a", c.in0, false), B = checked(b, "b", c.in1, false);
+  py::array O;
+  if (out.is_none()) {
+    O = py::array_t<float>(c.out.shape);
+    std::fill_n(static_cast<float*>(O.mutable_data()), c.out.numel(), 0.0f);
+  } else {
+    O = checked(out, "out", c.out, true);
+    if (overlap(O, A) || overlap(O, B)) throw py::value_error("out must not overlap a or b");
+  }
+  const float* pa = static_cast<const float*>(A.data());
+  const float* pb = static_cast<const float*>(B.data());
+  float* po = static_cast<float*>(O.mutable_data());
+  {
+    py::gil_scoped_release release;
+    k.run(pa, pb, po);
+  }
+  return O;
+}
+
+py::dict facts_dict(const CompileFacts& f) {
+  py::dict d;
+  d["isa"] = f.isa;
+  d["lanes"] = f.lanes;
+  d["vectorized"] = f.vectorized;
+  d["tile_loops"] = f.tile_loops;
+  d["tile_accumulators"] = f.tile_accumulators;
+  d["tile_rows"] = f.tile_rows;
+  d["tile_vectors"] = f.tile_vectors;
+  d["accumulators_hoisted"] = f.accumulators_hoisted;
+  d["hoisted_loops"] = f.hoisted_loops;
+  d["zero_init"] = f.zero_init;
+  d["runtime_loops"] = f.runtime_loops;
+  d["unrolled_loops"] = f.unrolled_loops;
+  d["code_bytes"] = f.code_bytes;
+  d["fma"] = f.fma;
+  d["loads"] = f.loads;
+  d["stores"] = f.stores;
+  d["broadcasts"] = f.broadcasts;
+  d["masked"] = f.masked;
+  d["pointer_updates"] = f.pointer_updates;
+  d["branches"] = f.branches;
+  d["tail_bodies"] = f.tail_bodies;
+  d["spills"] = f.spills;
+  d["compile_seconds"] = f.compile_seconds;
+  return d;
+}
+
+TimingResult bench(const Kernel& k, double min_time, int64_t min_runs, int64_t max_runs) {
+  if (!std::isfinite(min_time) || min_time < 0 || min_time > 3600)
+    throw py::value_error("min_time must be in [0, 3600] seconds, got " + std::to_string(min_time));
+  if (min_runs < 1 || max_runs < min_runs)
+    throw py::value_error("need 1 <= min_runs <= max_runs, got min_runs=" +
+                          std::to_string(min_runs) + ", max_runs=" + std::to_string(max_runs));
+  py::gil_scoped_release release;
+  return k.benchmark(min_time, min_runs, max_runs);
+}
+
+}  // namespace
+
+void register_kernel(py::module_& m) {
+  py::class_<TimingResult>(m, "TimingResult", "Timing of a kernel: best and median run.")
+      .def_readonly("min_seconds", &TimingResult::min_seconds)
+      .def_readonly("median_seconds", &TimingResult::median_seconds)
+      .def_readonly("gflops", &TimingResult::gflops, "from the best run")
+      .def_readonly("median_gflops", &TimingResult::median_gflops)
+      .def_readonly("runs", &TimingResult::runs)
+      .def("__repr__", [](const TimingResult& r) {
+        return "TimingResult(gflops=" + std::to_string(r.gflops) +
+               ", median_gflops=" + std::to_string(r.median_gflops) +
+               ", runs=" + std::to_string(r.runs) + ")";
+      });
+
+  py::class_<Kernel>(m, "Kernel", "A JIT-compiled loop tree.")
+      .def_property_readonly("tree", [](const Kernel& k) { return k.tree(); })
+      .def_property_readonly("isa", [](const Kernel& k) { return isa_name(k.isa()); })
+      .def_property_readonly("facts", [](const Kernel& k) { return facts_dict(k.facts()); })
+      .def_property_readonly("assembly", &Kernel::assembly)
+      .def("__call__", &call, py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
+           "Run on numpy float32 arrays; returns out (allocated, zeroed, when None).")
+      .def("benchmark", &bench, py::arg("min_time") = 0.01, py::arg("min_runs") = 3,
+           py::arg("max_runs") = 100000, "Time the kernel on its own aligned buffers.")
+      .def("__repr__", [](const Kernel& k) {
+        return "<Kernel " + k.tree().computation().name() + " " + isa_name(k.isa()) + " " +
+               std::to_string(k.facts().code_bytes) + " bytes>";
+      });
+
+  m.def("host_isa", [] { return isa_name(host_isa()); }, "The best ISA of this CPU.");
+  m.def("isa_supported", [](const std::string& s) { return isa_supported(parse_isa(s)); },
+        py::arg("isa"));
+  m.def("cpu_name", &cpu_name);
+  m.def(
+      "measure_peak_gflops",
+      [](std::optional<std::string> isa, double min_time) {
+        if (!std::isfinite(min_time) || min_time < 0 || min_time > 3600)
+          throw py::value_error("min_time must be in [0, 3600] seconds");
+        Isa chosen = resolve_isa(isa);
+        py::gil_scoped_release release;
+        return measure_peak_gflops(chosen, min_time);
+      },
+      py::arg("isa") = py::none(), py::arg("min_time") = 0.05,
+      "Measured single-core FP32 FMA peak of this machine.");
+}
+
+}  // namespace looptune::bindings

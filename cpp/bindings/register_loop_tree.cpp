@@ -1,0 +1,114 @@
+// Python bindings of LoopTree, its loops and the pure mutations.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstdio>
+
+#include "looptune/kernel.h"
+#include "looptune/mutations.h"
+#include "register.h"
+
+namespace looptune::bindings {
+
+namespace {
+
+// The Python view of one loop of a tree.
+struct LoopView {
+  std::string var;
+  int64_t step, size, tail, range;
+  bool unroll, vectorize;
+};
+
+std::vector<LoopView> loop_views(const LoopTree& t) {
+  std::vector<LoopView> out;
+  for (int i = 0; i < t.depth(); ++i) {
+    const Loop& l = t.loops()[i];
+    out.push_back({t.computation().vars[l.var].name, l.step, t.size(i), t.tail(i), t.range(i),
+                   l.unroll, l.vectorize});
+  }
+  return out;
+}
+
+std::string repr_loop(const LoopView& l) {
+  auto b = [](bool v) { return v ? std::string("True") : std::string("False"); };
+  return "Loop(var='" + l.var + "', step=" + std::to_string(l.step) +
+         ", size=" + std::to_string(l.size) + ", tail=" + std::to_string(l.tail) +
+         ", unroll=" + b(l.unroll) + ", vectorize=" + b(l.vectorize) + ")";
+}
+
+std::string repr_tree(const LoopTree& t) {
+  char hash[32];
+  std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(t.hash()));
+  return "<LoopTree " + t.computation().name() + " depth=" + std::to_string(t.depth()) +
+         " cursor=" + std::to_string(t.cursor()) + " hash=" + hash + ">";
+}
+
+py::array_t<bool> mask_array(const LoopTree& t, const std::vector<std::string>& actions) {
+  std::vector<bool> mask = legal_mask(t, actions);
+  py::array_t<bool> out(static_cast<py::ssize_t>(mask.size()));
+  bool* p = out.mutable_data();
+  for (size_t i = 0; i < mask.size(); ++i) p[i] = mask[i];
+  return out;
+}
+
+void register_mutations(py::class_<LoopTree>& c) {
+  c.def("up", &cursor_up, "Move the cursor to the enclosing loop.")
+      .def("down", &cursor_down, "Move the cursor to the next inner loop.")
+      .def("swap_up", &swap_up, "Swap the cursor loop with the one above; the cursor follows.")
+      .def("swap_down", &swap_down, "Swap the cursor loop with the one below; the cursor follows.")
+      .def("split", &split, py::arg("factor"),
+           "Split the cursor loop: outer step*factor, a new inner loop of the old step.")
+      .def("merge", &merge, "Fold the cursor loop into the next loop of its variable below.")
+      .def("toggle_unroll", &toggle_unroll)
+      .def("toggle_vectorize", &toggle_vectorize)
+      .def("apply", &apply, py::arg("action"), "Apply a named action (see looptune.actions).")
+      .def("try_apply", &try_apply, py::arg("action"), "Like apply, but None when illegal.")
+      .def("is_legal", &is_legal, py::arg("action"))
+      .def("legal_mask", &mask_array, py::arg("actions"),
+           "Boolean numpy array: which of `actions` are legal here.");
+}
+
+}  // namespace
+
+void register_loop_tree(py::module_& m) {
+  py::class_<LoopView>(m, "Loop", "One loop of a LoopTree (a read-only view).")
+      .def_readonly("var", &LoopView::var)
+      .def_readonly("step", &LoopView::step, "elements of `var` per iteration")
+      .def_readonly("size", &LoopView::size, "full iterations")
+      .def_readonly("tail", &LoopView::tail, "elements left for a partial iteration")
+      .def_readonly("range", &LoopView::range, "elements covered per iteration of its parent")
+      .def_readonly("unroll", &LoopView::unroll)
+      .def_readonly("vectorize", &LoopView::vectorize)
+      .def("__repr__", &repr_loop);
+
+  py::class_<LoopTree> c(m, "LoopTree", "A schedule: ordered loops over a computation + cursor.");
+  c.def_property_readonly("computation",
+                          [](const LoopTree& t) { return unconst(t.computation_ptr()); })
+      .def_property_readonly("loops", &loop_views, "outer to inner")
+      .def_property_readonly("cursor", &LoopTree::cursor)
+      .def_property_readonly("depth", &LoopTree::depth)
+      .def("dump", &LoopTree::dump)
+      .def_static("parse", &LoopTree::parse, py::arg("text"), "Inverse of dump().")
+      .def("hash", &LoopTree::hash, "Schedule identity (ignores the cursor); stable.")
+      .def("state_hash", &LoopTree::state_hash, "hash() plus the cursor.")
+      .def("__eq__",
+           [](const LoopTree& a, py::object b) {
+             return py::isinstance<LoopTree>(b) && a == b.cast<const LoopTree&>();
+           })
+      .def("__hash__", [](const LoopTree& t) { return t.hash(); })
+      .def("__str__", &LoopTree::dump)
+      .def("__repr__", &repr_tree)
+      .def(py::pickle([](const LoopTree& t) { return t.dump(); },
+                      [](const std::string& text) { return LoopTree::parse(text); }));
+  register_mutations(c);
+  c.def(
+      "compile",
+      [](const LoopTree& t, std::optional<std::string> isa) {
+        Isa chosen = resolve_isa(isa);
+        py::gil_scoped_release release;
+        return std::make_unique<Kernel>(t, chosen);
+      },
+      py::arg("isa") = py::none(), "JIT-compile this schedule (isa None: the host's best).");
+}
+
+}  // namespace looptune::bindings
