@@ -1,0 +1,147 @@
+"""numpy references for looptune computations: inputs, expected outputs, correctness checks
+and single-threaded numpy GFLOP/s measured in the same process (the yardstick of the CLI and
+of the benchmarks).
+
+Convolution uses im2col + matmul, the usual way to run a conv2d on a BLAS.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from looptune._core import Computation, LoopTree
+
+
+@dataclass(frozen=True)
+class Check:
+    """Result of comparing a kernel's output with numpy's."""
+
+    ok: bool
+    max_abs_error: float
+    tolerance: float
+
+    def __str__(self) -> str:
+        verdict = "matches numpy" if self.ok else "DOES NOT match numpy"
+        return f"{verdict} (max abs error {self.max_abs_error:.2e}, tolerance {self.tolerance:.2e})"
+
+
+def reduction_length(comp: Computation) -> int:
+    """Number of products summed into each output element."""
+    return int(np.prod([v.extent for v in comp.vars if v.reduction], dtype=np.int64))
+
+
+def random_inputs(comp: Computation, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two float32 inputs in the computation's user-facing shapes, uniform in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    a, b = (rng.uniform(-1, 1, t.shape).astype(np.float32) for t in comp.inputs)
+    return a, b
+
+
+def conv_params(comp: Computation) -> tuple[int, int]:
+    """(stride, pad) of a conv2d computation."""
+    x, w = comp.inputs
+    pad = (x.alloc_shape[2] - x.shape[2]) // 2
+    match = re.search(r"stride\s*[=:]?\s*(\d+)", comp.header())
+    if match:
+        return int(match.group(1)), pad
+    # Fall back on the output size (exact whenever the output has more than one row).
+    h, r, oh = x.shape[2] + 2 * pad, w.shape[2], comp.output.shape[2]
+    stride = 1 if oh == 1 else (h - r) // (oh - 1)
+    return stride, pad
+
+
+def _im2col_conv(comp: Computation) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    stride, pad = conv_params(comp)
+    k, c, r, s = comp.inputs[1].shape
+    n, _, oh, ow = comp.output.shape
+
+    def run(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+        win = np.lib.stride_tricks.sliding_window_view(xp, (r, s), axis=(2, 3))
+        win = win[:, :, ::stride, ::stride][:, :, :oh, :ow]  # n c oh ow r s
+        cols = np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(n, oh * ow, -1)
+        out = np.matmul(cols, w.reshape(k, c * r * s).T)  # n (oh ow) k
+        return np.ascontiguousarray(out.transpose(0, 2, 1)).reshape(n, k, oh, ow)
+
+    return run
+
+
+def numpy_fn(comp: Computation) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The fastest plain-numpy way to compute ``comp`` (what a numpy user would write)."""
+    if comp.kind == "conv2d":
+        return _im2col_conv(comp)
+    if comp.kind in ("matmul", "batch_matmul"):
+        return np.matmul
+    spec = comp.spec
+    return lambda a, b: np.einsum(spec, a, b, optimize=True)
+
+
+def expected(comp: Computation, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Reference output computed in float64."""
+    return numpy_fn(comp)(a.astype(np.float64), b.astype(np.float64))
+
+
+def check_tree(tree: LoopTree, seed: int = 0, isa: str | None = None) -> Check:
+    """Compile ``tree`` and compare its output with numpy on random inputs.
+
+    The tolerance grows with the reduction length (float32 sums of that many products).
+    """
+    comp = tree.computation
+    a, b = random_inputs(comp, seed)
+    got = np.asarray(tree.compile(isa)(a, b), dtype=np.float64)
+    want = expected(comp, a, b)
+    tol = 1e-5 + 2e-6 * reduction_length(comp)
+    err = float(np.max(np.abs(got - want))) if got.size else 0.0
+    ok = got.shape == want.shape and bool(np.all(np.isfinite(got))) and err <= tol
+    return Check(ok, err, tol)
+
+
+def best_seconds(fn: Callable[[], object], min_time: float = 0.1, min_runs: int = 5) -> float:
+    """Best per-call wall time of ``fn()``: calls are timed in batches of about 1 ms (so timer
+    overhead does not count), best batch of at least ``min_runs`` and ``min_time`` seconds,
+    after a warm-up."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    inner = max(1, int(1e-3 / max(time.perf_counter() - t0, 1e-7)))
+    best, runs, start = float("inf"), 0, time.perf_counter()
+    while runs < min_runs or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / inner)
+        runs += 1
+    return best
+
+
+def numpy_gflops(comp: Computation, min_time: float = 0.1, seed: int = 0) -> float:
+    """numpy's GFLOP/s on ``comp`` with one BLAS thread (best of repeated runs; matmuls write
+    into a preallocated output, as a tuned kernel does)."""
+    from threadpoolctl import threadpool_limits
+
+    a, b = random_inputs(comp, seed)
+    if comp.kind in ("matmul", "batch_matmul"):
+        out = np.empty(comp.output.shape, np.float32)
+        call = lambda: np.matmul(a, b, out=out)
+    else:
+        fn = numpy_fn(comp)
+        call = lambda: fn(a, b)
+    with threadpool_limits(limits=1):
+        seconds = best_seconds(call, min_time)
+    return comp.flops / seconds / 1e9
+
+
+def blas_info() -> dict:
+    """The BLAS numpy uses (threadpoolctl's report), e.g. OpenBLAS and its kernel architecture."""
+    from threadpoolctl import threadpool_info
+
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas":
+            keys = ("internal_api", "version", "architecture", "num_threads", "filepath")
+            return {k: lib.get(k) for k in keys}
+    return {}

@@ -1,0 +1,101 @@
+"""Search baselines over loop-tree schedules: random, greedy (lookahead 1, 2) and beam search
+(DFS and BFS, widths 2 and 4), plus the trained agent when its policy is available.
+
+    >>> import looptune, looptune.search
+    >>> tree = looptune.matmul(64, 64, 64).default_schedule()
+    >>> result = looptune.search.get("greedy1")(tree, time_budget=5.0)  # doctest: +SKIP
+    >>> result.best_gflops / result.base_gflops  # doctest: +SKIP
+
+Every search is called as ``search(tree, measurer=None, *, time_budget=..., measure_budget=...,
+actions=PAPER_ACTIONS, seed=0, max_loops=10)`` and returns a :class:`SearchResult`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import partial
+
+from looptune._core import LoopTree
+from looptune.errors import LoopTuneError
+from looptune.measure import Measurer
+from looptune.search.base import SearchResult, run_search, schedule_neighbors
+from looptune.search.beam import beam_search
+from looptune.search.greedy import greedy_search
+from looptune.search.random import random_search
+
+SearchFn = Callable[..., SearchResult]
+
+
+class SearchUnavailableError(LoopTuneError, RuntimeError):
+    """A registered search that cannot run here (e.g. the shipped policy failed to load)."""
+
+
+def base_search(tree: LoopTree, measurer: Measurer | None = None, **_: object) -> SearchResult:
+    """No search at all: measure the start tree (the table's "base" row)."""
+    return run_search("base", tree, measurer, None, 0, lambda tracker: None)
+
+
+SEARCHES: dict[str, SearchFn] = {
+    "base": base_search,
+    "random": random_search,
+    "greedy1": partial(greedy_search, lookahead=1),
+    "greedy2": partial(greedy_search, lookahead=2),
+    "beam2dfs": partial(beam_search, width=2, mode="dfs"),
+    "beam4dfs": partial(beam_search, width=4, mode="dfs"),
+    "beam2bfs": partial(beam_search, width=2, mode="bfs"),
+    "beam4bfs": partial(beam_search, width=4, mode="bfs"),
+}
+
+NAMES: tuple[str, ...] = (*SEARCHES, "agent")
+
+
+def _agent() -> SearchFn:
+    """Wrap ``looptune.policy.tune`` (imported lazily: it needs torch and the shipped policy)."""
+    try:
+        from looptune import policy
+    except Exception as exc:  # ImportError, or a broken/missing policy file
+        raise SearchUnavailableError(f"the trained agent is unavailable: {exc}") from exc
+    tune = getattr(policy, "tune", None)
+    if tune is None:
+        raise SearchUnavailableError("looptune.policy has no tune() function")
+    load = getattr(policy, "load_policy", None)
+    if load is not None:
+        try:
+            load()  # the shipped policy: load it now so a missing file is reported here
+        except Exception as exc:
+            raise SearchUnavailableError(f"the trained agent is unavailable: {exc}") from exc
+    params = inspect.signature(tune).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+    def agent(tree: LoopTree, measurer: Measurer | None = None, **kw: object) -> SearchResult:
+        kw = {k: v for k, v in kw.items() if takes_any or k in params}
+        result = tune(tree, measurer if measurer is not None else Measurer(), **kw)
+        if not result.search:
+            result.search = "agent"
+        return result
+
+    return agent
+
+
+def get(name: str) -> SearchFn:
+    """The search called ``name`` (one of :data:`NAMES`)."""
+    if name in SEARCHES:
+        return SEARCHES[name]
+    if name == "agent":
+        return _agent()
+    raise ValueError(f"unknown search {name!r}; choose from {', '.join(NAMES)}")
+
+
+__all__ = [
+    "NAMES",
+    "SEARCHES",
+    "SearchResult",
+    "SearchUnavailableError",
+    "base_search",
+    "beam_search",
+    "get",
+    "greedy_search",
+    "random_search",
+    "schedule_neighbors",
+]
