@@ -1,0 +1,203 @@
+"""The ``looptune`` command line: tune one op, show a saved schedule, evaluate searches on a
+dataset (the paper's table), train an agent.
+
+    looptune tune matmul 128 256 64
+    looptune tune conv2d 1 64 56 56 64 3 3 --pad 1 --search greedy2 --save conv.lt
+    looptune show conv.lt --benchmark
+    looptune eval --dataset mm64_256_16 --split test --limit 25 --out results.json
+
+Bad arguments exit with status 2 and a one-line message; failures at run time with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+
+SEARCH_NAMES = (
+    "agent",
+    "random",
+    "greedy1",
+    "greedy2",
+    "beam2dfs",
+    "beam4dfs",
+    "beam2bfs",
+    "beam4bfs",
+    "base",
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _size(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=SIZE (e.g. m=128), got {text!r}")
+    return name, _positive_int(value)
+
+
+def _tune_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("tuning")
+    g.add_argument(
+        "--search",
+        choices=SEARCH_NAMES,
+        default=None,
+        help="search to run (default: agent, else greedy2 if the policy is missing)",
+    )
+    g.add_argument(
+        "--time-budget",
+        type=_nonneg_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="wall-clock budget of the search (default 10)",
+    )
+    g.add_argument(
+        "--measure-budget",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="at most N fresh measurements (default unlimited)",
+    )
+    g.add_argument(
+        "--actions",
+        choices=("paper", "rich"),
+        default="paper",
+        help="action set (default: the paper's)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of random search (default 0)")
+    g.add_argument("--save", metavar="FILE", help="write the tuned schedule to FILE")
+    g.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    return p
+
+
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    tune = sub.add_parser("tune", help="tune one operator and compare it with numpy")
+    ops = tune.add_subparsers(dest="op", metavar="OP", required=True)
+    common = [_tune_options()]
+    p = ops.add_parser("matmul", parents=common, help="C[m,n] = A[m,k] B[k,n]")
+    for dim in ("m", "k", "n"):
+        p.add_argument(dim, type=_positive_int)
+    p = ops.add_parser("bmm", parents=common, help="batched matmul C[b,m,n] = A[b,m,k] B[b,k,n]")
+    for dim in ("b", "m", "k", "n"):
+        p.add_argument(dim, type=_positive_int)
+    p = ops.add_parser(
+        "conv2d", parents=common, help="2-D convolution, NCHW input and KCRS weights"
+    )
+    for dim in ("N", "C", "H", "W", "K", "R", "S"):
+        p.add_argument(dim, type=_positive_int)
+    p.add_argument("--stride", type=_positive_int, default=1)
+    p.add_argument("--pad", type=int, default=0)
+    p = ops.add_parser(
+        "einsum", parents=common, help='a contraction, e.g. einsum "mk,kn->mn" m=128 k=64 n=256'
+    )
+    p.add_argument("spec")
+    p.add_argument("sizes", nargs="+", type=_size, metavar="NAME=SIZE")
+    tune.set_defaults(func="tune")
+
+
+def _add_show(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="print a saved schedule")
+    p.add_argument("file")
+    p.add_argument(
+        "--benchmark", action="store_true", help="also check, compile and time it against numpy"
+    )
+    p.set_defaults(func="show")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="the paper's table: searches compared on a dataset")
+    p.add_argument("--dataset", default="mm64_256_16")
+    p.add_argument("--split", default="test")
+    p.add_argument(
+        "--searches",
+        default="base,greedy1,greedy2,beam2dfs,beam4dfs,beam2bfs,beam4bfs,random,agent",
+        help="comma-separated search names",
+    )
+    p.add_argument("--limit", type=_positive_int, default=25, help="first N benchmarks")
+    p.add_argument("--time-budget", type=_nonneg_float, default=60.0, metavar="SECONDS")
+    p.add_argument("--measure-budget", type=_positive_int, default=None, metavar="N")
+    p.add_argument("--actions", choices=("paper", "rich"), default="paper")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--skip-unavailable",
+        action="store_true",
+        help="skip searches that cannot run here (e.g. the agent without a policy)",
+    )
+    p.add_argument("--out", metavar="JSON", help="write summary and per-benchmark rows")
+    p.add_argument("--csv", metavar="CSV", help="write the summary table")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func="eval")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from looptune import __version__
+
+    parser = argparse.ArgumentParser(prog="looptune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"looptune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_tune(sub)
+    _add_show(sub)
+    _add_eval(sub)
+    train = sub.add_parser("train", help="train an agent (arguments go to agents/train.py)")
+    train.add_argument("args", nargs=argparse.REMAINDER)
+    train.set_defaults(func="train")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # everything after "train" belongs to the training script
+        return _guarded(lambda: _commands().train_script(argv[1:]))
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    return _guarded(lambda: getattr(_commands(), args.func)(args))
+
+
+def _commands():
+    from looptune import commands
+
+    return commands
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    from looptune.errors import LoopTuneError
+
+    try:
+        return run()
+    except (ValueError, TypeError, KeyError, FileNotFoundError, IsADirectoryError) as exc:
+        return _fail(exc, 2)
+    except (LoopTuneError, OSError, RuntimeError) as exc:
+        return _fail(exc, 1)
+    except KeyboardInterrupt:
+        print("looptune: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(exc: BaseException, code: int) -> int:
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    print(f"looptune: error: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,193 @@
+"""Implementations of the ``looptune`` sub-commands (argument parsing lives in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import looptune
+from looptune import search
+from looptune._core import Computation, LoopTree
+from looptune.actions import action_set
+from looptune.measure import Measurer
+from looptune.reference import Check, check_tree, numpy_gflops
+
+FALLBACK_SEARCH = "greedy2"
+REPORT_MIN_TIME = 0.05  # seconds of timing behind every GFLOP/s figure printed
+
+
+def build_computation(args: argparse.Namespace) -> Computation:
+    if args.op == "matmul":
+        return looptune.matmul(args.m, args.k, args.n)
+    if args.op == "bmm":
+        return looptune.batch_matmul(args.b, args.m, args.k, args.n)
+    if args.op == "conv2d":
+        if args.pad < 0:
+            raise ValueError(f"--pad must be >= 0, got {args.pad}")
+        return looptune.conv2d(
+            args.N, args.C, args.H, args.W, args.K, args.R, args.S, stride=args.stride, pad=args.pad
+        )
+    sizes = dict(args.sizes)
+    if len(sizes) != len(args.sizes):
+        raise ValueError("a size is given twice")
+    return looptune.contraction(args.spec, sizes)
+
+
+def resolve_search(name: str | None) -> tuple[str, search.SearchFn]:
+    """The search to run; the default (the agent) falls back to greedy2 with a note."""
+    if name is not None:
+        return name, search.get(name)
+    try:
+        return "agent", search.get("agent")
+    except search.SearchUnavailableError as exc:
+        print(f"looptune: note: {exc}; using {FALLBACK_SEARCH} instead", file=sys.stderr)
+        return FALLBACK_SEARCH, search.get(FALLBACK_SEARCH)
+
+
+def tune(args: argparse.Namespace) -> int:
+    comp = build_computation(args)
+    name, fn = resolve_search(args.search)
+    base = comp.default_schedule()
+    if not args.json:
+        print(f"tuning {comp.name} with {name}...", file=sys.stderr)
+    result = fn(
+        base,
+        Measurer(),
+        time_budget=args.time_budget,
+        measure_budget=args.measure_budget,
+        actions=action_set(args.actions),
+        seed=args.seed,
+    )
+    check = check_tree(result.best_tree)
+    # Re-time both schedules at length so the printed figures are not a lucky short run.
+    meter = Measurer(min_time=REPORT_MIN_TIME, min_runs=10, max_runs=100_000, cache={})
+    base_g, tuned_g = meter.gflops(base), meter.gflops(result.best_tree)
+    report = {
+        "computation": comp.header(),
+        "name": comp.name,
+        "search": name,
+        "base": {"schedule": base.dump(), "gflops": base_g},
+        "tuned": {"schedule": result.best_tree.dump(), "gflops": tuned_g},
+        "numpy_gflops": numpy_gflops(comp),
+        "speedup": tuned_g / base_g,
+        "tuning_seconds": result.seconds,
+        "measurements": result.measurements,
+        "check": {
+            "ok": check.ok,
+            "max_abs_error": check.max_abs_error,
+            "tolerance": check.tolerance,
+        },
+        "saved": None,
+    }
+    report["ratio_to_numpy"] = tuned_g / report["numpy_gflops"]
+    if args.save and check.ok:
+        save_schedule(result.best_tree, args.save)
+        report["saved"] = str(args.save)
+    print(json.dumps(report, indent=2) if args.json else format_tune(report, check))
+    if not check.ok:
+        print("looptune: error: the tuned kernel is wrong; nothing saved", file=sys.stderr)
+        return 1
+    return 0
+
+
+def format_tune(r: dict, check: Check) -> str:
+    return "\n".join(
+        [
+            f"computation: {r['computation']}",
+            f"search: {r['search']}",
+            "",
+            "base schedule:",
+            r["base"]["schedule"].rstrip(),
+            "",
+            "tuned schedule:",
+            r["tuned"]["schedule"].rstrip(),
+            "",
+            f"correctness: tuned kernel {check}",
+            (
+                f"GFLOP/s: base {r['base']['gflops']:.1f}, tuned {r['tuned']['gflops']:.1f}, "
+                f"numpy (1 thread) {r['numpy_gflops']:.1f}"
+            ),
+            f"speedup over base: {r['speedup']:.2f}x; tuned / numpy: {r['ratio_to_numpy']:.2f}",
+            f"tuning time: {r['tuning_seconds']:.3f} s ({r['measurements']} measurements)",
+        ]
+        + ([f"saved: {r['saved']}"] if r["saved"] else [])
+    )
+
+
+def save_schedule(tree: LoopTree, path: str | Path) -> None:
+    Path(path).write_text(tree.dump().rstrip("\n") + "\n")
+
+
+def load_schedule(path: str | Path) -> LoopTree:
+    text = Path(path).read_text()
+    try:
+        return LoopTree.parse(text)
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path} is not a looptune schedule: {exc}") from exc
+
+
+def show(args: argparse.Namespace) -> int:
+    tree = load_schedule(args.file)
+    comp = tree.computation
+    print(f"computation: {comp.header()}")
+    print(f"schedule ({tree.depth} loops):")
+    print(tree.dump().rstrip())
+    if not args.benchmark:
+        return 0
+    check = check_tree(tree)
+    meter = Measurer(min_time=REPORT_MIN_TIME, min_runs=10, max_runs=100_000, cache={})
+    g, ref = meter.gflops(tree), numpy_gflops(comp)
+    print(f"\ncorrectness: {check}")
+    print(f"GFLOP/s: {g:.1f}, numpy (1 thread) {ref:.1f}, ratio {g / ref:.2f}")
+    return 0 if check.ok else 1
+
+
+def eval(args: argparse.Namespace) -> int:
+    from looptune.evaluate import format_table, load_benchmarks, run_eval, summarize, write_outputs
+
+    names = [s.strip() for s in args.searches.split(",") if s.strip()]
+    unknown = [s for s in names if s not in search.NAMES]
+    if not names or unknown:
+        raise ValueError(f"unknown search(es) {unknown}; choose from {', '.join(search.NAMES)}")
+    benches = load_benchmarks(args.dataset, args.split, args.limit)
+    rows = run_eval(
+        benches,
+        names,
+        time_budget=args.time_budget,
+        measure_budget=args.measure_budget,
+        actions=action_set(args.actions),
+        seed=args.seed,
+        skip_unavailable=args.skip_unavailable,
+        progress=not args.no_progress,
+    )
+    summary = summarize(rows)
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    write_outputs(summary, rows, config, args.out, args.csv)
+    print(
+        f"{args.dataset} {args.split}: {len(benches)} benchmarks, time budget "
+        f"{args.time_budget:g} s per search"
+    )
+    print(format_table(summary))
+    return 0
+
+
+def train_script(argv: list[str]) -> int:
+    """Run agents/train.py (from the source checkout) with ``argv``; return its exit code."""
+    candidates = [
+        Path(looptune.__file__).resolve().parents[2] / "agents" / "train.py",
+        Path.cwd() / "agents" / "train.py",
+    ]
+    script = next((p for p in candidates if p.is_file()), None)
+    if script is None:
+        raise FileNotFoundError(
+            "agents/train.py not found: `looptune train` needs the source "
+            "checkout (run it from the repository)"
+        )
+    return subprocess.call([sys.executable, str(script), *argv])
+
+
+def train(args: argparse.Namespace) -> int:
+    return train_script(args.args)

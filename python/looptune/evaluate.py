@@ -1,0 +1,240 @@
+"""The paper's comparison table: every search on a set of benchmarks, in one run.
+
+Each search starts from the base schedule with its own empty measurement cache (so it pays for
+every measurement it makes), and the best tree each search returns is then re-timed by one
+shared, longer-running measurer so that all rows are compared on the same footing and no
+search profits from the luck of a short noisy timing. numpy (one BLAS thread) is timed on
+every benchmark in the same run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from looptune import search as searches_mod
+from looptune._core import Computation
+from looptune.actions import PAPER_ACTIONS
+from looptune.measure import Measurer
+from looptune.reference import blas_info, numpy_gflops
+
+SUMMARY_FIELDS = (
+    "search",
+    "benchmarks",
+    "mean_gflops",
+    "geomean_gflops",
+    "geomean_speedup",
+    "mean_seconds",
+    "mean_measurements",
+)
+
+
+def as_computation(bench: object) -> Computation:
+    """The Computation of a dataset entry (a Computation, or an object that builds one)."""
+    if isinstance(bench, Computation):
+        return bench
+    for attr in ("computation", "build", "make", "comp"):
+        value = getattr(bench, attr, None)
+        if value is not None:
+            value = value() if callable(value) else value
+            if isinstance(value, Computation):
+                return value
+    raise TypeError(f"cannot get a Computation from {bench!r}")
+
+
+def load_benchmarks(
+    dataset: str, split: str | None, limit: int | None = None
+) -> list[tuple[str, Computation]]:
+    """The first ``limit`` benchmarks of a dataset split, in the dataset's fixed order."""
+    from looptune import datasets
+
+    items = datasets.get(dataset, split=split) if split else datasets.get(dataset)
+    out = []
+    for bench in items:
+        comp = as_computation(bench)
+        out.append((str(getattr(bench, "name", comp.name)), comp))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def geomean(values: Iterable[float]) -> float:
+    vals = [v for v in values if v > 0 and math.isfinite(v)]
+    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else math.nan
+
+
+def available_searches(names: Sequence[str], skip_unavailable: bool) -> dict:
+    """Resolve search names; unavailable ones (the agent without its policy) raise or are
+    skipped with a message on stderr."""
+    fns = {}
+    for name in names:
+        try:
+            fns[name] = searches_mod.get(name)
+        except searches_mod.SearchUnavailableError as exc:
+            if not skip_unavailable:
+                raise
+            print(f"looptune: skipping {name}: {exc}", file=sys.stderr)
+    return fns
+
+
+def run_eval(
+    benchmarks: Sequence[tuple[str, Computation]],
+    names: Sequence[str],
+    *,
+    time_budget: float | None = 60.0,
+    measure_budget: int | None = None,
+    time_budgets: Mapping[str, float | None] | None = None,
+    actions: Sequence[str] = PAPER_ACTIONS,
+    seed: int = 0,
+    final_min_time: float = 0.02,
+    numpy_min_time: float = 0.1,
+    skip_unavailable: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Run every search on every benchmark; one row per (benchmark, search), plus a "numpy"
+    row per benchmark. ``time_budgets`` overrides ``time_budget`` per search name."""
+    fns = available_searches(names, skip_unavailable)
+    final = Measurer(min_time=final_min_time, min_runs=10, max_runs=10_000, cache={})
+    rows: list[dict] = []
+    bar = tqdm(total=len(benchmarks) * len(fns), disable=not progress, unit="search")
+    for bench, comp in benchmarks:
+        base = comp.default_schedule()
+        base_g = final.gflops(base)
+        np_g = numpy_gflops(comp, numpy_min_time)
+        rows.append(_row(bench, "numpy", np_g, base_g, math.nan, 0, ""))
+        for name, fn in fns.items():
+            bar.set_postfix_str(f"{bench} {name}")
+            result = fn(
+                base,
+                Measurer(cache={}),
+                time_budget=(time_budgets or {}).get(name, time_budget),
+                measure_budget=measure_budget,
+                actions=actions,
+                seed=seed,
+            )
+            g = final.gflops(result.best_tree)
+            rows.append(
+                _row(
+                    bench,
+                    name,
+                    g,
+                    base_g,
+                    result.seconds,
+                    result.measurements,
+                    result.best_tree.dump(),
+                    result.best_gflops,
+                )
+            )
+            bar.update()
+    bar.close()
+    return rows
+
+
+def _row(
+    bench: str,
+    name: str,
+    gflops: float,
+    base: float,
+    seconds: float,
+    measured: int,
+    schedule: str,
+    search_gflops: float = math.nan,
+) -> dict:
+    return {
+        "benchmark": bench,
+        "search": name,
+        "gflops": gflops,
+        "base_gflops": base,
+        "speedup": gflops / base if base > 0 else math.nan,
+        "seconds": seconds,
+        "measurements": measured,
+        "search_gflops": search_gflops,
+        "schedule": schedule,
+    }
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+    """Per search (in first-seen order): mean and geomean GFLOP/s, geomean speedup over base,
+    mean tuning time; plus a "best" row: per benchmark, the best any search found."""
+    order = list(dict.fromkeys(r["search"] for r in rows))
+    out = [_summary(name, [r for r in rows if r["search"] == name]) for name in order]
+    tuned = [r for r in rows if r["search"] != "numpy"]
+    best: dict[str, dict] = {}
+    for r in tuned:
+        if r["benchmark"] not in best or r["gflops"] > best[r["benchmark"]]["gflops"]:
+            best[r["benchmark"]] = r
+    if best:
+        row = _summary("best", list(best.values()))
+        row["mean_seconds"] = row["mean_measurements"] = math.nan
+        out.append(row)
+    return out
+
+
+def _summary(name: str, rows: Sequence[dict]) -> dict:
+    g = [r["gflops"] for r in rows]
+    return {
+        "search": name,
+        "benchmarks": len(rows),
+        "mean_gflops": sum(g) / len(g),
+        "geomean_gflops": geomean(g),
+        "geomean_speedup": geomean(r["speedup"] for r in rows),
+        "mean_seconds": sum(r["seconds"] for r in rows) / len(rows),
+        "mean_measurements": sum(r["measurements"] for r in rows) / len(rows),
+    }
+
+
+def format_table(summary: Sequence[dict]) -> str:
+    head = (
+        f"{'search':<10} {'n':>3} {'mean GF/s':>10} {'geomean GF/s':>13} "
+        f"{'speedup':>8} {'time s':>8} {'measured':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for s in summary:
+        lines.append(
+            f"{s['search']:<10} {s['benchmarks']:>3} {s['mean_gflops']:>10.1f} "
+            f"{s['geomean_gflops']:>13.1f} {s['geomean_speedup']:>7.2f}x "
+            f"{_num(s['mean_seconds'], 3):>8} {_num(s['mean_measurements'], 0):>9}"
+        )
+    return "\n".join(lines)
+
+
+def _num(x: float, digits: int) -> str:
+    return "-" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def write_outputs(
+    summary: Sequence[dict],
+    rows: Sequence[dict],
+    config: dict,
+    json_path: str | Path | None = None,
+    csv_path: str | Path | None = None,
+) -> None:
+    """JSON: config, BLAS, summary and per-benchmark rows. CSV: the summary table."""
+    if json_path:
+        doc = {"config": config, "blas": blas_info(), "summary": list(summary), "rows": list(rows)}
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
+    if csv_path:
+        Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
+            writer.writeheader()
+            for s in summary:
+                writer.writerow({k: s[k] for k in SUMMARY_FIELDS})
+
+
+def _jsonable(x: object) -> object:
+    """NaN is not JSON: write null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x

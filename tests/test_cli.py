@@ -1,0 +1,161 @@
+"""The `looptune` command line, run in-process (plus one run of the console script)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+
+import looptune
+import pytest
+from looptune.cli import main
+
+QUICK = ["--search", "greedy1", "--measure-budget", "12"]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tune_matmul_prints_every_section(capsys):
+    code, out, err = run(capsys, "tune", "matmul", "64", "80", "48", *QUICK)
+    assert code == 0, err
+    for section in (
+        "computation: matmul m=64 k=80 n=48",
+        "search: greedy1",
+        "base schedule:",
+        "tuned schedule:",
+        "correctness: tuned kernel matches numpy",
+        "GFLOP/s: base",
+        "numpy (1 thread)",
+        "speedup over base:",
+        "tuning time:",
+    ):
+        assert section in out
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        ["conv2d", "1", "4", "9", "9", "8", "3", "3", "--pad", "1", "--stride", "2"],
+        ["bmm", "2", "16", "24", "32"],
+        ["einsum", "bik,kj->bij", "b=2", "i=8", "k=16", "j=24"],
+    ],
+)
+def test_tune_other_ops_json(capsys, op):
+    code, out, err = run(capsys, "tune", *op, *QUICK, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["check"]["ok"] is True
+    assert report["tuned"]["gflops"] > 0 and report["numpy_gflops"] > 0
+    assert report["speedup"] == pytest.approx(report["tuned"]["gflops"] / report["base"]["gflops"])
+    tuned = looptune.LoopTree.parse(report["tuned"]["schedule"])
+    assert tuned.computation.header() == report["computation"]
+
+
+def test_save_then_show_round_trips(capsys, tmp_path):
+    path = tmp_path / "mm.lt"
+    code, out, err = run(
+        capsys, "tune", "matmul", "64", "64", "64", *QUICK, "--json", "--save", str(path)
+    )
+    assert code == 0, err
+    tuned = json.loads(out)["tuned"]["schedule"]
+    assert looptune.LoopTree.parse(path.read_text()) == looptune.LoopTree.parse(tuned)
+    code, out, err = run(capsys, "show", str(path), "--benchmark")
+    assert code == 0, err
+    assert "computation: matmul m=64 k=64 n=64" in out
+    assert tuned.rstrip() in out
+    assert "matches numpy" in out and "GFLOP/s:" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tune", "matmul", "0", "64", "64"], "positive integer"),
+        (["tune", "matmul", "64", "64"], "required"),
+        (["tune", "matmul", "64", "64", "x"], "positive integer"),
+        (["tune", "matmul", "8", "8", "8", "--search", "annealing"], "invalid choice"),
+        (["tune", "matmul", "8", "8", "8", "--time-budget", "-1"], ">= 0"),
+        (["tune", "conv2d", "1", "4", "8", "8", "4", "3", "3", "--pad", "-1"], "pad"),
+        (["tune", "conv2d", "1", "4", "2", "2", "4", "3", "3"], "error"),
+        (["tune", "einsum", "mk,kn->mn", "m=8", "k=8"], "error"),
+        (["tune", "einsum", "mk,kn->mn", "m8"], "NAME=SIZE"),
+        (["tune", "frobnicate", "3"], "invalid choice"),
+        (["show", "/nonexistent/schedule.lt"], "No such file"),
+        (["eval", "--searches", "base,annealing", "--limit", "1"], "unknown search"),
+        (["eval", "--dataset", "imagenet", "--limit", "1"], "imagenet"),
+        ([], "required"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_show_rejects_a_file_that_is_not_a_schedule(capsys, tmp_path):
+    path = tmp_path / "junk.lt"
+    path.write_text("for i in 3\n")
+    code, _, err = run(capsys, "show", str(path))
+    assert code == 2 and "not a looptune schedule" in err
+
+
+def test_eval_writes_json_and_csv(capsys, tmp_path):
+    out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
+    code, out, err = run(
+        capsys,
+        "eval",
+        "--limit",
+        "2",
+        "--searches",
+        "base,greedy1",
+        "--measure-budget",
+        "8",
+        "--no-progress",
+        "--out",
+        str(out_json),
+        "--csv",
+        str(out_csv),
+    )
+    assert code == 0, err
+    doc = json.loads(out_json.read_text())
+    by_search = {s["search"]: s for s in doc["summary"]}
+    assert set(by_search) == {"numpy", "base", "greedy1", "best"}
+    assert by_search["base"]["geomean_speedup"] == pytest.approx(1.0)
+    assert by_search["greedy1"]["benchmarks"] == 2 and len(doc["rows"]) == 6
+    assert by_search["best"]["geomean_gflops"] >= by_search["greedy1"]["geomean_gflops"]
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["search"] for r in rows] == ["numpy", "base", "greedy1", "best"]
+    assert "geomean GF/s" in out
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and looptune.__version__ in out
+
+
+def test_console_script():
+    exe = shutil.which("looptune")
+    if exe is None:
+        pytest.skip("the looptune console script is not installed")
+    ok = subprocess.run(
+        [exe, "tune", "matmul", "32", "32", "32", *QUICK],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "tuned schedule:" in ok.stdout
+    bad = subprocess.run(
+        [exe, "tune", "matmul", "-5", "3", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -1,0 +1,123 @@
+"""Search baselines: improve or keep the base, respect budgets, correct kernels, determinism."""
+
+from __future__ import annotations
+
+import looptune
+import pytest
+from looptune import search
+from looptune.actions import PAPER_ACTIONS, RICH_ACTIONS
+from looptune.measure import Measurer
+from looptune.reference import check_tree
+from looptune.search.base import schedule_neighbors
+
+SEARCH_NAMES = ["random", "greedy1", "greedy2", "beam2dfs", "beam4dfs", "beam2bfs", "beam4bfs"]
+
+
+@pytest.fixture(scope="module")
+def base() -> looptune.LoopTree:
+    return looptune.matmul(64, 64, 64).default_schedule()
+
+
+def fresh() -> Measurer:
+    return Measurer(min_time=0.001, cache={})
+
+
+@pytest.mark.parametrize("name", SEARCH_NAMES)
+def test_search_improves_within_budget(base, name):
+    measurer = fresh()
+    result = search.get(name)(base, measurer, time_budget=30.0, measure_budget=25)
+    assert result.best_gflops >= result.base_gflops > 0
+    assert result.measurements == measurer.stats.measured <= 25
+    assert result.search == name
+    assert result.history[0][2] == result.base_gflops
+    assert result.best_gflops == max(g for _, _, g in result.history)
+    hashes = [h for _, h, _ in result.history]
+    assert len(hashes) == len(set(hashes))  # each schedule is evaluated once per run
+    assert f"{result.best_tree.hash():016x}" in hashes
+    assert result.best_tree.depth <= 10
+    assert check_tree(result.best_tree).ok
+
+
+def test_searches_beat_the_base_schedule(base):
+    result = search.get("greedy1")(base, fresh(), time_budget=30.0, measure_budget=60)
+    assert result.best_gflops > 1.2 * result.base_gflops  # the naive m,k,n nest is slow
+
+
+@pytest.mark.parametrize("name", ["random", "beam4dfs"])
+def test_time_budget_is_respected(base, name):
+    result = search.get(name)(base, fresh(), time_budget=0.3)
+    assert 0.3 <= result.seconds < 0.3 + 0.25  # one measurement of a 64^3 kernel is ~ms
+    assert result.measurements > 1
+
+
+def test_zero_budget_measures_only_the_base(base):
+    result = search.get("greedy2")(base, fresh(), measure_budget=0)
+    assert result.measurements == 1 and len(result.history) == 1
+    assert result.best_tree == base
+
+
+def test_random_search_is_deterministic_given_a_seed(base):
+    def walk(seed: int) -> list[str]:
+        result = search.random_search(base, fresh(), measure_budget=20, seed=seed)
+        return [h for _, h, _ in result.history]
+
+    assert walk(3) == walk(3)
+    assert walk(3) != walk(4)
+
+
+def test_cached_states_are_free(base):
+    measurer = fresh()
+    first = search.get("greedy1")(base, measurer, measure_budget=40)
+    again = search.get("greedy1")(base, measurer, measure_budget=40)
+    assert first.measurements > 0 and again.measurements == 0
+    assert again.best_tree.hash() == first.best_tree.hash()
+
+
+def test_rich_actions(base):
+    result = search.get("beam2bfs")(base, fresh(), measure_budget=30, actions=RICH_ACTIONS)
+    assert result.best_gflops >= result.base_gflops
+    assert check_tree(result.best_tree).ok
+
+
+def test_neighbors_are_distinct_schedules_within_the_depth_cap(base):
+    tree = base.down().split(16)
+    hashes = [t.hash() for t in schedule_neighbors(tree, PAPER_ACTIONS)]
+    assert tree.hash() not in hashes and len(hashes) == len(set(hashes))
+    # cursor moves are free: swaps and splits at every depth are one step away
+    assert len(hashes) >= 3 * tree.depth
+    capped = schedule_neighbors(tree, PAPER_ACTIONS, max_loops=tree.depth)
+    assert capped and all(t.depth == tree.depth for t in capped)
+
+
+def test_conv_search_is_correct():
+    tree = looptune.conv2d(1, 8, 10, 10, 8, 3, 3, stride=1, pad=1).default_schedule()
+    result = search.get("greedy1")(tree, fresh(), measure_budget=15)
+    assert result.best_gflops >= result.base_gflops
+    assert check_tree(result.best_tree).ok
+
+
+def test_registry_and_bad_arguments(base):
+    assert set(SEARCH_NAMES) | {"base", "agent"} == set(search.NAMES)
+    with pytest.raises(ValueError, match="unknown search"):
+        search.get("annealing")
+    with pytest.raises(ValueError, match="time_budget"):
+        search.get("greedy1")(base, fresh(), time_budget=-1)
+    with pytest.raises(TypeError):
+        search.get("greedy1")(base, fresh(), actions="up")
+    with pytest.raises(TypeError):
+        search.get("greedy1")("not a tree", fresh())
+    with pytest.raises(ValueError, match="mode"):
+        search.beam_search(base, fresh(), mode="sideways")
+    with pytest.raises(ValueError, match="budget"):
+        search.random_search(base, fresh(), time_budget=None)
+
+
+def test_agent_is_registered_lazily(base):
+    try:
+        agent = search.get("agent")
+    except search.SearchUnavailableError as exc:
+        assert "agent" in str(exc)
+        return
+    result = agent(base, fresh())
+    assert result.best_gflops >= result.base_gflops
+    assert check_tree(result.best_tree).ok
