@@ -10,6 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from looptune import datasets
 from looptune.envs import ENV_VARIANTS
+from looptune.envs.looptune_env import LoopTuneEnv
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 # Smallest measurement budget: one warm-up and one timed run per new schedule.
@@ -160,7 +161,7 @@ def test_reset_options_and_errors():
                 {"max_steps": 0}, {"max_loops": -1}, {"observation": "graph"},
                 {"render_mode": "rgb_array"}, {"peak_gflops": -1.0}):
         with pytest.raises(ValueError):
-            make(**bad)
+            LoopTuneEnv(**{**FAST, **bad})
     with pytest.raises(ValueError):
         env.step(99)
     fresh = make().unwrapped
