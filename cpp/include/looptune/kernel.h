@@ -54,7 +54,7 @@ class Kernel {
 
   const LoopTree& tree() const { return tree_; }
   const CompileFacts& facts() const { return facts_; }
-  const std::string& assembly() const { return asm_; }  // listing written by the generator
+  std::string assembly() const;  // disassembly of the generated code (objdump, else hex)
   Isa isa() const { return isa_; }
 
  private:
@@ -62,7 +62,6 @@ class Kernel {
   LoopTree tree_;
   Isa isa_;
   CompileFacts facts_;
-  std::string asm_;
   struct Code;
   std::unique_ptr<Code> code_;
 };

@@ -1,0 +1,405 @@
+// Code generation for a lowered loop nest.
+//
+// Shape of the generated code, outer to inner:
+//   runtime loops (counter registers, pointer bumps, statically peeled tails)
+//     accumulators zeroed or loaded                       <- hoist_start
+//       reduction loops around the tile (runtime)
+//         the register tile: fully unrolled vector FMAs    <- tile_start
+//     accumulators stored
+// Every range is known at compile time, so a loop's tail is emitted as a second copy of its
+// body with smaller ranges; partial vectors use opmasks (AVX-512) or vmaskmovps (AVX2).
+// Pointer offsets that are known statically are folded into displacements (disp_).
+#include "jit_x86.h"
+
+#include <xbyak/xbyak.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "looptune/errors.h"
+
+namespace looptune::detail {
+namespace {
+
+using namespace Xbyak;
+
+alignas(64) const int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+constexpr int64_t kFlushDisp = int64_t(1) << 30;
+constexpr int kStackSlots = 24;
+
+enum class Kind { Vec, Bcast, Scalar };
+
+struct Point {
+  int64_t off[3];
+  int active;  // lanes in use (vector var), 1 in scalar code
+  int acc;
+  int64_t rkey;  // identifies the reduction-variable offsets
+};
+
+template <Isa I>
+class NestGenerator : public CodeGenerator {
+ public:
+  NestGenerator(const Lowered& low, size_t max_size, CompileFacts& facts)
+      : CodeGenerator(max_size, DontSetProtectRWE), low_(low), facts_(facts),
+        ranges_(low.extents) {
+    for (int t = 0; t < 2; ++t) {
+      kind_[t] = low.lanes == 1 ? Kind::Scalar
+                 : low.stride[low.vec_var][t] == 1 ? Kind::Vec : Kind::Bcast;
+    }
+    kind_[kOut] = low.lanes == 1 ? Kind::Scalar : Kind::Vec;
+    prologue();
+    emit_level(0);
+    epilogue();
+  }
+
+ private:
+  // ---- registers ----------------------------------------------------------------------
+  Reg64 ptr_reg(int t) const { return t == 0 ? rdi : t == 1 ? rsi : rdx; }
+  Xmm vr(int i) const {
+    if (low_.lanes == 1) return Xmm(i);
+    if constexpr (I == Isa::AVX512) return Zmm(i); else return Ymm(i);
+  }
+  Address mem(int t, int64_t elem_off) {
+    return ptr[ptr_reg(t) + static_cast<int32_t>(disp_[t] + elem_off * 4)];
+  }
+
+  void prologue() {
+    for (const Reg64& r : callee_saved()) push(r);
+    sub(rsp, 8 * kStackSlots);
+  }
+  void epilogue() {
+    add(rsp, 8 * kStackSlots);
+    auto regs = callee_saved();
+    for (auto it = regs.rbegin(); it != regs.rend(); ++it) pop(*it);
+    vzeroupper();
+    ret();
+  }
+  std::vector<Reg64> callee_saved() const { return {rbx, rbp, r12, r13, r14, r15}; }
+
+  // Counters for runtime loops: registers first, then stack slots.
+  struct Counter { bool in_reg; Reg64 reg; int slot; };
+  Counter acquire_counter() {
+    const Reg64 regs[] = {rax, rcx, r8, r9, r10, rbx, rbp, r12, r13, r14, r15};
+    const int d = counter_depth_++;
+    if (d < 11) return {true, regs[d], 0};
+    if (d - 11 >= kStackSlots) throw CompileError("loop nest too deep for the code generator");
+    return {false, rax, d - 11};
+  }
+  void set_counter(const Counter& c, int64_t n) {
+    if (c.in_reg) mov(c.reg, n);
+    else { mov(r11, n); mov(qword[rsp + 8 * c.slot], r11); }
+  }
+  void count_down(const Counter& c, const Label& top) {
+    if (c.in_reg) dec(c.reg); else dec(qword[rsp + 8 * c.slot]);
+    jnz(top, T_NEAR);
+    ++facts_.branches;
+  }
+
+  // ---- pointer displacement bookkeeping -----------------------------------------------
+  void add_ptr(int t, int64_t bytes) {
+    if (bytes == 0) return;
+    if (bytes >= INT32_MIN && bytes <= INT32_MAX) add(ptr_reg(t), static_cast<int32_t>(bytes));
+    else { mov(r11, bytes); add(ptr_reg(t), r11); }
+    ++facts_.pointer_updates;
+  }
+  void shift(const std::array<int64_t, 3>& bytes, int64_t times) {
+    for (int t = 0; t < 3; ++t) {
+      disp_[t] += bytes[t] * times;
+      if (disp_[t] > kFlushDisp || disp_[t] < -kFlushDisp) { add_ptr(t, disp_[t]); disp_[t] = 0; }
+    }
+  }
+  void settle(const std::array<int64_t, 3>& target) {
+    for (int t = 0; t < 3; ++t) { add_ptr(t, disp_[t] - target[t]); disp_[t] = target[t]; }
+  }
+
+  // ---- loops --------------------------------------------------------------------------
+  void emit_level(int i) {
+    if (i == low_.hoist_start) return emit_hoisted_region();
+    emit_loop(i, [&] { emit_level(i + 1); });
+  }
+  void emit_hoisted(int i) {
+    if (i == low_.tile_start) return emit_tile();
+    emit_loop(i, [&] { emit_hoisted(i + 1); });
+  }
+
+  template <class Body>
+  void emit_loop(int i, Body&& body) {
+    const LoweredLoop& L = low_.loops[i];
+    const int v = L.var;
+    const int64_t range = ranges_[v], n = range / L.step, tail = range % L.step;
+    std::array<int64_t, 3> adv;
+    for (int t = 0; t < 3; ++t) adv[t] = low_.stride[v][t] * L.step * 4;
+    int64_t pos = 0;
+    ranges_[v] = L.step;
+    if (n == 1 || (n > 1 && L.unroll)) {
+      for (int64_t j = 0; j < n; ++j) {
+        shift(adv, j - pos);
+        pos = j;
+        body();
+      }
+      if (L.unroll) ++facts_.unrolled_loops;
+    } else if (n > 1) {
+      pos = emit_runtime_loop(i, n, adv, body);
+    }
+    if (tail > 0) {
+      shift(adv, n - pos);
+      pos = n;
+      ranges_[v] = tail;
+      ++facts_.tail_bodies;
+      body();
+    }
+    shift(adv, -pos);
+    ranges_[v] = range;
+  }
+
+  // Emits `n` (>= 2) iterations as a counted loop (unrolling the loop that wraps a small tile)
+  // and leaves the effective pointers at iteration n. Invariant: effective pointer =
+  // register + disp_; each trip's body nets to zero and settle() turns the trip's static
+  // advance into one register bump, so every trip runs the same code.
+  template <class Body>
+  int64_t emit_runtime_loop(int i, int64_t n, const std::array<int64_t, 3>& adv, Body&& body) {
+    int64_t u = 1;
+    if (i == low_.tile_start - 1 && low_.tile_points < 32)
+      u = std::min<int64_t>({n, 4, std::max<int64_t>(1, 48 / low_.tile_points)});
+    const int64_t trips = n / u, rest = n % u;
+    ++facts_.runtime_loops;
+    if (trips > 1) {
+      const std::array<int64_t, 3> entry = disp_;
+      Counter c = acquire_counter();
+      set_counter(c, trips);
+      Label top;
+      L(top);
+      for (int64_t j = 0; j < u; ++j) { body(); shift(adv, 1); }
+      settle(entry);
+      count_down(c, top);
+      --counter_depth_;
+    } else {
+      for (int64_t j = 0; j < u; ++j) { body(); shift(adv, 1); }
+    }
+    for (int64_t j = 0; j < rest; ++j) { body(); shift(adv, 1); }
+    return n;
+  }
+
+  // ---- tile ---------------------------------------------------------------------------
+  template <class F>
+  void for_each_point(F&& f) {
+    std::vector<int64_t> range = ranges_, off(ranges_.size(), 0);
+    const int n = static_cast<int>(low_.loops.size());
+    auto rec = [&](auto&& self, int j) -> void {
+      if (j == n) {
+        Point p{};
+        p.active = low_.lanes == 1 ? 1 : static_cast<int>(range[low_.vec_var]);
+        for (int t = 0; t < 3; ++t)
+          for (size_t v = 0; v < off.size(); ++v) p.off[t] += off[v] * low_.stride[v][t];
+        int64_t key = 0;
+        for (size_t v = 0; v < off.size(); ++v)
+          if (low_.reduction[v]) key = key * low_.extents[v] + off[v];
+        p.rkey = key;
+        return f(p);
+      }
+      const LoweredLoop& L = low_.loops[j];
+      const bool vec = j == n - 1 && low_.lanes > 1;
+      const int64_t step = vec ? low_.lanes : L.step, saved = range[L.var], base = off[L.var];
+      for (int64_t x = 0; x < saved; x += step) {
+        off[L.var] = base + x;
+        range[L.var] = std::min(step, saved - x);
+        self(self, j + 1);
+      }
+      off[L.var] = base;
+      range[L.var] = saved;
+    };
+    rec(rec, low_.tile_start);
+  }
+
+  void emit_hoisted_region() {
+    accs_.clear();
+    acc_index_.clear();
+    for_each_point([&](const Point& p) {
+      if (acc_index_.emplace(p.off[kOut], static_cast<int>(accs_.size())).second)
+        accs_.push_back({p.off[kOut], p.active});
+    });
+    if (static_cast<int>(accs_.size()) > low_.acc_max) throw CompileError("tile exceeds registers");
+    partial_ = 0;
+    for (const auto& a : accs_) if (a.second < low_.lanes) partial_ = a.second;
+    setup_mask();
+    for (int a = 0; a < static_cast<int>(accs_.size()); ++a) {
+      if (low_.zero_init) zero(a);
+      else load(a, kOut, accs_[a].first, accs_[a].second);
+    }
+    emit_hoisted(low_.hoist_start);
+    for (int a = 0; a < static_cast<int>(accs_.size()); ++a) store(a, accs_[a].first, accs_[a].second);
+  }
+
+  void zero(int a) {
+    if (I == Isa::AVX512 && low_.lanes > 1) vpxord(Zmm(a), Zmm(a), Zmm(a));
+    else vxorps(Xmm(a), Xmm(a), Xmm(a));  // VEX zeroes the upper lanes
+  }
+  void setup_mask() {
+    if (!partial_) return;
+    if constexpr (I == Isa::AVX512) {
+      mov(r11d, (1u << partial_) - 1);
+      kmovw(k1, r11d);
+    } else {
+      mov(r11, reinterpret_cast<size_t>(kMaskTable));
+      vmovups(Ymm(mask_reg()), ptr[r11 + (8 - partial_) * 4]);
+    }
+  }
+  int mask_reg() const { return low_.nregs - 1; }
+  bool mask_reserved() const { return I == Isa::AVX2 && partial_ != 0; }
+
+  void load(int reg, int t, int64_t off, int active) {
+    const Kind k = kind_[t];
+    ++facts_.loads;
+    if (k == Kind::Scalar) return vmovss(Xmm(reg), dword[ptr_reg(t) + static_cast<int32_t>(disp_[t] + off * 4)]);
+    if (k == Kind::Bcast) { ++facts_.broadcasts; return vbroadcastss(vr(reg), mem(t, off)); }
+    if (active == low_.lanes) return vmovups(vr(reg), mem(t, off));
+    ++facts_.masked;
+    if constexpr (I == Isa::AVX512) vmovups(vr(reg) | k1 | T_z, mem(t, off));
+    else vmaskmovps(vr(reg), Ymm(mask_reg()), mem(t, off));
+  }
+  void store(int reg, int64_t off, int active) {
+    ++facts_.stores;
+    if (kind_[kOut] == Kind::Scalar) return vmovss(mem(kOut, off), Xmm(reg));
+    if (active == low_.lanes) return vmovups(mem(kOut, off), vr(reg));
+    ++facts_.masked;
+    if constexpr (I == Isa::AVX512) vmovups(mem(kOut, off) | k1, vr(reg));
+    else vmaskmovps(mem(kOut, off), Ymm(mask_reg()), vr(reg));
+  }
+  void fma_reg(int acc, int a, int b) {
+    ++facts_.fma;
+    if (low_.lanes == 1) vfmadd231ss(Xmm(acc), Xmm(a), Xmm(b));
+    else vfmadd231ps(vr(acc), vr(a), vr(b));
+  }
+  // acc += reg(a) * memory operand, when the operand can be read straight from memory.
+  bool fma_mem(int acc, int a, int t, int64_t off, int active) {
+    const Kind k = kind_[t];
+    const int32_t d = static_cast<int32_t>(disp_[t] + off * 4);
+    if (k == Kind::Scalar) vfmadd231ss(Xmm(acc), Xmm(a), dword[ptr_reg(t) + d]);
+    else if (k == Kind::Vec && active == low_.lanes) vfmadd231ps(vr(acc), vr(a), ptr[ptr_reg(t) + d]);
+    else if (k == Kind::Bcast && I == Isa::AVX512) {
+      vfmadd231ps(vr(acc), vr(a), ptr_b[ptr_reg(t) + d]);
+      ++facts_.broadcasts;
+    } else return false;
+    ++facts_.fma;
+    ++facts_.loads;
+    return true;
+  }
+
+  void emit_tile() {
+    std::vector<Point> pts;
+    for_each_point([&](Point p) { p.acc = acc_index_.at(p.off[kOut]); pts.push_back(p); });
+    // group points that share reduction offsets: they read the same operand values
+    std::vector<std::vector<int>> groups;
+    std::unordered_map<int64_t, int> gidx;
+    for (int i = 0; i < static_cast<int>(pts.size()); ++i) {
+      auto it = gidx.emplace(pts[i].rkey, static_cast<int>(groups.size()));
+      if (it.second) groups.emplace_back();
+      groups[it.first->second].push_back(i);
+    }
+    for (const auto& g : groups) emit_group(pts, g);
+  }
+
+  void emit_group(const std::vector<Point>& pts, const std::vector<int>& g) {
+    // distinct operand values of each input
+    std::vector<int64_t> vals[2];
+    std::vector<int> act[2];
+    std::vector<std::array<int, 2>> idx(g.size());
+    for (size_t q = 0; q < g.size(); ++q) {
+      for (int t = 0; t < 2; ++t) {
+        const int64_t o = pts[g[q]].off[t];
+        auto it = std::find(vals[t].begin(), vals[t].end(), o);
+        idx[q][t] = static_cast<int>(it - vals[t].begin());
+        if (it == vals[t].end()) { vals[t].push_back(o); act[t].push_back(pts[g[q]].active); }
+      }
+    }
+    const int p = vals[0].size() <= vals[1].size() ? 0 : 1, s = 1 - p;
+    const int nacc = static_cast<int>(accs_.size()), temp = nacc;
+    const int free = low_.nregs - nacc - 1 - (mask_reserved() ? 1 : 0);
+    const int np = static_cast<int>(vals[p].size());
+    for (int c0 = 0; c0 < np; c0 += free) {
+      const int c1 = std::min(np, c0 + free);
+      for (int j = c0; j < c1; ++j) load(temp + 1 + j - c0, p, vals[p][j], act[p][j]);
+      for (size_t sv = 0; sv < vals[s].size(); ++sv) {
+        std::vector<size_t> users;
+        for (size_t q = 0; q < g.size(); ++q)
+          if (idx[q][s] == static_cast<int>(sv) && idx[q][p] >= c0 && idx[q][p] < c1) users.push_back(q);
+        if (users.empty()) continue;
+        auto preg = [&](size_t q) { return temp + 1 + idx[q][p] - c0; };
+        if (users.size() == 1 &&
+            fma_mem(pts[g[users[0]]].acc, preg(users[0]), s, vals[s][sv], act[s][sv]))
+          continue;
+        load(temp, s, vals[s][sv], act[s][sv]);
+        for (size_t q : users) fma_reg(pts[g[q]].acc, preg(q), temp);
+      }
+    }
+  }
+
+  const Lowered& low_;
+  CompileFacts& facts_;
+  std::vector<int64_t> ranges_;
+  std::array<int64_t, 3> disp_{0, 0, 0};
+  Kind kind_[3];
+  int counter_depth_ = 0;
+  std::vector<std::pair<int64_t, int>> accs_;  // (output offset, active lanes)
+  std::unordered_map<int64_t, int> acc_index_;
+  int partial_ = 0;
+};
+
+template <Isa I>
+class PeakGenerator : public CodeGenerator {
+ public:
+  PeakGenerator(int chains) : CodeGenerator(4096, DontSetProtectRWE) {
+    auto v = [](int i) -> Xmm { if constexpr (I == Isa::AVX512) return Zmm(i); else return Ymm(i); };
+    const int nregs = I == Isa::AVX512 ? 32 : 16;
+    for (int i = 0; i < nregs; ++i) vxorps(Xmm(i), Xmm(i), Xmm(i));
+    Label top;
+    L(top);
+    for (int i = 0; i < chains; ++i) vfmadd231ps(v(i), v(nregs - 1), v(nregs - 2));
+    dec(rdi);
+    jnz(top, T_NEAR);
+    vzeroupper();
+    ret();
+  }
+};
+
+template <Isa I>
+JitCode generate_for(const Lowered& low, CompileFacts& facts) {
+  size_t size = 1 << 16;
+  for (;;) {
+    CompileFacts f = facts;
+    try {
+      auto gen = std::make_unique<NestGenerator<I>>(low, size, f);
+      gen->setProtectModeRE();
+      JitCode code;
+      code.fn = gen->template getCode<KernelFn>();
+      f.code_bytes = static_cast<int64_t>(gen->getSize());
+      code.gen = std::move(gen);
+      facts = f;
+      return code;
+    } catch (const Xbyak::Error& e) {
+      if (static_cast<int>(e) != ERR_CODE_IS_TOO_BIG || size >= (size_t(1) << 28))
+        throw CompileError(std::string("xbyak: ") + e.what());
+      size *= 4;
+    }
+  }
+}
+
+}  // namespace
+
+JitCode generate(const Lowered& low, CompileFacts& facts) {
+  if (low.isa == Isa::AVX512) return generate_for<Isa::AVX512>(low, facts);
+  return generate_for<Isa::AVX2>(low, facts);
+}
+
+JitCode generate_peak_loop(Isa isa, int chains) {
+  JitCode code;
+  std::unique_ptr<CodeGenerator> gen;
+  if (isa == Isa::AVX512) gen = std::make_unique<PeakGenerator<Isa::AVX512>>(chains);
+  else gen = std::make_unique<PeakGenerator<Isa::AVX2>>(chains);
+  gen->setProtectModeRE();
+  code.fn = reinterpret_cast<KernelFn>(const_cast<uint8_t*>(gen->getCode()));
+  code.gen = std::move(gen);
+  return code;
+}
+
+}  // namespace looptune::detail

@@ -1,0 +1,204 @@
+#include "looptune/kernel.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <unistd.h>
+
+#include <xbyak/xbyak.h>
+
+#include "jit_x86.h"
+#include "looptune/errors.h"
+#include "lowering.h"
+
+namespace looptune {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct AlignedFloats {
+  explicit AlignedFloats(int64_t n) : n(n) {
+    p = static_cast<float*>(std::aligned_alloc(64, ((n * 4 + 63) / 64) * 64));
+    if (!p) throw std::bad_alloc();
+  }
+  ~AlignedFloats() { std::free(p); }
+  AlignedFloats(const AlignedFloats&) = delete;
+  AlignedFloats& operator=(const AlignedFloats&) = delete;
+  float* p;
+  int64_t n;
+};
+
+// Copies a dense tensor of `shape` into a zeroed buffer of `alloc` shape at offset `pad`.
+void copy_padded(const float* src, float* dst, const TensorAccess& t) {
+  const size_t nd = t.shape.size();
+  std::vector<int64_t> dst_stride(nd, 1), src_stride(nd, 1);
+  for (size_t d = nd - 1; d-- > 0;) {
+    dst_stride[d] = dst_stride[d + 1] * t.alloc_shape[d + 1];
+    src_stride[d] = src_stride[d + 1] * t.shape[d + 1];
+  }
+  auto rec = [&](auto&& self, size_t d, const float* s, float* o) -> void {
+    o += t.pad[d] * dst_stride[d];
+    if (d + 1 == nd) { std::memcpy(o, s, sizeof(float) * t.shape[d]); return; }
+    for (int64_t i = 0; i < t.shape[d]; ++i)
+      self(self, d + 1, s + i * src_stride[d], o + i * dst_stride[d]);
+  };
+  rec(rec, 0, src, dst);
+}
+
+bool debug_enabled() {
+  const char* v = std::getenv("LOOPTUNE_DEBUG");
+  return v && *v && std::string(v) != "0";
+}
+
+}  // namespace
+
+struct Kernel::Code {
+  detail::Lowered low;
+  detail::JitCode jit;
+};
+
+Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
+  if (!isa_supported(isa)) throw CompileError("this CPU does not support " + isa_name(isa));
+  const auto t0 = Clock::now();
+  code_ = std::make_unique<Code>();
+  code_->low = detail::lower(tree, isa);
+  const auto& low = code_->low;
+  facts_.isa = isa_name(isa);
+  facts_.lanes = low.lanes;
+  facts_.vectorized = low.lanes > 1;
+  facts_.tile_loops = static_cast<int>(low.loops.size()) - low.tile_start;
+  facts_.tile_accumulators = low.tile_accumulators;
+  facts_.accumulators_hoisted = low.hoist_start < low.tile_start;
+  facts_.hoisted_loops = low.tile_start - low.hoist_start;
+  facts_.zero_init = low.zero_init;
+  if (low.lanes > 1) {
+    const int64_t r = detail::full_ranges_at(low, static_cast<int>(low.loops.size()) - 1)[low.vec_var];
+    facts_.tile_vectors = static_cast<int>((r + low.lanes - 1) / low.lanes);
+  } else {
+    facts_.tile_vectors = 1;
+  }
+  facts_.tile_rows = std::max(1, low.tile_accumulators / std::max(1, facts_.tile_vectors));
+  code_->jit = detail::generate(low, facts_);
+  facts_.compile_seconds = seconds_since(t0);
+  if (debug_enabled()) {
+    std::cerr << "[looptune] " << tree_.dump() << "\n[looptune] isa=" << facts_.isa
+              << " lanes=" << low.lanes << " tile_start=" << low.tile_start
+              << " hoist_start=" << low.hoist_start << " zero_init=" << low.zero_init
+              << " code_bytes=" << facts_.code_bytes << " fma=" << facts_.fma << "\n"
+              << assembly() << std::endl;
+  }
+}
+
+Kernel::~Kernel() = default;
+
+void Kernel::call(const float* in0, const float* in1, float* out) const {
+  if (!code_->low.zero_init)
+    std::memset(out, 0, sizeof(float) * tree_.computation().out.alloc_numel());
+  code_->jit.fn(in0, in1, out);
+}
+
+void Kernel::run(const float* in0, const float* in1, float* out) const {
+  const Computation& c = tree_.computation();
+  if (c.in0.padded()) {
+    std::vector<float> padded(c.in0.alloc_numel(), 0.0f);
+    copy_padded(in0, padded.data(), c.in0);
+    call(padded.data(), in1, out);
+  } else {
+    call(in0, in1, out);
+  }
+}
+
+TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max_runs) const {
+  const Computation& c = tree_.computation();
+  AlignedFloats a(c.in0.alloc_numel()), b(c.in1.alloc_numel()), o(c.out.alloc_numel());
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (int64_t i = 0; i < a.n; ++i) a.p[i] = dist(rng);
+  for (int64_t i = 0; i < b.n; ++i) b.p[i] = dist(rng);
+  std::memset(o.p, 0, sizeof(float) * o.n);
+
+  call(a.p, b.p, o.p);  // warm-up: page faults, caches, code
+  auto t0 = Clock::now();
+  call(a.p, b.p, o.p);
+  const double estimate = std::max(seconds_since(t0), 1e-9);
+  // batch very short kernels so each sample is >= ~20 us of work (clock overhead < 1%)
+  const int64_t batch = std::max<int64_t>(1, static_cast<int64_t>(2e-5 / estimate));
+  std::vector<double> samples;
+  const auto start = Clock::now();
+  while (static_cast<int64_t>(samples.size()) < max_runs &&
+         (static_cast<int64_t>(samples.size()) < min_runs || seconds_since(start) < min_seconds)) {
+    t0 = Clock::now();
+    for (int64_t i = 0; i < batch; ++i) call(a.p, b.p, o.p);
+    samples.push_back(seconds_since(t0) / static_cast<double>(batch));
+  }
+  std::sort(samples.begin(), samples.end());
+  TimingResult r;
+  r.runs = static_cast<int64_t>(samples.size()) * batch;
+  r.min_seconds = samples.front();
+  r.median_seconds = samples[samples.size() / 2];
+  r.gflops = static_cast<double>(c.flops()) / r.min_seconds * 1e-9;
+  r.median_gflops = static_cast<double>(c.flops()) / r.median_seconds * 1e-9;
+  return r;
+}
+
+std::string Kernel::assembly() const {
+  const auto* gen = code_->jit.gen.get();
+  const uint8_t* bytes = gen->getCode();
+  const size_t n = gen->getSize();
+  char path[] = "/tmp/looptune_asm_XXXXXX";
+  const int fd = mkstemp(path);
+  std::string out;
+  if (fd >= 0) {
+    const bool written = write(fd, bytes, n) == static_cast<ssize_t>(n);
+    close(fd);
+    const std::string cmd = std::string("objdump -D -b binary -mi386:x86-64 -M intel ") + path +
+                            " 2>/dev/null";
+    if (FILE* p = written ? popen(cmd.c_str(), "r") : nullptr) {
+      char buf[4096];
+      size_t got;
+      while ((got = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, got);
+      pclose(p);
+    }
+    unlink(path);
+  }
+  const auto body = out.find("<.data>:");
+  if (body != std::string::npos) return out.substr(body + 9);
+  std::ostringstream hex;  // objdump missing: raw bytes
+  for (size_t i = 0; i < n; ++i) {
+    char b[4];
+    std::snprintf(b, sizeof b, "%02x", bytes[i]);
+    hex << b << ((i % 16 == 15) ? '\n' : ' ');
+  }
+  return hex.str();
+}
+
+double measure_peak_gflops(Isa isa, double min_seconds) {
+  if (!isa_supported(isa)) throw CompileError("this CPU does not support " + isa_name(isa));
+  const int chains = isa == Isa::AVX512 ? 24 : 12;
+  detail::JitCode code = detail::generate_peak_loop(isa, chains);
+  auto fn = reinterpret_cast<void (*)(int64_t)>(reinterpret_cast<void*>(code.fn));
+  const int64_t iters = 20000;
+  const double flops = 2.0 * isa_lanes(isa) * chains * static_cast<double>(iters);
+  fn(iters);
+  double best = 1e30;
+  const auto start = Clock::now();
+  int reps = 0;
+  while (reps < 5 || seconds_since(start) < min_seconds) {
+    const auto t0 = Clock::now();
+    fn(iters);
+    best = std::min(best, seconds_since(t0));
+    ++reps;
+  }
+  return flops / best * 1e-9;
+}
+
+}  // namespace looptune

@@ -1,0 +1,157 @@
+#include "lowering.h"
+
+#include <algorithm>
+#include <set>
+
+#include "looptune/errors.h"
+
+namespace looptune::detail {
+namespace {
+
+bool vectorizable(const Lowered& low, const Loop& innermost) {
+  if (!innermost.vectorize) return false;
+  const auto& s = low.stride[innermost.var];
+  auto unit_or_zero = [](int64_t x) { return x == 0 || x == 1; };
+  return s[kOut] == 1 && unit_or_zero(s[kIn0]) && unit_or_zero(s[kIn1]);
+}
+
+struct TileShape {
+  int64_t points = 0, accumulators = 0, max_offset = 0;
+};
+
+// Counts the points (vector FMAs) and distinct accumulators of a tile made of loops[t..],
+// at full ranges. Returns points > kMaxTilePoints early when the tile is clearly too big.
+TileShape measure_tile(const Lowered& low, int t) {
+  std::vector<int64_t> range = full_ranges_at(low, t);
+  int64_t bound = 1;
+  for (size_t j = t; j < low.loops.size(); ++j) {
+    const auto& L = low.loops[j];
+    int64_t r = range[L.var];
+    int64_t n = r / L.step + (r % L.step ? 1 : 0);
+    if (j + 1 == low.loops.size() && low.lanes > 1) n = (r + low.lanes - 1) / low.lanes;
+    bound *= n;
+    range[L.var] = L.step;
+    if (bound > kMaxTilePoints) return {bound, bound, 0};
+  }
+  // Exact enumeration (bounded by kMaxTilePoints).
+  range = full_ranges_at(low, t);
+  std::set<int64_t> outs;
+  TileShape shape;
+  std::vector<int64_t> off(low.extents.size(), 0);
+  auto rec = [&](auto&& self, size_t j) -> void {
+    if (j == low.loops.size()) {
+      ++shape.points;
+      int64_t o = 0;
+      for (size_t v = 0; v < off.size(); ++v) o += off[v] * low.stride[v][kOut];
+      outs.insert(o);
+      for (int tsr = 0; tsr < 3; ++tsr) {
+        int64_t x = 0;
+        for (size_t v = 0; v < off.size(); ++v) x += off[v] * low.stride[v][tsr];
+        shape.max_offset = std::max(shape.max_offset, x);
+      }
+      return;
+    }
+    const auto& L = low.loops[j];
+    const int64_t saved = range[L.var], base = off[L.var];
+    const bool vec = j + 1 == low.loops.size() && low.lanes > 1;
+    const int64_t step = vec ? low.lanes : L.step;
+    for (int64_t x = 0; x < saved; x += step) {
+      off[L.var] = base + x;
+      range[L.var] = std::min(step, saved - x);
+      self(self, j + 1);
+    }
+    off[L.var] = base;
+    range[L.var] = saved;
+  };
+  rec(rec, t);
+  shape.accumulators = static_cast<int64_t>(outs.size());
+  return shape;
+}
+
+bool fits(const Lowered& low, const TileShape& s) {
+  return s.points <= kMaxTilePoints && s.accumulators <= low.acc_max &&
+         s.max_offset * 4 < (int64_t(1) << 30);
+}
+
+// Splits an innermost loop that is too large to be a tile on its own into a runtime loop
+// over register-sized chunks and the chunk itself.
+void strip_mine_innermost(Lowered& low) {
+  auto& inner = low.loops.back();
+  const int64_t range = full_ranges_at(low, static_cast<int>(low.loops.size()) - 1)[inner.var];
+  const bool output_var = !low.reduction[inner.var];
+  int64_t chunk = output_var ? int64_t(low.lanes) * std::min(4, low.acc_max) : 64;
+  if (chunk >= range) return;
+  LoweredLoop outer = inner;
+  outer.step = chunk;
+  outer.unroll = false;
+  outer.synthetic = true;
+  low.loops.insert(low.loops.end() - 1, outer);
+}
+
+void honour_unroll_annotations(Lowered& low) {
+  int64_t product = 1;
+  for (int i = low.tile_start - 1; i >= 0; --i) {
+    auto& L = low.loops[i];
+    if (!L.unroll) continue;
+    const int64_t size = full_ranges_at(low, i)[L.var] / L.step;
+    if (product * size <= kMaxUnrollProduct) {
+      product *= size;
+    } else {
+      L.unroll = false;
+      ++low.unroll_ignored;
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<int64_t> full_ranges_at(const Lowered& low, int i) {
+  std::vector<int64_t> range = low.extents;
+  for (int j = 0; j < i; ++j) range[low.loops[j].var] = low.loops[j].step;
+  return range;
+}
+
+Lowered lower(const LoopTree& tree, Isa isa) {
+  const Computation& c = tree.computation();
+  Lowered low;
+  low.isa = isa;
+  for (const auto& v : c.vars) {
+    low.extents.push_back(v.extent);
+    low.reduction.push_back(v.reduction);
+  }
+  for (size_t v = 0; v < c.vars.size(); ++v)
+    low.stride.push_back({c.in0.strides[v], c.in1.strides[v], c.out.strides[v]});
+  for (const auto& L : tree.loops()) low.loops.push_back({L.var, L.step, L.unroll, false});
+  if (low.loops.empty()) throw CompileError("cannot compile an empty loop tree");
+
+  const bool vec = vectorizable(low, tree.loops().back());
+  low.lanes = vec ? isa_lanes(isa) : 1;
+  low.vec_var = vec ? tree.loops().back().var : -1;
+  low.nregs = (isa == Isa::AVX512 && vec) ? 32 : 16;
+  low.acc_max = low.nregs - 4;
+
+  int n = static_cast<int>(low.loops.size());
+  if (!fits(low, measure_tile(low, n - 1))) {
+    strip_mine_innermost(low);
+    n = static_cast<int>(low.loops.size());
+    if (!fits(low, measure_tile(low, n - 1)))
+      throw CompileError("innermost loop cannot be register-tiled (offsets too large)");
+  }
+  low.tile_start = n - 1;
+  while (low.tile_start > 0 && fits(low, measure_tile(low, low.tile_start - 1))) --low.tile_start;
+  const TileShape shape = measure_tile(low, low.tile_start);
+  low.tile_points = static_cast<int>(shape.points);
+  low.tile_accumulators = static_cast<int>(shape.accumulators);
+
+  low.hoist_start = low.tile_start;
+  while (low.hoist_start > 0 && low.reduction[low.loops[low.hoist_start - 1].var])
+    --low.hoist_start;
+  low.zero_init = true;
+  for (int i = 0; i < low.hoist_start; ++i)
+    if (low.reduction[low.loops[i].var]) low.zero_init = false;
+  for (int i = low.tile_start; i < n; ++i) low.loops[i].unroll = false;
+  honour_unroll_annotations(low);
+  return low;
+}
+
+}  // namespace looptune::detail
