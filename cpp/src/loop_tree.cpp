@@ -85,12 +85,12 @@ void LoopTree::validate() const {
     const Loop& l = loops_[i];
     if (l.var < 0 || l.var >= nvars) bad("loop " + std::to_string(i) + " has no variable");
     const std::string& name = comp_->vars[l.var].name;
+    // step <= range: steps of one variable never increase inward (equal steps give a loop of
+    // size 1, which is what splitting a loop by its full size produces).
     int64_t range = last_step[l.var] ? last_step[l.var] : comp_->vars[l.var].extent;
     if (l.step < 1 || l.step > range)
       bad("loop " + std::to_string(i) + " over '" + name + "' has step " +
           std::to_string(l.step) + ", outside 1.." + std::to_string(range));
-    if (last_step[l.var] && l.step >= last_step[l.var])
-      bad("loops over '" + name + "' must have strictly decreasing steps");
     last_step[l.var] = l.step;
   }
   for (int v = 0; v < nvars; ++v) {

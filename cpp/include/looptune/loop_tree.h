@@ -5,8 +5,10 @@
 // loop covers is the step of the nearest enclosing loop of the same variable (or the extent);
 // it runs range/step full iterations and then, if range%step != 0, one partial iteration
 // (the tail) whose smaller range is handed to the inner loops of that variable. Loops of one
-// variable therefore always appear in decreasing step order, and every variable's innermost
-// loop has step 1, so any legal tree visits every point of the iteration space exactly once.
+// variable therefore always appear in non-increasing step order (step <= range; an equal
+// step is a loop of size 1, as splitting a loop by its full size gives), and every variable's
+// innermost loop has step 1, so any legal tree visits every point of the iteration space
+// exactly once.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,39 @@
+"""Shared fixtures: seeded random schedules for the engine tests."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+import looptune
+from looptune.actions import RICH_ACTIONS
+
+
+def walk(tree: looptune.LoopTree, rng: random.Random, steps: int,
+         actions: tuple[str, ...] = RICH_ACTIONS) -> looptune.LoopTree:
+    """Apply `steps` random legal actions (illegal picks are skipped, as in the env)."""
+    for _ in range(steps):
+        nxt = tree.try_apply(rng.choice(actions))
+        if nxt is not None:
+            tree = nxt
+    return tree
+
+
+@pytest.fixture
+def random_walk() -> Callable[..., looptune.LoopTree]:
+    return walk
+
+
+@pytest.fixture
+def computations() -> list[looptune.Computation]:
+    """A spread of ops and odd sizes, including size-1 loops."""
+    return [
+        looptune.matmul(1, 3, 17),
+        looptune.matmul(67, 131, 3),
+        looptune.matmul(128, 64, 256),
+        looptune.batch_matmul(3, 17, 5, 33),
+        looptune.conv2d(1, 3, 9, 7, 4, 3, 3, stride=2, pad=1),
+        looptune.contraction("abc,cd->abd", a=2, b=5, c=7, d=9),
+    ]
