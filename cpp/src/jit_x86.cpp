@@ -219,14 +219,15 @@ class NestGenerator : public CodeGenerator {
         accs_.push_back({p.off[kOut], p.active});
     });
     if (static_cast<int>(accs_.size()) > low_.acc_max) throw CompileError("tile exceeds registers");
-    partial_ = 0;
-    for (const auto& a : accs_) if (a.second < low_.lanes) partial_ = a.second;
-    setup_mask();
+    has_partial_ = false;
+    for (const auto& a : accs_) has_partial_ |= a.second < low_.lanes;
+    cur_mask_ = 0;
     for (int a = 0; a < static_cast<int>(accs_.size()); ++a) {
       if (low_.zero_init) zero(a);
       else load(a, kOut, accs_[a].first, accs_[a].second);
     }
     emit_hoisted(low_.hoist_start);
+    cur_mask_ = 0;
     for (int a = 0; a < static_cast<int>(accs_.size()); ++a) store(a, accs_[a].first, accs_[a].second);
   }
 
@@ -234,18 +235,21 @@ class NestGenerator : public CodeGenerator {
     if (I == Isa::AVX512 && low_.lanes > 1) vpxord(Zmm(a), Zmm(a), Zmm(a));
     else vxorps(Xmm(a), Xmm(a), Xmm(a));  // VEX zeroes the upper lanes
   }
-  void setup_mask() {
-    if (!partial_) return;
+  // Makes the mask select the first `active` lanes. The current mask is tracked statically
+  // within straight-line code and forgotten (cur_mask_ = 0) wherever control flow joins.
+  void need_mask(int active) {
+    if (active == cur_mask_) return;
     if constexpr (I == Isa::AVX512) {
-      mov(r11d, (1u << partial_) - 1);
+      mov(r11d, (1u << active) - 1);
       kmovw(k1, r11d);
     } else {
       mov(r11, reinterpret_cast<size_t>(kMaskTable));
-      vmovups(Ymm(mask_reg()), ptr[r11 + (8 - partial_) * 4]);
+      vmovups(Ymm(mask_reg()), ptr[r11 + (8 - active) * 4]);
     }
+    cur_mask_ = active;
   }
   int mask_reg() const { return low_.nregs - 1; }
-  bool mask_reserved() const { return I == Isa::AVX2 && partial_ != 0; }
+  bool mask_reserved() const { return I == Isa::AVX2 && has_partial_; }
 
   void load(int reg, int t, int64_t off, int active) {
     const Kind k = kind_[t];
@@ -254,6 +258,7 @@ class NestGenerator : public CodeGenerator {
     if (k == Kind::Bcast) { ++facts_.broadcasts; return vbroadcastss(vr(reg), mem(t, off)); }
     if (active == low_.lanes) return vmovups(vr(reg), mem(t, off));
     ++facts_.masked;
+    need_mask(active);
     if constexpr (I == Isa::AVX512) vmovups(vr(reg) | k1 | T_z, mem(t, off));
     else vmaskmovps(vr(reg), Ymm(mask_reg()), mem(t, off));
   }
@@ -262,6 +267,7 @@ class NestGenerator : public CodeGenerator {
     if (kind_[kOut] == Kind::Scalar) return vmovss(mem(kOut, off), Xmm(reg));
     if (active == low_.lanes) return vmovups(mem(kOut, off), vr(reg));
     ++facts_.masked;
+    need_mask(active);
     if constexpr (I == Isa::AVX512) vmovups(mem(kOut, off) | k1, vr(reg));
     else vmaskmovps(mem(kOut, off), Ymm(mask_reg()), vr(reg));
   }
@@ -286,6 +292,7 @@ class NestGenerator : public CodeGenerator {
   }
 
   void emit_tile() {
+    cur_mask_ = 0;
     std::vector<Point> pts;
     for_each_point([&](Point p) { p.acc = acc_index_.at(p.off[kOut]); pts.push_back(p); });
     // group points that share reduction offsets: they read the same operand values
@@ -342,7 +349,8 @@ class NestGenerator : public CodeGenerator {
   int counter_depth_ = 0;
   std::vector<std::pair<int64_t, int>> accs_;  // (output offset, active lanes)
   std::unordered_map<int64_t, int> acc_index_;
-  int partial_ = 0;
+  bool has_partial_ = false;
+  int cur_mask_ = 0;
 };
 
 template <Isa I>
