@@ -5,14 +5,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-import pytest
-
 import looptune
+import pytest
 from looptune.actions import RICH_ACTIONS
 
 
-def walk(tree: looptune.LoopTree, rng: random.Random, steps: int,
-         actions: tuple[str, ...] = RICH_ACTIONS) -> looptune.LoopTree:
+def walk(
+    tree: looptune.LoopTree, rng: random.Random, steps: int, actions: tuple[str, ...] = RICH_ACTIONS
+) -> looptune.LoopTree:
     """Apply `steps` random legal actions (illegal picks are skipped, as in the env)."""
     for _ in range(steps):
         nxt = tree.try_apply(rng.choice(actions))

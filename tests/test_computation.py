@@ -1,8 +1,7 @@
 """Computations: variables, tensor shapes and strides, names, headers, flops, bad sizes."""
 
-import pytest
-
 import looptune
+import pytest
 from looptune import _core
 
 
@@ -10,7 +9,10 @@ def test_matmul_vars_tensors_and_names():
     c = looptune.matmul(128, 64, 256)
     assert c.kind == "matmul" and c.spec == "mk,kn->mn"
     assert [(v.name, v.extent, v.reduction) for v in c.vars] == [
-        ("m", 128, False), ("k", 64, True), ("n", 256, False)]
+        ("m", 128, False),
+        ("k", 64, True),
+        ("n", 256, False),
+    ]
     a, b = c.inputs
     assert (a.name, a.shape, b.name, b.shape) == ("A", (128, 64), "B", (64, 256))
     assert a.strides == {"m": 64, "k": 1, "n": 0}
@@ -40,8 +42,7 @@ def test_conv2d_padded_strided():
     assert [v.reduction for v in c.vars] == [False, False, False, True, True, True, False]
     i, w = c.inputs
     assert i.shape == (2, 3, 9, 7) and i.alloc_shape == (2, 3, 11, 9) and i.pad == (0, 0, 1, 1)
-    assert i.strides == {"n": 3 * 11 * 9, "k": 0, "oh": 2 * 9, "c": 11 * 9, "r": 9, "s": 1,
-                         "ow": 2}
+    assert i.strides == {"n": 3 * 11 * 9, "k": 0, "oh": 2 * 9, "c": 11 * 9, "r": 9, "s": 1, "ow": 2}
     assert w.shape == (4, 3, 3, 2)
     assert w.strides == {"n": 0, "k": 18, "oh": 0, "c": 6, "r": 2, "s": 1, "ow": 0}
     assert c.output.shape == (2, 4, oh, ow)
@@ -62,35 +63,41 @@ def test_contraction_order_and_repeated_letter():
     assert diag.inputs[0].strides["i"] == 5 and diag.inputs[0].shape == (4, 4)
 
 
-@pytest.mark.parametrize("comp", [
-    looptune.matmul(1, 3, 17),
-    looptune.batch_matmul(1, 2, 3, 4),
-    looptune.conv2d(1, 64, 56, 56, 64, 3, 3, 1, 1),
-    looptune.contraction("abc,cd->abd", a=2, b=5, c=7, d=9),
-])
+@pytest.mark.parametrize(
+    "comp",
+    [
+        looptune.matmul(1, 3, 17),
+        looptune.batch_matmul(1, 2, 3, 4),
+        looptune.conv2d(1, 64, 56, 56, 64, 3, 3, 1, 1),
+        looptune.contraction("abc,cd->abd", a=2, b=5, c=7, d=9),
+    ],
+)
 def test_header_round_trip(comp):
     back = looptune.parse_computation(comp.header())
     assert back == comp and back.name == comp.name and hash(back) == hash(comp)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: looptune.matmul(0, 4, 4),
-    lambda: looptune.matmul(4, -1, 4),
-    lambda: looptune.matmul(4, 4, (1 << 24) + 1),
-    lambda: looptune.matmul(1 << 16, 1 << 16, 1),  # A too large
-    lambda: looptune.batch_matmul(0, 1, 1, 1),
-    lambda: looptune.conv2d(1, 1, 2, 2, 1, 3, 3),  # filter larger than input
-    lambda: looptune.conv2d(1, 1, 4, 4, 1, 3, 3, stride=0),
-    lambda: looptune.conv2d(1, 1, 4, 4, 1, 3, 3, pad=-1),
-    lambda: looptune.contraction("mk,kn", m=1, k=1, n=1),
-    lambda: looptune.contraction("mk,kn,nq->mq", m=1, k=1, n=1, q=1),
-    lambda: looptune.contraction("mK,Kn->mn", m=1, K=1, n=1),
-    lambda: looptune.contraction("mk,kn->mm", m=1, k=1, n=1),
-    lambda: looptune.contraction("mk,kn->mz", m=1, k=1, n=1, z=1),
-    lambda: looptune.contraction("mk,kn->mn", m=1, k=1),
-    lambda: looptune.contraction("mk,kn->mn", m=1, k=1, n=1, q=2),
-    lambda: looptune.contraction("mk,kn->mn", m=0, k=1, n=1),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: looptune.matmul(0, 4, 4),
+        lambda: looptune.matmul(4, -1, 4),
+        lambda: looptune.matmul(4, 4, (1 << 24) + 1),
+        lambda: looptune.matmul(1 << 16, 1 << 16, 1),  # A too large
+        lambda: looptune.batch_matmul(0, 1, 1, 1),
+        lambda: looptune.conv2d(1, 1, 2, 2, 1, 3, 3),  # filter larger than input
+        lambda: looptune.conv2d(1, 1, 4, 4, 1, 3, 3, stride=0),
+        lambda: looptune.conv2d(1, 1, 4, 4, 1, 3, 3, pad=-1),
+        lambda: looptune.contraction("mk,kn", m=1, k=1, n=1),
+        lambda: looptune.contraction("mk,kn,nq->mq", m=1, k=1, n=1, q=1),
+        lambda: looptune.contraction("mK,Kn->mn", m=1, K=1, n=1),
+        lambda: looptune.contraction("mk,kn->mm", m=1, k=1, n=1),
+        lambda: looptune.contraction("mk,kn->mz", m=1, k=1, n=1, z=1),
+        lambda: looptune.contraction("mk,kn->mn", m=1, k=1),
+        lambda: looptune.contraction("mk,kn->mn", m=1, k=1, n=1, q=2),
+        lambda: looptune.contraction("mk,kn->mn", m=0, k=1, n=1),
+    ],
+)
 def test_bad_sizes_raise_value_error(make):
     with pytest.raises(ValueError):
         make()
@@ -103,11 +110,21 @@ def test_error_messages_name_the_bad_value():
         looptune.contraction("mk,kn->mn", m=1, k=1)
 
 
-@pytest.mark.parametrize("header", [
-    "", "matmul", "matmul m=1 k=2", "matmul m=1 k=2 n=3 q=4", "matmul m=1 k=2 n=x",
-    "matmul m=1 m=1 k=2 n=3", "gemm m=1 k=2 n=3", "conv2d n=1", "contraction",
-    "matmul m=-1 k=2 n=3",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "matmul",
+        "matmul m=1 k=2",
+        "matmul m=1 k=2 n=3 q=4",
+        "matmul m=1 k=2 n=x",
+        "matmul m=1 m=1 k=2 n=3",
+        "gemm m=1 k=2 n=3",
+        "conv2d n=1",
+        "contraction",
+        "matmul m=-1 k=2 n=3",
+    ],
+)
 def test_parse_computation_rejects_junk(header):
     with pytest.raises(ValueError):
         looptune.parse_computation(header)

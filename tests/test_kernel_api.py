@@ -2,10 +2,9 @@
 
 import random
 
+import looptune
 import numpy as np
 import pytest
-
-import looptune
 
 
 def _rand(shape, seed=0):
@@ -21,8 +20,9 @@ def kernel():
     return looptune.matmul(17, 9, 33).default_schedule().compile()
 
 
-@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (3, 17, 5), (17, 67, 33), (64, 64, 64),
-                                     (67, 131, 3)])
+@pytest.mark.parametrize(
+    "m, k, n", [(1, 1, 1), (3, 17, 5), (17, 67, 33), (64, 64, 64), (67, 131, 3)]
+)
 def test_matches_numpy(m, k, n):
     a, b = _rand((m, k), 1), _rand((k, n), 2)
     tree = looptune.matmul(m, k, n).default_schedule()
@@ -36,11 +36,7 @@ def test_random_schedules_match_numpy(computations, random_walk):
     for comp in computations:
         a = _rand(comp.inputs[0].shape, 4)
         b = _rand(comp.inputs[1].shape, 5)
-        spec = comp.spec.replace("h", "x").replace("w", "y") if comp.kind == "conv2d" else None
-        if comp.kind == "conv2d":
-            ref = _conv_ref(comp, a, b)
-        else:
-            ref = np.einsum(spec or comp.spec, a, b)
+        ref = _conv_ref(comp, a, b) if comp.kind == "conv2d" else np.einsum(comp.spec, a, b)
         red = int(np.prod([v.extent for v in comp.vars if v.reduction]))
         for _ in range(4):
             tree = random_walk(comp.default_schedule(), rng, rng.randrange(25))
@@ -52,11 +48,11 @@ def _conv_ref(comp, x, w):
     pad, stride = comp.inputs[0].pad[2], int(comp.header().split("stride=")[1].split()[0])
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     n, k, oh, ow = comp.output.shape
-    _, c, r, s = w.shape
+    r, s = w.shape[2:]
     out = np.zeros((n, k, oh, ow), np.float32)
     for i in range(r):
         for j in range(s):
-            patch = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            patch = xp[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride]
             out += np.einsum("nchw,kc->nkhw", patch, w[:, :, i, j])
     return out
 
@@ -122,15 +118,30 @@ def test_kernel_properties_and_benchmark(kernel):
     assert kernel.isa in ("avx512", "avx2") and kernel.isa == looptune.host_isa()
     assert kernel.tree == looptune.matmul(17, 9, 33).default_schedule()
     facts = kernel.facts
-    for key in ("lanes", "vectorized", "code_bytes", "fma", "loads", "stores", "branches",
-                "spills", "compile_seconds", "tile_rows", "tile_vectors"):
+    for key in (
+        "lanes",
+        "vectorized",
+        "code_bytes",
+        "fma",
+        "loads",
+        "stores",
+        "branches",
+        "spills",
+        "compile_seconds",
+        "tile_rows",
+        "tile_vectors",
+    ):
         assert key in facts
     assert facts["code_bytes"] > 0 and facts["fma"] > 0
     assert isinstance(kernel.assembly, str) and kernel.assembly
     r = kernel.benchmark(min_time=0.0, min_runs=3, max_runs=5)
     assert r.runs >= 3 and r.gflops > 0 and r.min_seconds <= r.median_seconds
-    for bad in (dict(min_time=-1.0), dict(min_runs=0), dict(min_runs=5, max_runs=4),
-                dict(min_time=float("nan"))):
+    for bad in (
+        {"min_time": -1.0},
+        {"min_runs": 0},
+        {"min_runs": 5, "max_runs": 4},
+        {"min_time": float("nan")},
+    ):
         with pytest.raises(ValueError):
             kernel.benchmark(**bad)
 

@@ -1,13 +1,13 @@
 """Loop trees: ranges, sizes and tails, dump/parse round trips, stable hashes, pickling."""
 
+import os
 import pickle
 import random
 import subprocess
 import sys
 
-import pytest
-
 import looptune
+import pytest
 
 
 def _to(tree, index):
@@ -22,7 +22,10 @@ def test_base_schedule():
     t = looptune.matmul(67, 131, 3).default_schedule()
     assert t.depth == 3 and t.cursor == 0
     assert [(lp.var, lp.step, lp.size, lp.tail, lp.unroll, lp.vectorize) for lp in t.loops] == [
-        ("m", 1, 67, 0, False, True), ("k", 1, 131, 0, False, True), ("n", 1, 3, 0, False, True)]
+        ("m", 1, 67, 0, False, True),
+        ("k", 1, 131, 0, False, True),
+        ("n", 1, 3, 0, False, True),
+    ]
 
 
 @pytest.mark.parametrize("extent", [1, 3, 17, 67, 131])
@@ -36,9 +39,18 @@ def test_range_size_tail_on_odd_sizes(extent):
     t = t.split(factor)  # m: step factor over extent, then step 1 over factor
     outer, inner = t.loops[0], t.loops[1]
     assert (outer.step, outer.range, outer.size, outer.tail) == (
-        factor, extent, extent // factor, extent % factor)
+        factor,
+        extent,
+        extent // factor,
+        extent % factor,
+    )
     assert (inner.var, inner.step, inner.range, inner.size, inner.tail) == (
-        "m", 1, factor, factor, 0)
+        "m",
+        1,
+        factor,
+        factor,
+        0,
+    )
     if outer.size >= 2:  # split the outer loop again: three loops of m
         t3 = t.split(2)
         assert [lp.step for lp in t3.loops[:3]] == [2 * factor, factor, 1]
@@ -55,7 +67,8 @@ def test_dump_format():
         " for m' in 8 [unroll]\n"
         "  for k in 32\n"
         "   for n in 16 [novec]  <-\n"
-        "    C[m,n] += A[m,k] * B[k,n]\n")
+        "    C[m,n] += A[m,k] * B[k,n]\n"
+    )
     assert str(t) == t.dump()
 
 
@@ -77,29 +90,34 @@ def test_dump_parse_round_trip_random(computations, random_walk):
     assert len(seen) > 100  # the walks really reach many different schedules
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    "matmul m=4 k=4 n=4\nfor m in 4  <-\n",                          # no '# '
-    "# matmul m=4 k=4 n=4\nfor m in 4\n for k in 4\n  for n in 4\n",  # no cursor
-    "# matmul m=4 k=4 n=4\nfor m in 4  <-\n for k in 4\n",           # n has no loop
-    "# matmul m=4 k=4 n=4\nfor m in 3  <-\n for k in 4\n  for n in 4\n",  # 3 does not tile 4
-    "# matmul m=4 k=4 n=4\nfor m in 2  <-\n for k in 4\n  for n in 4\n",  # m's inner step != 1
-    "# matmul m=4 k=4 n=4\nfor q in 4  <-\n for k in 4\n  for n in 4\n",  # unknown var
-    "# matmul m=4 k=4 n=4\nfor m in 4  <-\nfor k in 4\n  for n in 4\n",   # bad indent
-    "# matmul m=4 k=4 n=4\nfor m' in 4  <-\n for k in 4\n  for n in 4\n",  # bad prime
-    "# matmul m=4 k=4 n=4\nfor m in 4 [fast] <-\n for k in 4\n  for n in 4\n",
-    "# matmul m=4 k=4 n=4\nfor m in 4  <-\n for k in 4 <-\n  for n in 4\n",
-    "# matmul m=4 k=4 n=4\nfor m in x  <-\n for k in 4\n  for n in 4\n",
-    "# matmul m=4 k=4 n=4\nfor m in 1 r 5  <-\n for k in 4\n  for n in 4\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "matmul m=4 k=4 n=4\nfor m in 4  <-\n",  # no '# '
+        "# matmul m=4 k=4 n=4\nfor m in 4\n for k in 4\n  for n in 4\n",  # no cursor
+        "# matmul m=4 k=4 n=4\nfor m in 4  <-\n for k in 4\n",  # n has no loop
+        "# matmul m=4 k=4 n=4\nfor m in 3  <-\n for k in 4\n  for n in 4\n",  # 3 does not tile 4
+        "# matmul m=4 k=4 n=4\nfor m in 2  <-\n for k in 4\n  for n in 4\n",  # m's inner step != 1
+        "# matmul m=4 k=4 n=4\nfor q in 4  <-\n for k in 4\n  for n in 4\n",  # unknown var
+        "# matmul m=4 k=4 n=4\nfor m in 4  <-\nfor k in 4\n  for n in 4\n",  # bad indent
+        "# matmul m=4 k=4 n=4\nfor m' in 4  <-\n for k in 4\n  for n in 4\n",  # bad prime
+        "# matmul m=4 k=4 n=4\nfor m in 4 [fast] <-\n for k in 4\n  for n in 4\n",
+        "# matmul m=4 k=4 n=4\nfor m in 4  <-\n for k in 4 <-\n  for n in 4\n",
+        "# matmul m=4 k=4 n=4\nfor m in x  <-\n for k in 4\n  for n in 4\n",
+        "# matmul m=4 k=4 n=4\nfor m in 1 r 5  <-\n for k in 4\n  for n in 4\n",
+    ],
+)
 def test_parse_rejects_inconsistent_text(text):
     with pytest.raises(ValueError):
         looptune.LoopTree.parse(text)
 
 
 def test_parse_tail_recovers_step():
-    text = ("# matmul m=17 k=4 n=4\nfor m in 5 r 2\n for k in 4  <-\n  for m' in 3\n"
-            "   for n in 4\n    whatever\n")
+    text = (
+        "# matmul m=17 k=4 n=4\nfor m in 5 r 2\n for k in 4  <-\n  for m' in 3\n"
+        "   for n in 4\n    whatever\n"
+    )
     t = looptune.LoopTree.parse(text)
     assert [lp.step for lp in t.loops] == [3, 1, 1, 1] and t.cursor == 1
 
@@ -111,23 +129,30 @@ def test_hash_equality_and_cursor():
     assert a == b and a.hash() == b.hash() and hash(a) == hash(b)
     assert a.down().hash() == a.hash() and a.down().state_hash() != a.state_hash()
     assert a.down() != a
-    others = [comp.default_schedule(), a.toggle_unroll(), comp.default_schedule().split(8),
-              looptune.matmul(64, 64, 32).default_schedule().split(4)]
+    others = [
+        comp.default_schedule(),
+        a.toggle_unroll(),
+        comp.default_schedule().split(8),
+        looptune.matmul(64, 64, 32).default_schedule().split(4),
+    ]
     assert len({a.hash(), *(o.hash() for o in others)}) == 5
 
 
 def test_hash_is_stable_across_processes():
     t = looptune.conv2d(1, 8, 10, 10, 4, 3, 3, 2, 1).default_schedule().down().split(2).down()
-    code = ("import looptune; t = looptune.LoopTree.parse(open(0).read()); "
-            "print(t.hash(), t.state_hash())")
-    out = subprocess.run([sys.executable, "-c", code], input=t.dump(), capture_output=True,
-                         text=True, check=True, env={"PYTHONHASHSEED": "123", **_env()})
+    code = (
+        "import looptune; t = looptune.LoopTree.parse(open(0).read()); "
+        "print(t.hash(), t.state_hash())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=t.dump(),
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "123"},
+    )
     assert out.stdout.split() == [str(t.hash()), str(t.state_hash())]
-
-
-def _env():
-    import os
-    return dict(os.environ)
 
 
 def test_known_hash_value():
@@ -142,7 +167,8 @@ def test_pickle_and_repr():
     assert back == t and back.cursor == t.cursor
     assert repr(t).startswith("<LoopTree bmm2_17_3_9 depth=5 cursor=1 hash=")
     assert repr(t.loops[1]) == (
-        "Loop(var='m', step=4, size=4, tail=1, unroll=True, vectorize=True)")
+        "Loop(var='m', step=4, size=4, tail=1, unroll=True, vectorize=True)"
+    )
     comp = pickle.loads(pickle.dumps(t.computation))
     assert comp == t.computation and repr(comp) == "Computation('batch_matmul b=2 m=17 k=3 n=9')"
     assert {t, back} == {t}
@@ -150,6 +176,9 @@ def test_pickle_and_repr():
 
 def test_split_by_full_size_gives_a_size_one_loop():
     t = looptune.matmul(64, 8, 8).default_schedule().split(16).down().split(16)
-    assert [(lp.step, lp.size, lp.range) for lp in t.loops[:3]] == [(16, 4, 64), (16, 1, 16),
-                                                                     (1, 16, 16)]
+    assert [(lp.step, lp.size, lp.range) for lp in t.loops[:3]] == [
+        (16, 4, 64),
+        (16, 1, 16),
+        (1, 16, 16),
+    ]
     assert looptune.LoopTree.parse(t.dump()) == t

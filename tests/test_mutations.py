@@ -2,10 +2,9 @@
 
 import random
 
+import looptune
 import numpy as np
 import pytest
-
-import looptune
 from looptune.actions import PAPER_ACTIONS, RICH_ACTIONS
 
 ALL_ACTIONS = RICH_ACTIONS + ("split_5", "split_17", "split_1", "split_1000")
@@ -58,15 +57,25 @@ def test_swap_of_same_var_is_illegal():
 def test_split_shape_and_annotations():
     t = base().toggle_unroll().split(8)
     assert [(lp.var, lp.step, lp.size, lp.unroll) for lp in t.loops] == [
-        ("m", 8, 8, True), ("m", 1, 8, False), ("k", 1, 32, False), ("n", 1, 16, False)]
+        ("m", 8, 8, True),
+        ("m", 1, 8, False),
+        ("k", 1, 32, False),
+        ("n", 1, 16, False),
+    ]
     assert t.cursor == 0
     inner = base().down().down().toggle_vectorize().split(4)
     assert [lp.vectorize for lp in inner.loops] == [True, True, False, False]
 
 
-@pytest.mark.parametrize("factor, error", [
-    (0, ValueError), (-3, ValueError), (1, looptune.IllegalActionError),
-    (65, looptune.IllegalActionError)])
+@pytest.mark.parametrize(
+    "factor, error",
+    [
+        (0, ValueError),
+        (-3, ValueError),
+        (1, looptune.IllegalActionError),
+        (65, looptune.IllegalActionError),
+    ],
+)
 def test_bad_split_factors(factor, error):
     with pytest.raises(error):
         base().split(factor)
@@ -114,8 +123,9 @@ def test_unroll_limit():
 
 
 def test_unroll_off_always_legal():
-    t = looptune.LoopTree.parse("# matmul m=128 k=2 n=2\nfor m in 128 [unroll]  <-\n"
-                                " for k in 2\n  for n in 2\n")
+    t = looptune.LoopTree.parse(
+        "# matmul m=128 k=2 n=2\nfor m in 128 [unroll]  <-\n for k in 2\n  for n in 2\n"
+    )
     assert t.is_legal("unroll") and not t.toggle_unroll().loops[0].unroll
 
 
