@@ -1,6 +1,9 @@
 """Kernel API from Python: argument validation, output allocation, results against numpy."""
 
+import os
 import random
+import subprocess
+import sys
 
 import looptune
 import numpy as np
@@ -57,12 +60,27 @@ def _conv_ref(comp, x, w):
     return out
 
 
-def test_out_is_accumulated_into_and_returned(kernel):
+def test_out_is_overwritten_and_returned(kernel):
     a, b = _rand((17, 9)), _rand((9, 33))
-    out = np.zeros((17, 33), np.float32)
+    out = np.full((17, 33), 7.0, np.float32)
     res = kernel(a, b, out=out)
     assert res is out
     np.testing.assert_allclose(out, a @ b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(kernel(a, b), a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_host_isa_override():
+    code = "import looptune; print(looptune.host_isa())"
+
+    def run(isa: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "LOOPTUNE_ISA": isa}
+        return subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+        )
+
+    assert run("avx2").stdout.strip() == "avx2"
+    bad = run("sse2")
+    assert bad.returncode != 0 and "CompileError" in bad.stderr and "LOOPTUNE_ISA" in bad.stderr
 
 
 def test_dtype_errors(kernel):

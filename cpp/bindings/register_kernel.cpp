@@ -121,7 +121,7 @@ void register_kernel(py::module_& m) {
       .def_property_readonly("facts", [](const Kernel& k) { return facts_dict(k.facts()); })
       .def_property_readonly("assembly", &Kernel::assembly)
       .def("__call__", &call, py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
-           "Run on numpy float32 arrays; returns out (allocated, zeroed, when None).")
+           "Compute out = a (x) b on numpy float32 arrays; returns out (allocated when None).")
       .def("benchmark", &bench, py::arg("min_time") = 0.01, py::arg("min_runs") = 3,
            py::arg("max_runs") = 100000, "Time the kernel on its own aligned buffers.")
       .def("__repr__", [](const Kernel& k) {
