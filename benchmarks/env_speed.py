@@ -80,8 +80,14 @@ def play(env: LoopTuneEnv, episodes) -> dict:
             trees.append(env.tree)
         step_time += time.perf_counter() - t0
         n += len(acts)
-    return {"steps": n, "steps_per_s": n / step_time, "step_seconds": step_time,
-            "reset_ms_median": 1e3 * statistics.median(resets), "trees": trees}
+    return {
+        "steps": n,
+        "steps_per_s": n / step_time,
+        "step_seconds": step_time,
+        "total_seconds": step_time + sum(resets),
+        "reset_ms_median": 1e3 * statistics.median(resets),
+        "trees": trees,
+    }
 
 
 def noise(trees, budget: tuple[float, int], repeats: int = 5, subset: int = 40) -> dict:
@@ -94,12 +100,18 @@ def noise(trees, budget: tuple[float, int], repeats: int = 5, subset: int = 40) 
         rel.append(abs(g1 - g2) / ((g1 + g2) / 2))
     cvs = []
     for t in unique[:: max(1, len(unique) // subset)][:subset]:
-        g = [Measurer(min_time=budget[0], min_runs=budget[1], cache={}).gflops(t)
-             for _ in range(repeats)]
+        g = [
+            Measurer(min_time=budget[0], min_runs=budget[1], cache={}).gflops(t)
+            for _ in range(repeats)
+        ]
         cvs.append(statistics.pstdev(g) / statistics.mean(g))
-    return {"states": len(unique), "rel_diff_median": statistics.median(rel),
-            "rel_diff_p90": float(np.percentile(rel, 90)), "cv_median": statistics.median(cvs),
-            "cv_states": len(cvs)}
+    return {
+        "states": len(unique),
+        "rel_diff_median": statistics.median(rel),
+        "rel_diff_p90": float(np.percentile(rel, 90)),
+        "cv_median": statistics.median(cvs),
+        "cv_states": len(cvs),
+    }
 
 
 def feature_cost(trees, repeats: int = 3) -> dict:
@@ -111,25 +123,35 @@ def feature_cost(trees, repeats: int = 3) -> dict:
                 fn(t)
             best = min(best, (time.perf_counter() - t0) / len(trees))
         return best * 1e6
-    return {"features_us": per_call(lambda t: lg.features(lg.nest_facts(t))),
-            "graph_us": per_call(lg.loop_graph)}
+
+    return {
+        "features_us": per_call(lambda t: lg.features(lg.nest_facts(t))),
+        "graph_us": per_call(lg.loop_graph),
+    }
 
 
 def run_budget(budget: tuple[float, int], episodes) -> dict:
     env = make_env(budget, cache={})
     fresh = play(env, episodes)
     st = env.measurer.stats
-    fresh.update(measured=st.measured, jit_share=st.compile_seconds / fresh["step_seconds"],
-                 timing_share=st.timing_seconds / fresh["step_seconds"],
-                 feature_share=env.feature_seconds / fresh["step_seconds"],
-                 ms_per_measurement=1e3 * (st.compile_seconds + st.timing_seconds)
-                 / max(st.measured, 1))
+    total = fresh["total_seconds"]  # shares of reset + step time (resets measure too)
+    fresh.update(
+        measured=st.measured,
+        jit_share=st.compile_seconds / total,
+        timing_share=st.timing_seconds / total,
+        feature_share=env.feature_seconds / total,
+        ms_per_measurement=1e3 * (st.compile_seconds + st.timing_seconds) / max(st.measured, 1),
+    )
     env.feature_seconds = 0.0
     cached = play(env, episodes)
     cold_features = play(make_env(budget, cache=env.measurer.cache), episodes)
-    return {"budget": {"min_time": budget[0], "min_runs": budget[1]}, "fresh": fresh,
-            "cached": cached, "cached_cold_features": cold_features,
-            "noise": noise(fresh["trees"], budget)}
+    return {
+        "budget": {"min_time": budget[0], "min_runs": budget[1]},
+        "fresh": fresh,
+        "cached": cached,
+        "cached_cold_features": cold_features,
+        "noise": noise(fresh["trees"], budget),
+    }
 
 
 def main() -> None:
@@ -143,33 +165,54 @@ def main() -> None:
     episodes = plan(args.steps, args.seed, make_env((0.0, 1), cache={}))
     results = [run_budget(b, episodes) for b in budgets]
     feats = feature_cost(results[0]["fresh"]["trees"])
-    header = (f"{'budget':>12} {'fresh st/s':>10} {'ms/meas':>8} {'JIT%':>5} {'time%':>6} "
-              f"{'feat%':>6} {'noise med':>9} {'p90':>6} {'CV med':>7} {'cached st/s':>11} "
-              f"{'cold-feat st/s':>14} {'reset ms':>8} {'reset warm':>10}")
-    print(f"{looptune.cpu_name()}, peak {peak:.0f} GFLOP/s, {results[0]['fresh']['steps']} steps "
-          f"over {len(episodes)} episodes of the mm64_256_16 test split")
+    header = (
+        f"{'budget':>12} {'fresh st/s':>10} {'ms/meas':>8} {'JIT%':>5} {'time%':>6} "
+        f"{'feat%':>6} {'noise med':>9} {'p90':>6} {'CV med':>7} {'cached st/s':>11} "
+        f"{'cold-feat st/s':>14} {'reset ms':>8} {'reset warm':>10}"
+    )
+    print(
+        f"{looptune.cpu_name()}, peak {peak:.0f} GFLOP/s, {results[0]['fresh']['steps']} steps "
+        f"over {len(episodes)} episodes of the mm64_256_16 test split"
+    )
     print(header)
     for r in results:
         f, n, c = r["fresh"], r["noise"], r["cached"]
         b = f"{r['budget']['min_time'] * 1e3:g}ms/{r['budget']['min_runs']}"
-        print(f"{b:>12} {f['steps_per_s']:>10.0f} {f['ms_per_measurement']:>8.2f} "
-              f"{100 * f['jit_share']:>5.1f} {100 * f['timing_share']:>6.1f} "
-              f"{100 * f['feature_share']:>6.2f} {100 * n['rel_diff_median']:>8.2f}% "
-              f"{100 * n['rel_diff_p90']:>5.1f}% {100 * n['cv_median']:>6.2f}% "
-              f"{c['steps_per_s']:>11.0f} {r['cached_cold_features']['steps_per_s']:>14.0f} "
-              f"{f['reset_ms_median']:>8.2f} {c['reset_ms_median']:>10.3f}")
-    print(f"features {feats['features_us']:.0f} us/state, networkx graph {feats['graph_us']:.0f} "
-          "us/state; paper's env: ~100 ms per measured state")
+        print(
+            f"{b:>12} {f['steps_per_s']:>10.0f} {f['ms_per_measurement']:>8.2f} "
+            f"{100 * f['jit_share']:>5.1f} {100 * f['timing_share']:>6.1f} "
+            f"{100 * f['feature_share']:>6.2f} {100 * n['rel_diff_median']:>8.2f}% "
+            f"{100 * n['rel_diff_p90']:>5.1f}% {100 * n['cv_median']:>6.2f}% "
+            f"{c['steps_per_s']:>11.0f} {r['cached_cold_features']['steps_per_s']:>14.0f} "
+            f"{f['reset_ms_median']:>8.2f} {c['reset_ms_median']:>10.3f}"
+        )
+    print(
+        f"features {feats['features_us']:.0f} us/state, networkx graph {feats['graph_us']:.0f} "
+        "us/state; paper's env: ~100 ms per measured state"
+    )
     for r in results:
         for part in ("fresh", "cached", "cached_cold_features"):
             r[part].pop("trees")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"cpu": looptune.cpu_name(), "peak_gflops": peak,
-                                   "dataset": "mm64_256_16/test", "policy": "masked random",
-                                   "features": feats, "budgets": results,
-                                   "targets": {"fresh_steps_per_s": 200, "noise": 0.03,
-                                               "cached_steps_per_s": 10000, "reset_ms": 5}},
-                                  indent=2))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "cpu": looptune.cpu_name(),
+                "peak_gflops": peak,
+                "dataset": "mm64_256_16/test",
+                "policy": "masked random",
+                "features": feats,
+                "budgets": results,
+                "targets": {
+                    "fresh_steps_per_s": 200,
+                    "noise": 0.03,
+                    "cached_steps_per_s": 10000,
+                    "reset_ms": 5,
+                },
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {RESULTS}")
 
 

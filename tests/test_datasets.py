@@ -20,8 +20,12 @@ def test_mm64_256_16_contents_and_fixed_split():
     assert {b.name for b in train}.isdisjoint(b.name for b in test)
     assert {b.name for b in train} | {b.name for b in test} == {b.name for b in every}
     sizes = {b.args for b in every}
-    assert sizes == {(m, k, n) for m in range(64, 257, 16) for k in range(64, 257, 16)
-                     for n in range(64, 257, 16)}
+    assert sizes == {
+        (m, k, n)
+        for m in range(64, 257, 16)
+        for k in range(64, 257, 16)
+        for n in range(64, 257, 16)
+    }
     # Computed once from numpy.random.default_rng(0).permutation(2197): must never change.
     assert test[0].name == "mm64_64_96"
     assert test[1].name == "mm64_64_128"
@@ -48,12 +52,13 @@ def test_matmul_benchmark_is_the_matmul():
 def test_conv_and_bmm_sets():
     conv = datasets.get("conv2d_resnet", split="all")
     assert len(conv) == 12 and all(b.kind == "conv2d" and b.source for b in conv)
-    assert any(b.args[7] == 2 for b in conv)          # a stride-2 layer
-    assert any(b.args[5] == 1 for b in conv)          # 1x1 channel mixers
+    assert any(b.args[7] == 2 for b in conv)  # a stride-2 layer
+    assert any(b.args[5] == 1 for b in conv)  # 1x1 channel mixers
     for b in conv:  # small enough to time in milliseconds
         assert 5e6 < b.computation().flops < 16e6, b
-    assert [b.name for b in datasets.get("conv2d_resnet", "test")] == [conv[i].name
-                                                                       for i in (2, 7, 9)]
+    assert [b.name for b in datasets.get("conv2d_resnet", "test")] == [
+        conv[i].name for i in (2, 7, 9)
+    ]
     bmm = datasets.get("bmm_attention", split="all")
     assert len(bmm) == 24 and len(datasets.get("bmm_attention", "test")) == 6
     assert {b.args[0] for b in bmm} == {4, 8, 12}

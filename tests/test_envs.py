@@ -98,9 +98,11 @@ def test_illegal_action_is_a_noop():
 def test_masks_agree_with_step_and_obs_in_space():
     """Random masked rollouts over many benchmarks of every dataset, deep trees included."""
     rng = np.random.default_rng(0)
-    benches = (datasets.get("mm64_256_16", "test")[::11]
-               + datasets.get("bmm_attention", "all")[::6]
-               + datasets.get("conv2d_resnet", "all")[::4])
+    benches = (
+        datasets.get("mm64_256_16", "test")[::11]
+        + datasets.get("bmm_attention", "all")[::6]
+        + datasets.get("conv2d_resnet", "all")[::4]
+    )
     for obs_kind in ("box", "dict"):
         env = make("LoopTuneRich-v0", max_steps=25, observation=obs_kind).unwrapped
         for bench in benches:
@@ -157,9 +159,16 @@ def test_reset_options_and_errors():
         make(dataset="imagenet")
     with pytest.raises(ValueError):
         make(split="dev")
-    for bad in ({"actions": "fancy"}, {"actions": ["up", "fly"]}, {"actions": []},
-                {"max_steps": 0}, {"max_loops": -1}, {"observation": "graph"},
-                {"render_mode": "rgb_array"}, {"peak_gflops": -1.0}):
+    for bad in (
+        {"actions": "fancy"},
+        {"actions": ["up", "fly"]},
+        {"actions": []},
+        {"max_steps": 0},
+        {"max_loops": -1},
+        {"observation": "graph"},
+        {"render_mode": "rgb_array"},
+        {"peak_gflops": -1.0},
+    ):
         with pytest.raises(ValueError):
             LoopTuneEnv(**{**FAST, **bad})
     with pytest.raises(ValueError):
@@ -182,6 +191,7 @@ def test_render_graph_and_masks_through_wrappers(capsys):
     # MaskablePPO finds action_masks() through gym.make's wrappers and VecEnvs.
     from sb3_contrib.common.maskable.utils import get_action_masks
     from stable_baselines3.common.vec_env import DummyVecEnv
+
     assert np.array_equal(env.get_wrapper_attr("action_masks")(), env.unwrapped.action_masks())
     vec = DummyVecEnv([lambda: make()])
     vec.reset()
@@ -193,6 +203,7 @@ def test_render_graph_and_masks_through_wrappers(capsys):
 
 def test_ppo_smoke():
     from stable_baselines3 import PPO
+
     env = make(max_steps=8)
     model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(256)
@@ -200,15 +211,18 @@ def test_ppo_smoke():
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(int(action))
     dict_env = make("LoopTuneDict-v0", max_steps=8)
-    PPO("MultiInputPolicy", dict_env, n_steps=64, batch_size=32, n_epochs=1, seed=0,
-        device="cpu").learn(128)
+    PPO(
+        "MultiInputPolicy", dict_env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu"
+    ).learn(128)
 
 
 def test_maskable_ppo_smoke():
     from sb3_contrib import MaskablePPO
+
     env = make("LoopTuneRich-v0", max_steps=8)
-    model = MaskablePPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0,
-                        device="cpu")
+    model = MaskablePPO(
+        "MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu"
+    )
     model.learn(256)
     obs, _ = env.reset(seed=0)
     mask = env.unwrapped.action_masks()

@@ -73,7 +73,7 @@ def test_observation_shape_bounds_and_cursor():
     rows = x.reshape(10, lg.FEATURES_PER_LOOP)
     assert rows[:, 0].tolist() == [1.0] * tree.depth + [0.0] * (10 - tree.depth)
     assert np.flatnonzero(rows[:, lg.CURSOR_COLUMN]).tolist() == [tree.cursor]
-    assert not rows[tree.depth:].any()
+    assert not rows[tree.depth :].any()
 
 
 def test_features_match_graph_attributes():
@@ -90,7 +90,7 @@ def test_features_match_graph_attributes():
         for j, name in enumerate(tensors):
             e = g.edges[("loop", i), ("tensor", name)]
             base = lg.LOOP_FEATURES + j * lg.TENSOR_FEATURES
-            hist = rows[i, base:base + 16]
+            hist = rows[i, base : base + 16]
             assert hist.sum() == 1 and hist[min(abs(e["stride"]).bit_length(), 15)] == 1
             assert rows[i, base + 16] == float(e["reuse"])
             assert rows[i, base + 17] == pytest.approx(math.log2(e["footprint"]) / 40)

@@ -75,7 +75,10 @@ CONV_LAYERS: tuple[tuple[tuple[int, ...], str], ...] = (
     ((128, 7, 7, 128, 3, 3, 1, 1), "ResNet-18 conv3_x 3x3 128->128 @28x28, 7x7 tile"),
     ((256, 7, 7, 64, 3, 3, 1, 1), "ResNet-18 conv4_x 3x3 256->256 @14x14, 7x7 tile, 64 out-ch"),
     ((512, 7, 7, 32, 3, 3, 1, 1), "ResNet-18 conv5_x 3x3 512->512 @7x7, 32 out-ch"),
-    ((64, 28, 28, 64, 3, 3, 2, 1), "ResNet-18 conv3_1 3x3 s2 64->128 @56x56, 14x14 out tile, 64 out-ch"),
+    (
+        (64, 28, 28, 64, 3, 3, 2, 1),
+        "ResNet-18 conv3_1 3x3 s2 64->128 @56x56, 14x14 out tile, 64 out-ch",
+    ),
     ((64, 56, 56, 128, 1, 1, 2, 0), "ResNet-18 downsample 1x1 s2 64->128 @56x56 (full layer)"),
     ((64, 14, 14, 256, 1, 1, 1, 0), "ResNet-50 conv2_x 1x1 64->256 @56x56, 14x14 tile"),
     ((256, 14, 14, 64, 1, 1, 1, 0), "ResNet-50 conv2_x 1x1 256->64 @56x56, 14x14 tile"),
@@ -92,14 +95,18 @@ def _mm64_256_16() -> list[Benchmark]:
 
 
 def _conv2d_resnet() -> list[Benchmark]:
-    return [_benchmark("conv2d", (1, c, h, w, k, r, s, st, p), src)
-            for (c, h, w, k, r, s, st, p), src in CONV_LAYERS]
+    return [
+        _benchmark("conv2d", (1, c, h, w, k, r, s, st, p), src)
+        for (c, h, w, k, r, s, st, p), src in CONV_LAYERS
+    ]
 
 
 def _bmm_attention() -> list[Benchmark]:
     shapes = itertools.product((4, 8, 12), (64, 128), (32, 64), (64, 128))
-    return [_benchmark("batch_matmul", (b, m, k, n), "attention scores Q @ K^T per head")
-            for b, m, k, n in shapes]
+    return [
+        _benchmark("batch_matmul", (b, m, k, n), "attention scores Q @ K^T per head")
+        for b, m, k, n in shapes
+    ]
 
 
 # name -> (builder, fraction of benchmarks in the test split)

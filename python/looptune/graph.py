@@ -68,16 +68,16 @@ class LoopFacts:
     vectorize: bool
     reduction: bool
     innermost_of_var: bool
-    entered: int                     # times the loop starts: product of the sizes above
-    strides: tuple[int, ...]         # per tensor, elements per iteration of this loop
-    footprints: tuple[int, ...]      # per tensor, bytes touched below (and by) this loop
+    entered: int  # times the loop starts: product of the sizes above
+    strides: tuple[int, ...]  # per tensor, elements per iteration of this loop
+    footprints: tuple[int, ...]  # per tensor, bytes touched below (and by) this loop
 
 
 @dataclass(frozen=True)
 class NestFacts:
     name: str
     cursor: int
-    tensors: tuple[str, ...]         # inputs then output
+    tensors: tuple[str, ...]  # inputs then output
     tensor_bytes: tuple[int, ...]
     loops: tuple[LoopFacts, ...]
 
@@ -110,12 +110,30 @@ def nest_facts(tree: _core.LoopTree) -> NestFacts:
     loops, entered = [], 1
     for (var, step, size, tail, unroll, vec), (inner, fps) in zip(raw, below):
         strides = tuple(ts.get(var, 0) * step for ts in tstrides)
-        loops.append(LoopFacts(var, step, size, tail, size * step + tail, unroll, vec,
-                               reduction[var], inner, entered, strides, fps))
+        loops.append(
+            LoopFacts(
+                var,
+                step,
+                size,
+                tail,
+                size * step + tail,
+                unroll,
+                vec,
+                reduction[var],
+                inner,
+                entered,
+                strides,
+                fps,
+            )
+        )
         entered *= max(size, 1)
-    return NestFacts(comp.name, tree.cursor, tuple(t.name for t in tensors),
-                     tuple(math.prod(t.alloc_shape) * ELEMENT_BYTES for t in tensors),
-                     tuple(loops))
+    return NestFacts(
+        comp.name,
+        tree.cursor,
+        tuple(t.name for t in tensors),
+        tuple(math.prod(t.alloc_shape) * ELEMENT_BYTES for t in tensors),
+        tuple(loops),
+    )
 
 
 def loop_graph(tree: _core.LoopTree, facts: NestFacts | None = None) -> nx.DiGraph:
@@ -130,21 +148,44 @@ def loop_graph(tree: _core.LoopTree, facts: NestFacts | None = None) -> nx.DiGra
     f = facts or nest_facts(tree)
     g = nx.DiGraph(name=f.name, cursor=f.cursor)
     for j, (tname, nbytes) in enumerate(zip(f.tensors, f.tensor_bytes)):
-        g.add_node(("tensor", tname), kind="tensor", role="output" if j == N_TENSORS - 1
-                   else "input", bytes=nbytes)
+        g.add_node(
+            ("tensor", tname),
+            kind="tensor",
+            role="output" if j == N_TENSORS - 1 else "input",
+            bytes=nbytes,
+        )
     last = len(f.loops) - 1
     for i, lp in enumerate(f.loops):
         node = ("loop", i)
-        g.add_node(node, kind="loop", var=lp.var, step=lp.step, size=lp.size, tail=lp.tail,
-                   range=lp.range, depth=i, cursor=i == f.cursor, unroll=lp.unroll,
-                   vectorize=lp.vectorize, reduction=lp.reduction, innermost=i == last,
-                   innermost_of_var=lp.innermost_of_var, entered=lp.entered,
-                   working_set=sum(lp.footprints))
+        g.add_node(
+            node,
+            kind="loop",
+            var=lp.var,
+            step=lp.step,
+            size=lp.size,
+            tail=lp.tail,
+            range=lp.range,
+            depth=i,
+            cursor=i == f.cursor,
+            unroll=lp.unroll,
+            vectorize=lp.vectorize,
+            reduction=lp.reduction,
+            innermost=i == last,
+            innermost_of_var=lp.innermost_of_var,
+            entered=lp.entered,
+            working_set=sum(lp.footprints),
+        )
         if i:
             g.add_edge(("loop", i - 1), node, kind="nest")
         for tname, stride, fp in zip(f.tensors, lp.strides, lp.footprints):
-            g.add_edge(node, ("tensor", tname), kind="access", stride=stride, footprint=fp,
-                       reuse=stride == 0)
+            g.add_edge(
+                node,
+                ("tensor", tname),
+                kind="access",
+                stride=stride,
+                footprint=fp,
+                reuse=stride == 0,
+            )
     return g
 
 
@@ -154,12 +195,24 @@ def _cache_ratio(log2_bytes: float, log2_cache: float) -> float:
 
 def _row(lp: LoopFacts, i: int, last: int, max_loops: int) -> list[float]:
     ws = math.log2(max(sum(lp.footprints), 1))
-    row = [1.0, 0.0, math.log2(max(lp.size, 1)) / 24, math.log2(lp.tail + 1) / 24,
-           math.log2(lp.step) / 24, math.log2(max(lp.range, 1)) / 24,
-           i / max(max_loops - 1, 1), float(lp.reduction), float(i == last),
-           float(lp.innermost_of_var), float(lp.unroll), float(lp.vectorize), ws / 40,
-           _cache_ratio(ws, _LOG2_L1), _cache_ratio(ws, _LOG2_L2),
-           math.log2(lp.entered) / 48]
+    row = [
+        1.0,
+        0.0,
+        math.log2(max(lp.size, 1)) / 24,
+        math.log2(lp.tail + 1) / 24,
+        math.log2(lp.step) / 24,
+        math.log2(max(lp.range, 1)) / 24,
+        i / max(max_loops - 1, 1),
+        float(lp.reduction),
+        float(i == last),
+        float(lp.innermost_of_var),
+        float(lp.unroll),
+        float(lp.vectorize),
+        ws / 40,
+        _cache_ratio(ws, _LOG2_L1),
+        _cache_ratio(ws, _LOG2_L2),
+        math.log2(lp.entered) / 48,
+    ]
     for stride, fp in zip(lp.strides, lp.footprints):
         hist = [0.0] * N_BUCKETS
         s = abs(stride)

@@ -24,8 +24,9 @@ def register_envs() -> None:
     for env_id, kwargs in ENV_VARIANTS.items():
         if env_id in gym.registry:
             continue
-        gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs=dict(kwargs),
-                     disable_env_checker=False)
+        gym.register(
+            id=env_id, entry_point=ENTRY_POINT, kwargs=dict(kwargs), disable_env_checker=False
+        )
 
 
 __all__ = ["ENV_VARIANTS", "register_envs"]

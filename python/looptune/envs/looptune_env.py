@@ -74,12 +74,22 @@ class LoopTuneEnv(gym.Env):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
 
-    def __init__(self, dataset: str = "mm64_256_16", split: str = "train",
-                 actions: str | Sequence[str] = "paper", max_steps: int = 10,
-                 max_loops: int = 10, observation: str = "box", isa: str | None = None,
-                 measure_min_time: float = 0.001, measure_min_runs: int = 3,
-                 peak_gflops: float | None = None, measurer: Measurer | None = None,
-                 info_graph: bool = False, render_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        dataset: str = "mm64_256_16",
+        split: str = "train",
+        actions: str | Sequence[str] = "paper",
+        max_steps: int = 10,
+        max_loops: int = 10,
+        observation: str = "box",
+        isa: str | None = None,
+        measure_min_time: float = 0.001,
+        measure_min_runs: int = 3,
+        peak_gflops: float | None = None,
+        measurer: Measurer | None = None,
+        info_graph: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
         self.benchmarks = datasets.get(dataset, split)
         self.dataset, self.split = dataset, split
         self.actions = _action_names(actions)
@@ -94,10 +104,12 @@ class LoopTuneEnv(gym.Env):
         self.render_mode, self.info_graph = render_mode, info_graph
         if isa is not None and not _core.isa_supported(isa):
             raise ValueError(f"ISA {isa!r} is not supported on this CPU")
-        self.measurer = measurer or Measurer(isa=isa, min_time=measure_min_time,
-                                             min_runs=measure_min_runs)
-        self.peak = float(peak_gflops) if peak_gflops is not None else measured_peak(
-            self.measurer.isa)
+        self.measurer = measurer or Measurer(
+            isa=isa, min_time=measure_min_time, min_runs=measure_min_runs
+        )
+        self.peak = (
+            float(peak_gflops) if peak_gflops is not None else measured_peak(self.measurer.isa)
+        )
         if not self.peak > 0:
             raise ValueError(f"peak_gflops must be positive, got {peak_gflops!r}")
         self._splits = np.array([a.startswith("split_") for a in self.actions])
@@ -111,16 +123,23 @@ class LoopTuneEnv(gym.Env):
         rows = self.max_loops
         if self.observation == "box":
             return spaces.Box(-1.0, 1.0, (rows * lgraph.FEATURES_PER_LOOP,), np.float32)
-        return spaces.Dict({
-            "loops": spaces.Box(-1.0, 1.0, (rows * lgraph.LOOP_FEATURES,), np.float32),
-            "tensors": spaces.Box(-1.0, 1.0, (rows * (lgraph.FEATURES_PER_LOOP
-                                                      - lgraph.LOOP_FEATURES),), np.float32),
-            "action_mask": spaces.Box(0.0, 1.0, (len(self.actions),), np.float32),
-        })
+        return spaces.Dict(
+            {
+                "loops": spaces.Box(-1.0, 1.0, (rows * lgraph.LOOP_FEATURES,), np.float32),
+                "tensors": spaces.Box(
+                    -1.0,
+                    1.0,
+                    (rows * (lgraph.FEATURES_PER_LOOP - lgraph.LOOP_FEATURES),),
+                    np.float32,
+                ),
+                "action_mask": spaces.Box(0.0, 1.0, (len(self.actions),), np.float32),
+            }
+        )
 
     # -- gymnasium API ---------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None,
-              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}
         if "benchmark" in options:
@@ -129,8 +148,10 @@ class LoopTuneEnv(gym.Env):
             self.benchmark = self.benchmarks[int(self.np_random.integers(len(self.benchmarks)))]
         tree = self.benchmark.default_schedule()
         if tree.depth > self.max_loops:
-            raise ValueError(f"{self.benchmark.name} has {tree.depth} loops, more than "
-                             f"max_loops={self.max_loops}")
+            raise ValueError(
+                f"{self.benchmark.name} has {tree.depth} loops, more than "
+                f"max_loops={self.max_loops}"
+            )
         self.tree, self.steps = tree, 0
         self.gflops = self.base_gflops = self.best_gflops = self.measurer.gflops(tree)
         return self._observe(), self._info(False, "")
@@ -165,8 +186,10 @@ class LoopTuneEnv(gym.Env):
     def render(self) -> str | None:
         if self.tree is None or self.render_mode is None:
             return None
-        text = (f"{self.benchmark.name}: {self.gflops:.1f} GFLOP/s (best "
-                f"{self.best_gflops:.1f}, base {self.base_gflops:.1f})\n{self.tree.dump()}")
+        text = (
+            f"{self.benchmark.name}: {self.gflops:.1f} GFLOP/s (best "
+            f"{self.best_gflops:.1f}, base {self.base_gflops:.1f})\n{self.tree.dump()}"
+        )
         if self.render_mode == "human":
             print(text)
             return None
@@ -213,15 +236,23 @@ class LoopTuneEnv(gym.Env):
         feats[self.tree.cursor, lgraph.CURSOR_COLUMN] = 1.0
         if self.observation == "box":
             return feats.reshape(-1)
-        return {"loops": feats[:, :lgraph.LOOP_FEATURES].reshape(-1),
-                "tensors": feats[:, lgraph.LOOP_FEATURES:].reshape(-1),
-                "action_mask": self.action_masks().astype(np.float32)}
+        return {
+            "loops": feats[:, : lgraph.LOOP_FEATURES].reshape(-1),
+            "tensors": feats[:, lgraph.LOOP_FEATURES :].reshape(-1),
+            "action_mask": self.action_masks().astype(np.float32),
+        }
 
     def _info(self, illegal: bool, reason: str) -> dict[str, Any]:
-        info = {"benchmark": self.benchmark.name, "gflops": self.gflops,
-                "best_gflops": self.best_gflops, "base_gflops": self.base_gflops,
-                "tree": self.tree.dump(), "illegal": illegal, "reason": reason,
-                "step": self.steps}
+        info = {
+            "benchmark": self.benchmark.name,
+            "gflops": self.gflops,
+            "best_gflops": self.best_gflops,
+            "base_gflops": self.base_gflops,
+            "tree": self.tree.dump(),
+            "illegal": illegal,
+            "reason": reason,
+            "step": self.steps,
+        }
         if self.info_graph:
             info["graph"] = lgraph.loop_graph(self.tree)
         return info
