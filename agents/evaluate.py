@@ -1,0 +1,104 @@
+"""Evaluate a saved policy on a dataset split: base vs agent GFLOP/s per benchmark.
+
+    python agents/evaluate.py --policy python/looptune/data/policy.zip --split test \\
+        --json benchmarks/results/agent_eval.json
+
+Prints a table (per benchmark: base and agent GFLOP/s, speedup, tuning seconds) and the
+geomean speedup; ``--greedy`` also runs helper searches from ``looptune.search`` for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from callbacks import held_out_trees, summarize
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--policy", default=None, help="saved policy (default: the shipped one)")
+    p.add_argument("--dataset", default=None, help="default: the policy's training dataset")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=0, help="first N benchmarks (0 = all)")
+    p.add_argument("--rollouts", type=int, default=1)
+    p.add_argument("--search", action="append", default=[],
+                   help="also run this search (a name known to looptune.search), repeatable")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def run_search(name: str, tree, measurer) -> float:
+    from looptune import search
+
+    return search.get(name)(tree, measurer).best_gflops
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    from looptune.measure import Measurer
+    from looptune.policy import load_policy, tune
+    from tqdm import tqdm
+
+    policy = load_policy(args.policy)
+    dataset = args.dataset or policy.env_kwargs.get("dataset", "mm64_256_16")
+    trees = held_out_trees({"dataset": dataset, "split": args.split}, args.limit or 10**9)
+    measurer = Measurer()
+    rows = []
+    for name, tree in tqdm(trees, disable=args.quiet, desc="tuning"):
+        base = measurer.gflops(tree)
+        res = tune(tree, measurer, policy=policy, rollouts=args.rollouts)
+        row = {"benchmark": name, "base_gflops": base, "agent_gflops": res.best_gflops,
+               "seconds": res.seconds, "measurements": res.measurements,
+               "tree": res.best_tree.dump()}
+        for s in args.search:
+            row[f"{s}_gflops"] = run_search(s, tree, measurer)
+        rows.append(row)
+    out = summarize(rows)
+    out.update(policy=str(policy.path), dataset=dataset, split=args.split,
+               rollouts=args.rollouts)
+    for s in args.search:
+        vals = [r[f"{s}_gflops"] for r in rows]
+        out[f"geomean_{s}_gflops"] = _geomean(vals)
+    return out
+
+
+def _geomean(xs: list[float]) -> float:
+    import math
+
+    return math.exp(sum(math.log(x) for x in xs) / max(len(xs), 1))
+
+
+def print_table(out: dict, searches: list[str]) -> None:
+    head = f"{'benchmark':<16}{'base':>8}{'agent':>8}{'x':>7}{'sec':>7}"
+    head += "".join(f"{s:>9}" for s in searches)
+    print(head)
+    for r in out["rows"]:
+        line = (f"{r['benchmark']:<16}{r['base_gflops']:>8.1f}{r['agent_gflops']:>8.1f}"
+                f"{r['agent_gflops'] / r['base_gflops']:>7.2f}{r['seconds']:>7.3f}")
+        line += "".join(f"{r[f'{s}_gflops']:>9.1f}" for s in searches)
+        print(line)
+    print(f"\n{out['n']} benchmarks: geomean agent {out['geomean_agent_gflops']:.1f} GFLOP/s, "
+          f"geomean speedup {out['geomean_speedup']:.2f}x over base, "
+          f"mean tuning time {out['mean_seconds']:.3f} s")
+    for s in searches:
+        print(f"geomean {s}: {out[f'geomean_{s}_gflops']:.1f} GFLOP/s")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    out = evaluate(args)
+    if not args.quiet:
+        print_table(out, args.search)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()

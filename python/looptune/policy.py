@@ -1,0 +1,221 @@
+"""Tune a loop tree with a trained RL policy (the shipped one by default).
+
+The policy acts on observations only: it is rolled greedily (argmax over the legal actions)
+for the episode length from the given schedule, and afterwards only the distinct schedules it
+visited are measured; the best one is returned. Cursor moves do not change a schedule, so they
+cost no measurement.
+
+    >>> import looptune
+    >>> from looptune.policy import tune
+    >>> result = tune(looptune.matmul(128, 256, 64).default_schedule())  # doctest: +SKIP
+    >>> result.gflops, result.tree.dump()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from looptune import _core
+from looptune import graph as lgraph
+from looptune.measure import Measurer
+from looptune.search.base import SearchResult, Tracker, run_search
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DEFAULT_POLICY = DATA_DIR / "policy.zip"
+
+ALGOS = ("maskable_ppo", "ppo", "dqn")
+
+
+@dataclass
+class LoadedPolicy:
+    """An SB3 model plus what is needed to build its observations outside an env."""
+
+    model: Any
+    algo: str
+    env_id: str
+    env_kwargs: dict
+    actions: tuple[str, ...]
+    episode_steps: int
+    max_loops: int
+    observation: str
+    meta: dict
+    path: Path
+
+
+def algo_class(algo: str) -> type:
+    """The SB3 / sb3-contrib class of an algorithm name ("maskable_ppo", "ppo", "dqn")."""
+    if algo == "maskable_ppo":
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO
+    if algo == "ppo":
+        from stable_baselines3 import PPO
+
+        return PPO
+    if algo == "dqn":
+        from stable_baselines3 import DQN
+
+        return DQN
+    raise ValueError(f"unknown algorithm {algo!r}; choose from {list(ALGOS)}")
+
+
+def meta_path(path: str | Path) -> Path:
+    """The JSON file that travels with a saved policy (same stem, ``.json``)."""
+    return Path(path).with_suffix(".json")
+
+
+def load_policy(path: str | Path | None = None) -> LoadedPolicy:
+    """Load a policy saved by ``agents/train.py`` (default: the one shipped in the package).
+
+    Raises:
+        FileNotFoundError: no policy (or no metadata JSON next to it) at ``path``.
+    """
+    path = Path(path) if path is not None else DEFAULT_POLICY
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no trained policy at {path}; train one with `python agents/train.py --save {path}`"
+        )
+    mpath = meta_path(path)
+    if not mpath.is_file():
+        raise FileNotFoundError(f"policy {path} has no metadata file {mpath}")
+    meta = json.loads(mpath.read_text())
+    return _load_cached(str(path), path.stat().st_mtime, json.dumps(meta, sort_keys=True))
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str, _mtime: float, meta_json: str) -> LoadedPolicy:
+    meta = json.loads(meta_json)
+    algo = meta.get("algo", "maskable_ppo")
+    model = algo_class(algo).load(path, device="cpu")
+    model.policy.set_training_mode(False)
+    return wrap_model(model, algo, meta["env_id"], meta.get("env_kwargs", {}), path, meta)
+
+
+def env_spec(env_id: str, env_kwargs: dict) -> dict:
+    """What a policy needs to know about its training env: actions, episode length, etc."""
+    import gymnasium as gym
+
+    import looptune  # noqa: F401  (registers the ids)
+
+    env = gym.make(env_id, **env_kwargs).unwrapped
+    return {"actions": list(env.actions), "episode_steps": int(env.max_steps),
+            "max_loops": int(env.max_loops), "observation": env.observation}
+
+
+def wrap_model(model: Any, algo: str, env_id: str, env_kwargs: dict,
+               path: str | Path = "<memory>", meta: dict | None = None) -> LoadedPolicy:
+    """Wrap an SB3 model (e.g. one being trained) so ``rollout`` and ``tune`` can use it.
+
+    ``meta`` may carry the env facts (see ``env_spec``); otherwise the env is built once.
+    """
+    meta = dict(meta or {})
+    if not all(k in meta for k in ("actions", "episode_steps", "max_loops", "observation")):
+        meta.update(env_spec(env_id, env_kwargs))
+    return LoadedPolicy(model, algo, env_id, dict(env_kwargs), tuple(meta["actions"]),
+                        int(meta["episode_steps"]), int(meta["max_loops"]),
+                        meta["observation"], meta, Path(path))
+
+
+def legal_actions(policy: LoadedPolicy, tree: _core.LoopTree) -> np.ndarray:
+    """The env's action mask for ``tree``: legal in the engine, no split beyond max_loops."""
+    mask = np.asarray(tree.legal_mask(list(policy.actions)), dtype=bool)
+    if tree.depth >= policy.max_loops:
+        mask &= ~np.array([a.startswith("split_") for a in policy.actions])
+    return mask
+
+
+def observe(policy: LoadedPolicy, tree: _core.LoopTree) -> Any:
+    """The observation the policy's training env produces for ``tree`` (no measurement)."""
+    obs = lgraph.observation(tree, policy.max_loops)
+    if policy.observation == "box":
+        return obs
+    feats = obs.reshape(policy.max_loops, -1)
+    return {"loops": feats[:, :lgraph.LOOP_FEATURES].reshape(-1),
+            "tensors": feats[:, lgraph.LOOP_FEATURES:].reshape(-1),
+            "action_mask": legal_actions(policy, tree).astype(np.float32)}
+
+
+def action_scores(model: Any, obs: Any) -> np.ndarray:
+    """Per-action preference of ``model`` for one observation: log-probabilities or Q-values."""
+    import torch
+
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        if hasattr(model, "q_net"):
+            return model.q_net(obs_t)[0].cpu().numpy()
+        dist = model.policy.get_distribution(obs_t).distribution
+        return dist.logits[0].cpu().numpy()
+
+
+def rollout(policy: LoadedPolicy, tree: _core.LoopTree, steps: int | None = None,
+            deterministic: bool = True, rng: np.random.Generator | None = None,
+            ) -> list[_core.LoopTree]:
+    """Roll the policy for ``steps`` actions from ``tree``; return every state visited.
+
+    Illegal actions are masked out. With ``deterministic=False`` actions are sampled from the
+    policy's (masked) distribution using ``rng``.
+    """
+    steps = policy.episode_steps if steps is None else steps
+    rng = rng if rng is not None else np.random.default_rng(0)
+    states = [tree]
+    for _ in range(steps):
+        mask = legal_actions(policy, tree)
+        if not mask.any():
+            break
+        scores = action_scores(policy.model, observe(policy, tree))
+        scores = np.where(mask, scores, -np.inf)
+        if deterministic:
+            a = int(np.argmax(scores))
+        else:
+            p = np.exp(scores - scores.max())
+            a = int(rng.choice(len(p), p=p / p.sum()))
+        tree = tree.apply(policy.actions[a])
+        states.append(tree)
+    return states
+
+
+def tune(tree: _core.LoopTree, measurer: Measurer | None = None, steps: int | None = None,
+         rollouts: int = 1, deterministic: bool = True, policy: LoadedPolicy | str | None = None,
+         seed: int = 0, time_budget: float | None = None, measure_budget: int | None = None,
+         **_: Any) -> SearchResult:
+    """Tune ``tree`` with a trained policy; return a ``looptune.search.base.SearchResult``.
+
+    Args:
+        tree: the schedule to start from (usually ``computation.default_schedule()``).
+        measurer: measures (and caches) GFLOP/s; default a fresh ``Measurer()``.
+        steps: actions per rollout; default the policy's training episode length.
+        rollouts: 1 = the greedy rollout only; more adds sampled rollouts (more measurements).
+        deterministic: greedy (argmax) actions in the first rollout.
+        policy: a ``LoadedPolicy`` or a path; default the shipped policy.
+        seed: seeds the sampled rollouts.
+        time_budget, measure_budget: optional caps, as for the searches.
+    """
+    if not isinstance(tree, _core.LoopTree):
+        raise TypeError(f"expected a looptune LoopTree, got {type(tree).__name__}")
+    if rollouts < 1:
+        raise ValueError(f"rollouts must be >= 1, got {rollouts}")
+    if steps is not None and steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not isinstance(policy, LoadedPolicy):
+        policy = load_policy(policy)
+
+    def body(tracker: Tracker) -> None:
+        rng = np.random.default_rng(seed)
+        visited: dict[int, _core.LoopTree] = {}
+        for r in range(rollouts):
+            for state in rollout(policy, tree, steps, deterministic and r == 0, rng)[1:]:
+                visited.setdefault(state.hash(), state)
+        for state in visited.values():
+            tracker.evaluate(state)
+
+    return run_search("agent", tree, measurer, time_budget, measure_budget, body)
+
+
+__all__ = ["DEFAULT_POLICY", "LoadedPolicy", "action_scores", "load_policy", "observe",
+           "rollout", "tune", "wrap_model"]

@@ -1,0 +1,73 @@
+"""agents/train.py and agents/evaluate.py: tiny real runs in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sb3_contrib")
+
+AGENTS = Path(__file__).resolve().parents[1] / "agents"
+sys.path.insert(0, str(AGENTS))
+
+import evaluate
+import train
+from looptune.policy import load_policy, tune
+
+
+def _train(tmp_path: Path, algo: str, timesteps: int = 256) -> Path:
+    save = tmp_path / f"{algo}.zip"
+    train.main(["--algo", algo, "--timesteps", str(timesteps), "--n-envs", "1",
+                "--n-steps", "64", "--batch-size", "32", "--logdir", str(tmp_path / "runs"),
+                "--eval-freq", "128", "--eval-benchmarks", "2", "--checkpoint-freq", "128",
+                "--save", str(save), "--run-name", algo])
+    return save
+
+
+def test_train_maskable_ppo_writes_model_logs_and_metadata(tmp_path):
+    save = _train(tmp_path, "maskable_ppo")
+    assert save.is_file()
+    meta = json.loads(save.with_suffix(".json").read_text())
+    assert meta["algo"] == "maskable_ppo" and meta["timesteps"] >= 256
+    assert meta["env_kwargs"]["split"] == "train" and "--timesteps" in meta["command"]
+    assert meta["final_eval"]["n"] == 2 and meta["final_eval"]["geomean_speedup"] > 0
+    run = tmp_path / "runs"
+    assert list((run / "tb").rglob("events.out.tfevents.*"))
+    assert list((run / "maskable_ppo" / "checkpoints").glob("*.zip"))
+    evals = json.loads((run / "maskable_ppo" / "evaluations.json").read_text())
+    assert evals and evals[0]["n"] == 2
+    assert (run / "maskable_ppo" / "best_policy.zip").is_file()
+
+    policy = load_policy(save)
+    import looptune
+
+    result = tune(looptune.matmul(64, 96, 80).default_schedule(), policy=policy)
+    assert result.best_gflops >= result.base_gflops
+
+    out = evaluate.main(["--policy", str(save), "--limit", "2", "--quiet",
+                         "--json", str(tmp_path / "eval.json")])
+    assert out["n"] == 2 and len(out["rows"]) == 2
+    assert json.loads((tmp_path / "eval.json").read_text())["geomean_speedup"] > 0
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_train_stock_sb3(tmp_path, algo):
+    save = _train(tmp_path, algo)
+    policy = load_policy(save)
+    assert policy.algo == algo
+    import looptune
+
+    result = tune(looptune.matmul(64, 64, 64).default_schedule(), policy=policy)
+    assert result.best_gflops >= result.base_gflops
+
+
+def test_train_rejects_bad_flags(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--env-kwargs", "{not json"])
+    with pytest.raises(SystemExit):
+        train.parse_args(["--net-arch", "a,b"])
+    with pytest.raises(SystemExit):
+        train.parse_args(["--algo", "a2c"])
