@@ -103,6 +103,15 @@ def test_bad_sizes_raise_value_error(make):
         make()
 
 
+def test_variable_and_iteration_limits():
+    letters = "abcdefghijklm"  # 13 variables > MAX_VARS
+    with pytest.raises(ValueError, match="at most 12"):
+        looptune.contraction(f"{letters[:7]},{letters[6:]}->a", dict.fromkeys(letters, 1))
+    with pytest.raises(ValueError, match="iteration space"):
+        looptune.contraction("abc,def->a", dict.fromkeys("abcdef", 1 << 10))
+    assert _core.MAX_VARS == 12 and _core.MAX_LOOPS == 16 and _core.MAX_UNROLL == 64
+
+
 def test_error_messages_name_the_bad_value():
     with pytest.raises(ValueError, match="m must be in 1..16777216, got 0"):
         looptune.matmul(0, 4, 4)

@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include "looptune/errors.h"
+#include "looptune/mutations.h"
 #include "register.h"
 
 namespace py = pybind11;
@@ -41,6 +42,10 @@ PYBIND11_MODULE(_core, m) {
       lb::raise_python("CompileError", e.what());
     }
   });
+  m.attr("MAX_LOOPS") = looptune::kMaxLoops;
+  m.attr("MAX_UNROLL") = looptune::kMaxUnroll;
+  m.attr("MAX_EXTENT") = looptune::kMaxExtent;
+  m.attr("MAX_VARS") = looptune::kMaxVars;
   lb::register_computation(m);
   lb::register_loop_tree(m);
   lb::register_kernel(m);

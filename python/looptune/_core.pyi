@@ -5,6 +5,11 @@ from typing import Optional, Sequence
 import numpy as np
 import numpy.typing as npt
 
+MAX_LOOPS: int    # loops per tree (split is illegal beyond this)
+MAX_UNROLL: int   # turning unroll on needs the cursor loop's size <= this
+MAX_EXTENT: int   # largest size of one variable
+MAX_VARS: int     # variables per computation
+
 class Var:
     name: str
     extent: int
