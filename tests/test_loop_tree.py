@@ -182,3 +182,28 @@ def test_split_by_full_size_gives_a_size_one_loop():
         (1, 16, 16),
     ]
     assert looptune.LoopTree.parse(t.dump()) == t
+
+
+def test_parse_of_corrupted_dumps_never_crashes(computations, random_walk):
+    rng = random.Random(99)
+    alphabet = "0123456789 mnkr'<-[]#\nabcxyz=,"
+    accepted = 0
+    for _ in range(500):
+        text = random_walk(rng.choice(computations).default_schedule(), rng, 15).dump()
+        chars = list(text)
+        for _ in range(rng.randrange(1, 4)):
+            pos = rng.randrange(len(chars))
+            op = rng.randrange(3)
+            if op == 0:
+                chars[pos] = rng.choice(alphabet)
+            elif op == 1:
+                del chars[pos]
+            else:
+                chars.insert(pos, rng.choice(alphabet))
+        try:
+            tree = looptune.LoopTree.parse("".join(chars))
+        except ValueError:
+            continue
+        accepted += 1
+        assert looptune.LoopTree.parse(tree.dump()) == tree  # anything accepted is consistent
+    assert accepted < 500
