@@ -1,0 +1,137 @@
+"""Code generation speed (issue 2): base schedule, best of a sweep of hand tilings, numpy and
+PyTorch (one thread each), and the measured peak, all in one run; plus JIT latency.
+
+    python benchmarks/codegen.py [--min-time 0.1] [--quick]
+
+Every GFLOP/s is the best of repeated runs after a warm-up (the kernel's own C++ timing loop
+on 64-byte-aligned buffers; numpy/PyTorch: best of batches with preallocated outputs).
+Targets: JIT latency < 100 us median; best tiling on mid-size matmuls >= 82% of the measured
+peak (geomean) and faster than numpy and PyTorch; 512^3 likewise.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import environment, geomean, strip_openblas_env, table, write_json  # noqa: E402
+
+strip_openblas_env()
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import looptune  # noqa: E402
+from looptune.reference import best_seconds, conv_params, numpy_gflops, random_inputs  # noqa: E402
+from looptune.schedules import tilings  # noqa: E402
+
+MID = [(64, 64, 64), (128, 128, 128), (256, 256, 256), (112, 208, 256), (96, 224, 240),
+       (224, 64, 240)]
+LARGE = [(512, 512, 512), (1, 1024, 1024)]
+
+
+def torch_gflops(comp: looptune.Computation, min_time: float) -> float | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    a, b = (torch.from_numpy(x) for x in random_inputs(comp))
+    if comp.kind == "conv2d":
+        stride, pad = conv_params(comp)
+        call = lambda: torch.nn.functional.conv2d(a, b, stride=stride, padding=pad)  # noqa: E731
+    else:
+        out = torch.empty(comp.output.shape, dtype=torch.float32)
+        call = lambda: torch.matmul(a, b, out=out)  # noqa: E731
+    with torch.no_grad():
+        return comp.flops / best_seconds(call, min_time) / 1e9
+
+
+def jit_latency_us(tree: looptune.LoopTree, isa: str, repeats: int = 5) -> float:
+    """Median wall time of ``tree.compile(isa)`` from Python (lowering, code generation,
+    page protection and the pybind11 call), over a few repeats."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        tree.compile(isa)
+        times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)
+
+
+def measure(comp: looptune.Computation, isas: list[str], min_time: float) -> tuple[dict, list]:
+    row: dict = {"name": comp.name, "flops": comp.flops}
+    compile_us: list[float] = []
+    base = comp.default_schedule().compile()
+    row["base"] = base.benchmark(min_time).gflops
+    for isa in isas:
+        best, best_tree = 0.0, None
+        for tree in tilings(comp, isa):
+            kernel = tree.compile(isa)
+            compile_us.append(jit_latency_us(tree, isa))
+            g = kernel.benchmark(min_time / 4).gflops  # screen, then re-time the winner
+            if g > best:
+                best, best_tree = g, tree
+        if best_tree is not None:
+            row[f"best_{isa}"] = best_tree.compile(isa).benchmark(min_time).gflops
+            row[f"best_{isa}_tree"] = best_tree.dump()
+    row["numpy"] = numpy_gflops(comp, min_time)
+    row["torch"] = torch_gflops(comp, min_time)
+    return row, compile_us
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--min-time", type=float, default=0.1, help="seconds of timed runs per kernel")
+    p.add_argument("--quick", action="store_true", help="three sizes, short timings")
+    args = p.parse_args()
+    isas = [i for i in ("avx512", "avx2") if looptune.isa_supported(i)]
+    peak = {i: looptune.measure_peak_gflops(i, 0.2) for i in isas}
+    comps = [looptune.matmul(*s) for s in MID] + [looptune.matmul(*s) for s in LARGE]
+    comps.append(looptune.conv2d(1, 64, 56, 56, 64, 3, 3, stride=1, pad=1))
+    if args.quick:
+        comps = comps[:2] + comps[-3:-2]
+    rows, compile_us = [], []
+    for comp in comps:
+        row, us = measure(comp, isas, args.min_time)
+        rows.append(row)
+        compile_us += us
+        print(f"  measured {comp.name}", file=sys.stderr)
+    host = looptune.host_isa()
+    for r in rows:
+        r["best"] = max(r.get(f"best_{i}", 0.0) for i in isas)
+        r["best/peak"] = r["best"] / peak[host]
+        r["best/numpy"] = r["best"] / r["numpy"]
+        r["best/torch"] = r["best"] / r["torch"] if r["torch"] else None
+    mid = [r for r in rows if tuple(map(int, r["name"][2:].split("_"))) in MID
+           ] if not args.quick else rows[:2]
+    summary = {
+        "peak_gflops": peak,
+        "jit_latency_us_median": statistics.median(compile_us),
+        "jit_latency_us_p90": float(np.percentile(compile_us, 90)),
+        "kernels_compiled": len(compile_us),
+        "mid_geomean": {k: geomean([r[k] for r in mid if r.get(k)])
+                        for k in ("base", "best", "numpy", "torch")},
+    }
+    summary["mid_best_over_peak"] = summary["mid_geomean"]["best"] / peak[host]
+    cols = [("name", "computation", "s"), ("base", "base", ".1f"), ("best_avx512", "best512", ".1f"),
+            ("best_avx2", "best_avx2", ".1f"), ("numpy", "numpy", ".1f"), ("torch", "torch", ".1f"),
+            ("best/peak", "best/peak", ".2f"), ("best/numpy", "vs numpy", ".2f"),
+            ("best/torch", "vs torch", ".2f")]
+    print(table(rows, cols))
+    g = summary["mid_geomean"]
+    print(f"\npeak GFLOP/s: {', '.join(f'{k} {v:.1f}' for k, v in peak.items())}")
+    print(f"mid-size geomean GFLOP/s: base {g['base']:.1f}, best {g['best']:.1f} "
+          f"({summary['mid_best_over_peak']:.0%} of peak), numpy {g['numpy']:.1f}, "
+          f"torch {g['torch']:.1f}")
+    print(f"JIT latency: median {summary['jit_latency_us_median']:.0f} us, "
+          f"p90 {summary['jit_latency_us_p90']:.0f} us over {len(compile_us)} kernels")
+    path = write_json("codegen", {"environment": environment(), "summary": summary, "rows": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
