@@ -82,7 +82,9 @@ void register_computation(py::module_& m) {
   m.def("matmul", [](int64_t m_, int64_t k, int64_t n) { return share(matmul(m_, k, n)); },
         py::arg("m"), py::arg("k"), py::arg("n"), "C[m,n] += A[m,k] * B[k,n]");
   m.def("batch_matmul",
-        [](int64_t b, int64_t m_, int64_t k, int64_t n) { return share(batch_matmul(b, m_, k, n)); },
+        [](int64_t b, int64_t m_, int64_t k, int64_t n) {
+          return share(batch_matmul(b, m_, k, n));
+        },
         py::arg("b"), py::arg("m"), py::arg("k"), py::arg("n"), "C[b,m,n] += A[b,m,k] * B[b,k,n]");
   m.def("conv2d",
         [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,

@@ -282,7 +282,7 @@ int64_t parse_int(const std::string& key, const std::string& text) {
   return std::stoll(text);
 }
 
-// "k=v" tokens into a map; `expected` (if not empty) must be exactly the set of keys.
+// The remaining "key=value" tokens of a header, each key at most once.
 std::map<std::string, int64_t> parse_kv(std::istringstream& is, const std::string& header) {
   std::map<std::string, int64_t> kv;
   std::string tok;

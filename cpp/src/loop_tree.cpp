@@ -25,7 +25,8 @@ uint64_t fnv_bytes(uint64_t h, const void* data, size_t n) {
 
 uint64_t fnv_int(uint64_t h, int64_t v) {
   unsigned char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>((static_cast<uint64_t>(v) >> (8 * i)) & 0xff);
+  const uint64_t u = static_cast<uint64_t>(v);
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>((u >> (8 * i)) & 0xff);
   return fnv_bytes(h, b, 8);
 }
 

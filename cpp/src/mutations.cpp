@@ -29,7 +29,8 @@ Action parse_action(const std::string& name) {
     if (name == n) return Action{op, 0, name};
   if (name.rfind("split_", 0) == 0) {
     std::string num = name.substr(6);
-    if (!num.empty() && num.size() <= 18 && num.find_first_not_of("0123456789") == std::string::npos) {
+    const bool digits = num.find_first_not_of("0123456789") == std::string::npos;
+    if (!num.empty() && num.size() <= 18 && digits) {
       int64_t f = std::stoll(num);
       if (f >= 1) return Action{Op::Split, f, name};
     }
@@ -70,7 +71,8 @@ bool check(const LoopTree& t, const Action& a, std::string* why) {
     case Op::Split: {
       if (d >= kMaxLoops)
         return fail([] { return "the tree already has " + std::to_string(kMaxLoops) + " loops"; });
-      if (a.factor < 2) return fail([] { return std::string("a split factor must be at least 2"); });
+      if (a.factor < 2)
+        return fail([] { return std::string("a split factor must be at least 2"); });
       const int64_t size = t.size(c);
       if (a.factor > size)
         return fail([&] { return "factor " + std::to_string(a.factor) + " exceeds loop size " +
