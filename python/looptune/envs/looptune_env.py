@@ -83,7 +83,7 @@ class LoopTuneEnv(gym.Env):
         max_loops: int = 10,
         observation: str = "box",
         isa: str | None = None,
-        measure_min_time: float = 0.001,
+        measure_min_time: float = 0.002,
         measure_min_runs: int = 3,
         peak_gflops: float | None = None,
         measurer: Measurer | None = None,
