@@ -64,9 +64,10 @@ class LoopTuneEnv(gym.Env):
     ## Arguments
     dataset ("mm64_256_16"), split ("train"/"test"/"all"), actions ("paper", "rich" or a list
     of action names), max_steps (10), max_loops (10), observation ("box"/"dict"), isa (None =
-    the host's best), measure_min_time (0.002 s of timed runs per new schedule, the Measurer default, so the
-    cache is shared with searches), measure_min_runs (3), peak_gflops (None = measured), measurer (a ``Measurer`` to use instead of
-    building one), info_graph (False), render_mode ("ansi" returns the dump, "human" prints it).
+    the host's best), measure_min_time (0.002 s of timed runs per new schedule, the Measurer
+    default, so the cache is shared with searches), measure_min_runs (3), peak_gflops (None =
+    measured), measurer (a ``Measurer`` to use instead of building one), info_graph (False),
+    render_mode ("ansi" returns the dump, "human" prints it).
 
     ## Version History
     * v0: initial version.
