@@ -133,6 +133,20 @@ def test_eval_writes_json_and_csv(capsys, tmp_path):
     assert "geomean GF/s" in out
 
 
+def test_default_search_falls_back_when_the_agent_is_unavailable(capsys, monkeypatch):
+    from looptune import search
+
+    def unavailable() -> None:
+        raise search.SearchUnavailableError("the trained agent is unavailable: no policy")
+
+    monkeypatch.setattr(search, "_agent", unavailable)
+    code, out, err = run(capsys, "tune", "matmul", "32", "32", "32", "--measure-budget", "6")
+    assert code == 0, err
+    assert "no policy; using greedy2 instead" in err and "search: greedy2" in out
+    code, _, err = run(capsys, "tune", "matmul", "32", "32", "32", "--search", "agent")
+    assert code == 1 and "unavailable" in err
+
+
 def test_version(capsys):
     code, out, _ = run(capsys, "--version")
     assert code == 0 and looptune.__version__ in out

@@ -38,15 +38,18 @@ def test_search_improves_within_budget(base, name):
     assert check_tree(result.best_tree).ok
 
 
-def test_searches_beat_the_base_schedule(base):
-    result = search.get("greedy1")(base, fresh(), time_budget=30.0, measure_budget=60)
-    assert result.best_gflops > 1.2 * result.base_gflops  # the naive m,k,n nest is slow
+def test_lookahead_beats_the_base_schedule():
+    # k outermost-but-one with a short n: the base m,k,n nest reloads C from memory k times;
+    # two steps (split k, hoist) fix it while no single step helps much.
+    base = looptune.matmul(32, 256, 32).default_schedule()
+    result = search.get("greedy2")(base, fresh(), time_budget=30.0, measure_budget=60)
+    assert result.best_gflops > 1.2 * result.base_gflops
 
 
 @pytest.mark.parametrize("name", ["random", "beam4dfs"])
 def test_time_budget_is_respected(base, name):
     result = search.get(name)(base, fresh(), time_budget=0.3)
-    assert 0.3 <= result.seconds < 0.3 + 0.25  # one measurement of a 64^3 kernel is ~ms
+    assert 0.3 <= result.seconds < 0.3 + 0.5  # one measurement of a 64^3 kernel is ~ms
     assert result.measurements > 1
 
 
@@ -67,8 +70,8 @@ def test_random_search_is_deterministic_given_a_seed(base):
 
 def test_cached_states_are_free(base):
     measurer = fresh()
-    first = search.get("greedy1")(base, measurer, measure_budget=40)
-    again = search.get("greedy1")(base, measurer, measure_budget=40)
+    first = search.get("greedy1")(base, measurer)  # runs until no step improves
+    again = search.get("greedy1")(base, measurer, measure_budget=0)
     assert first.measurements > 0 and again.measurements == 0
     assert again.best_tree.hash() == first.best_tree.hash()
 
