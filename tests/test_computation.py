@@ -47,6 +47,7 @@ def test_conv2d_padded_strided():
     assert w.strides == {"n": 0, "k": 18, "oh": 0, "c": 6, "r": 2, "s": 1, "ow": 0}
     assert c.output.shape == (2, 4, oh, ow)
     assert c.name == "conv2_3_9_7_4_3_2_s2_p1"
+    assert (c.conv_stride, c.conv_pad) == (2, 1)
     assert c.header() == "conv2d n=2 c=3 h=9 w=7 k=4 r=3 s=2 stride=2 pad=1"
     assert c.flops == 2 * 2 * 4 * oh * ow * 3 * 3 * 2
 

@@ -48,7 +48,7 @@ def test_random_schedules_match_numpy(computations, random_walk):
 
 
 def _conv_ref(comp, x, w):
-    pad, stride = comp.inputs[0].pad[2], int(comp.header().split("stride=")[1].split()[0])
+    pad, stride = comp.conv_pad, comp.conv_stride
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     n, k, oh, ow = comp.output.shape
     r, s = w.shape[2:]

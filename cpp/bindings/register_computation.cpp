@@ -59,6 +59,8 @@ void register_computation(py::module_& m) {
                                    "out += in0 * in1 summed over reduction variables.")
       .def_readonly("kind", &Computation::kind)
       .def_readonly("spec", &Computation::spec)
+      .def_readonly("conv_stride", &Computation::conv_stride, "conv2d only (1 otherwise)")
+      .def_readonly("conv_pad", &Computation::conv_pad, "conv2d only (0 otherwise)")
       .def_property_readonly("name", &Computation::name)
       .def_property_readonly("flops", &Computation::flops)
       .def_readonly("vars", &Computation::vars)

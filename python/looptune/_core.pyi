@@ -25,6 +25,8 @@ class Tensor:
 class Computation:
     kind: str        # "matmul" | "batch_matmul" | "conv2d" | "contraction"
     spec: str        # einsum-like, e.g. "mk,kn->mn"
+    conv_stride: int  # conv2d only (1 otherwise)
+    conv_pad: int     # conv2d only (0 otherwise)
     name: str        # short id, e.g. "mm128_256_64"
     flops: int
     vars: list[Var]
