@@ -175,3 +175,24 @@ def test_isa_arguments():
     assert k2.isa == "avx2" and k2.facts["isa"] == "avx2"
     assert isinstance(looptune.cpu_name(), str) and looptune.cpu_name()
     assert looptune.measure_peak_gflops(min_time=0.01) > 1.0
+
+
+def test_stub_matches_the_compiled_module():
+    import ast
+    from pathlib import Path
+
+    from looptune import _core
+
+    stub = ast.parse((Path(looptune.__file__).parent / "_core.pyi").read_text())
+    for node in stub.body:
+        if isinstance(node, ast.ClassDef):
+            declared = {n.target.id for n in node.body if isinstance(n, ast.AnnAssign)}
+            declared |= {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+            runtime = getattr(_core, node.name)
+            assert all(hasattr(runtime, n) for n in declared), node.name
+            public = {n for n in dir(runtime) if not n.startswith("_")}
+            assert public <= declared, (node.name, public - declared)
+        elif isinstance(node, ast.FunctionDef):
+            assert hasattr(_core, node.name)
+        elif isinstance(node, ast.AnnAssign):
+            assert hasattr(_core, node.target.id)
