@@ -74,18 +74,26 @@ bool fits(const Lowered& low, const TileShape& s) {
 }
 
 // Splits an innermost loop that is too large to be a tile on its own into a runtime loop
-// over register-sized chunks and the chunk itself.
+// over register-sized chunks and the chunk itself. When the chunk indexes the output, the
+// chunk loop is moved above the reduction loops right over it (a legal reordering: each output
+// element still sums its products in the same order), so the chunk's accumulators stay in
+// registers across the reduction instead of being reloaded for every reduction step.
 void strip_mine_innermost(Lowered& low) {
-  auto& inner = low.loops.back();
-  const int64_t range = full_ranges_at(low, static_cast<int>(low.loops.size()) - 1)[inner.var];
+  const int last = static_cast<int>(low.loops.size()) - 1;
+  const LoweredLoop inner = low.loops[last];
+  const int64_t range = full_ranges_at(low, last)[inner.var];
   const bool output_var = !low.reduction[inner.var];
-  int64_t chunk = output_var ? int64_t(low.lanes) * std::min(4, low.acc_max) : 64;
+  const int64_t chunk = output_var ? int64_t(low.lanes) * std::min(8, low.acc_max) : 64;
   if (chunk >= range) return;
   LoweredLoop outer = inner;
   outer.step = chunk;
   outer.unroll = false;
   outer.synthetic = true;
-  low.loops.insert(low.loops.end() - 1, outer);
+  int at = last;
+  while (output_var && at > 0 && low.reduction[low.loops[at - 1].var] &&
+         low.loops[at - 1].var != inner.var)
+    --at;
+  low.loops.insert(low.loops.begin() + at, outer);
 }
 
 void honour_unroll_annotations(Lowered& low) {
