@@ -147,6 +147,24 @@ def test_default_search_falls_back_when_the_agent_is_unavailable(capsys, monkeyp
     assert code == 1 and "unavailable" in err
 
 
+def test_eval_names_the_unavailable_agent(capsys, monkeypatch):
+    from looptune import search
+
+    def unavailable() -> None:
+        raise search.SearchUnavailableError("the trained agent is unavailable: no policy")
+
+    monkeypatch.setattr(search, "_agent", unavailable)
+    code, _, err = run(capsys, "eval", "--limit", "1", "--searches", "base,agent")
+    assert code == 1 and "--skip-unavailable" in err
+
+
+def test_train_wraps_the_training_script(capfd):
+    code = main(["train", "--help"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert "--algo" in out
+
+
 def test_version(capsys):
     code, out, _ = run(capsys, "--version")
     assert code == 0 and looptune.__version__ in out

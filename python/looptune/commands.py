@@ -61,18 +61,26 @@ def tune(args: argparse.Namespace) -> int:
         actions=action_set(args.actions),
         seed=args.seed,
     )
-    check = check_tree(result.best_tree)
-    # Re-time both schedules at length so the printed figures are not a lucky short run.
+    # Re-time both schedules at length so the printed figures are not a lucky short run; if the
+    # search's pick does not hold up against the base, keep the base (never return a slowdown).
     meter = Measurer(min_time=REPORT_MIN_TIME, min_runs=10, max_runs=100_000, cache={})
-    base_g, tuned_g = meter.gflops(base), meter.gflops(result.best_tree)
+    tuned, base_g = result.best_tree, meter.gflops(base)
+    tuned_g = meter.gflops(tuned)
+    kept_base = tuned_g < base_g
+    if kept_base:
+        tuned, tuned_g = base, base_g
+    check = check_tree(tuned)
+    np_g = numpy_gflops(comp)
     report = {
         "computation": comp.header(),
         "name": comp.name,
         "search": name,
         "base": {"schedule": base.dump(), "gflops": base_g},
-        "tuned": {"schedule": result.best_tree.dump(), "gflops": tuned_g},
-        "numpy_gflops": numpy_gflops(comp),
+        "tuned": {"schedule": tuned.dump(), "gflops": tuned_g},
+        "kept_base": kept_base,
+        "numpy_gflops": np_g,
         "speedup": tuned_g / base_g,
+        "ratio_to_numpy": tuned_g / np_g,
         "tuning_seconds": result.seconds,
         "measurements": result.measurements,
         "check": {
@@ -82,9 +90,8 @@ def tune(args: argparse.Namespace) -> int:
         },
         "saved": None,
     }
-    report["ratio_to_numpy"] = tuned_g / report["numpy_gflops"]
     if args.save and check.ok:
-        save_schedule(result.best_tree, args.save)
+        save_schedule(tuned, args.save)
         report["saved"] = str(args.save)
     print(json.dumps(report, indent=2) if args.json else format_tune(report, check))
     if not check.ok:
@@ -97,7 +104,10 @@ def format_tune(r: dict, check: Check) -> str:
     return "\n".join(
         [
             f"computation: {r['computation']}",
-            f"search: {r['search']}",
+            f"search: {r['search']}"
+            + (
+                "  (nothing beat the base schedule on re-timing; kept it)" if r["kept_base"] else ""
+            ),
             "",
             "base schedule:",
             r["base"]["schedule"].rstrip(),
@@ -153,16 +163,21 @@ def eval(args: argparse.Namespace) -> int:
     if not names or unknown:
         raise ValueError(f"unknown search(es) {unknown}; choose from {', '.join(search.NAMES)}")
     benches = load_benchmarks(args.dataset, args.split, args.limit)
-    rows = run_eval(
-        benches,
-        names,
-        time_budget=args.time_budget,
-        measure_budget=args.measure_budget,
-        actions=action_set(args.actions),
-        seed=args.seed,
-        skip_unavailable=args.skip_unavailable,
-        progress=not args.no_progress,
-    )
+    try:
+        rows = run_eval(
+            benches,
+            names,
+            time_budget=args.time_budget,
+            measure_budget=args.measure_budget,
+            actions=action_set(args.actions),
+            seed=args.seed,
+            skip_unavailable=args.skip_unavailable,
+            progress=not args.no_progress,
+        )
+    except search.SearchUnavailableError as exc:
+        raise search.SearchUnavailableError(
+            f"{exc}; pass --skip-unavailable to run the other searches"
+        ) from exc
     summary = summarize(rows)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     write_outputs(summary, rows, config, args.out, args.csv)
