@@ -17,3 +17,6 @@ bench: dev      ## every benchmark, one after another
 	$(PY) benchmarks/codegen.py
 	$(PY) benchmarks/env_speed.py
 	$(PY) benchmarks/paper_table.py
+
+demo: dev       ## a real tuning run with the shipped agent, compared with numpy
+	$(PY) -m looptune tune matmul 128 256 64
