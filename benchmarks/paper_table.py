@@ -43,6 +43,7 @@ from looptune.evaluate import (
     summarize,
     write_outputs,
 )
+from looptune.reference import blas_info
 
 SEARCHES = (
     "base",
@@ -154,7 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_outputs(summary, rows, config, json_path=args.out)
     print(format_table(summary))
-    print(f"peak {config['peak_gflops']:.0f} GFLOP/s; wall time {config['wall_seconds']:.0f} s")
+    blas = blas_info()
+    print(
+        f"numpy: {blas.get('internal_api')} {blas.get('version')} "
+        f"({blas.get('architecture')} kernel), 1 thread; {config['cpu']} {config['isa']}, "
+        f"measured peak {config['peak_gflops']:.0f} GFLOP/s; wall time "
+        f"{config['wall_seconds']:.0f} s"
+    )
     for key, value in targets.items():
         shown = f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else value
         print(f"  {key}: {shown}")
