@@ -183,32 +183,15 @@ class NestGenerator : public CodeGenerator {
   // ---- tile ---------------------------------------------------------------------------
   template <class F>
   void for_each_point(F&& f) {
-    std::vector<int64_t> range = ranges_, off(ranges_.size(), 0);
-    const int n = static_cast<int>(low_.loops.size());
-    auto rec = [&](auto&& self, int j) -> void {
-      if (j == n) {
-        Point p{};
-        p.active = low_.lanes == 1 ? 1 : static_cast<int>(range[low_.vec_var]);
-        for (int t = 0; t < 3; ++t)
-          for (size_t v = 0; v < off.size(); ++v) p.off[t] += off[v] * low_.stride[v][t];
-        int64_t key = 0;
-        for (size_t v = 0; v < off.size(); ++v)
-          if (low_.reduction[v]) key = key * low_.extents[v] + off[v];
-        p.rkey = key;
-        return f(p);
-      }
-      const LoweredLoop& L = low_.loops[j];
-      const bool vec = j == n - 1 && low_.lanes > 1;
-      const int64_t step = vec ? low_.lanes : L.step, saved = range[L.var], base = off[L.var];
-      for (int64_t x = 0; x < saved; x += step) {
-        off[L.var] = base + x;
-        range[L.var] = std::min(step, saved - x);
-        self(self, j + 1);
-      }
-      off[L.var] = base;
-      range[L.var] = saved;
-    };
-    rec(rec, low_.tile_start);
+    for_each_tile_point(low_, low_.tile_start, ranges_,
+                        [&](const std::vector<int64_t>& off, const std::vector<int64_t>& range) {
+                          Point p{};
+                          p.active = low_.lanes == 1 ? 1 : static_cast<int>(range[low_.vec_var]);
+                          for (int t = 0; t < 3; ++t) p.off[t] = tensor_offset(low_, off, t);
+                          for (size_t v = 0; v < off.size(); ++v)
+                            if (low_.reduction[v]) p.rkey = p.rkey * low_.extents[v] + off[v];
+                          f(p);
+                        });
   }
 
   void emit_hoisted_region() {

@@ -34,36 +34,15 @@ TileShape measure_tile(const Lowered& low, int t) {
     if (bound > kMaxTilePoints) return {bound, bound, 0};
   }
   // Exact enumeration (bounded by kMaxTilePoints).
-  range = full_ranges_at(low, t);
   std::set<int64_t> outs;
   TileShape shape;
-  std::vector<int64_t> off(low.extents.size(), 0);
-  auto rec = [&](auto&& self, size_t j) -> void {
-    if (j == low.loops.size()) {
-      ++shape.points;
-      int64_t o = 0;
-      for (size_t v = 0; v < off.size(); ++v) o += off[v] * low.stride[v][kOut];
-      outs.insert(o);
-      for (int tsr = 0; tsr < 3; ++tsr) {
-        int64_t x = 0;
-        for (size_t v = 0; v < off.size(); ++v) x += off[v] * low.stride[v][tsr];
-        shape.max_offset = std::max(shape.max_offset, x);
-      }
-      return;
-    }
-    const auto& L = low.loops[j];
-    const int64_t saved = range[L.var], base = off[L.var];
-    const bool vec = j + 1 == low.loops.size() && low.lanes > 1;
-    const int64_t step = vec ? low.lanes : L.step;
-    for (int64_t x = 0; x < saved; x += step) {
-      off[L.var] = base + x;
-      range[L.var] = std::min(step, saved - x);
-      self(self, j + 1);
-    }
-    off[L.var] = base;
-    range[L.var] = saved;
-  };
-  rec(rec, t);
+  for_each_tile_point(low, t, full_ranges_at(low, t),
+                      [&](const std::vector<int64_t>& off, const std::vector<int64_t>&) {
+                        ++shape.points;
+                        outs.insert(tensor_offset(low, off, kOut));
+                        for (int tsr = 0; tsr < 3; ++tsr)
+                          shape.max_offset = std::max(shape.max_offset, tensor_offset(low, off, tsr));
+                      });
   shape.accumulators = static_cast<int64_t>(outs.size());
   return shape;
 }

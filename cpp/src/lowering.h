@@ -6,6 +6,7 @@
 // output can be written once (no pre-zeroing of C).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -42,6 +43,36 @@ struct Lowered {
   int tile_accumulators = 0, tile_points = 0;
   int unroll_ignored = 0;
 };
+
+// Visits every point of the register tile made of loops[t..]: `range` holds each variable's
+// range when loop t starts; f(off, range) gets each point's per-variable element offsets and
+// ranges (the vectorized variable advances by whole vectors, its range is the lanes in use).
+template <class F>
+void for_each_tile_point(const Lowered& low, int t, std::vector<int64_t> range, F&& f) {
+  const int n = static_cast<int>(low.loops.size());
+  std::vector<int64_t> off(range.size(), 0);
+  auto rec = [&](auto&& self, int j) -> void {
+    if (j == n) return f(off, range);
+    const LoweredLoop& L = low.loops[j];
+    const bool vec = j == n - 1 && low.lanes > 1;
+    const int64_t step = vec ? low.lanes : L.step, saved = range[L.var], base = off[L.var];
+    for (int64_t x = 0; x < saved; x += step) {
+      off[L.var] = base + x;
+      range[L.var] = std::min(step, saved - x);
+      self(self, j + 1);
+    }
+    off[L.var] = base;
+    range[L.var] = saved;
+  };
+  rec(rec, t);
+}
+
+// Element offset of a point in tensor `t`.
+inline int64_t tensor_offset(const Lowered& low, const std::vector<int64_t>& off, int t) {
+  int64_t x = 0;
+  for (size_t v = 0; v < off.size(); ++v) x += off[v] * low.stride[v][t];
+  return x;
+}
 
 // Throws CompileError if the tree cannot be lowered (never for a valid LoopTree).
 Lowered lower(const LoopTree& tree, Isa isa);
