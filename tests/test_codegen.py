@@ -118,3 +118,15 @@ def test_measured_peak_is_plausible() -> None:
 def test_assembly_lists_fma_instructions() -> None:
     asm = looptune.matmul(8, 8, 32).default_schedule().compile("avx2").assembly
     assert "vfmadd231ps" in asm
+
+
+def test_debug_env_var_dumps_tree_and_assembly() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import looptune; looptune.matmul(4, 4, 32).default_schedule().compile('avx2')"
+    env = {**os.environ, "LOOPTUNE_DEBUG": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert "for n in 32" in out.stderr and "vfmadd231ps" in out.stderr
