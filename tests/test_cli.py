@@ -7,8 +7,9 @@ import json
 import shutil
 import subprocess
 
-import looptune
 import pytest
+
+import looptune
 from looptune.cli import main
 
 QUICK = ["--search", "greedy1", "--measure-budget", "12"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import looptune
 import pytest
+
+import looptune
 from looptune import search
 from looptune.actions import PAPER_ACTIONS, RICH_ACTIONS
 from looptune.measure import Measurer
