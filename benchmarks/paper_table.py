@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         f"budget {args.budget:g} s (random {random_budget:g} s) per benchmark",
         flush=True,
     )
+    timed = [n for n in names if n not in ("base", "agent")]
+    worst = len(benches) * sum(random_budget if n == "random" else args.budget for n in timed)
+    print(f"at most ~{worst / 60:.0f} min of searching (greedy and BFS often stop early)")
     start = time.perf_counter()
     rows = run_eval(
         benches,
