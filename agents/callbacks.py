@@ -36,8 +36,15 @@ def evaluate_trees(policy: Any, trees: list, measurer: Any = None) -> dict:
     for name, tree in trees:
         base = measurer.gflops(tree)
         res = tune(tree, measurer, policy=policy)
-        rows.append({"benchmark": name, "base_gflops": base, "agent_gflops": res.best_gflops,
-                     "seconds": res.seconds, "tree": res.best_tree.dump()})
+        rows.append(
+            {
+                "benchmark": name,
+                "base_gflops": base,
+                "agent_gflops": res.best_gflops,
+                "seconds": res.seconds,
+                "tree": res.best_tree.dump(),
+            }
+        )
     return summarize(rows)
 
 
@@ -45,10 +52,15 @@ def summarize(rows: list[dict]) -> dict:
     n = max(len(rows), 1)
     geo = math.exp(sum(math.log(r["agent_gflops"]) for r in rows) / n)
     speed = math.exp(sum(math.log(r["agent_gflops"] / r["base_gflops"]) for r in rows) / n)
-    return {"n": len(rows), "mean_agent_gflops": sum(r["agent_gflops"] for r in rows) / n,
-            "geomean_agent_gflops": geo, "geomean_speedup": speed,
-            "mean_base_gflops": sum(r["base_gflops"] for r in rows) / n,
-            "mean_seconds": sum(r["seconds"] for r in rows) / n, "rows": rows}
+    return {
+        "n": len(rows),
+        "mean_agent_gflops": sum(r["agent_gflops"] for r in rows) / n,
+        "geomean_agent_gflops": geo,
+        "geomean_speedup": speed,
+        "mean_base_gflops": sum(r["base_gflops"] for r in rows) / n,
+        "mean_seconds": sum(r["seconds"] for r in rows) / n,
+        "rows": rows,
+    }
 
 
 class TuneEvalCallback(BaseCallback):
@@ -58,8 +70,15 @@ class TuneEvalCallback(BaseCallback):
     TensorBoard and saves the best model so far as ``RUN_DIR/best_policy.zip`` (+ JSON).
     """
 
-    def __init__(self, env_id: str, env_kwargs: dict, n_benchmarks: int, eval_freq: int,
-                 run_dir: Path, meta: dict) -> None:
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict,
+        n_benchmarks: int,
+        eval_freq: int,
+        run_dir: Path,
+        meta: dict,
+    ) -> None:
         super().__init__()
         self.env_id, self.env_kwargs = env_id, env_kwargs
         self.n_benchmarks, self.eval_freq = n_benchmarks, eval_freq
@@ -94,8 +113,10 @@ class TuneEvalCallback(BaseCallback):
             self.best = summary
             path = self.run_dir / "best_policy.zip"
             self.model.save(str(path))
-            write_meta(path, {**self.meta, "timesteps": int(self.num_timesteps),
-                              "eval": summary})
-        print(f"[eval] t={self.num_timesteps} geomean {summary['geomean_agent_gflops']:.1f} "
-              f"GFLOP/s, speedup {summary['geomean_speedup']:.2f}x", flush=True)
+            write_meta(path, {**self.meta, "timesteps": int(self.num_timesteps), "eval": summary})
+        print(
+            f"[eval] t={self.num_timesteps} geomean {summary['geomean_agent_gflops']:.1f} "
+            f"GFLOP/s, speedup {summary['geomean_speedup']:.2f}x",
+            flush=True,
+        )
         return True

@@ -26,8 +26,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=0, help="first N benchmarks (0 = all)")
     p.add_argument("--rollouts", type=int, default=1)
-    p.add_argument("--search", action="append", default=[],
-                   help="also run this search (a name known to looptune.search), repeatable")
+    p.add_argument(
+        "--search",
+        action="append",
+        default=[],
+        help="also run this search (a name known to looptune.search), repeatable",
+    )
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
@@ -40,9 +44,10 @@ def run_search(name: str, tree, measurer) -> float:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
     from looptune.measure import Measurer
     from looptune.policy import load_policy, tune
-    from tqdm import tqdm
 
     policy = load_policy(args.policy)
     dataset = args.dataset or policy.env_kwargs.get("dataset", "mm64_256_16")
@@ -52,15 +57,19 @@ def evaluate(args: argparse.Namespace) -> dict:
     for name, tree in tqdm(trees, disable=args.quiet, desc="tuning"):
         base = measurer.gflops(tree)
         res = tune(tree, measurer, policy=policy, rollouts=args.rollouts)
-        row = {"benchmark": name, "base_gflops": base, "agent_gflops": res.best_gflops,
-               "seconds": res.seconds, "measurements": res.measurements,
-               "tree": res.best_tree.dump()}
+        row = {
+            "benchmark": name,
+            "base_gflops": base,
+            "agent_gflops": res.best_gflops,
+            "seconds": res.seconds,
+            "measurements": res.measurements,
+            "tree": res.best_tree.dump(),
+        }
         for s in args.search:
             row[f"{s}_gflops"] = run_search(s, tree, measurer)
         rows.append(row)
     out = summarize(rows)
-    out.update(policy=str(policy.path), dataset=dataset, split=args.split,
-               rollouts=args.rollouts)
+    out.update(policy=str(policy.path), dataset=dataset, split=args.split, rollouts=args.rollouts)
     for s in args.search:
         vals = [r[f"{s}_gflops"] for r in rows]
         out[f"geomean_{s}_gflops"] = _geomean(vals)
@@ -78,13 +87,17 @@ def print_table(out: dict, searches: list[str]) -> None:
     head += "".join(f"{s:>9}" for s in searches)
     print(head)
     for r in out["rows"]:
-        line = (f"{r['benchmark']:<16}{r['base_gflops']:>8.1f}{r['agent_gflops']:>8.1f}"
-                f"{r['agent_gflops'] / r['base_gflops']:>7.2f}{r['seconds']:>7.3f}")
+        line = (
+            f"{r['benchmark']:<16}{r['base_gflops']:>8.1f}{r['agent_gflops']:>8.1f}"
+            f"{r['agent_gflops'] / r['base_gflops']:>7.2f}{r['seconds']:>7.3f}"
+        )
         line += "".join(f"{r[f'{s}_gflops']:>9.1f}" for s in searches)
         print(line)
-    print(f"\n{out['n']} benchmarks: geomean agent {out['geomean_agent_gflops']:.1f} GFLOP/s, "
-          f"geomean speedup {out['geomean_speedup']:.2f}x over base, "
-          f"mean tuning time {out['mean_seconds']:.3f} s")
+    print(
+        f"\n{out['n']} benchmarks: geomean agent {out['geomean_agent_gflops']:.1f} GFLOP/s, "
+        f"geomean speedup {out['geomean_speedup']:.2f}x over base, "
+        f"mean tuning time {out['mean_seconds']:.3f} s"
+    )
     for s in searches:
         print(f"geomean {s}: {out[f'geomean_{s}_gflops']:.1f} GFLOP/s")
 

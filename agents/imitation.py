@@ -64,8 +64,21 @@ def template_paths(tree, actions, max_steps: int) -> list[list[str]]:
     if tree.depth != 3:
         return []
     factors = sorted((int(a[6:]) for a in actions if a.startswith("split_")), reverse=True)
-    paths = [[f"split_{fm}", "down", "down", "down", f"split_{fn}", "swap_up", "swap_up",
-              "down", "swap_down"] for fn in factors for fm in factors]
+    paths = [
+        [
+            f"split_{fm}",
+            "down",
+            "down",
+            "down",
+            f"split_{fn}",
+            "swap_up",
+            "swap_up",
+            "down",
+            "swap_down",
+        ]
+        for fn in factors
+        for fm in factors
+    ]
     paths += [["down", "down", f"split_{fn}", "swap_up"] for fn in factors]
     return [p for p in paths if len(p) <= max_steps and all(a in actions for a in p)]
 
@@ -79,8 +92,9 @@ def replay(tree, path: list[str]):
     return tree
 
 
-def expert(tree, actions, max_steps: int, max_loops: int, measurer, width: int = 2,
-           margin: float = 0.02):
+def expert(
+    tree, actions, max_steps: int, max_loops: int, measurer, width: int = 2, margin: float = 0.02
+):
     """The best of the tiling templates and the beam; a later candidate must win by ``margin``
     (measurement noise must not make the demonstrations inconsistent)."""
     best_g, best_p = measurer.gflops(tree), []
@@ -112,8 +126,18 @@ def demos_for(job: tuple) -> dict:
     from looptune.measure import Measurer, peak_gflops
     from looptune.policy import LoadedPolicy, legal_actions, observe
 
-    pol = LoadedPolicy(None, "", "", {}, tuple(spec["actions"]), spec["episode_steps"],
-                       spec["max_loops"], spec["observation"], {}, Path())
+    pol = LoadedPolicy(
+        None,
+        "",
+        "",
+        {},
+        tuple(spec["actions"]),
+        spec["episode_steps"],
+        spec["max_loops"],
+        spec["observation"],
+        {},
+        Path(),
+    )
     measurer = Measurer(min_time=spec.get("measure_min_time", 0.001))
     tree = datasets.find(name).default_schedule()
     best, path = expert(tree, pol.actions, pol.episode_steps, pol.max_loops, measurer, width)
@@ -125,9 +149,16 @@ def demos_for(job: tuple) -> dict:
         acts.append(pol.actions.index(a))
         values.append((best - measurer.gflops(tree)) / peak)
         tree = tree.apply(a)
-    return {"benchmark": name, "obs": obs, "masks": masks, "actions": acts, "values": values,
-            "base_gflops": measurer.gflops(datasets.find(name).default_schedule()),
-            "expert_gflops": best, "path": path}
+    return {
+        "benchmark": name,
+        "obs": obs,
+        "masks": masks,
+        "actions": acts,
+        "values": values,
+        "base_gflops": measurer.gflops(datasets.find(name).default_schedule()),
+        "expert_gflops": best,
+        "path": path,
+    }
 
 
 def collect(names: list[str], spec: dict, width: int, workers: int) -> list[dict]:
@@ -154,7 +185,7 @@ def clone(model, demos: list[dict], epochs: int, lr: float, batch: int, seed: in
     for _ in range(epochs):
         perm, total = torch.randperm(len(acts), generator=gen), 0.0
         for i in range(0, len(acts), batch):
-            idx = perm[i:i + batch]
+            idx = perm[i : i + batch]
             kw = {"action_masks": masks[idx.numpy()]} if "Maskable" in type(policy).__name__ else {}
             v, logp, _ = policy.evaluate_actions(obs[idx], acts[idx], **kw)
             loss = -logp.mean() + 0.5 * ((v.flatten() - vals[idx]) ** 2).mean()
@@ -210,7 +241,7 @@ def load_or_collect(args: argparse.Namespace, spec: dict) -> list[dict]:
     if args.demos and Path(args.demos).is_file():
         return json.loads(Path(args.demos).read_text())
     train = datasets.get(args.dataset, "train")
-    picked = np.random.default_rng(args.seed).permutation(len(train))[:args.benchmarks]
+    picked = np.random.default_rng(args.seed).permutation(len(train))[: args.benchmarks]
     demos = collect([train[i].name for i in sorted(picked)], spec, args.width, args.workers)
     if args.demos:
         Path(args.demos).parent.mkdir(parents=True, exist_ok=True)
@@ -225,11 +256,12 @@ def _jsonable(x):
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import gymnasium as gym
-    import looptune  # noqa: F401
     import torch
     from callbacks import write_meta
-    from looptune.policy import algo_class, env_spec
     from train import command_line
+
+    import looptune  # noqa: F401
+    from looptune.policy import algo_class, env_spec
 
     torch.manual_seed(args.seed)
     kwargs = {"dataset": args.dataset, "split": "train", **args.env_kwargs}
@@ -239,17 +271,32 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     demos = load_or_collect(args, spec)
     t_demo = time.perf_counter() - t0
-    model = algo_class(args.algo)("MlpPolicy", gym.make(args.env_id, **kwargs), seed=args.seed,
-                                  device="cpu", policy_kwargs={"net_arch": args.net_arch})
+    model = algo_class(args.algo)(
+        "MlpPolicy",
+        gym.make(args.env_id, **kwargs),
+        seed=args.seed,
+        device="cpu",
+        policy_kwargs={"net_arch": args.net_arch},
+    )
     history = clone(model, demos, args.epochs, args.lr, args.batch_size, args.seed)
     model.save(args.save)
     gains = [d["expert_gflops"] / d["base_gflops"] for d in demos]
-    meta = {"algo": args.algo, "env_id": args.env_id, "env_kwargs": kwargs, "seed": args.seed,
-            **spec, "command": command_line(argv).replace("train.py", "imitation.py"),
-            "imitation": {"benchmarks": len(demos), "steps": sum(len(d["actions"]) for d in demos),
-                          "expert_geomean_speedup": float(np.exp(np.mean(np.log(gains)))),
-                          "expert_seconds": round(t_demo, 1), "final": history[-1],
-                          "epochs": args.epochs}}
+    meta = {
+        "algo": args.algo,
+        "env_id": args.env_id,
+        "env_kwargs": kwargs,
+        "seed": args.seed,
+        **spec,
+        "command": command_line(argv).replace("train.py", "imitation.py"),
+        "imitation": {
+            "benchmarks": len(demos),
+            "steps": sum(len(d["actions"]) for d in demos),
+            "expert_geomean_speedup": float(np.exp(np.mean(np.log(gains)))),
+            "expert_seconds": round(t_demo, 1),
+            "final": history[-1],
+            "epochs": args.epochs,
+        },
+    }
     write_meta(Path(args.save), meta)
     print(json.dumps(meta["imitation"], indent=1))
     return meta

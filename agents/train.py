@@ -39,8 +39,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--gamma", type=float, default=0.99)
     p.add_argument("--ent-coef", type=float, default=0.01)
-    p.add_argument("--reward-scale", type=float, default=1.0,
-                   help="multiply rewards by this (keeps the policy normalizer-free)")
+    p.add_argument("--n-epochs", type=int, default=10, help="PPO epochs per rollout")
+    p.add_argument("--clip-range", type=float, default=0.2, help="PPO clip range")
+    p.add_argument(
+        "--reward-scale",
+        type=float,
+        default=1.0,
+        help="multiply rewards by this (keeps the policy normalizer-free)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--logdir", default="runs")
     p.add_argument("--save", default=None, help="final policy path (default LOGDIR/RUN/policy.zip)")
@@ -73,8 +79,9 @@ def env_kwargs(args: argparse.Namespace, split: str) -> dict:
 def make_env_fn(env_id: str, kwargs: dict, reward_scale: float):
     def _init():
         import gymnasium as gym
-        import looptune  # noqa: F401  (registers the ids in the subprocess)
         from stable_baselines3.common.monitor import Monitor
+
+        import looptune  # noqa: F401  (registers the ids in the subprocess)
 
         env = gym.make(env_id, **kwargs)
         if reward_scale != 1.0:
@@ -87,8 +94,10 @@ def make_env_fn(env_id: str, kwargs: dict, reward_scale: float):
 def make_vec_env(args: argparse.Namespace):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    fns = [make_env_fn(args.env_id, env_kwargs(args, "train"), args.reward_scale)
-           for _ in range(args.n_envs)]
+    fns = [
+        make_env_fn(args.env_id, env_kwargs(args, "train"), args.reward_scale)
+        for _ in range(args.n_envs)
+    ]
     venv = SubprocVecEnv(fns, start_method="fork") if args.n_envs > 1 else DummyVecEnv(fns)
     venv.seed(args.seed)
     return venv
@@ -98,19 +107,58 @@ def build_model(args: argparse.Namespace, venv, tb_dir: str):
     from looptune.policy import algo_class
 
     cls = algo_class(args.algo)
-    if args.init:
-        model = cls.load(args.init, env=venv, device="cpu", tensorboard_log=tb_dir,
-                         learning_rate=args.lr, seed=args.seed)
+    if args.init:  # e.g. a behaviour-cloned policy (agents/imitation.py): fine-tune it
+        extra = (
+            {}
+            if args.algo == "dqn"
+            else {
+                "n_steps": args.n_steps,
+                "ent_coef": args.ent_coef,
+                "n_epochs": args.n_epochs,
+                "clip_range": args.clip_range,
+            }
+        )
+        model = cls.load(
+            args.init,
+            env=venv,
+            device="cpu",
+            tensorboard_log=tb_dir,
+            learning_rate=args.lr,
+            seed=args.seed,
+            gamma=args.gamma,
+            batch_size=args.batch_size,
+            **extra,
+        )
         return model
-    common = {"policy": "MlpPolicy", "env": venv, "learning_rate": args.lr,
-              "gamma": args.gamma, "seed": args.seed, "tensorboard_log": tb_dir,
-              "device": "cpu", "verbose": 0, "batch_size": args.batch_size,
-              "policy_kwargs": {"net_arch": args.net_arch}}
+    common = {
+        "policy": "MlpPolicy",
+        "env": venv,
+        "learning_rate": args.lr,
+        "gamma": args.gamma,
+        "seed": args.seed,
+        "tensorboard_log": tb_dir,
+        "device": "cpu",
+        "verbose": 0,
+        "batch_size": args.batch_size,
+        "policy_kwargs": {"net_arch": args.net_arch},
+    }
     if args.algo == "dqn":
-        return cls(**common, buffer_size=100_000, learning_starts=2_000, train_freq=4,
-                   target_update_interval=2_000, exploration_fraction=0.3,
-                   exploration_final_eps=0.05)
-    return cls(**common, n_steps=args.n_steps, ent_coef=args.ent_coef, n_epochs=10)
+        return cls(
+            **common,
+            buffer_size=100_000,
+            learning_starts=2_000,
+            train_freq=4,
+            target_update_interval=2_000,
+            exploration_fraction=0.3,
+            exploration_final_eps=0.05,
+        )
+    return cls(
+        **common,
+        n_steps=args.n_steps,
+        ent_coef=args.ent_coef,
+        n_epochs=args.n_epochs,
+        clip_range=args.clip_range,
+    )
 
 
 def command_line(argv: list[str] | None) -> str:
@@ -121,8 +169,9 @@ def command_line(argv: list[str] | None) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
-    from looptune.policy import env_spec
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+
+    from looptune.policy import env_spec
 
     torch.set_num_threads(1)
     run = args.run_name or f"{args.algo}_{args.dataset}_s{args.seed}"
@@ -131,22 +180,44 @@ def main(argv: list[str] | None = None) -> dict:
     save = Path(args.save) if args.save else run_dir / "policy.zip"
     venv = make_vec_env(args)
     model = build_model(args, venv, str(Path(args.logdir) / "tb"))
-    meta = {"algo": args.algo, "env_id": args.env_id, "env_kwargs": env_kwargs(args, "train"),
-            "seed": args.seed, "command": command_line(argv)}
+    meta = {
+        "algo": args.algo,
+        "env_id": args.env_id,
+        "env_kwargs": env_kwargs(args, "train"),
+        "seed": args.seed,
+        "command": command_line(argv),
+    }
     meta.update(env_spec(args.env_id, meta["env_kwargs"]))
-    evaluator = TuneEvalCallback(args.env_id, env_kwargs(args, "test"), args.eval_benchmarks,
-                                 max(args.eval_freq // args.n_envs, 1), run_dir, meta)
-    ckpt = CheckpointCallback(max(args.checkpoint_freq // args.n_envs, 1),
-                              str(run_dir / "checkpoints"), name_prefix=args.algo)
+    evaluator = TuneEvalCallback(
+        args.env_id,
+        env_kwargs(args, "test"),
+        args.eval_benchmarks,
+        max(args.eval_freq // args.n_envs, 1),
+        run_dir,
+        meta,
+    )
+    ckpt = CheckpointCallback(
+        max(args.checkpoint_freq // args.n_envs, 1),
+        str(run_dir / "checkpoints"),
+        name_prefix=args.algo,
+    )
     t0 = time.perf_counter()
-    model.learn(args.timesteps, callback=CallbackList([ckpt, evaluator]), tb_log_name=run,
-                progress_bar=args.progress)
+    model.learn(
+        args.timesteps,
+        callback=CallbackList([ckpt, evaluator]),
+        tb_log_name=run,
+        progress_bar=args.progress,
+    )
     wall = time.perf_counter() - t0
     venv.close()
     final = evaluator.evaluate(model)
-    meta.update(timesteps=int(model.num_timesteps), wall_seconds=round(wall, 1),
-                steps_per_second=round(model.num_timesteps / wall, 1), final_eval=final,
-                best_eval=evaluator.best)
+    meta.update(
+        timesteps=int(model.num_timesteps),
+        wall_seconds=round(wall, 1),
+        steps_per_second=round(model.num_timesteps / wall, 1),
+        final_eval=final,
+        best_eval=evaluator.best,
+    )
     model.save(str(save))
     write_meta(save, meta)
     print(json.dumps({k: meta[k] for k in ("timesteps", "wall_seconds", "final_eval")}, indent=1))

@@ -15,15 +15,38 @@ sys.path.insert(0, str(AGENTS))
 
 import evaluate
 import train
+
 from looptune.policy import load_policy, tune
 
 
 def _train(tmp_path: Path, algo: str, timesteps: int = 256) -> Path:
     save = tmp_path / f"{algo}.zip"
-    train.main(["--algo", algo, "--timesteps", str(timesteps), "--n-envs", "1",
-                "--n-steps", "64", "--batch-size", "32", "--logdir", str(tmp_path / "runs"),
-                "--eval-freq", "128", "--eval-benchmarks", "2", "--checkpoint-freq", "128",
-                "--save", str(save), "--run-name", algo])
+    train.main(
+        [
+            "--algo",
+            algo,
+            "--timesteps",
+            str(timesteps),
+            "--n-envs",
+            "1",
+            "--n-steps",
+            "64",
+            "--batch-size",
+            "32",
+            "--logdir",
+            str(tmp_path / "runs"),
+            "--eval-freq",
+            "128",
+            "--eval-benchmarks",
+            "2",
+            "--checkpoint-freq",
+            "128",
+            "--save",
+            str(save),
+            "--run-name",
+            algo,
+        ]
+    )
     return save
 
 
@@ -47,8 +70,9 @@ def test_train_maskable_ppo_writes_model_logs_and_metadata(tmp_path):
     result = tune(looptune.matmul(64, 96, 80).default_schedule(), policy=policy)
     assert result.best_gflops >= result.base_gflops
 
-    out = evaluate.main(["--policy", str(save), "--limit", "2", "--quiet",
-                         "--json", str(tmp_path / "eval.json")])
+    out = evaluate.main(
+        ["--policy", str(save), "--limit", "2", "--quiet", "--json", str(tmp_path / "eval.json")]
+    )
     assert out["n"] == 2 and len(out["rows"]) == 2
     assert json.loads((tmp_path / "eval.json").read_text())["geomean_speedup"] > 0
 

@@ -104,12 +104,22 @@ def env_spec(env_id: str, env_kwargs: dict) -> dict:
     import looptune  # noqa: F401  (registers the ids)
 
     env = gym.make(env_id, **env_kwargs).unwrapped
-    return {"actions": list(env.actions), "episode_steps": int(env.max_steps),
-            "max_loops": int(env.max_loops), "observation": env.observation}
+    return {
+        "actions": list(env.actions),
+        "episode_steps": int(env.max_steps),
+        "max_loops": int(env.max_loops),
+        "observation": env.observation,
+    }
 
 
-def wrap_model(model: Any, algo: str, env_id: str, env_kwargs: dict,
-               path: str | Path = "<memory>", meta: dict | None = None) -> LoadedPolicy:
+def wrap_model(
+    model: Any,
+    algo: str,
+    env_id: str,
+    env_kwargs: dict,
+    path: str | Path = "<memory>",
+    meta: dict | None = None,
+) -> LoadedPolicy:
     """Wrap an SB3 model (e.g. one being trained) so ``rollout`` and ``tune`` can use it.
 
     ``meta`` may carry the env facts (see ``env_spec``); otherwise the env is built once.
@@ -117,9 +127,18 @@ def wrap_model(model: Any, algo: str, env_id: str, env_kwargs: dict,
     meta = dict(meta or {})
     if not all(k in meta for k in ("actions", "episode_steps", "max_loops", "observation")):
         meta.update(env_spec(env_id, env_kwargs))
-    return LoadedPolicy(model, algo, env_id, dict(env_kwargs), tuple(meta["actions"]),
-                        int(meta["episode_steps"]), int(meta["max_loops"]),
-                        meta["observation"], meta, Path(path))
+    return LoadedPolicy(
+        model,
+        algo,
+        env_id,
+        dict(env_kwargs),
+        tuple(meta["actions"]),
+        int(meta["episode_steps"]),
+        int(meta["max_loops"]),
+        meta["observation"],
+        meta,
+        Path(path),
+    )
 
 
 def legal_actions(policy: LoadedPolicy, tree: _core.LoopTree) -> np.ndarray:
@@ -136,9 +155,11 @@ def observe(policy: LoadedPolicy, tree: _core.LoopTree) -> Any:
     if policy.observation == "box":
         return obs
     feats = obs.reshape(policy.max_loops, -1)
-    return {"loops": feats[:, :lgraph.LOOP_FEATURES].reshape(-1),
-            "tensors": feats[:, lgraph.LOOP_FEATURES:].reshape(-1),
-            "action_mask": legal_actions(policy, tree).astype(np.float32)}
+    return {
+        "loops": feats[:, : lgraph.LOOP_FEATURES].reshape(-1),
+        "tensors": feats[:, lgraph.LOOP_FEATURES :].reshape(-1),
+        "action_mask": legal_actions(policy, tree).astype(np.float32),
+    }
 
 
 def action_scores(model: Any, obs: Any) -> np.ndarray:
@@ -153,9 +174,13 @@ def action_scores(model: Any, obs: Any) -> np.ndarray:
         return dist.logits[0].cpu().numpy()
 
 
-def rollout(policy: LoadedPolicy, tree: _core.LoopTree, steps: int | None = None,
-            deterministic: bool = True, rng: np.random.Generator | None = None,
-            ) -> list[_core.LoopTree]:
+def rollout(
+    policy: LoadedPolicy,
+    tree: _core.LoopTree,
+    steps: int | None = None,
+    deterministic: bool = True,
+    rng: np.random.Generator | None = None,
+) -> list[_core.LoopTree]:
     """Roll the policy for ``steps`` actions from ``tree``; return every state visited.
 
     Illegal actions are masked out. With ``deterministic=False`` actions are sampled from the
@@ -180,10 +205,18 @@ def rollout(policy: LoadedPolicy, tree: _core.LoopTree, steps: int | None = None
     return states
 
 
-def tune(tree: _core.LoopTree, measurer: Measurer | None = None, steps: int | None = None,
-         rollouts: int = 1, deterministic: bool = True, policy: LoadedPolicy | str | None = None,
-         seed: int = 0, time_budget: float | None = None, measure_budget: int | None = None,
-         **_: Any) -> SearchResult:
+def tune(
+    tree: _core.LoopTree,
+    measurer: Measurer | None = None,
+    steps: int | None = None,
+    rollouts: int = 1,
+    deterministic: bool = True,
+    policy: LoadedPolicy | str | None = None,
+    seed: int = 0,
+    time_budget: float | None = None,
+    measure_budget: int | None = None,
+    **_: Any,
+) -> SearchResult:
     """Tune ``tree`` with a trained policy; return a ``looptune.search.base.SearchResult``.
 
     Args:
@@ -217,5 +250,13 @@ def tune(tree: _core.LoopTree, measurer: Measurer | None = None, steps: int | No
     return run_search("agent", tree, measurer, time_budget, measure_budget, body)
 
 
-__all__ = ["DEFAULT_POLICY", "LoadedPolicy", "action_scores", "load_policy", "observe",
-           "rollout", "tune", "wrap_model"]
+__all__ = [
+    "DEFAULT_POLICY",
+    "LoadedPolicy",
+    "action_scores",
+    "load_policy",
+    "observe",
+    "rollout",
+    "tune",
+    "wrap_model",
+]

@@ -1,0 +1,87 @@
+"""looptune.policy: loading the shipped policy and tuning with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sb3_contrib")
+
+import looptune
+from looptune.measure import Measurer
+from looptune.policy import DEFAULT_POLICY, load_policy, rollout, tune
+
+
+def test_load_policy_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no trained policy"):
+        load_policy(tmp_path / "nope.zip")
+
+
+def test_load_policy_missing_metadata(tmp_path):
+    path = tmp_path / "policy.zip"
+    path.write_bytes(b"not a model")
+    with pytest.raises(FileNotFoundError, match="metadata"):
+        load_policy(path)
+
+
+def test_shipped_policy_loads():
+    policy = load_policy()
+    assert policy.path == DEFAULT_POLICY
+    assert len(policy.actions) >= 7 and policy.episode_steps >= 1
+
+
+def test_rollout_only_takes_legal_actions():
+    policy = load_policy()
+    tree = looptune.matmul(96, 112, 128).default_schedule()
+    states = rollout(policy, tree)
+    assert states[0] == tree
+    assert 1 <= len(states) <= policy.episode_steps + 1
+    assert all(isinstance(s, looptune.LoopTree) for s in states)
+
+
+@pytest.mark.parametrize("m,k,n", [(64, 80, 96), (128, 256, 64)])
+def test_tune_beats_base_and_is_correct(m, k, n):
+    tree = looptune.matmul(m, k, n).default_schedule()
+    policy = load_policy()
+    result = tune(tree, Measurer(), policy=policy)
+    assert result.search == "agent"
+    assert result.best_gflops >= result.base_gflops > 0
+    # only the distinct schedules of one rollout (plus the base) are ever measured
+    assert 1 <= len(result.history) <= policy.episode_steps + 1
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    out = result.best_tree.compile()(a, b)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
+def test_tune_is_deterministic():
+    tree = looptune.matmul(80, 64, 144).default_schedule()
+    m = Measurer()
+    assert tune(tree, m).best_tree.hash() == tune(tree, m).best_tree.hash()
+
+
+def test_more_rollouts_see_at_least_as_much():
+    tree = looptune.matmul(80, 64, 144).default_schedule()
+    m = Measurer()
+    one, four = tune(tree, m), tune(tree, m, rollouts=4, seed=1)
+    assert four.best_gflops >= one.best_gflops
+    assert len(four.history) >= len(one.history)
+
+
+def test_tune_bad_arguments():
+    tree = looptune.matmul(64, 64, 64).default_schedule()
+    with pytest.raises(ValueError):
+        tune(tree, rollouts=0)
+    with pytest.raises(ValueError):
+        tune(tree, steps=-1)
+    with pytest.raises(TypeError):
+        tune("not a tree")
+
+
+def test_agent_is_a_registered_search():
+    from looptune import search
+
+    tree = looptune.matmul(64, 64, 64).default_schedule()
+    result = search.get("agent")(tree, Measurer(), time_budget=5.0)
+    assert result.best_gflops >= result.base_gflops
