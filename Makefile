@@ -5,7 +5,7 @@ PIP ?= $(PY) -m pip
 .PHONY: deps dev test bench demo
 
 deps:           ## system + Python dependencies (idempotent)
-	bash scripts/install_deps.sh
+	PY=$(PY) bash scripts/install_deps.sh
 
 dev: deps       ## build the C++ engine and install the package in editable mode
 	$(PIP) install --no-build-isolation -e . -q
