@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command_line(argv),
     }
     meta.update(env_spec(args.env_id, meta["env_kwargs"]))
+    if args.init:  # record how the starting policy was made (e.g. the imitation command)
+        init_meta = Path(args.init).with_suffix(".json")
+        meta["init"] = json.loads(init_meta.read_text()) if init_meta.is_file() else args.init
     evaluator = TuneEvalCallback(
         args.env_id,
         env_kwargs(args, "test"),

@@ -1,4 +1,4 @@
-"""agents/train.py and agents/evaluate.py: tiny real runs in a temp dir."""
+"""agents/: train.py, imitation.py and evaluate.py, as tiny real runs in a temp dir."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ AGENTS = Path(__file__).resolve().parents[1] / "agents"
 sys.path.insert(0, str(AGENTS))
 
 import evaluate
+import imitation
 import train
 
 from looptune.policy import load_policy, tune
@@ -95,3 +96,61 @@ def test_train_rejects_bad_flags(capsys):
         train.parse_args(["--net-arch", "a,b"])
     with pytest.raises(SystemExit):
         train.parse_args(["--algo", "a2c"])
+
+
+def test_expert_finds_a_faster_schedule_within_the_episode():
+
+    import looptune
+    from looptune.actions import PAPER_ACTIONS
+    from looptune.measure import Measurer
+
+    m = Measurer()
+    tree = looptune.matmul(96, 128, 112).default_schedule()
+    best, path = imitation.expert(tree, PAPER_ACTIONS, 10, 10, m, width=0)
+    assert 1 <= len(path) <= 10 and best > 1.2 * m.gflops(tree)
+    assert m.gflops(imitation.replay(tree, path)) == best
+
+
+def test_imitation_then_fine_tune(tmp_path):
+    bc = tmp_path / "bc.zip"
+    meta = imitation.main(
+        [
+            "--benchmarks",
+            "3",
+            "--workers",
+            "1",
+            "--epochs",
+            "30",
+            "--width",
+            "0",
+            "--save",
+            str(bc),
+            "--demos",
+            str(tmp_path / "d.json"),
+        ]
+    )
+    assert meta["imitation"]["final"]["accuracy"] > 0.9
+    assert (tmp_path / "d.json").is_file()
+    ft = tmp_path / "ft.zip"
+    meta = train.main(
+        [
+            "--init",
+            str(bc),
+            "--timesteps",
+            "128",
+            "--n-envs",
+            "1",
+            "--n-steps",
+            "64",
+            "--batch-size",
+            "32",
+            "--logdir",
+            str(tmp_path / "runs"),
+            "--eval-benchmarks",
+            "1",
+            "--save",
+            str(ft),
+        ]
+    )
+    assert meta["init"]["imitation"]["benchmarks"] == 3
+    assert load_policy(ft).algo == "maskable_ppo"
