@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -34,6 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="also store the summary (no per-benchmark rows) in the policy's JSON metadata",
+    )
     return p.parse_args(argv)
 
 
@@ -102,6 +108,18 @@ def print_table(out: dict, searches: list[str]) -> None:
         print(f"geomean {s}: {out[f'geomean_{s}_gflops']:.1f} GFLOP/s")
 
 
+def record(out: dict, command: str) -> None:
+    """Add the summary to the policy's metadata as ``evaluations[<split>_<n>]``."""
+    from looptune.policy import meta_path
+
+    path = meta_path(out["policy"])
+    meta = json.loads(path.read_text())
+    summary = {k: v for k, v in out.items() if k != "rows"}
+    summary["command"] = command
+    meta.setdefault("evaluations", {})[f"{out['split']}_{out['n']}"] = summary
+    path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     out = evaluate(args)
@@ -110,6 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    if args.record:
+        words = sys.argv[1:] if argv is None else argv
+        record(out, " ".join(["python", "agents/evaluate.py", *map(shlex.quote, words)]))
     return out
 
 

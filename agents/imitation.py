@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import gymnasium as gym
     import torch
-    from callbacks import write_meta
+    from callbacks import save_policy
     from train import command_line
 
     import looptune  # noqa: F401
@@ -279,7 +279,6 @@ def main(argv: list[str] | None = None) -> dict:
         policy_kwargs={"net_arch": args.net_arch},
     )
     history = clone(model, demos, args.epochs, args.lr, args.batch_size, args.seed)
-    model.save(args.save)
     gains = [d["expert_gflops"] / d["base_gflops"] for d in demos]
     meta = {
         "algo": args.algo,
@@ -297,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
             "epochs": args.epochs,
         },
     }
-    write_meta(Path(args.save), meta)
+    save_policy(model, Path(args.save), meta)
     print(json.dumps(meta["imitation"], indent=1))
     return meta
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from callbacks import TuneEvalCallback, write_meta
+from callbacks import TuneEvalCallback, save_policy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -221,8 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
         final_eval=final,
         best_eval=evaluator.best,
     )
-    model.save(str(save))
-    write_meta(save, meta)
+    save_policy(model, save, meta)
     print(json.dumps({k: meta[k] for k in ("timesteps", "wall_seconds", "final_eval")}, indent=1))
     return meta
 
