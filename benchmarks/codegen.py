@@ -15,19 +15,19 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import environment, geomean, strip_openblas_env, table, write_json  # noqa: E402
+from _bench import environment, geomean, strip_openblas_env, table, write_json
 
 strip_openblas_env()
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import statistics
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import looptune  # noqa: E402
-from looptune.reference import best_seconds, conv_params, numpy_gflops, random_inputs  # noqa: E402
-from looptune.schedules import tilings  # noqa: E402
+import looptune
+from looptune.reference import best_seconds, conv_params, numpy_gflops, random_inputs
+from looptune.schedules import tilings
 
 MID = [(64, 64, 64), (128, 128, 128), (256, 256, 256), (112, 208, 256), (96, 224, 240),
        (224, 64, 240)]
@@ -43,10 +43,10 @@ def torch_gflops(comp: looptune.Computation, min_time: float) -> float | None:
     a, b = (torch.from_numpy(x) for x in random_inputs(comp))
     if comp.kind == "conv2d":
         stride, pad = conv_params(comp)
-        call = lambda: torch.nn.functional.conv2d(a, b, stride=stride, padding=pad)  # noqa: E731
+        call = lambda: torch.nn.functional.conv2d(a, b, stride=stride, padding=pad)
     else:
         out = torch.empty(comp.output.shape, dtype=torch.float32)
-        call = lambda: torch.matmul(a, b, out=out)  # noqa: E731
+        call = lambda: torch.matmul(a, b, out=out)
     with torch.no_grad():
         return comp.flops / best_seconds(call, min_time) / 1e9
 

@@ -22,8 +22,9 @@ import statistics
 import time
 from pathlib import Path
 
-import looptune
 import numpy as np
+
+import looptune
 from looptune import graph as lg
 from looptune.envs.looptune_env import LoopTuneEnv
 from looptune.measure import Measurer, peak_gflops

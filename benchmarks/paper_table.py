@@ -19,22 +19,19 @@ Writes benchmarks/results/paper_table.json.
 
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
-# OpenBLAS reads these at load time; they would make numpy pick a weaker kernel (see
-# /work/shared/REFERENCE.md). Drop them for this process only, by re-executing before numpy loads.
-_STRIP = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-_MARK = "LOOPTUNE_PAPER_TABLE_UNSET"
-if any(v in os.environ for v in _STRIP):
-    _env = {k: v for k, v in os.environ.items() if k not in _STRIP}
-    _env[_MARK] = ",".join(f"{v}={os.environ[v]}" for v in _STRIP if v in os.environ)
-    os.execve(sys.executable, [sys.executable, *sys.argv], _env)
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import environment, strip_openblas_env
+
+# OpenBLAS reads OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE at load time; they would make numpy pick a
+# weaker kernel (see /work/shared/REFERENCE.md). Drop them for this process only.
+strip_openblas_env()
 
 import argparse
 import math
 import time
-from pathlib import Path
 
 import looptune
 from looptune.evaluate import (
@@ -165,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": looptune.cpu_name(),
         "isa": looptune.host_isa(),
         "peak_gflops": looptune.measure_peak_gflops(looptune.host_isa(), 0.1),
-        "env_unset_for_numpy": os.environ.get(_MARK, ""),
+        "env_unset_for_numpy": environment()["unset_env"],
         "wall_seconds": time.perf_counter() - start,
         "targets": targets,
     }
