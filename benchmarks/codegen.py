@@ -106,8 +106,8 @@ def main() -> None:
         r["best/peak"] = r["best"] / peak[host]
         r["best/numpy"] = r["best"] / r["numpy"]
         r["best/torch"] = r["best"] / r["torch"] if r["torch"] else None
-    mid = [r for r in rows if tuple(map(int, r["name"][2:].split("_"))) in MID
-           ] if not args.quick else rows[:2]
+    mid_names = {looptune.matmul(*s).name for s in MID}
+    mid = [r for r in rows if r["name"] in mid_names]
     summary = {
         "peak_gflops": peak,
         "jit_latency_us_median": statistics.median(compile_us),
