@@ -148,13 +148,16 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
   const float *a = buf.a->p, *b = buf.b->p;
   float* o = buf.o->p;
 
-  auto t0 = Clock::now();
+  const auto start = Clock::now();
+  auto t0 = start;
   call(a, b, o);  // warm-up (code, caches, TLB); its time sizes the batches
   const double estimate = std::max(seconds_since(t0), 1e-9);
   // batch very short kernels so each sample is >= ~20 us of work (clock overhead < 1%)
   const int64_t batch = std::max<int64_t>(1, static_cast<int64_t>(2e-5 / estimate));
   std::vector<double> samples;
-  const auto start = Clock::now();
+  // An unbatched warm-up is a sample of its own and counts towards the budget: a cold run can
+  // only be slower, so it never lowers the best time, and slow kernels get one more sample.
+  if (batch == 1) samples.push_back(estimate);
   while (static_cast<int64_t>(samples.size()) < max_runs &&
          (static_cast<int64_t>(samples.size()) < min_runs || seconds_since(start) < min_seconds)) {
     t0 = Clock::now();

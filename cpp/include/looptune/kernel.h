@@ -49,7 +49,9 @@ class Kernel {
   // Unpadded, dense row-major buffers of the computation's shapes; any alignment.
   void run(const float* in0, const float* in1, float* out) const;
   // Times the kernel on its own 64-byte-aligned random buffers: warm-up, then repeated runs
-  // until `min_seconds` have passed and at least `min_runs` are done (at most max_runs).
+  // until `min_seconds` (counted from the warm-up) have passed and at least `min_runs` samples
+  // are taken (at most max_runs). Kernels under ~20 us run in batches, one sample per batch;
+  // a slower kernel's warm-up is its first sample (a cold run never lowers the best time).
   TimingResult benchmark(double min_seconds, int64_t min_runs, int64_t max_runs) const;
 
   const LoopTree& tree() const { return tree_; }
