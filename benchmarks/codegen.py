@@ -29,8 +29,14 @@ import looptune
 from looptune.reference import best_seconds, conv_params, numpy_gflops, random_inputs
 from looptune.schedules import tilings
 
-MID = [(64, 64, 64), (128, 128, 128), (256, 256, 256), (112, 208, 256), (96, 224, 240),
-       (224, 64, 240)]
+MID = [
+    (64, 64, 64),
+    (128, 128, 128),
+    (256, 256, 256),
+    (112, 208, 256),
+    (96, 224, 240),
+    (224, 64, 240),
+]
 LARGE = [(512, 512, 512), (1, 1024, 1024)]
 
 
@@ -113,22 +119,34 @@ def main() -> None:
         "jit_latency_us_median": statistics.median(compile_us),
         "jit_latency_us_p90": float(np.percentile(compile_us, 90)),
         "kernels_compiled": len(compile_us),
-        "mid_geomean": {k: geomean([r[k] for r in mid if r.get(k)])
-                        for k in ("base", "best", "numpy", "torch")},
+        "mid_geomean": {
+            k: geomean([r[k] for r in mid if r.get(k)]) for k in ("base", "best", "numpy", "torch")
+        },
     }
     summary["mid_best_over_peak"] = summary["mid_geomean"]["best"] / peak[host]
-    cols = [("name", "computation", "s"), ("base", "base", ".1f"), ("best_avx512", "best512", ".1f"),
-            ("best_avx2", "best_avx2", ".1f"), ("numpy", "numpy", ".1f"), ("torch", "torch", ".1f"),
-            ("best/peak", "best/peak", ".2f"), ("best/numpy", "vs numpy", ".2f"),
-            ("best/torch", "vs torch", ".2f")]
+    cols = [
+        ("name", "computation", "s"),
+        ("base", "base", ".1f"),
+        ("best_avx512", "best512", ".1f"),
+        ("best_avx2", "best_avx2", ".1f"),
+        ("numpy", "numpy", ".1f"),
+        ("torch", "torch", ".1f"),
+        ("best/peak", "best/peak", ".2f"),
+        ("best/numpy", "vs numpy", ".2f"),
+        ("best/torch", "vs torch", ".2f"),
+    ]
     print(table(rows, cols))
     g = summary["mid_geomean"]
     print(f"\npeak GFLOP/s: {', '.join(f'{k} {v:.1f}' for k, v in peak.items())}")
-    print(f"mid-size geomean GFLOP/s: base {g['base']:.1f}, best {g['best']:.1f} "
-          f"({summary['mid_best_over_peak']:.0%} of peak), numpy {g['numpy']:.1f}, "
-          f"torch {g['torch']:.1f}")
-    print(f"JIT latency: median {summary['jit_latency_us_median']:.0f} us, "
-          f"p90 {summary['jit_latency_us_p90']:.0f} us over {len(compile_us)} kernels")
+    print(
+        f"mid-size geomean GFLOP/s: base {g['base']:.1f}, best {g['best']:.1f} "
+        f"({summary['mid_best_over_peak']:.0%} of peak), numpy {g['numpy']:.1f}, "
+        f"torch {g['torch']:.1f}"
+    )
+    print(
+        f"JIT latency: median {summary['jit_latency_us_median']:.0f} us, "
+        f"p90 {summary['jit_latency_us_p90']:.0f} us over {len(compile_us)} kernels"
+    )
     path = write_json("codegen", {"environment": environment(), "summary": summary, "rows": rows})
     print(f"wrote {path}")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-import looptune
 import pytest
+
+import looptune
 from looptune.actions import RICH_ACTIONS
 
 

@@ -36,7 +36,9 @@ OPS = [
 ]
 
 
-def random_schedule(comp: looptune.Computation, rng: random.Random, steps: int) -> looptune.LoopTree:
+def random_schedule(
+    comp: looptune.Computation, rng: random.Random, steps: int
+) -> looptune.LoopTree:
     tree = comp.default_schedule()
     for _ in range(steps):
         nxt = tree.try_apply(rng.choice(RICH_ACTIONS))
@@ -58,13 +60,20 @@ def test_random_schedules_match_numpy(comp: looptune.Computation, isa: str) -> N
 def tiled(m: int, k: int, n: int, mi: int, ni: int) -> looptune.LoopTree:
     """m_o, n_o, k, m_i, n_i: the register-tiled schedule."""
     tree = looptune.matmul(m, k, n).default_schedule()
-    return (tree.split(mi).down().down().down().split(ni)
-            .swap_up().swap_up().down().swap_down())
+    return tree.split(mi).down().down().down().split(ni).swap_up().swap_up().down().swap_down()
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("shape", [(128, 64, 256, 6, 64), (67, 45, 131, 6, 32), (50, 7, 70, 4, 16),
-                                   (12, 256, 48, 12, 48), (65, 33, 100, 8, 24)])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (128, 64, 256, 6, 64),
+        (67, 45, 131, 6, 32),
+        (50, 7, 70, 4, 16),
+        (12, 256, 48, 12, 48),
+        (65, 33, 100, 8, 24),
+    ],
+)
 def test_register_tiled_matmul(shape: tuple[int, ...], isa: str) -> None:
     tree = tiled(*shape)
     kernel = tree.compile(isa)
@@ -127,6 +136,12 @@ def test_debug_env_var_dumps_tree_and_assembly() -> None:
 
     code = "import looptune; looptune.matmul(4, 4, 32).default_schedule().compile('avx2')"
     env = {**os.environ, "LOOPTUNE_DEBUG": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert "for n in 32" in out.stderr and "vfmadd231ps" in out.stderr

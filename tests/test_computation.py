@@ -1,7 +1,8 @@
 """Computations: variables, tensor shapes and strides, names, headers, flops, bad sizes."""
 
-import looptune
 import pytest
+
+import looptune
 from looptune import _core
 
 

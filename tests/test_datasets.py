@@ -2,8 +2,9 @@
 
 import math
 
-import looptune
 import pytest
+
+import looptune
 from looptune import datasets
 
 

@@ -4,14 +4,15 @@ import copy
 import warnings
 
 import gymnasium as gym
-import looptune
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import looptune
 from looptune import datasets
 from looptune.envs import ENV_VARIANTS
 from looptune.envs.looptune_env import LoopTuneEnv
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 # Smallest measurement budget: one warm-up and one timed run per new schedule.
 FAST = {"measure_min_time": 0.0, "measure_min_runs": 1}

@@ -2,10 +2,11 @@
 
 import math
 
-import looptune
 import networkx as nx
 import numpy as np
 import pytest
+
+import looptune
 from looptune import graph as lg
 
 

@@ -5,9 +5,10 @@ import random
 import subprocess
 import sys
 
-import looptune
 import numpy as np
 import pytest
+
+import looptune
 
 
 def _rand(shape, seed=0):

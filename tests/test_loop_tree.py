@@ -6,8 +6,9 @@ import random
 import subprocess
 import sys
 
-import looptune
 import pytest
+
+import looptune
 
 
 def _to(tree, index):

@@ -2,9 +2,10 @@
 
 import random
 
-import looptune
 import numpy as np
 import pytest
+
+import looptune
 from looptune.actions import PAPER_ACTIONS, RICH_ACTIONS
 
 ALL_ACTIONS = RICH_ACTIONS + ("split_5", "split_17", "split_1", "split_1000")

@@ -1,13 +1,12 @@
 """looptune: tune tensor programs for the CPU with reinforcement learning.
 
-    >>> import looptune
-    >>> comp = looptune.matmul(128, 256, 64)
-    >>> tree = comp.default_schedule().down().split(16)
-    >>> kernel = tree.compile()
-    >>> kernel.benchmark().gflops  # doctest: +SKIP
+>>> import looptune
+>>> comp = looptune.matmul(128, 256, 64)
+>>> tree = comp.default_schedule().down().split(16)
+>>> kernel = tree.compile()
+>>> kernel.benchmark().gflops  # doctest: +SKIP
 """
 
-from looptune.errors import CompileError, IllegalActionError, LoopTuneError, UnknownBenchmarkError
 from looptune._core import (
     Computation,
     Kernel,
@@ -15,7 +14,6 @@ from looptune._core import (
     LoopTree,
     TimingResult,
     batch_matmul,
-    contraction as _contraction,
     conv2d,
     cpu_name,
     host_isa,
@@ -24,6 +22,10 @@ from looptune._core import (
     measure_peak_gflops,
     parse_computation,
 )
+from looptune._core import (
+    contraction as _contraction,
+)
+from looptune.errors import CompileError, IllegalActionError, LoopTuneError, UnknownBenchmarkError
 
 __version__ = "0.1.0"
 
@@ -33,7 +35,7 @@ def contraction(spec: str, sizes: dict[str, int] | None = None, **kw: int) -> Co
     return _contraction(spec, {**(sizes or {}), **kw})
 
 
-from looptune.envs import register_envs  # noqa: E402
+from looptune.envs import register_envs
 
 register_envs()
 

@@ -1,14 +1,14 @@
 """Type stub for the compiled engine (cpp/bindings). Keep in sync with the bindings."""
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-MAX_LOOPS: int    # loops per tree (split is illegal beyond this)
-MAX_UNROLL: int   # turning unroll on needs the cursor loop's size <= this
-MAX_EXTENT: int   # largest size of one variable
-MAX_VARS: int     # variables per computation
+MAX_LOOPS: int  # loops per tree (split is illegal beyond this)
+MAX_UNROLL: int  # turning unroll on needs the cursor loop's size <= this
+MAX_EXTENT: int  # largest size of one variable
+MAX_VARS: int  # variables per computation
 
 class Var:
     name: str
@@ -17,17 +17,17 @@ class Var:
 
 class Tensor:
     name: str
-    shape: tuple[int, ...]        # user-facing (unpadded) shape
+    shape: tuple[int, ...]  # user-facing (unpadded) shape
     alloc_shape: tuple[int, ...]  # buffer the kernel reads (padded for conv input)
-    pad: tuple[int, ...]          # leading padding per dimension (alloc = shape + 2*pad)
-    strides: dict[str, int]       # element stride (in alloc_shape) per variable name; 0 if unused
+    pad: tuple[int, ...]  # leading padding per dimension (alloc = shape + 2*pad)
+    strides: dict[str, int]  # element stride (in alloc_shape) per variable name; 0 if unused
 
 class Computation:
-    kind: str        # "matmul" | "batch_matmul" | "conv2d" | "contraction"
-    spec: str        # einsum-like, e.g. "mk,kn->mn"
+    kind: str  # "matmul" | "batch_matmul" | "conv2d" | "contraction"
+    spec: str  # einsum-like, e.g. "mk,kn->mn"
     conv_stride: int  # conv2d only (1 otherwise)
-    conv_pad: int     # conv2d only (0 otherwise)
-    name: str        # short id, e.g. "mm128_256_64"
+    conv_pad: int  # conv2d only (0 otherwise)
+    name: str  # short id, e.g. "mm128_256_64"
     flops: int
     vars: list[Var]
     inputs: tuple[Tensor, Tensor]
@@ -39,30 +39,31 @@ class Computation:
 
 def matmul(m: int, k: int, n: int) -> Computation: ...
 def batch_matmul(b: int, m: int, k: int, n: int) -> Computation: ...
-def conv2d(n: int, c: int, h: int, w: int, k: int, r: int, s: int, stride: int = 1,
-           pad: int = 0) -> Computation: ...
+def conv2d(
+    n: int, c: int, h: int, w: int, k: int, r: int, s: int, stride: int = 1, pad: int = 0
+) -> Computation: ...
 def contraction(spec: str, sizes: dict[str, int]) -> Computation: ...
 def parse_computation(header: str) -> Computation: ...
 
 class Loop:
-    var: str        # variable name
+    var: str  # variable name
     step: int
-    size: int       # full iterations
-    tail: int       # leftover elements (partial iteration)
-    range: int      # elements covered per iteration of its parent (size * step + tail)
+    size: int  # full iterations
+    tail: int  # leftover elements (partial iteration)
+    range: int  # elements covered per iteration of its parent (size * step + tail)
     unroll: bool
     vectorize: bool
 
 class LoopTree:
     computation: Computation
-    loops: list[Loop]   # outer to inner
+    loops: list[Loop]  # outer to inner
     cursor: int
     depth: int
     def dump(self) -> str: ...
     @staticmethod
     def parse(text: str) -> LoopTree: ...
-    def hash(self) -> int: ...         # schedule identity (ignores the cursor)
-    def state_hash(self) -> int: ...   # includes the cursor
+    def hash(self) -> int: ...  # schedule identity (ignores the cursor)
+    def state_hash(self) -> int: ...  # includes the cursor
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
     # pure mutations (raise looptune.IllegalActionError when illegal)
@@ -75,15 +76,15 @@ class LoopTree:
     def toggle_unroll(self) -> LoopTree: ...
     def toggle_vectorize(self) -> LoopTree: ...
     def apply(self, action: str) -> LoopTree: ...
-    def try_apply(self, action: str) -> Optional[LoopTree]: ...
+    def try_apply(self, action: str) -> LoopTree | None: ...
     def is_legal(self, action: str) -> bool: ...
     def legal_mask(self, actions: Sequence[str]) -> npt.NDArray[np.bool_]: ...
-    def compile(self, isa: Optional[str] = None) -> Kernel: ...
+    def compile(self, isa: str | None = None) -> Kernel: ...
 
 class TimingResult:
     min_seconds: float
     median_seconds: float
-    gflops: float          # from the best run
+    gflops: float  # from the best run
     median_gflops: float
     runs: int
 
@@ -92,12 +93,17 @@ class Kernel:
     isa: str
     facts: dict[str, float | int | bool | str]
     assembly: str
-    def __call__(self, a: npt.NDArray[np.float32], b: npt.NDArray[np.float32],
-                 out: Optional[npt.NDArray[np.float32]] = None) -> npt.NDArray[np.float32]: ...
-    def benchmark(self, min_time: float = 0.01, min_runs: int = 3,
-                  max_runs: int = 100000) -> TimingResult: ...
+    def __call__(
+        self,
+        a: npt.NDArray[np.float32],
+        b: npt.NDArray[np.float32],
+        out: npt.NDArray[np.float32] | None = None,
+    ) -> npt.NDArray[np.float32]: ...
+    def benchmark(
+        self, min_time: float = 0.01, min_runs: int = 3, max_runs: int = 100000
+    ) -> TimingResult: ...
 
 def host_isa() -> str: ...
 def isa_supported(isa: str) -> bool: ...
 def cpu_name() -> str: ...
-def measure_peak_gflops(isa: Optional[str] = None, min_time: float = 0.05) -> float: ...
+def measure_peak_gflops(isa: str | None = None, min_time: float = 0.05) -> float: ...

@@ -7,13 +7,26 @@ from __future__ import annotations
 
 # The LoopTune paper's action set (Grubisic et al., 2023).
 PAPER_ACTIONS: tuple[str, ...] = (
-    "up", "down", "swap_up", "swap_down", "split_4", "split_8", "split_16",
+    "up",
+    "down",
+    "swap_up",
+    "swap_down",
+    "split_4",
+    "split_8",
+    "split_16",
 )
 
 # A richer set: more split factors, merging a split back, and annotation toggles.
 RICH_ACTIONS: tuple[str, ...] = PAPER_ACTIONS + (
-    "split_2", "split_3", "split_6", "split_12", "split_32", "split_64",
-    "merge", "unroll", "vectorize",
+    "split_2",
+    "split_3",
+    "split_6",
+    "split_12",
+    "split_32",
+    "split_64",
+    "merge",
+    "unroll",
+    "vectorize",
 )
 
 ACTION_SETS: dict[str, tuple[str, ...]] = {"paper": PAPER_ACTIONS, "rich": RICH_ACTIONS}
@@ -23,4 +36,6 @@ def action_set(name: str) -> tuple[str, ...]:
     try:
         return ACTION_SETS[name]
     except KeyError:
-        raise ValueError(f"unknown action set {name!r}; choose from {sorted(ACTION_SETS)}") from None
+        raise ValueError(
+            f"unknown action set {name!r}; choose from {sorted(ACTION_SETS)}"
+        ) from None

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 from looptune import _core
 
 
 @dataclass(frozen=True)
 class Measurement:
-    gflops: float          # best run
+    gflops: float  # best run
     median_gflops: float
     runs: int
     compile_seconds: float
@@ -69,8 +69,9 @@ class Measurer:
         t1 = time.perf_counter()
         result = kernel.benchmark(self.min_time, self.min_runs, self.max_runs)
         t2 = time.perf_counter()
-        m = Measurement(result.gflops, result.median_gflops, result.runs, t1 - t0, t2 - t1,
-                        kernel.facts)
+        m = Measurement(
+            result.gflops, result.median_gflops, result.runs, t1 - t0, t2 - t1, kernel.facts
+        )
         self.stats.measured += 1
         self.stats.compile_seconds += t1 - t0
         self.stats.timing_seconds += t2 - t1
@@ -81,17 +82,17 @@ class Measurer:
         return self.measure(tree).gflops
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shared_cache() -> dict:
     return {}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cpu() -> str:
     return _core.cpu_name()
 
 
-@lru_cache(maxsize=None)
+@cache
 def peak_gflops(isa: str | None = None) -> float:
     """This machine's measured single-core FMA peak (measured once per process)."""
     return _core.measure_peak_gflops(isa or _core.host_isa(), 0.05)

@@ -56,14 +56,18 @@ def matmul_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
             if kb is not None and kb >= ext["k"]:
                 continue
             outer_k = [("k", kb)] if kb else []
-            yield from_steps(comp, batch + outer_k + [("m", mi), ("n", ni), ("k", 1),
-                                                      ("m", 1), ("n", 1)])
+            yield from_steps(
+                comp, batch + outer_k + [("m", mi), ("n", ni), ("k", 1), ("m", 1), ("n", 1)]
+            )
             if kb is None and 2 * ni <= ext["n"]:  # a wider n panel outermost
-                yield from_steps(comp, batch + [("n", 2 * ni), ("m", mi), ("n", ni), ("k", 1),
-                                                ("m", 1), ("n", 1)])
+                yield from_steps(
+                    comp,
+                    batch + [("n", 2 * ni), ("m", mi), ("n", ni), ("k", 1), ("m", 1), ("n", 1)],
+                )
             if kb:  # k block outside the n panel loop too
-                yield from_steps(comp, batch + [("n", ni), ("k", kb), ("m", mi), ("k", 1),
-                                                ("m", 1), ("n", 1)])
+                yield from_steps(
+                    comp, batch + [("n", ni), ("k", kb), ("m", mi), ("k", 1), ("m", 1), ("n", 1)]
+                )
 
 
 def conv_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
@@ -78,8 +82,12 @@ def conv_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
             if ki * -(-ow_step // lanes) > (28 if isa == "avx512" else 12):
                 continue
             outer_ow = [("ow", ow_step)] if ow_step < ext["ow"] else []
-            yield from_steps(comp, [("n", 1), ("k", ki), ("oh", 1)] + outer_ow +
-                             [("c", 1), ("r", 1), ("s", 1), ("k", 1), ("ow", 1)])
+            yield from_steps(
+                comp,
+                [("n", 1), ("k", ki), ("oh", 1)]
+                + outer_ow
+                + [("c", 1), ("r", 1), ("s", 1), ("k", 1), ("ow", 1)],
+            )
 
 
 def tilings(comp: Computation, isa: str) -> list[LoopTree]:
