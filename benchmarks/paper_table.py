@@ -34,6 +34,7 @@ import math
 import time
 
 import looptune
+from looptune import search
 from looptune.evaluate import (
     format_table,
     load_benchmarks,
@@ -43,17 +44,6 @@ from looptune.evaluate import (
 )
 from looptune.reference import blas_info
 
-SEARCHES = (
-    "base",
-    "greedy1",
-    "greedy2",
-    "beam2dfs",
-    "beam4dfs",
-    "beam2bfs",
-    "beam4bfs",
-    "random",
-    "agent",
-)
 OUT = Path(__file__).parent / "results" / "paper_table.json"
 
 
@@ -80,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="fresh measurements per benchmark and search (default unlimited)",
     )
-    p.add_argument("--searches", default=",".join(SEARCHES))
+    p.add_argument("--searches", default=",".join(search.NAMES))
     p.add_argument(
         "--spread",
         action="store_true",

@@ -16,17 +16,7 @@ import math
 import sys
 from collections.abc import Callable
 
-SEARCH_NAMES = (
-    "agent",
-    "random",
-    "greedy1",
-    "greedy2",
-    "beam2dfs",
-    "beam4dfs",
-    "beam2bfs",
-    "beam4bfs",
-    "base",
-)
+from looptune import search
 
 
 def _positive_int(text: str) -> int:
@@ -61,7 +51,7 @@ def _tune_options() -> argparse.ArgumentParser:
     g = p.add_argument_group("tuning")
     g.add_argument(
         "--search",
-        choices=SEARCH_NAMES,
+        choices=search.NAMES,
         default=None,
         help="search to run (default: agent, else greedy2 if the policy is missing)",
     )

@@ -47,7 +47,19 @@ SEARCHES: dict[str, SearchFn] = {
     "beam4bfs": partial(beam_search, width=4, mode="bfs"),
 }
 
-NAMES: tuple[str, ...] = (*SEARCHES, "agent")
+# Every search by name, in the order of the paper's table.
+NAMES: tuple[str, ...] = (
+    "base",
+    "greedy1",
+    "greedy2",
+    "beam2dfs",
+    "beam4dfs",
+    "beam2bfs",
+    "beam4bfs",
+    "random",
+    "agent",
+)
+assert set(NAMES) == {*SEARCHES, "agent"}
 
 
 def _agent() -> SearchFn:
