@@ -1,0 +1,216 @@
+"""Render benchmarks/results/*.json as the Markdown tables of the README.
+
+    python benchmarks/report.py            # print the tables
+    python benchmarks/report.py --readme   # replace the block between the README's markers
+
+Only what the JSON files hold is shown: run the benchmarks first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+README = Path(__file__).parent.parent / "README.md"
+BEGIN, END = "<!-- BENCHMARK TABLES -->", "<!-- END BENCHMARK TABLES -->"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _f(x: float | None, fmt: str = ".1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def codegen(d: dict) -> str:
+    env, s = d["environment"], d["summary"]
+    peak = s["peak_gflops"]
+    rows = [
+        [
+            r["name"],
+            _f(r["base"]),
+            _f(r.get("best_avx512")),
+            _f(r.get("best_avx2")),
+            _f(r["numpy"]),
+            _f(r["torch"]),
+            _f(r["best/peak"], ".2f"),
+            _f(r["best/numpy"], ".2f"),
+            _f(r["best/torch"], ".2f"),
+        ]
+        for r in d["rows"]
+    ]
+    g = s["mid_geomean"]
+    return "\n".join(
+        [
+            "### Code generation (`python benchmarks/codegen.py`)",
+            "",
+            f"GFLOP/s, one thread, {env['cpu']}; numpy: OpenBLAS {env['blas'].get('version')} "
+            f"({env['blas'].get('architecture')} kernel). Measured peak: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in peak.items())
+            + ". *best* is the best of a sweep of hand tilings.",
+            "",
+            _md(
+                [
+                    "computation",
+                    "base",
+                    "best AVX-512",
+                    "best AVX2",
+                    "numpy",
+                    "PyTorch",
+                    "best/peak",
+                    "best/numpy",
+                    "best/PyTorch",
+                ],
+                rows,
+            ),
+            "",
+            (
+                f"Mid-size matmuls (the first six rows), geomean: base {g['base']:.1f}, best "
+                f"{g['best']:.1f} ({s['mid_best_over_peak']:.0%} of peak), numpy {g['numpy']:.1f}, "
+                f"PyTorch {g['torch']:.1f}. JIT latency: median {s['jit_latency_us_median']:.0f} us, "
+                f"p90 {s['jit_latency_us_p90']:.0f} us over {s['kernels_compiled']} kernels."
+            ),
+        ]
+    )
+
+
+def env_speed(d: dict) -> str:
+    rows = []
+    for r in d["budgets"]:
+        f, n, c = r["fresh"], r["noise"], r["cached"]
+        b = r["budget"]
+        fast = n.get("rel_diff_p90_fast_states")
+        rows.append(
+            [
+                f"{b['min_time'] * 1e3:g} ms / {b['min_runs']} runs",
+                f"{f['steps_per_s']:.0f}",
+                f"{100 * n['rel_diff_median']:.2f}%",
+                f"{100 * n['rel_diff_p90']:.1f}%",
+                "-" if fast is None else f"{100 * fast:.1f}%",
+                f"{100 * n['reward_diff_p90']:.2f}%" if "reward_diff_p90" in n else "-",
+                f"{c['steps_per_s']:.0f}",
+                f"{f['reset_ms_median']:.2f}",
+            ]
+        )
+    feats = d["features"]
+    return "\n".join(
+        [
+            "### Environment speed (`python benchmarks/env_speed.py`)",
+            "",
+            (
+                "A masked random policy on the `mm64_256_16` test split, one core. Noise: the same "
+                "schedules measured by two measurers with empty caches; |g1 - g2| / mean over all "
+                "states, over the states at half the peak or more (*fast*), and in reward units "
+                "(|g1 - g2| / peak). The environment's default budget is 2 ms / 3 runs."
+            ),
+            "",
+            _md(
+                [
+                    "budget per state",
+                    "fresh steps/s",
+                    "noise median",
+                    "noise p90",
+                    "p90 fast",
+                    "p90 reward",
+                    "cached steps/s",
+                    "reset ms",
+                ],
+                rows,
+            ),
+            "",
+            (
+                f"Features: {feats['features_us']:.0f} us per state (networkx graph "
+                f"{feats['graph_us']:.0f} us of it)."
+            ),
+        ]
+    )
+
+
+def paper_table(d: dict) -> str:
+    cfg = d["config"]
+    rows = [
+        [
+            s["search"],
+            f"{s['geomean_gflops']:.1f}",
+            f"{s['mean_gflops']:.1f}",
+            f"{s['geomean_speedup']:.2f}x",
+            _f(s["mean_seconds"], ".3f"),
+            _f(s["mean_measurements"], ".0f"),
+        ]
+        for s in d["summary"]
+    ]
+    targets = cfg.get("targets", {})
+    return "\n".join(
+        [
+            "### The paper's table (`python benchmarks/paper_table.py --spread`)",
+            "",
+            (
+                f"{len(cfg['benchmarks'])} benchmarks spread over the `{cfg['dataset']}` "
+                f"{cfg['split']} split; time-boxed searches get {cfg['budget_s']:g} s each "
+                f"(random {cfg['random_budget_s']:g} s); every search starts from the base schedule "
+                "with an empty cache and its best schedule is re-timed by one shared measurer; "
+                f"numpy with one thread in the same run. Wall time {cfg['wall_seconds'] / 60:.0f} min."
+            ),
+            "",
+            _md(
+                [
+                    "search",
+                    "geomean GFLOP/s",
+                    "mean GFLOP/s",
+                    "speedup vs base",
+                    "time s",
+                    "measured",
+                ],
+                rows,
+            ),
+            "",
+            "Targets: "
+            + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in targets.items()
+            )
+            + ".",
+        ]
+    )
+
+
+def render() -> str:
+    parts = []
+    for name, fn in (("codegen", codegen), ("env_speed", env_speed), ("paper_table", paper_table)):
+        d = _load(name)
+        if d is not None:
+            parts.append(fn(d))
+    return "\n\n".join(parts)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--readme", action="store_true", help="rewrite the README's table block")
+    args = ap.parse_args()
+    text = render()
+    if not args.readme:
+        print(text)
+        return 0
+    readme = README.read_text()
+    if BEGIN not in readme:
+        print(f"README.md has no {BEGIN} marker", file=sys.stderr)
+        return 1
+    head, rest = readme.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1] if END in rest else rest
+    README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    print(f"rewrote the tables in {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
