@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("sb3_contrib")
 
 import looptune
+from looptune.actions import PAPER_ACTIONS, RICH_ACTIONS
 from looptune.measure import Measurer
 from looptune.policy import DEFAULT_POLICY, load_policy, rollout, tune
 
@@ -77,6 +78,9 @@ def test_tune_bad_arguments():
         tune(tree, steps=-1)
     with pytest.raises(TypeError):
         tune("not a tree")
+    with pytest.raises(ValueError, match="trained with the actions"):
+        tune(tree, actions=RICH_ACTIONS)
+    assert tune(tree, actions=PAPER_ACTIONS, measurer=Measurer(cache={})).best_gflops > 0
 
 
 def test_agent_is_a_registered_search():

@@ -121,7 +121,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test")
     p.add_argument(
         "--searches",
-        default="base,greedy1,greedy2,beam2dfs,beam4dfs,beam2bfs,beam4bfs,random,agent",
+        default=",".join(search.NAMES),
         help="comma-separated search names",
     )
     p.add_argument("--limit", type=_positive_int, default=25, help="first N benchmarks")

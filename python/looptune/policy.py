@@ -14,6 +14,7 @@ cost no measurement.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -215,6 +216,7 @@ def tune(
     seed: int = 0,
     time_budget: float | None = None,
     measure_budget: int | None = None,
+    actions: Sequence[str] | None = None,
     **_: Any,
 ) -> SearchResult:
     """Tune ``tree`` with a trained policy; return a ``looptune.search.base.SearchResult``.
@@ -228,6 +230,8 @@ def tune(
         policy: a ``LoadedPolicy`` or a path; default the shipped policy.
         seed: seeds the sampled rollouts.
         time_budget, measure_budget: optional caps, as for the searches.
+        actions: for a uniform search interface; the policy acts with the action set it was
+            trained on, and any other set raises ``ValueError``.
     """
     if not isinstance(tree, _core.LoopTree):
         raise TypeError(f"expected a looptune LoopTree, got {type(tree).__name__}")
@@ -237,6 +241,11 @@ def tune(
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not isinstance(policy, LoadedPolicy):
         policy = load_policy(policy)
+    if actions is not None and tuple(actions) != tuple(policy.actions):
+        raise ValueError(
+            f"the policy was trained with the actions {list(policy.actions)} and cannot use "
+            f"{list(actions)}; use its action set or another search"
+        )
 
     def body(tracker: Tracker) -> None:
         rng = np.random.default_rng(seed)
