@@ -68,20 +68,28 @@ void check_tensors(const Computation& c) {
   check_product("iteration space", ext, kMaxIterations);
 }
 
-// A dense row-major tensor indexed by `letters` (one variable per dim, repeats allowed).
-TensorAccess dense(const std::string& name, const std::string& letters, const Computation& c) {
+// A dense row-major tensor whose dims are indexed by the variables `dims` (repeats allowed).
+TensorAccess dense(const std::string& name, const std::vector<std::string>& dims,
+                   const Computation& c) {
   TensorAccess t;
   t.name = name;
-  for (char ch : letters) t.shape.push_back(extent_of(c, std::string(1, ch)));
+  for (const std::string& v : dims) t.shape.push_back(extent_of(c, v));
   t.alloc_shape = t.shape;
   t.pad.assign(t.shape.size(), 0);
   t.strides.assign(c.vars.size(), 0);
   int64_t stride = 1;
-  for (int d = static_cast<int>(letters.size()) - 1; d >= 0; --d) {
-    t.strides[c.var_index(std::string(1, letters[d]))] += stride;
+  for (size_t d = dims.size(); d-- > 0;) {
+    t.strides[c.var_index(dims[d])] += stride;
     stride *= t.shape[d];
   }
   return t;
+}
+
+// One variable per letter of an einsum operand.
+std::vector<std::string> letter_vars(const std::string& letters) {
+  std::vector<std::string> out;
+  for (char ch : letters) out.emplace_back(1, ch);
+  return out;
 }
 
 struct SplitSpec {
@@ -197,9 +205,9 @@ Computation contraction(const std::string& spec, const std::map<std::string, int
     check_size("size of '" + name + "'", it->second);
     c.vars.push_back(Var{name, it->second, out_letters.count(ch) == 0});
   }
-  c.in0 = dense("A", s.a, c);
-  c.in1 = dense("B", s.b, c);
-  c.out = dense("C", s.out, c);
+  c.in0 = dense("A", letter_vars(s.a), c);
+  c.in1 = dense("B", letter_vars(s.b), c);
+  c.out = dense("C", letter_vars(s.out), c);
   check_tensors(c);
   return c;
 }
@@ -244,31 +252,14 @@ Computation conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_
   cp.conv_pad = pad;
   cp.vars = {{"n", n, false}, {"k", k, false}, {"oh", oh, false}, {"c", c, true},
              {"r", r, true},  {"s", s, true},  {"ow", ow, false}};
-  enum { N, K, OH, C, R, S, OW };
   TensorAccess& in = cp.in0;
   in.name = "I";
   in.shape = {n, c, h, w};
   in.alloc_shape = {n, c, hp, wp};
   in.pad = {0, 0, pad, pad};
-  in.strides = {c * hp * wp, 0, stride * wp, hp * wp, wp, 1, stride};
-  TensorAccess& wt = cp.in1;
-  wt.name = "W";
-  wt.shape = wt.alloc_shape = {k, c, r, s};
-  wt.pad = {0, 0, 0, 0};
-  wt.strides.assign(7, 0);
-  wt.strides[K] = c * r * s;
-  wt.strides[C] = r * s;
-  wt.strides[R] = s;
-  wt.strides[S] = 1;
-  TensorAccess& o = cp.out;
-  o.name = "O";
-  o.shape = o.alloc_shape = {n, k, oh, ow};
-  o.pad = {0, 0, 0, 0};
-  o.strides.assign(7, 0);
-  o.strides[N] = k * oh * ow;
-  o.strides[K] = oh * ow;
-  o.strides[OH] = ow;
-  o.strides[OW] = 1;
+  in.strides = {c * hp * wp, 0, stride * wp, hp * wp, wp, 1, stride};  // in the order of vars
+  cp.in1 = dense("W", {"k", "c", "r", "s"}, cp);
+  cp.out = dense("O", {"n", "k", "oh", "ow"}, cp);
   check_tensors(cp);
   return cp;
 }
