@@ -53,6 +53,12 @@ def tune(args: argparse.Namespace) -> int:
     base = comp.default_schedule()
     if not args.json:
         print(f"tuning {comp.name} with {name}...", file=sys.stderr)
+        if name == "agent" and comp.kind != "matmul":
+            print(
+                "looptune: note: the shipped policy was trained on matmuls only; on a "
+                f"{comp.kind} a search (e.g. --search random) may find more",
+                file=sys.stderr,
+            )
     result = fn(
         base,
         Measurer(),
