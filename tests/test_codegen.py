@@ -81,10 +81,16 @@ def test_register_tiled_matmul(shape: tuple[int, ...], isa: str) -> None:
     np.testing.assert_allclose(kernel(a, b), a @ b, rtol=1e-4, atol=1e-4 * shape[1] ** 0.5)
 
 
-def test_tile_facts_describe_the_code() -> None:
-    facts = tiled(128, 64, 256, 6, 64).compile("avx512").facts
-    assert facts["vectorized"] and facts["lanes"] == 16
-    assert facts["tile_accumulators"] == 24 and facts["zero_init"]
+# A 6-row register tile: 6 x 4 zmm accumulators (n_i=64) of 32, 6 x 2 ymm (n_i=16) of 16.
+TILE_FACTS = {"avx512": (64, 16, 24), "avx2": (16, 8, 12)}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_tile_facts_describe_the_code(isa: str) -> None:
+    ni, lanes, accumulators = TILE_FACTS[isa]
+    facts = tiled(128, 64, 256, 6, ni).compile(isa).facts
+    assert facts["vectorized"] and facts["lanes"] == lanes
+    assert facts["tile_accumulators"] == accumulators and facts["zero_init"]
     assert facts["accumulators_hoisted"] and facts["hoisted_loops"] == 1
     assert facts["fma"] >= 24 and facts["code_bytes"] > 0 and facts["spills"] == 0
 

@@ -43,7 +43,7 @@ def test_lookahead_beats_the_base_schedule():
     # k outermost-but-one with a short n: the base m,k,n nest reloads C from memory k times;
     # two steps (split k, hoist) fix it while no single step helps much.
     base = looptune.matmul(32, 256, 32).default_schedule()
-    result = search.get("greedy2")(base, fresh(), time_budget=30.0, measure_budget=60)
+    result = search.get("greedy2")(base, fresh(), time_budget=30.0, measure_budget=200)
     assert result.best_gflops > 1.2 * result.base_gflops
 
 
