@@ -12,8 +12,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 
 def write_meta(policy_path: Path, meta: dict) -> None:
+    """Write ``meta`` next to the policy, with the ISA and CPU it was trained on (the tilings a
+    policy learns depend on the register file; ``looptune.policy`` picks a policy by ISA)."""
+    import looptune
     from looptune.policy import meta_path
 
+    meta = {"isa": looptune.host_isa(), "cpu": looptune.cpu_name(), **meta}
     meta_path(policy_path).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 

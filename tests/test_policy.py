@@ -10,7 +10,7 @@ pytest.importorskip("sb3_contrib")
 import looptune
 from looptune.actions import PAPER_ACTIONS, RICH_ACTIONS
 from looptune.measure import Measurer
-from looptune.policy import DEFAULT_POLICY, load_policy, rollout, tune
+from looptune.policy import default_policy_path, load_policy, rollout, tune
 
 
 def test_load_policy_missing_file(tmp_path):
@@ -27,8 +27,26 @@ def test_load_policy_missing_metadata(tmp_path):
 
 def test_shipped_policy_loads():
     policy = load_policy()
-    assert policy.path == DEFAULT_POLICY
+    assert policy.path == default_policy_path(looptune.host_isa())
+    assert policy.isa == looptune.host_isa()
     assert len(policy.actions) >= 7 and policy.episode_steps >= 1
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+def test_a_policy_ships_for_each_isa(isa):
+    policy = load_policy(isa=isa)  # loading needs no CPU support: it only reads the model
+    assert policy.path.name == f"policy_{isa}.zip" and policy.isa == isa
+    with pytest.raises(ValueError, match="unknown ISA"):
+        default_policy_path("neon")
+
+
+def test_policy_of_another_isa_warns():
+    here = looptune.host_isa()
+    other = load_policy(isa="avx2" if here == "avx512" else "avx512")
+    tree = looptune.matmul(64, 64, 64).default_schedule()
+    with pytest.warns(RuntimeWarning, match=f"trained on {other.isa} kernels"):
+        result = tune(tree, Measurer(), policy=other)
+    assert result.best_gflops >= result.base_gflops
 
 
 def test_rollout_only_takes_legal_actions():

@@ -14,6 +14,7 @@ cost no measurement.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,7 +29,7 @@ from looptune.measure import Measurer
 from looptune.search.base import SearchResult, Tracker, run_search
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-DEFAULT_POLICY = DATA_DIR / "policy.zip"
+ISAS = ("avx512", "avx2")
 
 ALGOS = ("maskable_ppo", "ppo", "dqn")
 
@@ -47,6 +48,11 @@ class LoadedPolicy:
     observation: str
     meta: dict
     path: Path
+
+    @property
+    def isa(self) -> str | None:
+        """The ISA whose kernels the policy learned to tile for (None if not recorded)."""
+        return self.meta.get("isa")
 
 
 def algo_class(algo: str) -> type:
@@ -71,13 +77,27 @@ def meta_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def load_policy(path: str | Path | None = None) -> LoadedPolicy:
-    """Load a policy saved by ``agents/train.py`` (default: the one shipped in the package).
+def default_policy_path(isa: str | None = None) -> Path:
+    """The shipped policy for ``isa`` (default: the host's, honouring ``LOOPTUNE_ISA``).
+
+    Register tiles that fit 32 zmm registers do not fit 16 ymm ones, so each ISA has its own
+    policy, trained on a machine of that ISA: ``data/policy_avx512.zip``, ``data/policy_avx2.zip``.
+    """
+    isa = _core.host_isa() if isa is None else isa
+    if isa not in ISAS:
+        raise ValueError(f"unknown ISA {isa!r}; choose from {list(ISAS)}")
+    return DATA_DIR / f"policy_{isa}.zip"
+
+
+def load_policy(path: str | Path | None = None, isa: str | None = None) -> LoadedPolicy:
+    """Load a policy saved by ``agents/train.py`` (default: the one shipped for ``isa``, itself
+    by default the host's ISA).
 
     Raises:
         FileNotFoundError: no policy (or no metadata JSON next to it) at ``path``.
+        ValueError: ``isa`` is not "avx512" or "avx2".
     """
-    path = Path(path) if path is not None else DEFAULT_POLICY
+    path = Path(path) if path is not None else default_policy_path(isa)
     if not path.is_file():
         raise FileNotFoundError(
             f"no trained policy at {path}; train one with `python agents/train.py --save {path}`"
@@ -227,7 +247,8 @@ def tune(
         steps: actions per rollout; default the policy's training episode length.
         rollouts: 1 = the greedy rollout only; more adds sampled rollouts (more measurements).
         deterministic: greedy (argmax) actions in the first rollout.
-        policy: a ``LoadedPolicy`` or a path; default the shipped policy.
+        policy: a ``LoadedPolicy`` or a path; default the policy shipped for the measurer's
+            ISA. A policy trained for another ISA still runs, with a ``RuntimeWarning``.
         seed: seeds the sampled rollouts.
         time_budget, measure_budget: optional caps, as for the searches.
         actions: for a uniform search interface; the policy acts with the action set it was
@@ -239,8 +260,16 @@ def tune(
         raise ValueError(f"rollouts must be >= 1, got {rollouts}")
     if steps is not None and steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    measurer = measurer if measurer is not None else Measurer()
     if not isinstance(policy, LoadedPolicy):
-        policy = load_policy(policy)
+        policy = load_policy(policy, isa=measurer.isa if policy is None else None)
+    if policy.isa is not None and policy.isa != measurer.isa:
+        warnings.warn(
+            f"the policy {policy.path.name} was trained on {policy.isa} kernels but tunes "
+            f"{measurer.isa} ones; its tilings may not fit the register file",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if actions is not None and tuple(actions) != tuple(policy.actions):
         raise ValueError(
             f"the policy was trained with the actions {list(policy.actions)} and cannot use "
@@ -260,9 +289,9 @@ def tune(
 
 
 __all__ = [
-    "DEFAULT_POLICY",
     "LoadedPolicy",
     "action_scores",
+    "default_policy_path",
     "load_policy",
     "observe",
     "rollout",
