@@ -18,8 +18,8 @@ class Var:
 class Tensor:
     name: str
     shape: tuple[int, ...]  # user-facing (unpadded) shape
-    alloc_shape: tuple[int, ...]  # buffer the kernel reads (padded for conv input)
-    pad: tuple[int, ...]  # leading padding per dimension (alloc = shape + 2*pad)
+    alloc_shape: tuple[int, ...]  # buffer the kernel reads (conv padding; longer rows vs aliasing)
+    pad: tuple[int, ...]  # leading padding per dimension
     strides: dict[str, int]  # element stride (in alloc_shape) per variable name; 0 if unused
 
 class Computation:

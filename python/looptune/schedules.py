@@ -59,11 +59,14 @@ def matmul_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
             yield from_steps(
                 comp, batch + outer_k + [("m", mi), ("n", ni), ("k", 1), ("m", 1), ("n", 1)]
             )
-            if kb is None and 2 * ni <= ext["n"]:  # a wider n panel outermost
-                yield from_steps(
-                    comp,
-                    batch + [("n", 2 * ni), ("m", mi), ("n", ni), ("k", 1), ("m", 1), ("n", 1)],
-                )
+            if kb is None:  # a wider n panel outermost, alone or over a block of m rows
+                for panel, mblock in ((2, None), (4, None), (4, 8)):
+                    if panel * ni > ext["n"] or (mblock and mblock * mi > ext["m"]):
+                        continue
+                    outer = [("n", panel * ni)] + ([("m", mblock * mi)] if mblock else [])
+                    yield from_steps(
+                        comp, batch + outer + [("m", mi), ("n", ni), ("k", 1), ("m", 1), ("n", 1)]
+                    )
             if kb:  # k block outside the n panel loop too
                 yield from_steps(
                     comp, batch + [("n", ni), ("k", kb), ("m", mi), ("k", 1), ("m", 1), ("n", 1)]

@@ -4,7 +4,9 @@
 // the same form: a set of named loop variables with extents, and three tensors whose
 // element offset is a linear function of the variables (a stride per variable, in elements).
 // Convolution padding is handled by the executor (the first input is copied into a padded
-// buffer), so the kernel itself only ever sees dense, in-bounds linear accesses.
+// buffer), so the kernel itself only ever sees dense, in-bounds linear accesses. The executor
+// also re-lays out a large, heavily reused input whose rows map to few cache sets (e.g. B of a
+// 512^3 matmul: rows of 2 KiB) into a buffer with rows one cache line longer.
 #pragma once
 
 #include <cstdint>
@@ -23,12 +25,14 @@ struct Var {
 struct TensorAccess {
   std::string name;
   std::vector<int64_t> shape;        // user-facing (unpadded) shape, row-major
-  std::vector<int64_t> alloc_shape;  // shape of the buffer the kernel reads (padded for conv)
-  std::vector<int64_t> pad;          // leading padding per dim (alloc = shape + 2*pad); all 0 if none
+  // Shape of the buffer the kernel reads: shape + 2*pad (conv padding), and for an input whose
+  // rows would alias in the cache, longer rows (see pad_rows_against_aliasing).
+  std::vector<int64_t> alloc_shape;
+  std::vector<int64_t> pad;          // leading padding per dim; all 0 if none
   std::vector<int64_t> strides;      // per computation variable, in elements of alloc_shape
   int64_t numel() const;             // elements of the user-facing shape
   int64_t alloc_numel() const;       // elements of the kernel buffer
-  bool padded() const;
+  bool padded() const;               // the kernel buffer differs from the user's (a copy is made)
 };
 
 class Computation {

@@ -46,9 +46,11 @@ class Kernel {
   Kernel(const Kernel&) = delete;
   Kernel& operator=(const Kernel&) = delete;
 
-  // Unpadded, dense row-major buffers of the computation's shapes; any alignment.
+  // Unpadded, dense row-major buffers of the computation's shapes; any alignment. Inputs whose
+  // kernel layout differs (TensorAccess::padded) are copied into it first.
   void run(const float* in0, const float* in1, float* out) const;
-  // Times the kernel on its own 64-byte-aligned random buffers: warm-up, then repeated runs
+  // Times the kernel, relayout copies included, on its own 64-byte-aligned random buffers of
+  // the user's shapes: warm-up, then repeated runs
   // until `min_seconds` (counted from the warm-up) have passed and at least `min_runs` samples
   // are taken (at most max_runs). Kernels under ~20 us run in batches, one sample per batch;
   // a slower kernel's warm-up is its first sample (a cold run never lowers the best time).
@@ -56,11 +58,13 @@ class Kernel {
 
   const LoopTree& tree() const { return tree_; }
   const CompileFacts& facts() const { return facts_; }
+  struct Relayout;  // kernel-layout input buffers (defined in kernel.cpp)
   std::string assembly() const;  // disassembly of the generated code (objdump, else hex)
   Isa isa() const { return isa_; }
 
  private:
   void call(const float* in0, const float* in1, float* out) const;  // kernel buffers
+  void execute(const float* in0, const float* in1, float* out, const Relayout& r) const;
   LoopTree tree_;
   Isa isa_;
   CompileFacts facts_;
