@@ -68,6 +68,7 @@ class Kernel {
   LoopTree tree_;
   Isa isa_;
   CompileFacts facts_;
+  bool relaid_[2] = {false, false};  // input i is copied into its kernel layout first
   struct Code;
   std::unique_ptr<Code> code_;
 };
