@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
         "env_kwargs": kwargs,
         "seed": args.seed,
         **spec,
-        "command": command_line(argv).replace("train.py", "imitation.py"),
+        "command": command_line(argv).replace("-m looptune.train", "agents/imitation.py"),
         "imitation": {
             "benchmarks": len(demos),
             "steps": sum(len(d["actions"]) for d in demos),

@@ -21,7 +21,7 @@ from looptune.policy import load_policy, tune
 
 
 def _train(tmp_path: Path, algo: str, timesteps: int = 256) -> Path:
-    save = tmp_path / f"{algo}.zip"
+    save = tmp_path / f"{algo}.safetensors"
     train.main(
         [
             "--algo",
@@ -63,7 +63,7 @@ def test_train_maskable_ppo_writes_model_logs_and_metadata(tmp_path):
     assert list((run / "maskable_ppo" / "checkpoints").glob("*.zip"))
     evals = json.loads((run / "maskable_ppo" / "evaluations.json").read_text())
     assert evals and evals[0]["n"] == 2
-    assert (run / "maskable_ppo" / "best_policy.zip").is_file()
+    assert (run / "maskable_ppo" / "best_policy.safetensors").is_file()
 
     policy = load_policy(save)
     import looptune
@@ -112,7 +112,7 @@ def test_expert_finds_a_faster_schedule_within_the_episode():
 
 
 def test_imitation_then_fine_tune(tmp_path):
-    bc = tmp_path / "bc.zip"
+    bc = tmp_path / "bc.safetensors"
     meta = imitation.main(
         [
             "--benchmarks",
@@ -131,7 +131,7 @@ def test_imitation_then_fine_tune(tmp_path):
     )
     assert meta["imitation"]["final"]["accuracy"] > 0.9
     assert (tmp_path / "d.json").is_file()
-    ft = tmp_path / "ft.zip"
+    ft = tmp_path / "ft.safetensors"
     meta = train.main(
         [
             "--init",

@@ -15,11 +15,11 @@ from looptune.policy import default_policy_path, load_policy, rollout, tune
 
 def test_load_policy_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no trained policy"):
-        load_policy(tmp_path / "nope.zip")
+        load_policy(tmp_path / "nope.safetensors")
 
 
 def test_load_policy_missing_metadata(tmp_path):
-    path = tmp_path / "policy.zip"
+    path = tmp_path / "policy.safetensors"
     path.write_bytes(b"not a model")
     with pytest.raises(FileNotFoundError, match="metadata"):
         load_policy(path)
@@ -35,7 +35,7 @@ def test_shipped_policy_loads():
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])
 def test_a_policy_ships_for_each_isa(isa):
     policy = load_policy(isa=isa)  # loading needs no CPU support: it only reads the model
-    assert policy.path.name == f"policy_{isa}.zip" and policy.isa == isa
+    assert policy.path.name == f"policy_{isa}.safetensors" and policy.isa == isa
     with pytest.raises(ValueError, match="unknown ISA"):
         default_policy_path("neon")
 

@@ -3,6 +3,7 @@
 
 #include "looptune/errors.h"
 #include "looptune/mutations.h"
+#include "looptune/safety.h"
 #include "register.h"
 
 namespace py = pybind11;
@@ -40,7 +41,15 @@ PYBIND11_MODULE(_core, m) {
       lb::raise_python("IllegalActionError", e.what());
     } catch (const looptune::CompileError& e) {
       lb::raise_python("CompileError", e.what());
+    } catch (const looptune::BufferTooLargeError& e) {
+      lb::raise_python("BufferTooLargeError", e.what());
     }
+  });
+  // Long C++ loops poll this: with the GIL, run Python's signal handlers (Ctrl-C raises
+  // KeyboardInterrupt, which propagates out of the loop as error_already_set).
+  looptune::set_interrupt_hook([] {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
   });
   m.attr("MAX_LOOPS") = looptune::kMaxLoops;
   m.attr("MAX_UNROLL") = looptune::kMaxUnroll;

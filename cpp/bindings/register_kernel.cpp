@@ -90,12 +90,16 @@ py::dict facts_dict(const CompileFacts& f) {
   return d;
 }
 
+constexpr double kMaxMinTime = 60.0;  // seconds of timing per call at most
+constexpr int64_t kMaxRuns = 100'000'000;
+
 TimingResult bench(const Kernel& k, double min_time, int64_t min_runs, int64_t max_runs) {
-  if (!std::isfinite(min_time) || min_time < 0 || min_time > 3600)
-    throw py::value_error("min_time must be in [0, 3600] seconds, got " + std::to_string(min_time));
-  if (min_runs < 1 || max_runs < min_runs)
+  if (!std::isfinite(min_time) || min_time < 0 || min_time > kMaxMinTime)
+    throw py::value_error("min_time must be in [0, 60] seconds, got " + std::to_string(min_time));
+  if (min_runs < 1 || max_runs < min_runs || max_runs > kMaxRuns)
     throw py::value_error("need 1 <= min_runs <= max_runs, got min_runs=" +
-                          std::to_string(min_runs) + ", max_runs=" + std::to_string(max_runs));
+                          std::to_string(min_runs) + ", max_runs=" + std::to_string(max_runs) +
+                          " (max_runs at most 10**8)");
   py::gil_scoped_release release;
   return k.benchmark(min_time, min_runs, max_runs);
 }
@@ -136,8 +140,9 @@ void register_kernel(py::module_& m) {
   m.def(
       "measure_peak_gflops",
       [](std::optional<std::string> isa, double min_time) {
-        if (!std::isfinite(min_time) || min_time < 0 || min_time > 3600)
-          throw py::value_error("min_time must be in [0, 3600] seconds");
+        if (!std::isfinite(min_time) || min_time < 0 || min_time > kMaxMinTime)
+          throw py::value_error("min_time must be in [0, 60] seconds, got " +
+                                std::to_string(min_time));
         Isa chosen = resolve_isa(isa);
         py::gil_scoped_release release;
         return measure_peak_gflops(chosen, min_time);

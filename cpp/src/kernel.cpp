@@ -13,6 +13,7 @@
 
 #include "jit_x86.h"
 #include "looptune/errors.h"
+#include "looptune/safety.h"
 #include "lowering.h"
 
 namespace looptune {
@@ -67,6 +68,12 @@ struct Kernel::Code {
 
 Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
   if (!isa_supported(isa)) throw CompileError("this CPU does not support " + isa_name(isa));
+  {  // inputs, output and relayout copies, checked before anything is allocated
+    const Computation& c = tree.computation();
+    check_buffer_bytes(4.0 * (static_cast<double>(c.in0.numel()) + c.in1.numel() +
+                              c.in0.alloc_numel() + c.in1.alloc_numel() + c.out.alloc_numel()),
+                       c.name());
+  }
   const auto t0 = Clock::now();
   code_ = std::make_unique<Code>();
   code_->low = detail::lower(tree, isa);
@@ -94,7 +101,9 @@ Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
     std::cerr << "[looptune] " << tree_.dump() << "\n[looptune] isa=" << facts_.isa
               << " lanes=" << low.lanes << " tile_start=" << low.tile_start
               << " hoist_start=" << low.hoist_start << " zero_init=" << low.zero_init
-              << " code_bytes=" << facts_.code_bytes << " fma=" << facts_.fma << "\n"
+              << " code_bytes=" << facts_.code_bytes << " fma=" << facts_.fma
+              << "\n[looptune] disassembly: /usr/bin/objdump or LOOPTUNE_OBJDUMP (absolute path, "
+                 "run without a shell; raw hex if missing)\n"
               << assembly() << std::endl;
   }
 }
@@ -198,6 +207,7 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
   if (batch == 1) samples.push_back(estimate);
   while (static_cast<int64_t>(samples.size()) < max_runs &&
          (static_cast<int64_t>(samples.size()) < min_runs || seconds_since(start) < min_seconds)) {
+    poll_interrupt();  // Ctrl-C: throws within ~20 ms plus one batch
     t0 = Clock::now();
     for (int64_t i = 0; i < batch; ++i) execute(a, b, o, layout);
     samples.push_back(seconds_since(t0) / static_cast<double>(batch));
@@ -222,14 +232,12 @@ std::string Kernel::assembly() const {
   if (fd >= 0) {
     const bool written = write(fd, bytes, n) == static_cast<ssize_t>(n);
     close(fd);
-    const std::string cmd = std::string("objdump -D -b binary -mi386:x86-64 -M intel ") + path +
-                            " 2>/dev/null";
-    if (FILE* p = written ? popen(cmd.c_str(), "r") : nullptr) {
-      char buf[4096];
-      size_t got;
-      while ((got = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, got);
-      pclose(p);
-    }
+    // A fixed absolute path (or LOOPTUNE_OBJDUMP, if absolute), run without a shell: never a
+    // program found on PATH. Without it, the raw bytes are printed instead.
+    const char* tool = std::getenv("LOOPTUNE_OBJDUMP");
+    const std::string exe = tool && tool[0] == '/' ? tool : "/usr/bin/objdump";
+    if (written)
+      out = run_program(exe, {"-D", "-b", "binary", "-mi386:x86-64", "-M", "intel", path});
     unlink(path);
   }
   const auto body = out.find("<.data>:");
@@ -255,6 +263,7 @@ double measure_peak_gflops(Isa isa, double min_seconds) {
   const auto start = Clock::now();
   int reps = 0;
   while (reps < 5 || seconds_since(start) < min_seconds) {
+    poll_interrupt();
     const auto t0 = Clock::now();
     fn(iters);
     best = std::min(best, seconds_since(t0));

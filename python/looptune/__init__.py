@@ -25,7 +25,13 @@ from looptune._core import (
 from looptune._core import (
     contraction as _contraction,
 )
-from looptune.errors import CompileError, IllegalActionError, LoopTuneError, UnknownBenchmarkError
+from looptune.errors import (
+    BufferTooLargeError,
+    CompileError,
+    IllegalActionError,
+    LoopTuneError,
+    UnknownBenchmarkError,
+)
 
 __version__ = "0.1.0"
 
@@ -40,6 +46,7 @@ from looptune.envs import register_envs
 register_envs()
 
 __all__ = [
+    "BufferTooLargeError",
     "CompileError",
     "Computation",
     "IllegalActionError",

@@ -81,10 +81,22 @@ def _tune_options() -> argparse.ArgumentParser:
     return p
 
 
+def _policy_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("policy (the agent search)")
+    g.add_argument("--policy", default=None, metavar="FILE", help="a .safetensors policy")
+    g.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="also accept an SB3 .zip policy: UNPICKLING RUNS ANY CODE IN THE FILE",
+    )
+    return p
+
+
 def _add_tune(sub: argparse._SubParsersAction) -> None:
     tune = sub.add_parser("tune", help="tune one operator and compare it with numpy")
     ops = tune.add_subparsers(dest="op", metavar="OP", required=True)
-    common = [_tune_options()]
+    common = [_tune_options(), _policy_options()]
     p = ops.add_parser("matmul", parents=common, help="C[m,n] = A[m,k] B[k,n]")
     for dim in ("m", "k", "n"):
         p.add_argument(dim, type=_positive_int)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -49,7 +48,8 @@ def resolve_search(name: str | None) -> tuple[str, search.SearchFn]:
 
 def tune(args: argparse.Namespace) -> int:
     comp = build_computation(args)
-    name, fn = resolve_search(args.search)
+    policy = agent_policy(args)
+    name, fn = resolve_search("agent" if policy is not None else args.search)
     base = comp.default_schedule()
     if not args.json:
         print(f"tuning {comp.name} with {name}...", file=sys.stderr)
@@ -66,6 +66,7 @@ def tune(args: argparse.Namespace) -> int:
         measure_budget=args.measure_budget,
         actions=action_set(args.actions),
         seed=args.seed,
+        **({"policy": policy} if policy is not None else {}),
     )
     # Re-time both schedules at length so the printed figures are not a lucky short run; if the
     # search's pick does not hold up against the base, keep the base (never return a slowdown).
@@ -104,6 +105,18 @@ def tune(args: argparse.Namespace) -> int:
         print("looptune: error: the tuned kernel is wrong; nothing saved", file=sys.stderr)
         return 1
     return 0
+
+
+def agent_policy(args: argparse.Namespace) -> object | None:
+    """The policy of ``--policy`` (loaded before any tuning starts), or None."""
+    path = getattr(args, "policy", None)
+    if path is None:
+        return None
+    if args.search not in (None, "agent"):
+        raise ValueError(f"--policy is for the agent search, not --search {args.search}")
+    from looptune.policy import load_policy
+
+    return load_policy(path, trust_pickle=getattr(args, "trust_pickle", False))
 
 
 def format_tune(r: dict, check: Check) -> str:
@@ -196,18 +209,12 @@ def eval(args: argparse.Namespace) -> int:
 
 
 def train_script(argv: list[str]) -> int:
-    """Run agents/train.py (from the source checkout) with ``argv``; return its exit code."""
-    candidates = [
-        Path(looptune.__file__).resolve().parents[2] / "agents" / "train.py",
-        Path.cwd() / "agents" / "train.py",
-    ]
-    script = next((p for p in candidates if p.is_file()), None)
-    if script is None:
-        raise FileNotFoundError(
-            "agents/train.py not found: `looptune train` needs the source "
-            "checkout (run it from the repository)"
-        )
-    return subprocess.call([sys.executable, str(script), *argv])
+    """Run the training entry point ``looptune.train`` (a module of the installed package, never
+    a script found in the current directory) with ``argv``; return its exit code."""
+    from looptune.train import main as train_main
+
+    train_main(argv)
+    return 0
 
 
 def train(args: argparse.Namespace) -> int:

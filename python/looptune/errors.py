@@ -15,3 +15,7 @@ class CompileError(LoopTuneError, RuntimeError):
 
 class UnknownBenchmarkError(LoopTuneError, KeyError):
     """A dataset or benchmark name that does not exist."""
+
+
+class BufferTooLargeError(LoopTuneError, MemoryError, ValueError):
+    """A computation's buffers exceed the memory cap (checked before anything is allocated)."""

@@ -25,7 +25,9 @@ import numpy as np
 
 from looptune import _core
 from looptune import graph as lgraph
+from looptune import policy_io
 from looptune.measure import Measurer
+from looptune.policy_io import PolicyFormatError, UntrustedPolicyError
 from looptune.search.base import SearchResult, Tracker, run_search
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -81,31 +83,85 @@ def default_policy_path(isa: str | None = None) -> Path:
     """The shipped policy for ``isa`` (default: the host's, honouring ``LOOPTUNE_ISA``).
 
     Register tiles that fit 32 zmm registers do not fit 16 ymm ones, so each ISA has its own
-    policy, trained on a machine of that ISA: ``data/policy_avx512.zip``, ``data/policy_avx2.zip``.
+    policy, trained on a machine of that ISA: ``data/policy_avx512.safetensors``,
+    ``data/policy_avx2.safetensors`` (tensors only, plus a ``.json`` each; see ``policy_io``).
     """
     isa = _core.host_isa() if isa is None else isa
     if isa not in ISAS:
         raise ValueError(f"unknown ISA {isa!r}; choose from {list(ISAS)}")
-    return DATA_DIR / f"policy_{isa}.zip"
+    return DATA_DIR / f"policy_{isa}{policy_io.SUFFIX}"
 
 
-def load_policy(path: str | Path | None = None, isa: str | None = None) -> LoadedPolicy:
-    """Load a policy saved by ``agents/train.py`` (default: the one shipped for ``isa``, itself
+def check_env_id(meta: dict, where: object = "the policy metadata") -> str:
+    """The ``env_id`` of ``meta``, which must name a registered LoopTune environment.
+
+    Nothing is imported from it: ids of the form ``module:Env-v0`` (which Gymnasium would import)
+    are refused, as is any id not registered by looptune itself.
+
+    Raises:
+        PolicyFormatError: ``env_id`` is missing, not a string, or not a LoopTune id.
+    """
+    env_id = meta.get("env_id")
+    if env_id is None:
+        raise PolicyFormatError(f"{where} has no 'env_id' (which LoopTune env it was trained on)")
+    if not isinstance(env_id, str) or ":" in env_id:
+        raise PolicyFormatError(
+            f"{where}: env_id {env_id!r} is not a LoopTune env id (module imports are refused)"
+        )
+    import gymnasium as gym
+
+    spec = gym.registry.get(env_id)
+    entry = getattr(spec, "entry_point", None)
+    if spec is None or not (isinstance(entry, str) and entry.startswith("looptune.")):
+        ids = sorted(k for k, v in gym.registry.items() if str(v.entry_point).startswith("looptune."))
+        raise PolicyFormatError(f"{where}: env_id {env_id!r} is not one of {ids}")
+    kwargs = meta.get("env_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise PolicyFormatError(f"{where}: env_kwargs must be a JSON object")
+    return env_id
+
+
+def load_policy(
+    path: str | Path | None = None, isa: str | None = None, trust_pickle: bool = False
+) -> LoadedPolicy:
+    """Load a policy saved by ``looptune.train`` (default: the one shipped for ``isa``, itself
     by default the host's ISA).
+
+    A policy is ``NAME.safetensors`` (tensors only) plus ``NAME.json``; the network is rebuilt
+    from a fixed list of SB3 classes, and nothing is unpickled or imported from either file.
+
+    ``trust_pickle=True`` also accepts an SB3 ``.zip``. **Loading a zip unpickles it, which runs
+    any code the file's author put in it**: pass it only for files you made yourself.
 
     Raises:
         FileNotFoundError: no policy (or no metadata JSON next to it) at ``path``.
+        UntrustedPolicyError: ``path`` is not a ``.safetensors`` policy and ``trust_pickle`` is
+            False (checked before the file is opened).
+        PolicyFormatError: the metadata is malformed or names an env that is not LoopTune's.
         ValueError: ``isa`` is not "avx512" or "avx2".
     """
     path = Path(path) if path is not None else default_policy_path(isa)
+    if path.suffix != policy_io.SUFFIX and not trust_pickle:
+        raise UntrustedPolicyError(
+            f"{path} is not a {policy_io.SUFFIX} policy; SB3 .zip files are pickles that can run "
+            "code when loaded. Convert it, or pass trust_pickle=True (CLI: --trust-pickle) only "
+            "if you made the file yourself"
+        )
     if not path.is_file():
         raise FileNotFoundError(
-            f"no trained policy at {path}; train one with `python agents/train.py --save {path}`"
+            f"no trained policy at {path}; train one with `python -m looptune.train --save {path}`"
         )
     mpath = meta_path(path)
     if not mpath.is_file():
         raise FileNotFoundError(f"policy {path} has no metadata file {mpath}")
-    meta = json.loads(mpath.read_text())
+    meta = policy_io.read_meta(mpath)
+    check_env_id(meta, mpath)
+    if trust_pickle and path.suffix != policy_io.SUFFIX:
+        warnings.warn(
+            f"unpickling {path}: this runs any code the file contains (trust_pickle=True)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return _load_cached(str(path), path.stat().st_mtime, json.dumps(meta, sort_keys=True))
 
 
@@ -113,9 +169,24 @@ def load_policy(path: str | Path | None = None, isa: str | None = None) -> Loade
 def _load_cached(path: str, _mtime: float, meta_json: str) -> LoadedPolicy:
     meta = json.loads(meta_json)
     algo = meta.get("algo", "maskable_ppo")
-    model = algo_class(algo).load(path, device="cpu")
-    model.policy.set_training_mode(False)
+    if algo not in ALGOS:
+        raise PolicyFormatError(f"unknown algorithm {algo!r} in {path}; choose from {list(ALGOS)}")
+    if path.endswith(policy_io.SUFFIX):
+        net = policy_io.build_policy(meta.get("network"), algo)
+        policy_io.load_weights(net, path)
+        net.set_training_mode(False)
+        model: Any = policy_io.SafeModel(net, algo)
+    else:  # trust_pickle=True was checked by load_policy
+        model = algo_class(algo).load(path, device="cpu")
+        model.policy.set_training_mode(False)
     return wrap_model(model, algo, meta["env_id"], meta.get("env_kwargs", {}), path, meta)
+
+
+def save_policy(model: Any, path: str | Path, meta: dict) -> Path:
+    """Save an SB3 ``model`` as ``PATH.safetensors`` + ``PATH.json`` (atomically; see
+    ``policy_io.save``); ``meta`` must carry ``algo`` and ``env_id``. Returns the weights path."""
+    check_env_id(meta, "meta")
+    return policy_io.save(model, meta["algo"], path, meta)
 
 
 def env_spec(env_id: str, env_kwargs: dict) -> dict:
@@ -290,11 +361,14 @@ def tune(
 
 __all__ = [
     "LoadedPolicy",
+    "PolicyFormatError",
+    "UntrustedPolicyError",
     "action_scores",
     "default_policy_path",
     "load_policy",
     "observe",
     "rollout",
+    "save_policy",
     "tune",
     "wrap_model",
 ]
