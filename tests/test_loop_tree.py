@@ -117,7 +117,7 @@ def test_parse_rejects_inconsistent_text(text):
 def test_parse_tail_recovers_step():
     text = (
         "# matmul m=17 k=4 n=4\nfor m in 5 r 2\n for k in 4  <-\n  for m' in 3\n"
-        "   for n in 4\n    whatever\n"
+        "   for n in 4\n    C[m,n] += A[m,k] * B[k,n]\n"
     )
     t = looptune.LoopTree.parse(text)
     assert [lp.step for lp in t.loops] == [3, 1, 1, 1] and t.cursor == 1

@@ -125,9 +125,17 @@ def test_unroll_limit():
 
 def test_unroll_off_always_legal():
     t = looptune.LoopTree.parse(
-        "# matmul m=128 k=2 n=2\nfor m in 128 [unroll]  <-\n for k in 2\n  for n in 2\n"
+        "# matmul m=64 k=2 n=2\nfor m in 64 [unroll]  <-\n for k in 2\n  for n in 2\n"
     )
     assert t.is_legal("unroll") and not t.toggle_unroll().loops[0].unroll
+
+
+def test_merge_drops_unroll_of_a_loop_grown_past_the_limit():
+    t = looptune.matmul(128, 2, 2).default_schedule().split(16).down().toggle_unroll()
+    assert t.loops[1].unroll and t.loops[1].size == 16
+    merged = t.up().merge()
+    assert merged.loops[0].size == 128 and not merged.loops[0].unroll
+    assert looptune.LoopTree.parse(merged.dump()) == merged
 
 
 def test_vectorize_only_innermost():

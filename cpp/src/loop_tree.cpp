@@ -1,5 +1,6 @@
 // LoopTree: validation, ranges, the text dump and its parser, and a stable hash.
 #include "looptune/loop_tree.h"
+#include "looptune/mutations.h"
 
 #include <sstream>
 #include <stdexcept>
@@ -149,6 +150,10 @@ std::string LoopTree::dump() const {
 }
 
 LoopTree LoopTree::parse(const std::string& text) {
+  constexpr size_t kMaxText = 1 << 20, kMaxLine = 4096;
+  if (text.size() > kMaxText)
+    bad("a loop tree dump has at most " + std::to_string(kMaxText) + " bytes, got " +
+        std::to_string(text.size()));
   std::istringstream is(text);
   std::string line;
   if (!std::getline(is, line) || line.rfind("# ", 0) != 0)
@@ -160,13 +165,19 @@ LoopTree LoopTree::parse(const std::string& text) {
   int cursor = -1;
   bool statement_seen = false;
   while (std::getline(is, line)) {
+    if (line.size() > kMaxLine)
+      bad("a loop tree dump line has at most " + std::to_string(kMaxLine) + " characters");
+    if (!line.empty() && line.back() == '\r') line.pop_back();
     size_t indent = line.find_first_not_of(' ');
     if (indent == std::string::npos) continue;
     std::istringstream ls(line);
     std::string word, name, in;
     ls >> word;
-    if (word != "for") {
-      statement_seen = true;  // the statement line is informational only
+    if (word != "for") {  // the statement: exactly the computation's, once, after the loops
+      const std::string expected = statement(*comp);
+      if (statement_seen || line.substr(indent) != expected)
+        bad("expected the statement '" + expected + "', got '" + line.substr(0, 80) + "'");
+      statement_seen = true;
       continue;
     }
     if (statement_seen) bad("loop line after the statement: '" + line + "'");
@@ -192,6 +203,9 @@ LoopTree LoopTree::parse(const std::string& text) {
     int64_t range = last_step[var] ? last_step[var] : comp->vars[var].extent;
     if (size < 1 || tail >= range || (range - tail) % size != 0)
       bad("loop line '" + line + "' does not match a range of " + std::to_string(range));
+    if (loop.unroll && size > kMaxUnroll)
+      bad("loop line '" + line + "' unrolls " + std::to_string(size) +
+          " iterations; the unroll limit is " + std::to_string(kMaxUnroll));
     loop.step = (range - tail) / size;
     if (range / loop.step != size || range % loop.step != tail)
       bad("loop line '" + line + "' does not match a range of " + std::to_string(range));

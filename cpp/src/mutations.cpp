@@ -127,6 +127,10 @@ LoopTree perform(const LoopTree& t, const Action& a) {
     case Op::Merge: {
       loops.erase(loops.begin() + c);
       const int last = static_cast<int>(loops.size()) - 1;
+      // the next loop of the merged variable grows: keep "unroll => size <= kMaxUnroll"
+      const LoopTree merged = with(t, loops, c < last ? c : last);
+      for (int i = 0; i <= last; ++i)
+        if (loops[i].unroll && merged.size(i) > kMaxUnroll) loops[i].unroll = false;
       return with(t, std::move(loops), c < last ? c : last);
     }
     case Op::Unroll:

@@ -213,7 +213,10 @@ def train_script(argv: list[str]) -> int:
     a script found in the current directory) with ``argv``; return its exit code."""
     from looptune.train import main as train_main
 
-    train_main(argv)
+    try:
+        train_main(argv)
+    except SystemExit as exc:  # --help or a usage error (already printed by argparse)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     return 0
 
 
