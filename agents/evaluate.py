@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from callbacks import held_out_trees, summarize
 
+from looptune.fileio import atomic_write_text
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,7 +119,7 @@ def record(out: dict, command: str) -> None:
     summary = {k: v for k, v in out.items() if k != "rows"}
     summary["command"] = command
     meta.setdefault("evaluations", {})[f"{out['split']}_{out['n']}"] = summary
-    path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         print_table(out, args.search)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")
     if args.record:
         words = sys.argv[1:] if argv is None else argv
         record(out, " ".join(["python", "agents/evaluate.py", *map(shlex.quote, words)]))

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from looptune.fileio import atomic_write_text
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CURSOR = ("up", "down")
@@ -245,7 +247,7 @@ def load_or_collect(args: argparse.Namespace, spec: dict) -> list[dict]:
     demos = collect([train[i].name for i in sorted(picked)], spec, args.width, args.workers)
     if args.demos:
         Path(args.demos).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.demos).write_text(json.dumps(demos, default=_jsonable))
+        atomic_write_text(args.demos, json.dumps(demos, default=_jsonable))
     return demos
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import looptune
 from looptune import graph as lg
 from looptune.envs.looptune_env import LoopTuneEnv
+from looptune.fileio import atomic_write_text
 from looptune.measure import Measurer, peak_gflops
 
 RESULTS = Path(__file__).parent / "results" / "env_speed.json"
@@ -209,7 +210,7 @@ def main() -> None:
         for part in ("fresh", "cached", "cached_cold_features"):
             r[part].pop("trees")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    atomic_write_text(RESULTS, 
         json.dumps(
             {
                 "cpu": looptune.cpu_name(),

@@ -207,7 +207,9 @@ def main() -> int:
         return 1
     head, rest = readme.split(BEGIN, 1)
     tail = rest.split(END, 1)[1] if END in rest else rest
-    README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    from looptune.fileio import atomic_write_text
+
+    atomic_write_text(README, f"{head}{BEGIN}\n{text}\n{END}{tail}")
     print(f"rewrote the tables in {README}")
     return 0
 

@@ -53,6 +53,19 @@ void register_var_tensor(py::module_& m) {
 
 }  // namespace
 
+namespace {
+
+// Index letters are ASCII: refuse anything else up front (a message quoting a split UTF-8
+// sequence would not even decode in Python).
+void require_ascii(const std::string& s, const char* what) {
+  for (size_t i = 0; i < s.size(); ++i)
+    if (static_cast<unsigned char>(s[i]) >= 0x80)
+      throw py::value_error(std::string(what) + " must be ASCII (index letters a-z, A-Z); "
+                            "found a non-ASCII character at byte " + std::to_string(i));
+}
+
+}  // namespace
+
 void register_computation(py::module_& m) {
   register_var_tensor(m);
   py::class_<Computation, CompPtr>(m, "Computation",
@@ -96,10 +109,16 @@ void register_computation(py::module_& m) {
         "O[n,k,oh,ow] += I[n,c,oh*stride+r-pad,ow*stride+s-pad] * W[k,c,r,s] (NCHW, KCRS)");
   m.def("contraction",
         [](const std::string& spec, const std::map<std::string, int64_t>& sizes) {
+          require_ascii(spec, "the contraction spec");
+          for (const auto& kv : sizes) require_ascii(kv.first, "a size name");
           return share(contraction(spec, sizes));
         },
         py::arg("spec"), py::arg("sizes"), "A two-input contraction such as 'mk,kn->mn'.");
-  m.def("parse_computation", [](const std::string& h) { return share(parse_computation(h)); },
+  m.def("parse_computation",
+        [](const std::string& h) {
+          require_ascii(h, "a computation header");
+          return share(parse_computation(h));
+        },
         py::arg("header"), "Inverse of Computation.header().");
 }
 

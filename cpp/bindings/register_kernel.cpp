@@ -23,9 +23,13 @@ py::array checked(const py::handle& obj, const char* what, const TensorAccess& t
     throw py::type_error(std::string(what) + " must be a numpy float32 array, got " +
                          py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
   py::array a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().is(py::dtype::of<float>()))
-    throw py::type_error(std::string(what) + " must have dtype float32, got " +
-                         py::str(a.dtype()).cast<std::string>());
+  // Compare the type and byte order, not the dtype object: a float32 dtype may carry metadata.
+  const py::dtype dt = a.dtype();
+  if (dt.attr("num").cast<int>() != py::dtype::of<float>().attr("num").cast<int>() ||
+      !dt.attr("isnative").cast<bool>())
+    throw py::type_error(std::string(what) + " must have dtype float32 in native byte order, got " +
+                         py::str(dt).cast<std::string>() + " ('" +
+                         py::str(dt.attr("str")).cast<std::string>() + "')");
   std::vector<int64_t> got(a.shape(), a.shape() + a.ndim());
   if (got != t.shape)
     throw py::value_error(std::string(what) + " has shape " + shape_str(got) + ", expected " +

@@ -154,6 +154,9 @@ LoopTree LoopTree::parse(const std::string& text) {
   if (text.size() > kMaxText)
     bad("a loop tree dump has at most " + std::to_string(kMaxText) + " bytes, got " +
         std::to_string(text.size()));
+  for (size_t i = 0; i < text.size(); ++i)
+    if (static_cast<unsigned char>(text[i]) >= 0x80)
+      bad("a loop tree dump is ASCII; found a non-ASCII byte at offset " + std::to_string(i));
   std::istringstream is(text);
   std::string line;
   if (!std::getline(is, line) || line.rfind("# ", 0) != 0)

@@ -32,10 +32,10 @@ Action parse_action(const std::string& name) {
     const bool digits = num.find_first_not_of("0123456789") == std::string::npos;
     if (!num.empty() && num.size() <= 18 && digits) {
       int64_t f = std::stoll(num);
-      if (f >= 1) return Action{Op::Split, f, name};
+      if (f >= 2) return Action{Op::Split, f, name};
     }
     throw std::invalid_argument("bad split action '" + name +
-                                "': expected split_<N> with N a positive integer");
+                                "': expected split_<N> with N an integer >= 2");
   }
   throw std::invalid_argument("unknown action '" + name +
                               "'; expected up, down, swap_up, swap_down, split_<N>, merge, "

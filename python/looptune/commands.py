@@ -11,6 +11,7 @@ import looptune
 from looptune import search
 from looptune._core import Computation, LoopTree
 from looptune.actions import action_set
+from looptune.fileio import MAX_SCHEDULE_BYTES, atomic_write_text, read_text_bounded
 from looptune.measure import Measurer
 from looptune.reference import Check, check_tree, numpy_gflops
 
@@ -147,11 +148,11 @@ def format_tune(r: dict, check: Check) -> str:
 
 
 def save_schedule(tree: LoopTree, path: str | Path) -> None:
-    Path(path).write_text(tree.dump().rstrip("\n") + "\n")
+    atomic_write_text(path, tree.dump().rstrip("\n") + "\n")  # readers never see a partial file
 
 
 def load_schedule(path: str | Path) -> LoopTree:
-    text = Path(path).read_text()
+    text = read_text_bounded(path, MAX_SCHEDULE_BYTES)  # refuses FIFOs, devices, huge files
     try:
         return LoopTree.parse(text)
     except (ValueError, RuntimeError) as exc:

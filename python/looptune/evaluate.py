@@ -21,6 +21,7 @@ from tqdm import tqdm
 from looptune import search as searches_mod
 from looptune._core import Computation
 from looptune.actions import PAPER_ACTIONS
+from looptune.fileio import atomic_open, atomic_write_text
 from looptune.measure import Measurer
 from looptune.reference import blas_info, numpy_gflops
 
@@ -219,10 +220,10 @@ def write_outputs(
     if json_path:
         doc = {"config": config, "blas": blas_info(), "summary": list(summary), "rows": list(rows)}
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
+        atomic_write_text(json_path, json.dumps(_jsonable(doc), indent=2) + "\n")
     if csv_path:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(csv_path, "w", newline="") as f:
+        with atomic_open(csv_path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
             writer.writeheader()
             for s in summary:

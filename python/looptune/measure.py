@@ -52,8 +52,9 @@ class Measurer:
     def __post_init__(self) -> None:
         if self.isa is None:
             self.isa = _core.host_isa()
-        if self.min_time < 0 or self.min_runs < 1 or self.max_runs < self.min_runs:
-            raise ValueError("need min_time >= 0 and 1 <= min_runs <= max_runs")
+        from looptune.validate import check_timing
+
+        check_timing(self.min_time, self.min_runs, self.max_runs)
 
     def key(self, tree: _core.LoopTree) -> tuple:
         return (tree.hash(), _cpu(), self.isa, self.min_time, self.min_runs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -14,11 +13,11 @@ from gymnasium import spaces
 from looptune import _core, datasets
 from looptune import graph as lgraph
 from looptune.actions import action_set
+from looptune.validate import action_index, check_action_names, finite_positive
 from looptune.errors import IllegalActionError, UnknownBenchmarkError
 from looptune.measure import Measurer
 from looptune.measure import peak_gflops as measured_peak
 
-_ACTION_RE = re.compile(r"^(up|down|swap_up|swap_down|split_\d+|merge|unroll|vectorize)$")
 _FEATURE_CACHE_SIZE = 8192
 
 
@@ -109,10 +108,10 @@ class LoopTuneEnv(gym.Env):
             isa=isa, min_time=measure_min_time, min_runs=measure_min_runs
         )
         self.peak = (
-            float(peak_gflops) if peak_gflops is not None else measured_peak(self.measurer.isa)
+            finite_positive("peak_gflops", peak_gflops)  # NaN/inf would zero every reward
+            if peak_gflops is not None
+            else measured_peak(self.measurer.isa)
         )
-        if not self.peak > 0:
-            raise ValueError(f"peak_gflops must be positive, got {peak_gflops!r}")
         self._splits = np.array([a.startswith("split_") for a in self.actions])
         self.action_space = spaces.Discrete(len(self.actions))
         self.observation_space = self._make_observation_space()
@@ -160,9 +159,7 @@ class LoopTuneEnv(gym.Env):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if self.tree is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        a = int(action)
-        if not 0 <= a < len(self.actions):
-            raise ValueError(f"action {action!r} outside Discrete({len(self.actions)})")
+        a = action_index(action, len(self.actions))  # TypeError for 2.5, "3", True
         self.steps += 1
         new, reason = self._mutate(self.actions[a])
         reward = 0.0
@@ -261,11 +258,4 @@ class LoopTuneEnv(gym.Env):
 
 def _action_names(actions: str | Sequence[str]) -> tuple[str, ...]:
     names = action_set(actions) if isinstance(actions, str) else tuple(actions)
-    if not names:
-        raise ValueError("the action set is empty")
-    for name in names:
-        if not isinstance(name, str) or not _ACTION_RE.match(name):
-            raise ValueError(f"unknown action {name!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate actions in {names}")
-    return names
+    return check_action_names(names)  # the engine's grammar: split_0, split_abc... refused
