@@ -1,0 +1,328 @@
+"""Seeded differential fuzzer of the engine against numpy, with guard pages and a watchdog.
+
+    python -m looptune.fuzz --minutes 10 --seed 1 [--json out.json]
+
+Each *case* is a computation (matmul, batch matmul, conv2d with strides 1-3 and pads 0-3, or a
+random two-input contraction) with odd sizes, and ``--schedules`` random legal schedules of it
+(random walks over the rich action set). Every schedule is compiled for each ISA the CPU runs
+(AVX-512 and AVX2), run on inputs and an output that end exactly at a ``PROT_NONE`` guard page
+(an overrun faults instead of passing silently), and compared with numpy in float64; its dump
+is parsed back and must give the same tree.
+
+Work runs in a worker subprocess that reports each case before and after it; the parent is the
+watchdog: a worker that dies is a *crash*, one silent for ``--hang-seconds`` is a *hang*, and
+the parent restarts a worker after the failing case. Everything is determined by the seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import mmap
+import os
+import queue
+import random
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+PAGE = mmap.PAGESIZE
+PROT_NONE = 0
+
+
+# ---------------------------------------------------------------- generation (deterministic)
+
+
+def _odd(rng: random.Random, hi: int) -> int:
+    return rng.choice([1, 2, 3, 5, 7, 9, 11, 13, 15, 16, 17, 19, 23, 24, 29, 31, 33, 37, 41])
+
+
+def random_computation(rng: random.Random) -> Any:
+    """A computation of a random kind with odd sizes; ValueError if the engine refuses it."""
+    import looptune
+
+    kind = rng.choice(("matmul", "matmul", "bmm", "conv2d", "conv2d", "einsum"))
+    if kind == "matmul":
+        return looptune.matmul(_odd(rng, 41), _odd(rng, 41), _odd(rng, 41))
+    if kind == "bmm":
+        return looptune.batch_matmul(rng.randint(1, 4), _odd(rng, 24), _odd(rng, 24), _odd(rng, 24))
+    if kind == "conv2d":
+        stride, pad = rng.randint(1, 3), rng.randint(0, 3)
+        r, s = rng.randint(1, 4), rng.randint(1, 4)
+        h, w = rng.randint(max(1, r - 2 * pad), 13), rng.randint(max(1, s - 2 * pad), 13)
+        return looptune.conv2d(
+            rng.randint(1, 2), rng.randint(1, 5), h, w, rng.randint(1, 7), r, s, stride, pad
+        )
+    return random_contraction(rng)
+
+
+def random_contraction(rng: random.Random) -> Any:
+    """A random two-input contraction: each index in the output and/or reduced over."""
+    import looptune
+
+    letters = rng.sample("abcdefghijkmnpqrstuvwxyz", rng.randint(2, 5))
+    red = [x for x in letters if rng.random() < 0.4] or [letters[0]]
+    free = [x for x in letters if x not in red] or [letters[-1]]
+    red = [x for x in red if x not in free] or [rng.choice("lo")]
+    a = [x for x in free if rng.random() < 0.6] + red
+    b = [x for x in free if x not in a] + red
+    b += [x for x in free if x in a and rng.random() < 0.2]  # batch-like indices
+    rng.shuffle(a)
+    rng.shuffle(b)
+    out = list(free)
+    rng.shuffle(out)
+    spec = f"{''.join(a)},{''.join(b)}->{''.join(out)}"
+    sizes = {x: rng.choice([1, 2, 3, 5, 7, 9, 13, 16, 17]) for x in set(a + b + out)}
+    return looptune.contraction(spec, sizes)
+
+
+def random_schedule(comp: Any, rng: random.Random) -> Any:
+    from looptune.actions import RICH_ACTIONS
+
+    tree = comp.default_schedule()
+    for _ in range(rng.randint(0, 30)):
+        nxt = tree.try_apply(rng.choice(RICH_ACTIONS))
+        if nxt is not None:
+            tree = nxt
+    return tree
+
+
+# ---------------------------------------------------------------- guarded buffers
+
+
+class GuardedArrays:
+    """float32 arrays whose last byte is followed by a PROT_NONE page (freed on close)."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._mmap = libc.mmap
+        self._mmap.restype = ctypes.c_void_p
+        self._mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                               ctypes.c_int, ctypes.c_long]
+        self._mprotect = libc.mprotect
+        self._mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        self._munmap = libc.munmap
+        self._munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self._maps: list[tuple[int, int]] = []
+
+    def array(self, shape: tuple[int, ...], fill: np.ndarray | None = None) -> np.ndarray:
+        n = int(np.prod(shape, dtype=np.int64))
+        nbytes = 4 * n
+        data_pages = max(1, -(-nbytes // PAGE))
+        size = (data_pages + 1) * PAGE
+        addr = self._mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE,
+                          mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise MemoryError("mmap failed")
+        self._maps.append((addr, size))
+        guard = addr + data_pages * PAGE
+        if self._mprotect(guard, PAGE, PROT_NONE) != 0:
+            raise OSError(ctypes.get_errno(), "mprotect failed")
+        start = guard - nbytes
+        buf = (ctypes.c_float * max(n, 1)).from_address(start if n else guard - 4)
+        arr = np.ctypeslib.as_array(buf)[:n].reshape(shape)
+        if fill is not None:
+            arr[...] = fill
+        return arr
+
+    def close(self) -> None:
+        for addr, size in self._maps:
+            self._munmap(addr, size)
+        self._maps.clear()
+
+
+# ---------------------------------------------------------------- the worker
+
+
+def isas() -> list[str]:
+    from looptune import _core
+
+    return [i for i in ("avx512", "avx2") if _core.isa_supported(i)]
+
+
+def run_case(seed: int, index: int, schedules: int) -> dict:
+    """Fuzz case ``index`` of ``seed``: returns counts and the first failures."""
+    from looptune import LoopTree
+    from looptune.reference import expected, random_inputs, reduction_length
+
+    rng = random.Random(seed * 1_000_003 + index)
+    try:
+        comp = random_computation(rng)
+    except ValueError:
+        return {"schedules": 0, "kernels": 0, "wrong": [], "exceptions": [], "refused": 1}
+    a, b = random_inputs(comp, seed=index)
+    want = expected(comp, a, b)
+    tol = 1e-5 + 2e-6 * reduction_length(comp)
+    mem = GuardedArrays()
+    out: dict[str, Any] = {
+        "schedules": 0, "kernels": 0, "wrong": [], "exceptions": [], "refused": 0
+    }
+    try:
+        ga, gb = mem.array(a.shape, a), mem.array(b.shape, b)
+        go = mem.array(tuple(comp.output.shape))
+        for _ in range(schedules):
+            tree = random_schedule(comp, rng)
+            if LoopTree.parse(tree.dump()) != tree:
+                out["wrong"].append({"what": "dump/parse round trip", "tree": tree.dump()})
+            for isa in isas():
+                go[...] = np.nan
+                try:
+                    got = tree.compile(isa)(ga, gb, go)
+                except Exception as exc:  # a legal schedule must compile and run
+                    out["exceptions"].append(
+                        {"isa": isa, "error": f"{type(exc).__name__}: {exc}", "tree": tree.dump()}
+                    )
+                    continue
+                err = float(np.max(np.abs(got - want))) if got.size else 0.0
+                if not (np.all(np.isfinite(got)) and err <= tol):
+                    out["wrong"].append({"isa": isa, "error": err, "tree": tree.dump()})
+                out["kernels"] += 1
+            out["schedules"] += 1
+    finally:
+        mem.close()
+    return out
+
+
+def worker(seed: int, first: int, schedules: int) -> None:
+    """Run cases first, first+1, ... forever, one JSON line before ("begin") and after each."""
+    index = first
+    inject = os.environ.get("LOOPTUNE_FUZZ_INJECT", "")  # "crash:N" / "hang:N": tests the watchdog
+    kind, _, at = inject.partition(":")
+    while True:
+        print(json.dumps({"begin": index}), flush=True)
+        if kind and at == str(index):
+            if kind == "crash":
+                os.abort()
+            time.sleep(3600)
+        res = run_case(seed, index, schedules)
+        print(json.dumps({"done": index, **res}), flush=True)
+        index += 1
+
+
+# ---------------------------------------------------------------- the watchdog
+
+
+@dataclass
+class Report:
+    seed: int
+    minutes_budget: float
+    schedules_per_case: int
+    isas: list[str]
+    cases: int = 0
+    schedules: int = 0
+    kernels: int = 0
+    refused_computations: int = 0
+    wrong: int = 0
+    exceptions: int = 0
+    crashes: int = 0
+    hangs: int = 0
+    seconds: float = 0.0
+    schedules_per_minute: float = 0.0
+    failures: list[dict] = field(default_factory=list)
+
+
+def _reader(stream: Any, q: queue.Queue) -> None:
+    for line in stream:
+        q.put(line)
+    q.put(None)
+
+
+def fuzz(minutes: float, seed: int, schedules: int = 20, hang_seconds: float = 60.0,
+         max_schedules: int | None = None, progress: bool = False) -> Report:
+    """Fuzz for ``minutes`` (or until ``max_schedules``); returns the report."""
+    report = Report(seed, minutes, schedules, isas())
+    t0 = time.monotonic()
+    deadline = t0 + 60.0 * minutes
+    index = 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    while time.monotonic() < deadline and (max_schedules is None or report.schedules < max_schedules):
+        cmd = [sys.executable, "-m", "looptune.fuzz", "--worker", "--seed", str(seed),
+               "--first", str(index), "--schedules", str(schedules)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        q: queue.Queue = queue.Queue()
+        threading.Thread(target=_reader, args=(proc.stdout, q), daemon=True).start()
+        current, last = index, time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= deadline or (max_schedules is not None and report.schedules >= max_schedules):
+                proc.kill()
+                proc.wait()
+                break
+            try:
+                line = q.get(timeout=max(0.05, min(hang_seconds - (now - last), deadline - now)))
+            except queue.Empty:
+                if time.monotonic() - last < hang_seconds:
+                    continue  # the deadline, not the watchdog: stop at the top of the loop
+                proc.kill()
+                proc.wait()
+                report.hangs += 1
+                report.failures.append({"kind": "hang", "case": current})
+                index = current + 1
+                break
+            last = time.monotonic()
+            if line is None:  # the worker died
+                code = proc.wait()
+                report.crashes += 1
+                report.failures.append({"kind": "crash", "case": current, "returncode": code})
+                index = current + 1
+                break
+            msg = json.loads(line)
+            if "begin" in msg:
+                current = msg["begin"]
+                continue
+            report.cases += 1
+            report.schedules += msg["schedules"]
+            report.kernels += msg["kernels"]
+            report.refused_computations += msg["refused"]
+            report.wrong += len(msg["wrong"])
+            report.exceptions += len(msg["exceptions"])
+            report.failures += [{"kind": "wrong", "case": msg["done"], **w} for w in msg["wrong"]]
+            report.failures += [
+                {"kind": "exception", "case": msg["done"], **w} for w in msg["exceptions"]
+            ]
+            index = msg["done"] + 1
+            if progress and report.cases % 200 == 0:
+                print(f"[fuzz] {report.schedules} schedules, {report.wrong} wrong, "
+                      f"{report.crashes} crashes, {report.hangs} hangs", file=sys.stderr)
+    report.seconds = round(time.monotonic() - t0, 1)
+    report.schedules_per_minute = round(report.schedules / max(report.seconds, 1e-9) * 60, 1)
+    report.failures = report.failures[:50]
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--schedules", type=int, default=20, help="random schedules per computation")
+    p.add_argument("--hang-seconds", type=float, default=60.0, help="watchdog timeout per case")
+    p.add_argument("--max-schedules", type=int, default=None)
+    p.add_argument("--json", default=None, help="write the report here (atomically)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if not (args.minutes > 0 and args.schedules >= 1 and args.hang_seconds > 0):
+        p.error("--minutes and --hang-seconds must be > 0 and --schedules >= 1")
+    if args.worker:
+        worker(args.seed, args.first, args.schedules)
+        return 0
+    report = fuzz(args.minutes, args.seed, args.schedules, args.hang_seconds,
+                  args.max_schedules, progress=True)
+    text = json.dumps(asdict(report), indent=1)
+    if args.json:
+        from looptune.fileio import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    print(text)
+    clean = report.wrong == report.exceptions == report.crashes == report.hangs == 0
+    return 0 if clean else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
