@@ -33,7 +33,9 @@ def test_guard_page_faults_on_an_overrun():
         "ctypes.c_float.from_address(p).value = 1.0\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.stdout.strip() == "ok" and res.returncode == -11  # SIGSEGV at the guard page
+    # SIGSEGV at the guard page (under scripts/asan_test.sh, ASan reports the SEGV and aborts)
+    assert res.stdout.strip() == "ok"
+    assert res.returncode == -11 or (res.returncode == -6 and "SEGV" in res.stderr)
 
 
 @pytest.mark.parametrize(("inject", "field"), [("crash:2", "crashes"), ("hang:2", "hangs")])

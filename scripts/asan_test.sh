@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Build the engine with AddressSanitizer + UndefinedBehaviorSanitizer (-DLOOPTUNE_SANITIZE=ON)
+# into build/asan, and run the correctness tests against it. The tree's own _core*.so is left
+# alone: the tests import a copy of the package (symlinks) whose _core is the sanitized one.
+# The Python interpreter is not instrumented, so libasan is preloaded; leak checking is off
+# (CPython keeps allocations alive at exit). Any ASan/UBSan report aborts the test run.
+#
+#   PY=/path/to/venv/python scripts/asan_test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+BUILD=${BUILD:-build/asan}
+start=$(date +%s)
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOPTUNE_SANITIZE=ON \
+  -DPython_EXECUTABLE="$(command -v "$PY")" -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >/dev/null
+cmake --build "$BUILD"
+PKG="$BUILD/pkg/looptune"
+rm -rf "$BUILD/pkg" && mkdir -p "$PKG"
+for f in python/looptune/*; do
+  case "$(basename "$f")" in _core*.so) ;; *) ln -s "$(pwd)/$f" "$PKG/" ;; esac
+done
+cp "$BUILD"/_core*.so "$PKG/"
+LIBASAN=$(${CXX:-c++} -print-file-name=libasan.so)
+LIBUBSAN=$(${CXX:-c++} -print-file-name=libubsan.so)
+echo "asan_test: built in $(( $(date +%s) - start )) s; preloading $LIBASAN"
+tests=(tests/test_kernel_api.py tests/test_loop_tree.py tests/test_mutations.py tests/test_codegen.py
+       tests/test_relayout.py tests/test_computation.py
+       tests/test_bad_inputs.py tests/test_fuzz.py)
+for t in tests/test_kernel*.py tests/test_correctness*.py tests/test_computation*.py; do
+  [ -e "$t" ] && [[ " ${tests[*]} " != *" $t "* ]] && tests+=("$t")
+done
+LD_PRELOAD="$LIBASAN $LIBUBSAN" \
+ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
+UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+PYTHONPATH="$BUILD/pkg" "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" "$@"
+echo "asan_test: total $(( $(date +%s) - start )) s"
