@@ -1,7 +1,7 @@
 """Behaviour cloning: pretrain a policy on action sequences found by a measured beam search.
 
-    python agents/imitation.py --benchmarks 400 --save runs/bc/policy.zip
-    python agents/train.py --init runs/bc/policy.zip ...      # then fine-tune with RL
+    python agents/imitation.py --benchmarks 400 --save runs/bc/policy
+    python -m looptune.train --init runs/bc/policy.safetensors ...      # then fine-tune with RL
 
 The expert searches schedules in "macro steps" (move the cursor, then apply one
 schedule-changing action) with a beam of measured states, counting every raw env action
