@@ -51,6 +51,7 @@ def craft(tmp: Path, name: str = "evil.zip") -> tuple[Path, Path]:
     return path, marker
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch notes the pickle protocol
 def test_the_payload_is_live_when_pickles_are_trusted(tmp_path):
     path, marker = craft(tmp_path)
     with pytest.raises(Exception), pytest.warns(RuntimeWarning, match="runs any code"):  # noqa: B017
@@ -151,3 +152,27 @@ def test_shipped_policy_is_tensors_only():
         path = default_policy_path(isa)
         assert path.suffix == ".safetensors" and not path.with_suffix(".zip").exists()
         assert load_policy(path).model.policy.action_space.n == 7
+
+
+def test_looptune_train_never_runs_a_script_from_the_cwd(tmp_path, monkeypatch, capsys):
+    (tmp_path / "agents").mkdir()
+    marker = tmp_path / "RAN"
+    (tmp_path / "agents" / "train.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--help"]) == 0
+    assert "--algo" in capsys.readouterr().out and not marker.exists()
+
+
+def test_debug_dump_never_runs_objdump_from_path(tmp_path):
+    import os
+    import subprocess
+
+    marker = tmp_path / "RAN"
+    fake = tmp_path / "objdump"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "LOOPTUNE_DEBUG": "1", "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    code = "import looptune; looptune.matmul(8, 8, 8).default_schedule().compile()"
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert res.returncode == 0 and "absolute path" in res.stderr
+    assert not marker.exists()
