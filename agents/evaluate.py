@@ -1,6 +1,6 @@
 """Evaluate a saved policy on a dataset split: base vs agent GFLOP/s per benchmark.
 
-    python agents/evaluate.py --policy python/looptune/data/policy_avx512.safetensors --split test \\
+    python agents/evaluate.py --policy python/looptune/data/policy_avx2.safetensors --split test \\
         --json benchmarks/results/agent_eval.json
 
 Prints a table (per benchmark: base and agent GFLOP/s, speedup, tuning seconds) and the

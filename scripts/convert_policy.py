@@ -25,7 +25,7 @@ def convert(src: Path) -> Path:
     meta.setdefault("algo", old.algo)
     meta["converted_from"] = {
         "file": src.name,
-        "how": "scripts/convert_policy.py: SB3 load (trusted) -> policy.state_dict() -> safetensors",
+        "how": "scripts/convert_policy.py: SB3 load (trusted), policy.state_dict() -> safetensors",
     }
     dst = save_policy(old.model, src.with_suffix(".safetensors"), meta)
     new = load_policy(dst)

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tune(sub)
     _add_show(sub)
     _add_eval(sub)
-    train = sub.add_parser("train", help="train an agent (arguments go to python -m looptune.train)")
+    train = sub.add_parser("train", help="train an agent (arguments go to looptune.train)")
     train.add_argument("args", nargs=argparse.REMAINDER)
     train.set_defaults(func="train")
     return parser

@@ -241,7 +241,11 @@ def fuzz(minutes: float, seed: int, schedules: int = 20, hang_seconds: float = 6
     deadline = t0 + 60.0 * minutes
     index = 0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    while time.monotonic() < deadline and (max_schedules is None or report.schedules < max_schedules):
+
+    def more() -> bool:
+        return max_schedules is None or report.schedules < max_schedules
+
+    while time.monotonic() < deadline and more():
         cmd = [sys.executable, "-m", "looptune.fuzz", "--worker", "--seed", str(seed),
                "--first", str(index), "--schedules", str(schedules)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
@@ -250,7 +254,7 @@ def fuzz(minutes: float, seed: int, schedules: int = 20, hang_seconds: float = 6
         current, last = index, time.monotonic()
         while True:
             now = time.monotonic()
-            if now >= deadline or (max_schedules is not None and report.schedules >= max_schedules):
+            if now >= deadline or not more():
                 proc.kill()
                 proc.wait()
                 break

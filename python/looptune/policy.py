@@ -113,7 +113,8 @@ def check_env_id(meta: dict, where: object = "the policy metadata") -> str:
     spec = gym.registry.get(env_id)
     entry = getattr(spec, "entry_point", None)
     if spec is None or not (isinstance(entry, str) and entry.startswith("looptune.")):
-        ids = sorted(k for k, v in gym.registry.items() if str(v.entry_point).startswith("looptune."))
+        ours = (k for k, v in gym.registry.items() if str(v.entry_point).startswith("looptune."))
+        ids = sorted(ours)
         raise PolicyFormatError(f"{where}: env_id {env_id!r} is not one of {ids}")
     kwargs = meta.get("env_kwargs", {})
     if not isinstance(kwargs, dict):

@@ -48,7 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--logdir", default="runs")
-    p.add_argument("--save", default=None, help="final policy path, saved as .safetensors + .json (default LOGDIR/RUN/policy)")
+    p.add_argument(
+        "--save",
+        default=None,
+        help="final policy path, saved as .safetensors + .json (default LOGDIR/RUN/policy)",
+    )
     p.add_argument("--init", default=None, help="start from this saved .safetensors policy")
     p.add_argument("--eval-freq", type=int, default=20_000, help="timesteps between evaluations")
     p.add_argument("--eval-benchmarks", type=int, default=12)
