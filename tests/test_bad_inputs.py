@@ -273,3 +273,9 @@ def test_concurrent_reader_never_sees_a_partial_schedule(tmp_path):
 def test_gym_make_with_bad_actions_fails_at_construction():
     with pytest.raises(ValueError, match="split_<N>"):
         gym.make("LoopTune-v0", actions=["split_0"], peak_gflops=100.0)
+
+
+def test_cli_refuses_an_oversized_matmul_before_tuning(capsys):
+    assert cli.main(["tune", "matmul", "32768", "32768", "32767", "--search", "random"]) == 2
+    err = capsys.readouterr().err
+    assert "GiB of buffers" in err and "tuning" not in err

@@ -49,6 +49,7 @@ def resolve_search(name: str | None) -> tuple[str, search.SearchFn]:
 
 def tune(args: argparse.Namespace) -> int:
     comp = build_computation(args)
+    comp.default_schedule().compile()  # oversized buffers fail here, before any search starts
     policy = agent_policy(args)
     name, fn = resolve_search("agent" if policy is not None else args.search)
     base = comp.default_schedule()
