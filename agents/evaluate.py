@@ -55,7 +55,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
     from looptune.measure import Measurer
-    from looptune.policy import load_policy, tune
+    from looptune.policy import load_policy
+    from looptune.search.agent import tune
 
     policy = load_policy(args.policy)
     dataset = args.dataset or policy.env_kwargs.get("dataset", "mm64_256_16")

@@ -31,6 +31,9 @@ CURSOR = ("up", "down")
 
 def expert_path(tree, actions, max_steps: int, max_loops: int, measurer, width: int = 4):
     """Best (gflops, [action names]) reachable within ``max_steps`` raw actions (beam search)."""
+    from looptune.space import ScheduleSpace, at_cursor
+
+    space = ScheduleSpace(actions, max_loops)
     mutations = [a for a in actions if a not in CURSOR]
     g0 = measurer.gflops(tree)
     best, beam, seen = (g0, []), [(g0, tree, [])], {tree.hash()}
@@ -41,12 +44,9 @@ def expert_path(tree, actions, max_steps: int, max_loops: int, measurer, width: 
                 moves = ["down" if pos > t.cursor else "up"] * abs(pos - t.cursor)
                 if len(path) + len(moves) + 1 > max_steps:
                     continue
-                tc = _at_cursor(t, pos)
-                for a in mutations:
-                    if a.startswith("split_") and tc.depth >= max_loops:
-                        continue
-                    nt = tc.try_apply(a)
-                    if nt is None or nt.hash() in seen:
+                tc = at_cursor(t, pos)
+                for a, nt in space.successors(tc, mutations):
+                    if nt.hash() in seen:
                         continue
                     seen.add(nt.hash())
                     cands.append((measurer.gflops(nt), nt, path + moves + [a]))
@@ -85,10 +85,11 @@ def template_paths(tree, actions, max_steps: int) -> list[list[str]]:
     return [p for p in paths if len(p) <= max_steps and all(a in actions for a in p)]
 
 
-def replay(tree, path: list[str]):
-    """The tree after ``path``, or None if an action is illegal on the way."""
+def replay(tree, path: list[str], space=None):
+    """The tree after ``path``, or None if an action is illegal on the way (in ``space``, whose
+    depth cap applies, when given)."""
     for a in path:
-        tree = tree.try_apply(a)
+        tree = tree.try_apply(a) if space is None else space.try_apply(tree, a)
         if tree is None:
             return None
     return tree
@@ -99,10 +100,13 @@ def expert(
 ):
     """The best of the tiling templates and the beam; a later candidate must win by ``margin``
     (measurement noise must not make the demonstrations inconsistent)."""
+    from looptune.space import ScheduleSpace
+
+    space = ScheduleSpace(actions, max_loops)
     best_g, best_p = measurer.gflops(tree), []
     for path in template_paths(tree, actions, max_steps):
-        end = replay(tree, path)
-        if end is not None and end.depth <= max_loops:
+        end = replay(tree, path, space)
+        if end is not None:
             g = measurer.gflops(end)
             if g > best_g * (1 + margin):
                 best_g, best_p = g, path
@@ -113,44 +117,27 @@ def expert(
     return best_g, best_p
 
 
-def _at_cursor(tree, pos: int):
-    while tree.cursor < pos:
-        tree = tree.down()
-    while tree.cursor > pos:
-        tree = tree.up()
-    return tree
-
-
 def demos_for(job: tuple) -> dict:
     """Expert demonstration of one benchmark: observations, masks, actions, value targets."""
     name, spec, width = job
     from looptune import datasets
     from looptune.measure import Measurer, peak_gflops
-    from looptune.policy import LoadedPolicy, legal_actions, observe
+    from looptune.space import ScheduleSpace
 
-    pol = LoadedPolicy(
-        None,
-        "",
-        "",
-        {},
-        tuple(spec["actions"]),
-        spec["episode_steps"],
-        spec["max_loops"],
-        spec["observation"],
-        {},
-        Path(),
-    )
+    space = ScheduleSpace(spec["actions"], spec["max_loops"], spec["observation"])
     measurer = Measurer(min_time=spec.get("measure_min_time", 0.001))
     tree = datasets.find(name).default_schedule()
-    best, path = expert(tree, pol.actions, pol.episode_steps, pol.max_loops, measurer, width)
+    best, path = expert(
+        tree, space.actions, spec["episode_steps"], space.max_loops, measurer, width
+    )
     obs, masks, acts, values = [], [], [], []
     peak = peak_gflops(measurer.isa)
     for a in path:
-        obs.append(observe(pol, tree))
-        masks.append(legal_actions(pol, tree))
-        acts.append(pol.actions.index(a))
+        obs.append(space.observe(tree))
+        masks.append(space.mask(tree))
+        acts.append(space.index(a))
         values.append((best - measurer.gflops(tree)) / peak)
-        tree = tree.apply(a)
+        tree = space.apply(tree, a)
     return {
         "benchmark": name,
         "obs": obs,

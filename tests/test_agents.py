@@ -17,7 +17,8 @@ import evaluate
 import imitation
 import train
 
-from looptune.policy import load_policy, tune
+from looptune.policy import load_policy
+from looptune.search.agent import tune
 
 
 def _train(tmp_path: Path, algo: str, timesteps: int = 256) -> Path:

@@ -10,7 +10,8 @@ pytest.importorskip("sb3_contrib")
 import looptune
 from looptune.actions import PAPER_ACTIONS, RICH_ACTIONS
 from looptune.measure import Measurer
-from looptune.policy import default_policy_path, load_policy, rollout, tune
+from looptune.policy import default_policy_path, load_policy
+from looptune.search.agent import rollout, tune
 
 
 def test_load_policy_missing_file(tmp_path):

@@ -1,6 +1,8 @@
 // The `looptune._core` extension module: registration and exception translation.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include "looptune/cpu.h"
 #include "looptune/errors.h"
 #include "looptune/mutations.h"
 #include "looptune/safety.h"
@@ -53,6 +55,25 @@ PYBIND11_MODULE(_core, m) {
   });
   m.attr("MAX_LOOPS") = looptune::kMaxLoops;
   m.attr("MAX_UNROLL") = looptune::kMaxUnroll;
+  m.attr("DEFAULT_MAX_LOOPS") = looptune::kDefaultMaxLoops;
+  m.def("check_action", &looptune::check_action_name, py::arg("action"),
+        "Raise ValueError unless `action` is a well-formed action name.");
+  m.def(
+      "isa_facts",
+      [](std::optional<std::string> isa) {
+        const looptune::IsaFacts f = looptune::isa_facts(lb::resolve_isa(isa));
+        py::dict d;
+        d["isa"] = looptune::isa_name(lb::resolve_isa(isa));
+        d["lanes"] = f.lanes;
+        d["vector_registers"] = f.vector_registers;
+        d["peak_fma_chains"] = f.peak_fma_chains;
+        d["l1d_bytes"] = f.l1d_bytes;
+        d["l2_bytes"] = f.l2_bytes;
+        d["l3_bytes"] = f.l3_bytes;
+        return d;
+      },
+      py::arg("isa") = py::none(),
+      "Vector lanes, register count, peak-loop FMA chains and CPUID cache sizes of an ISA.");
   m.attr("MAX_EXTENT") = looptune::kMaxExtent;
   m.attr("MAX_VARS") = looptune::kMaxVars;
   lb::register_computation(m);

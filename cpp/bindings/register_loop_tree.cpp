@@ -62,10 +62,27 @@ void register_mutations(py::class_<LoopTree>& c) {
       .def("toggle_unroll", &toggle_unroll)
       .def("toggle_vectorize", &toggle_vectorize)
       .def("apply", &apply, py::arg("action"), "Apply a named action (see looptune.actions).")
-      .def("try_apply", &try_apply, py::arg("action"), "Like apply, but None when illegal.")
+      .def("try_apply",
+           py::overload_cast<const LoopTree&, const std::string&>(&try_apply),
+           py::arg("action"), "Like apply, but None when illegal.")
       .def("is_legal", &is_legal, py::arg("action"))
       .def("legal_mask", &mask_array, py::arg("actions"),
-           "Boolean numpy array: which of `actions` are legal here.");
+           "Boolean numpy array: which of `actions` are legal here.")
+      .def(
+          "legality",
+          [](const LoopTree& t, const std::vector<std::string>& actions, int max_loops) {
+            Legality l = legality(t, actions, max_loops);
+            py::array_t<bool> mask(static_cast<py::ssize_t>(l.mask.size()));
+            bool* p = mask.mutable_data();
+            for (size_t i = 0; i < l.mask.size(); ++i) p[i] = l.mask[i];
+            return py::make_tuple(mask, l.reasons);
+          },
+          py::arg("actions"), py::arg("max_loops") = kDefaultMaxLoops,
+          "(mask, reasons) for the whole action list under a depth cap, in one call.")
+      .def("try_apply_capped",
+           py::overload_cast<const LoopTree&, const std::string&, int>(&try_apply),
+           py::arg("action"), py::arg("max_loops") = kDefaultMaxLoops,
+           "try_apply with splits beyond max_loops loops illegal.");
 }
 
 }  // namespace

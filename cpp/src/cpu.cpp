@@ -3,6 +3,7 @@
 
 #include <xbyak/xbyak_util.h>
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -34,6 +35,43 @@ bool isa_supported(Isa isa) {
 std::string isa_name(Isa isa) { return isa == Isa::AVX512 ? "avx512" : "avx2"; }
 
 int isa_lanes(Isa isa) { return isa == Isa::AVX512 ? 16 : 8; }
+
+namespace {
+
+// Data/unified cache sizes per level (1..3) from CPUID leaf 4 (Intel) or 0x8000001D (AMD):
+// both use the same layout (type in EAX[4:0], level in EAX[7:5], ways/partitions/line/sets).
+std::array<int64_t, 4> cache_sizes() {
+  std::array<int64_t, 4> out{};
+  using C = Xbyak::util::Cpu;
+  uint32_t leaf = 0;
+  if (cpu().has(C::tINTEL)) {
+    leaf = 4;
+  } else {
+    uint32_t ext[4];
+    C::getCpuid(0x80000000u, ext);
+    if (ext[0] >= 0x8000001Du) leaf = 0x8000001Du;
+  }
+  if (leaf == 0) return out;
+  for (uint32_t i = 0; i < 16; ++i) {
+    uint32_t r[4];
+    C::getCpuidEx(leaf, i, r);
+    const uint32_t type = r[0] & 0x1f, level = (r[0] >> 5) & 0x7;
+    if (type == 0) break;
+    if ((type != 1 && type != 3) || level < 1 || level > 3) continue;  // skip instruction caches
+    const int64_t ways = ((r[1] >> 22) & 0x3ff) + 1, parts = ((r[1] >> 12) & 0x3ff) + 1;
+    const int64_t line = (r[1] & 0xfff) + 1, sets = int64_t(r[2]) + 1;
+    out[level] = ways * parts * line * sets;
+  }
+  return out;
+}
+
+}  // namespace
+
+IsaFacts isa_facts(Isa isa) {
+  static const std::array<int64_t, 4> caches = cache_sizes();
+  const bool wide = isa == Isa::AVX512;
+  return IsaFacts{isa_lanes(isa), wide ? 32 : 16, wide ? 24 : 12, caches[1], caches[2], caches[3]};
+}
 
 Isa parse_isa(const std::string& name) {
   if (name == "avx512") return Isa::AVX512;

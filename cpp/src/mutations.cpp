@@ -47,7 +47,7 @@ std::string var_at(const LoopTree& t, int i) {
 }
 
 // True when `a` is legal in `t`; otherwise false and, if `why` is given, the reason.
-bool check(const LoopTree& t, const Action& a, std::string* why) {
+bool check(const LoopTree& t, const Action& a, std::string* why, int cap = kMaxLoops) {
   const int c = t.cursor(), d = t.depth();
   auto fail = [&](auto&& make) {
     if (why) *why = a.name + ": " + make();
@@ -69,8 +69,9 @@ bool check(const LoopTree& t, const Action& a, std::string* why) {
                                  " both iterate " + var_at(t, c); });
       return true;
     case Op::Split: {
-      if (d >= kMaxLoops)
-        return fail([] { return "the tree already has " + std::to_string(kMaxLoops) + " loops"; });
+      if (d >= cap)
+        return fail([&] { return "the tree already has " + std::to_string(d) +
+                                 " loops (the depth cap is " + std::to_string(cap) + ")"; });
       if (a.factor < 2)
         return fail([] { return std::string("a split factor must be at least 2"); });
       const int64_t size = t.size(c);
@@ -186,5 +187,37 @@ std::vector<bool> legal_mask(const LoopTree& t, const std::vector<std::string>& 
   for (const std::string& name : actions) mask.push_back(check(t, parse_action(name), nullptr));
   return mask;
 }
+
+namespace {
+
+int checked_cap(int max_loops) {
+  if (max_loops < 1 || max_loops > kMaxLoops)
+    throw std::invalid_argument("max_loops must be in [1, " + std::to_string(kMaxLoops) +
+                                "], got " + std::to_string(max_loops));
+  return max_loops;
+}
+
+}  // namespace
+
+Legality legality(const LoopTree& t, const std::vector<std::string>& actions, int max_loops) {
+  const int cap = checked_cap(max_loops);
+  Legality out;
+  out.mask.reserve(actions.size());
+  out.reasons.reserve(actions.size());
+  for (const std::string& name : actions) {
+    std::string why;
+    out.mask.push_back(check(t, parse_action(name), &why, cap));
+    out.reasons.push_back(out.mask.back() ? std::string() : why);
+  }
+  return out;
+}
+
+std::optional<LoopTree> try_apply(const LoopTree& t, const std::string& action, int max_loops) {
+  Action a = parse_action(action);
+  if (!check(t, a, nullptr, checked_cap(max_loops))) return std::nullopt;
+  return perform(t, a);
+}
+
+void check_action_name(const std::string& action) { parse_action(action); }
 
 }  // namespace looptune

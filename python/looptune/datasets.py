@@ -51,9 +51,19 @@ class Benchmark:
     kind: str
     args: tuple[int, ...]
     source: str = ""
+    header: str = ""  # kind "custom": the computation's header text (``Computation.header()``)
+
+    @classmethod
+    def from_computation(cls, comp: _core.Computation, source: str = "") -> Benchmark:
+        """A benchmark of any computation (an einsum contraction included)."""
+        if not isinstance(comp, _core.Computation):
+            raise TypeError(f"expected a looptune Computation, got {type(comp).__name__}")
+        return cls(comp.name, "custom", (), source, comp.header())
 
     def computation(self) -> _core.Computation:
         """The engine computation (built once per process and shared)."""
+        if self.kind == "custom":
+            return _parsed(self.header)
         return _computation(self.kind, self.args)
 
     def default_schedule(self) -> _core.LoopTree:
@@ -63,6 +73,11 @@ class Benchmark:
 @cache
 def _computation(kind: str, args: tuple[int, ...]) -> _core.Computation:
     return getattr(_core, kind)(*args)
+
+
+@cache
+def _parsed(header: str) -> _core.Computation:
+    return _core.parse_computation(header)
 
 
 def _benchmark(kind: str, args: tuple[int, ...], source: str = "") -> Benchmark:
@@ -115,6 +130,26 @@ _DATASETS = {
     "conv2d_resnet": (_conv2d_resnet, 0.25),
     "bmm_attention": (_bmm_attention, 0.25),
 }
+
+
+def register(
+    name: str,
+    benchmarks: list[_core.Computation | Benchmark],
+    test_fraction: float = 0.1,
+) -> None:
+    """Register a dataset of computations (any kind, einsums included) for ``get`` and the envs,
+    e.g. ``gym.make("LoopTune-v0", dataset=name)``. Re-registering a name replaces it."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a dataset name must be a non-empty string, got {name!r}")
+    items = tuple(
+        b if isinstance(b, Benchmark) else Benchmark.from_computation(b) for b in benchmarks
+    )
+    if not items:
+        raise ValueError("a dataset needs at least one benchmark")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    _DATASETS[name] = (lambda: list(items), test_fraction)
+    _splits.cache_clear()
 
 
 def names() -> list[str]:

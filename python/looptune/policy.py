@@ -1,34 +1,22 @@
-"""Tune a loop tree with a trained RL policy (the shipped one by default).
+"""Trained RL policies: loading, saving and wrapping SB3 models.
 
-The policy acts on observations only: it is rolled greedily (argmax over the legal actions)
-for the episode length from the given schedule, and afterwards only the distinct schedules it
-visited are measured; the best one is returned. Cursor moves do not change a schedule, so they
-cost no measurement.
-
-    >>> import looptune
-    >>> from looptune.policy import tune
-    >>> result = tune(looptune.matmul(128, 256, 64).default_schedule())  # doctest: +SKIP
-    >>> result.gflops, result.tree.dump()  # doctest: +SKIP
+The search that uses a policy lives in :mod:`looptune.search.agent` (``search.get("agent")``);
+this module knows nothing of searches (the dependency points search -> policy).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from looptune import _core
-from looptune import graph as lgraph
 from looptune import policy_io
-from looptune.measure import Measurer
 from looptune.policy_io import PolicyFormatError, UntrustedPolicyError
-from looptune.search.base import SearchResult, Tracker, run_search
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 ISAS = ("avx512", "avx2")
@@ -191,15 +179,20 @@ def save_policy(model: Any, path: str | Path, meta: dict) -> Path:
 
 
 def env_spec(env_id: str, env_kwargs: dict) -> dict:
-    """What a policy needs to know about its training env: actions, episode length, etc."""
+    """What a policy needs to know about its training env: actions, episode length, etc.
+
+    The episode length is the registration's ``max_episode_steps`` (Gymnasium's TimeLimit),
+    or a legacy ``max_steps`` env kwarg when one is given."""
     import gymnasium as gym
 
     import looptune  # noqa: F401  (registers the ids)
 
-    env = gym.make(env_id, **env_kwargs).unwrapped
+    wrapped = gym.make(env_id, **env_kwargs)
+    env = wrapped.unwrapped
+    steps = env_kwargs.get("max_steps") or (wrapped.spec and wrapped.spec.max_episode_steps)
     return {
         "actions": list(env.actions),
-        "episode_steps": int(env.max_steps),
+        "episode_steps": int(steps or 10),
         "max_loops": int(env.max_loops),
         "observation": env.observation,
     }
@@ -213,7 +206,7 @@ def wrap_model(
     path: str | Path = "<memory>",
     meta: dict | None = None,
 ) -> LoadedPolicy:
-    """Wrap an SB3 model (e.g. one being trained) so ``rollout`` and ``tune`` can use it.
+    """Wrap an SB3 model (e.g. one being trained) for ``looptune.search.agent``.
 
     ``meta`` may carry the env facts (see ``env_spec``); otherwise the env is built once.
     """
@@ -234,142 +227,15 @@ def wrap_model(
     )
 
 
-def legal_actions(policy: LoadedPolicy, tree: _core.LoopTree) -> np.ndarray:
-    """The env's action mask for ``tree``: legal in the engine, no split beyond max_loops."""
-    mask = np.asarray(tree.legal_mask(list(policy.actions)), dtype=bool)
-    if tree.depth >= policy.max_loops:
-        mask &= ~np.array([a.startswith("split_") for a in policy.actions])
-    return mask
-
-
-def observe(policy: LoadedPolicy, tree: _core.LoopTree) -> Any:
-    """The observation the policy's training env produces for ``tree`` (no measurement)."""
-    obs = lgraph.observation(tree, policy.max_loops)
-    if policy.observation == "box":
-        return obs
-    feats = obs.reshape(policy.max_loops, -1)
-    return {
-        "loops": feats[:, : lgraph.LOOP_FEATURES].reshape(-1),
-        "tensors": feats[:, lgraph.LOOP_FEATURES :].reshape(-1),
-        "action_mask": legal_actions(policy, tree).astype(np.float32),
-    }
-
-
-def action_scores(model: Any, obs: Any) -> np.ndarray:
-    """Per-action preference of ``model`` for one observation: log-probabilities or Q-values."""
-    import torch
-
-    obs_t, _ = model.policy.obs_to_tensor(obs)
-    with torch.no_grad():
-        if hasattr(model, "q_net"):
-            return model.q_net(obs_t)[0].cpu().numpy()
-        dist = model.policy.get_distribution(obs_t).distribution
-        return dist.logits[0].cpu().numpy()
-
-
-def rollout(
-    policy: LoadedPolicy,
-    tree: _core.LoopTree,
-    steps: int | None = None,
-    deterministic: bool = True,
-    rng: np.random.Generator | None = None,
-) -> list[_core.LoopTree]:
-    """Roll the policy for ``steps`` actions from ``tree``; return every state visited.
-
-    Illegal actions are masked out. With ``deterministic=False`` actions are sampled from the
-    policy's (masked) distribution using ``rng``.
-    """
-    steps = policy.episode_steps if steps is None else steps
-    rng = rng if rng is not None else np.random.default_rng(0)
-    states = [tree]
-    for _ in range(steps):
-        mask = legal_actions(policy, tree)
-        if not mask.any():
-            break
-        scores = action_scores(policy.model, observe(policy, tree))
-        scores = np.where(mask, scores, -np.inf)
-        if deterministic:
-            a = int(np.argmax(scores))
-        else:
-            p = np.exp(scores - scores.max())
-            a = int(rng.choice(len(p), p=p / p.sum()))
-        tree = tree.apply(policy.actions[a])
-        states.append(tree)
-    return states
-
-
-def tune(
-    tree: _core.LoopTree,
-    measurer: Measurer | None = None,
-    steps: int | None = None,
-    rollouts: int = 1,
-    deterministic: bool = True,
-    policy: LoadedPolicy | str | None = None,
-    seed: int = 0,
-    time_budget: float | None = None,
-    measure_budget: int | None = None,
-    actions: Sequence[str] | None = None,
-    **_: Any,
-) -> SearchResult:
-    """Tune ``tree`` with a trained policy; return a ``looptune.search.base.SearchResult``.
-
-    Args:
-        tree: the schedule to start from (usually ``computation.default_schedule()``).
-        measurer: measures (and caches) GFLOP/s; default a fresh ``Measurer()``.
-        steps: actions per rollout; default the policy's training episode length.
-        rollouts: 1 = the greedy rollout only; more adds sampled rollouts (more measurements).
-        deterministic: greedy (argmax) actions in the first rollout.
-        policy: a ``LoadedPolicy`` or a path; default the policy shipped for the measurer's
-            ISA. A policy trained for another ISA still runs, with a ``RuntimeWarning``.
-        seed: seeds the sampled rollouts.
-        time_budget, measure_budget: optional caps, as for the searches.
-        actions: for a uniform search interface; the policy acts with the action set it was
-            trained on, and any other set raises ``ValueError``.
-    """
-    if not isinstance(tree, _core.LoopTree):
-        raise TypeError(f"expected a looptune LoopTree, got {type(tree).__name__}")
-    if rollouts < 1:
-        raise ValueError(f"rollouts must be >= 1, got {rollouts}")
-    if steps is not None and steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    measurer = measurer if measurer is not None else Measurer()
-    if not isinstance(policy, LoadedPolicy):
-        policy = load_policy(policy, isa=measurer.isa if policy is None else None)
-    if policy.isa is not None and policy.isa != measurer.isa:
-        warnings.warn(
-            f"the policy {policy.path.name} was trained on {policy.isa} kernels but tunes "
-            f"{measurer.isa} ones; its tilings may not fit the register file",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    if actions is not None and tuple(actions) != tuple(policy.actions):
-        raise ValueError(
-            f"the policy was trained with the actions {list(policy.actions)} and cannot use "
-            f"{list(actions)}; use its action set or another search"
-        )
-
-    def body(tracker: Tracker) -> None:
-        rng = np.random.default_rng(seed)
-        visited: dict[int, _core.LoopTree] = {}
-        for r in range(rollouts):
-            for state in rollout(policy, tree, steps, deterministic and r == 0, rng)[1:]:
-                visited.setdefault(state.hash(), state)
-        for state in visited.values():
-            tracker.evaluate(state)
-
-    return run_search("agent", tree, measurer, time_budget, measure_budget, body)
-
-
 __all__ = [
     "LoadedPolicy",
     "PolicyFormatError",
     "UntrustedPolicyError",
-    "action_scores",
+    "algo_class",
     "default_policy_path",
+    "env_spec",
     "load_policy",
-    "observe",
-    "rollout",
+    "meta_path",
     "save_policy",
-    "tune",
     "wrap_model",
 ]

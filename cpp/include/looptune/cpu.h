@@ -1,6 +1,7 @@
 // Which vector ISA the JIT targets on this CPU.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace looptune {
@@ -15,5 +16,16 @@ std::string isa_name(Isa isa);
 Isa parse_isa(const std::string& name);  // "avx512" | "avx2"; throws std::invalid_argument
 int isa_lanes(Isa isa);                  // float32 lanes per vector register
 std::string cpu_name();                  // brand string, for cache keys and reports
+
+// The one home of ISA and cache facts (Python reads them through looptune._core.isa_facts).
+struct IsaFacts {
+  int lanes;             // float32 lanes per vector register
+  int vector_registers;  // architectural vector registers (zmm0-31 / ymm0-15)
+  int peak_fma_chains;   // independent FMA chains of the peak loop (measure_peak_gflops)
+  int64_t l1d_bytes;     // data cache sizes read from CPUID (0 when the CPU does not say)
+  int64_t l2_bytes;
+  int64_t l3_bytes;
+};
+IsaFacts isa_facts(Isa isa);
 
 }  // namespace looptune

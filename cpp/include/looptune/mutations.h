@@ -12,6 +12,21 @@
 namespace looptune {
 
 constexpr int64_t kMaxUnroll = 64;  // turning unroll on needs size(cursor) <= this
+// The depth cap of the environments, searches and agents (the LoopTune paper's 10 loops):
+// a split that would make a tree deeper than the cap is illegal. At most kMaxLoops.
+constexpr int kDefaultMaxLoops = 10;
+
+// Legality of a whole action list under a depth cap, in one call: mask[i] is true when
+// actions[i] is legal, else reasons[i] says why ("" for legal ones).
+struct Legality {
+  std::vector<bool> mask;
+  std::vector<std::string> reasons;
+};
+Legality legality(const LoopTree& t, const std::vector<std::string>& actions, int max_loops);
+// Like try_apply, with splits beyond `max_loops` loops illegal.
+std::optional<LoopTree> try_apply(const LoopTree& t, const std::string& action, int max_loops);
+// Throws std::invalid_argument unless `action` is a well-formed action name.
+void check_action_name(const std::string& action);
 
 LoopTree cursor_up(const LoopTree& t);
 LoopTree cursor_down(const LoopTree& t);

@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 
 ENTRY_POINT = "looptune.envs.looptune_env:LoopTuneEnv"
 
 # id -> kwargs; one env class, variants only by kwargs.
+EPISODE_STEPS = 10  # the registration's max_episode_steps (Gymnasium's TimeLimit), as in the paper
+
 ENV_VARIANTS: dict[str, dict] = {
     "LoopTune-v0": {},
     "LoopTuneDict-v0": {"observation": "dict"},
@@ -25,8 +28,18 @@ def register_envs() -> None:
         if env_id in gym.registry:
             continue
         gym.register(
-            id=env_id, entry_point=ENTRY_POINT, kwargs=dict(kwargs), disable_env_checker=False
+            id=env_id,
+            entry_point=ENTRY_POINT,
+            kwargs=dict(kwargs),
+            max_episode_steps=EPISODE_STEPS,
+            nondeterministic=True,  # rewards are wall-clock measurements
+            disable_env_checker=False,
         )
 
 
-__all__ = ["ENV_VARIANTS", "register_envs"]
+def action_masks(env: gym.Env) -> np.ndarray:
+    """The legal-action mask of a LoopTune env, through any wrappers (as MaskablePPO reads it)."""
+    return env.get_wrapper_attr("action_masks")()
+
+
+__all__ = ["ENV_VARIANTS", "EPISODE_STEPS", "action_masks", "register_envs"]

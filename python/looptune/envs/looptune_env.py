@@ -2,34 +2,78 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import networkx as nx
 import numpy as np
-from gymnasium import spaces
 
 from looptune import _core, datasets
-from looptune import graph as lgraph
-from looptune.actions import action_set
-from looptune.validate import action_index, check_action_names, finite_positive
-from looptune.errors import IllegalActionError, UnknownBenchmarkError
-from looptune.measure import Measurer
+from looptune.errors import UnknownBenchmarkError
+from looptune.measure import Measurer, Outcome
 from looptune.measure import peak_gflops as measured_peak
+from looptune.space import MAX_LOOPS, ScheduleSpace
+from looptune.validate import action_index, finite_positive
 
-_FEATURE_CACHE_SIZE = 8192
+FAILURE_REWARD = 0.0  # reward of an action whose schedule fails to measure (state unchanged)
+
+
+@dataclass(frozen=True)
+class EnvState:
+    """A serializable episode (CompilerGym's ``env.state``): the benchmark's computation header,
+    the actions taken from its base schedule, the return and the final GFLOP/s. Replays with
+    ``env.replay(state)``; checked with ``env.validate(state)``."""
+
+    benchmark: str  # Computation.header() of the benchmark
+    actions: tuple[str, ...] = ()
+    reward: float = 0.0  # sum of the rewards of the episode
+    gflops: float = 0.0  # measured GFLOP/s of the final schedule
+    name: str = ""  # the benchmark's name (informative)
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "actions": list(self.actions)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EnvState:
+        d = json.loads(text)
+        if not isinstance(d, dict) or not isinstance(d.get("benchmark"), str):
+            raise ValueError("not a LoopTune env state")
+        return cls(
+            d["benchmark"],
+            tuple(d.get("actions", ())),
+            float(d.get("reward", 0.0)),
+            float(d.get("gflops", 0.0)),
+            str(d.get("name", "")),
+        )
+
+
+@dataclass
+class ValidationResult:
+    """What ``env.validate()`` found: ``ok`` when the replay reaches the same schedule, its
+    kernel matches numpy, and the re-measured GFLOP/s is within ``rel_tolerance``."""
+
+    ok: bool
+    errors: list[str] = field(default_factory=list)
+    replay_gflops: float = math.nan
+    max_abs_error: float = math.nan
 
 
 class LoopTuneEnv(gym.Env):
     """Tune the loop nest of a tensor computation, one schedule mutation per step.
 
     ## Description
-    Each episode draws a benchmark (a matmul, conv2d or batched matmul) from a dataset split and
-    starts from its base schedule: one loop per variable in the natural order, no splits, the
-    cursor on the outermost loop. Actions move the cursor, swap the cursor loop with a
-    neighbour, split it, or (rich set) merge it back and toggle annotations. Every new schedule
-    is JIT-compiled and timed; measurements are cached by schedule hash (cursor moves are free).
+    Each episode draws a benchmark (a matmul, conv2d, batched matmul or any registered
+    computation) from a dataset split and starts from its base schedule: one loop per variable
+    in the natural order, no splits, the cursor on the outermost loop. Actions move the cursor,
+    swap the cursor loop with a neighbour, split it, or (rich set) merge it back and toggle
+    annotations. Every new schedule is JIT-compiled and timed by a ``looptune.measure.Measurer``
+    (cached by schedule hash: cursor moves are free). The schedule space (action names, depth
+    cap, masks, observations) is ``env.unwrapped.space``, a ``looptune.space.ScheduleSpace``:
+    the shipped agent search uses the same object.
 
     ## Action Space
     ``Discrete(len(actions))``. ``actions="paper"``: up, down, swap_up, swap_down, split_4,
@@ -37,39 +81,51 @@ class LoopTuneEnv(gym.Env):
     vectorize. An illegal action (e.g. splitting beyond ``max_loops`` loops or by more than the
     loop size) leaves the state unchanged, gives reward 0, costs no measurement, and sets
     ``info["illegal"] = True`` with ``info["reason"]``. ``action_masks()`` returns the legal
-    actions as a bool array (used by sb3-contrib's MaskablePPO).
+    actions as a bool array; through ``gym.make``'s wrappers call
+    ``env.get_wrapper_attr("action_masks")()`` (what sb3-contrib's MaskablePPO does).
 
     ## Observation Space
     ``observation="box"``: ``Box(-1, 1, (max_loops * 76,), float32)``, the per-loop feature rows
-    of ``looptune.graph`` (cursor, size, tail, stride histograms, reuse, working set against
-    L1/L2 per tensor), padded with zero rows. ``observation="dict"``: ``Dict(loops=Box(-1, 1,
+    of ``looptune.graph``, padded with zero rows. ``observation="dict"``: ``Dict(loops=Box(-1, 1,
     (max_loops * 16,)), tensors=Box(-1, 1, (max_loops * 60,)), action_mask=Box(0, 1,
     (n_actions,)))`` for ``MultiInputPolicy``. The networkx graph the features come from is
     ``env.unwrapped.graph()`` (and ``info["graph"]`` with ``info_graph=True``).
 
     ## Rewards
-    ``reward = (gflops(s') - gflops(s)) / peak_gflops``, where gflops is the best timed run of
-    the schedule and peak_gflops is this machine's measured single-core FMA peak for the ISA
-    (``looptune.measure.peak_gflops``), so an episode's return is the speed-up gained as a
-    fraction of peak. Illegal actions and cursor moves give 0.
+    ``reward = (gflops(s') - gflops(s)) / peak_gflops``, gflops being the best timed run and
+    peak_gflops this machine's measured single-core FMA peak for the ISA, so an episode's
+    return is the speed-up gained as a fraction of peak. Illegal actions and cursor moves give
+    0. A schedule whose measurement fails (compile error, runtime error, timeout, wrong answer)
+    is not entered: the state stays as it was, the reward is ``FAILURE_REWARD`` (0.0), and
+    ``info["outcome"]`` names the failure. So the rewards of an episode always sum to
+    ``(gflops(final) - gflops(base)) / peak``: no reward is paid twice or missed.
 
     ## Episode End
-    Never terminates; truncated after ``max_steps`` steps (illegal ones count).
+    Never terminates. Truncated by Gymnasium's ``TimeLimit`` after the registration's
+    ``max_episode_steps`` (10; ``gym.make(id, max_episode_steps=N)`` changes it). The env does
+    not count steps itself unless given the legacy ``max_steps`` argument.
 
     ## Info
     benchmark, gflops, best_gflops, base_gflops, tree (the loop-tree dump), illegal, reason,
-    action, step.
+    outcome ("ok" or the failure), step.
 
     ## Arguments
     dataset ("mm64_256_16"), split ("train"/"test"/"all"), actions ("paper", "rich" or a list
-    of action names), max_steps (10), max_loops (10), observation ("box"/"dict"), isa (None =
-    the host's best), measure_min_time (0.002 s of timed runs per new schedule, the Measurer
-    default, so the cache is shared with searches), measure_min_runs (3), peak_gflops (None =
-    measured), measurer (a ``Measurer`` to use instead of building one), info_graph (False),
-    render_mode ("ansi" returns the dump, "human" prints it).
+    of action names), max_loops (the depth cap, default ``looptune.space.MAX_LOOPS``),
+    observation ("box"/"dict"), isa (None = the host's best), measure_min_time (0.002 s),
+    measure_min_runs (3), peak_gflops (None = measured), measurer (a ``Measurer`` to use),
+    info_graph (False), render_mode ("ansi"/"human"), max_steps (legacy: truncate after this
+    many steps inside the env; prefer ``max_episode_steps``).
+
+    ## Custom benchmarks
+    ``reset(options={"benchmark": b})`` takes a benchmark name, a ``datasets.Benchmark`` or any
+    ``Computation`` (an einsum contraction included); ``looptune.datasets.register`` adds a
+    whole dataset.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version; episode length moved to the registration's ``max_episode_steps``,
+      ``nondeterministic=True`` in the spec (rewards are timings), failed measurements leave
+      the state unchanged, ``state``/``replay``/``validate`` added.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
@@ -79,8 +135,7 @@ class LoopTuneEnv(gym.Env):
         dataset: str = "mm64_256_16",
         split: str = "train",
         actions: str | Sequence[str] = "paper",
-        max_steps: int = 10,
-        max_loops: int = 10,
+        max_loops: int = MAX_LOOPS,
         observation: str = "box",
         isa: str | None = None,
         measure_min_time: float = 0.002,
@@ -89,18 +144,20 @@ class LoopTuneEnv(gym.Env):
         measurer: Measurer | None = None,
         info_graph: bool = False,
         render_mode: str | None = None,
+        max_steps: int | None = None,
     ) -> None:
         self.benchmarks = datasets.get(dataset, split)
         self.dataset, self.split = dataset, split
-        self.actions = _action_names(actions)
-        for name, value in (("max_steps", max_steps), ("max_loops", max_loops)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if observation not in ("box", "dict"):
-            raise ValueError(f"observation must be 'box' or 'dict', got {observation!r}")
+        self.space = ScheduleSpace(actions, max_loops, observation)
+        self.actions, self.max_loops = self.space.actions, self.space.max_loops
+        self.observation = self.space.observation
+        if max_steps is not None and (
+            not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1
+        ):
+            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
-        self.max_steps, self.max_loops, self.observation = max_steps, max_loops, observation
+        self.max_steps = max_steps
         self.render_mode, self.info_graph = render_mode, info_graph
         if isa is not None and not _core.isa_supported(isa):
             raise ValueError(f"ISA {isa!r} is not supported on this CPU")
@@ -112,29 +169,12 @@ class LoopTuneEnv(gym.Env):
             if peak_gflops is not None
             else measured_peak(self.measurer.isa)
         )
-        self._splits = np.array([a.startswith("split_") for a in self.actions])
-        self.action_space = spaces.Discrete(len(self.actions))
-        self.observation_space = self._make_observation_space()
-        self._features: dict[int, np.ndarray] = {}
+        self.action_space = gym.spaces.Discrete(len(self.actions))
+        self.observation_space = self.space.observation_space()
         self.benchmark: datasets.Benchmark | None = None
         self.tree: _core.LoopTree | None = None
-
-    def _make_observation_space(self) -> spaces.Space:
-        rows = self.max_loops
-        if self.observation == "box":
-            return spaces.Box(-1.0, 1.0, (rows * lgraph.FEATURES_PER_LOOP,), np.float32)
-        return spaces.Dict(
-            {
-                "loops": spaces.Box(-1.0, 1.0, (rows * lgraph.LOOP_FEATURES,), np.float32),
-                "tensors": spaces.Box(
-                    -1.0,
-                    1.0,
-                    (rows * (lgraph.FEATURES_PER_LOOP - lgraph.LOOP_FEATURES),),
-                    np.float32,
-                ),
-                "action_mask": spaces.Box(0.0, 1.0, (len(self.actions),), np.float32),
-            }
-        )
+        self._taken: list[str] = []
+        self._return = 0.0
 
     # -- gymnasium API ---------------------------------------------------------------------
     def reset(
@@ -147,39 +187,43 @@ class LoopTuneEnv(gym.Env):
         else:
             self.benchmark = self.benchmarks[int(self.np_random.integers(len(self.benchmarks)))]
         tree = self.benchmark.default_schedule()
-        if tree.depth > self.max_loops:
-            raise ValueError(
-                f"{self.benchmark.name} has {tree.depth} loops, more than "
-                f"max_loops={self.max_loops}"
-            )
-        self.tree, self.steps = tree, 0
-        self.gflops = self.base_gflops = self.best_gflops = self.measurer.gflops(tree)
-        return self._observe(), self._info(False, "")
+        self.space.check_tree(tree)
+        self.tree, self.steps, self._taken, self._return = tree, 0, [], 0.0
+        r = self.measurer.measure(tree)
+        self.gflops = self.base_gflops = self.best_gflops = r.gflops
+        return self.space.observe(tree), self._info(False, "", r.outcome)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if self.tree is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         a = action_index(action, len(self.actions))  # TypeError for 2.5, "3", True
         self.steps += 1
-        new, reason = self._mutate(self.actions[a])
-        reward = 0.0
-        if new is not None:
-            self.tree = new
-            gflops = self.measurer.gflops(new)
-            reward = (gflops - self.gflops) / self.peak
-            self.gflops = gflops
-            self.best_gflops = max(self.best_gflops, gflops)
-        truncated = self.steps >= self.max_steps
-        return self._observe(), float(reward), False, truncated, self._info(new is None, reason)
+        self._taken.append(self.actions[a])
+        new = self.space.try_apply(self.tree, a)
+        reward, reason, outcome = 0.0, "", Outcome.OK
+        if new is None:
+            reason = self.space.reason(self.tree, a)
+        elif new.hash() == self.tree.hash():
+            self.tree = new  # a cursor move: same schedule, no measurement
+        else:
+            r = self.measurer.measure(new)
+            outcome = r.outcome
+            if r.ok:
+                reward = (r.gflops - self.gflops) / self.peak
+                self.tree, self.gflops = new, r.gflops
+                self.best_gflops = max(self.best_gflops, r.gflops)
+            else:
+                reward, reason = FAILURE_REWARD, f"{self.actions[a]}: {r.outcome.value}: {r.error}"
+        self._return += reward
+        truncated = self.max_steps is not None and self.steps >= self.max_steps
+        info = self._info(new is None, reason, outcome)
+        return self.space.observe(self.tree), float(reward), False, truncated, info
 
     def action_masks(self) -> np.ndarray:
         """Legal actions in the current state, as a bool array (MaskablePPO's protocol)."""
         if self.tree is None:
             raise gym.error.ResetNeeded("call reset() before action_masks()")
-        mask = np.asarray(self.tree.legal_mask(list(self.actions)), dtype=np.bool_)
-        if self.tree.depth >= self.max_loops:
-            mask &= ~self._splits
-        return mask
+        return self.space.mask(self.tree)
 
     def render(self) -> str | None:
         if self.tree is None or self.render_mode is None:
@@ -197,12 +241,69 @@ class LoopTuneEnv(gym.Env):
         """The networkx graph of the current loop nest (see ``looptune.graph.loop_graph``)."""
         if self.tree is None:
             raise gym.error.ResetNeeded("call reset() before graph()")
-        return lgraph.loop_graph(self.tree)
+        return self.space.graph(self.tree)
+
+    # -- CompilerGym-style state, replay and validation --------------------------------------
+    @property
+    def state(self) -> EnvState:
+        """The episode so far as a serializable :class:`EnvState`."""
+        if self.tree is None:
+            raise gym.error.ResetNeeded("call reset() before reading the state")
+        comp = self.benchmark.computation()
+        return EnvState(comp.header(), tuple(self._taken), self._return, self.gflops, comp.name)
+
+    def replay(self, state: EnvState | str) -> tuple[Any, float]:
+        """Reset to ``state``'s benchmark and take its actions; returns (observation, return)."""
+        if isinstance(state, str):
+            state = EnvState.from_json(state)
+        comp = _core.parse_computation(state.benchmark)
+        obs, _ = self.reset(options={"benchmark": comp})
+        total = 0.0
+        for name in state.actions:
+            obs, reward, *_ = self.step(self.space.index(name))
+            total += reward
+        return obs, total
+
+    def validate(
+        self, state: EnvState | None = None, rel_tolerance: float = 0.2
+    ) -> ValidationResult:
+        """Replay ``state`` (default the current one) in a fresh env and check it: same schedule
+        reached, the kernel matches numpy, and the final GFLOP/s and the return agree with the
+        state within ``rel_tolerance`` (timings are noisy; the default allows 20 %)."""
+        from looptune.reference import check_tree
+
+        state = self.state if state is None else state
+        fresh = Measurer(
+            isa=self.measurer.isa,
+            min_time=self.measurer.min_time,
+            min_runs=self.measurer.min_runs,
+            cache={},
+        )
+        other = LoopTuneEnv(
+            self.dataset, self.split, self.actions, self.max_loops, self.observation,
+            peak_gflops=self.peak, measurer=fresh,
+        )  # fmt: skip
+        _, total = other.replay(state)
+        errors = []
+        check = check_tree(other.tree, isa=self.measurer.isa)
+        if not check.ok:
+            errors.append(f"the replayed kernel {check}")
+        g = other.gflops
+        if state.gflops > 0 and abs(g - state.gflops) > rel_tolerance * state.gflops:
+            errors.append(f"replayed {g:.2f} GFLOP/s, the state says {state.gflops:.2f}")
+        scale = rel_tolerance * max(g, state.gflops) / self.peak
+        if abs(total - state.reward) > scale + 1e-9:
+            errors.append(f"replayed return {total:.4f}, the state says {state.reward:.4f}")
+        if self.tree is not None and state == self.state and other.tree.hash() != self.tree.hash():
+            errors.append("the replay reached a different schedule")
+        return ValidationResult(not errors, errors, g, check.max_abs_error)
 
     # -- internals ---------------------------------------------------------------------------
     def _lookup(self, wanted: Any) -> datasets.Benchmark:
         if isinstance(wanted, datasets.Benchmark):
             return wanted
+        if isinstance(wanted, _core.Computation):
+            return datasets.Benchmark.from_computation(wanted, "reset(options)")
         for bench in self.benchmarks:
             if bench.name == wanted:
                 return bench
@@ -210,37 +311,7 @@ class LoopTuneEnv(gym.Env):
             raise UnknownBenchmarkError(f"unknown benchmark {wanted!r}")
         return datasets.find(wanted)
 
-    def _mutate(self, name: str) -> tuple[_core.LoopTree | None, str]:
-        if name.startswith("split_") and self.tree.depth >= self.max_loops:
-            return None, f"{name}: the tree already has max_loops={self.max_loops} loops"
-        new = self.tree.try_apply(name)
-        if new is not None:
-            return new, ""
-        try:
-            self.tree.apply(name)
-        except IllegalActionError as e:
-            return None, f"{name}: {e}"
-        return None, f"{name}: illegal"  # pragma: no cover - engine disagrees with itself
-
-    def _observe(self) -> Any:
-        key = self.tree.hash()
-        feats = self._features.get(key)
-        if feats is None:
-            if len(self._features) >= _FEATURE_CACHE_SIZE:
-                self._features.clear()
-            feats = lgraph.features(lgraph.nest_facts(self.tree), self.max_loops, cursor=False)
-            self._features[key] = feats
-        feats = feats.copy()
-        feats[self.tree.cursor, lgraph.CURSOR_COLUMN] = 1.0
-        if self.observation == "box":
-            return feats.reshape(-1)
-        return {
-            "loops": feats[:, : lgraph.LOOP_FEATURES].reshape(-1),
-            "tensors": feats[:, lgraph.LOOP_FEATURES :].reshape(-1),
-            "action_mask": self.action_masks().astype(np.float32),
-        }
-
-    def _info(self, illegal: bool, reason: str) -> dict[str, Any]:
+    def _info(self, illegal: bool, reason: str, outcome: Outcome) -> dict[str, Any]:
         info = {
             "benchmark": self.benchmark.name,
             "gflops": self.gflops,
@@ -249,13 +320,12 @@ class LoopTuneEnv(gym.Env):
             "tree": self.tree.dump(),
             "illegal": illegal,
             "reason": reason,
+            "outcome": outcome.value,
             "step": self.steps,
         }
         if self.info_graph:
-            info["graph"] = lgraph.loop_graph(self.tree)
+            info["graph"] = self.space.graph(self.tree)
         return info
 
 
-def _action_names(actions: str | Sequence[str]) -> tuple[str, ...]:
-    names = action_set(actions) if isinstance(actions, str) else tuple(actions)
-    return check_action_names(names)  # the engine's grammar: split_0, split_abc... refused
+__all__ = ["FAILURE_REWARD", "EnvState", "LoopTuneEnv", "ValidationResult"]

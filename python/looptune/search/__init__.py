@@ -12,7 +12,6 @@ actions=PAPER_ACTIONS, seed=0, max_loops=10)`` and returns a :class:`SearchResul
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from functools import partial
 
@@ -63,31 +62,15 @@ assert set(NAMES) == {*SEARCHES, "agent"}
 
 
 def _agent() -> SearchFn:
-    """Wrap ``looptune.policy.tune`` (imported lazily: it needs torch and the shipped policy)."""
+    """The agent search (imported lazily: it needs torch and the shipped policy)."""
     try:
-        from looptune import policy
+        from looptune.policy import load_policy
+        from looptune.search.agent import agent_search
+
+        load_policy()  # the shipped policy: load it now so a missing file is reported here
     except Exception as exc:  # ImportError, or a broken/missing policy file
         raise SearchUnavailableError(f"the trained agent is unavailable: {exc}") from exc
-    tune = getattr(policy, "tune", None)
-    if tune is None:
-        raise SearchUnavailableError("looptune.policy has no tune() function")
-    load = getattr(policy, "load_policy", None)
-    if load is not None:
-        try:
-            load()  # the shipped policy: load it now so a missing file is reported here
-        except Exception as exc:
-            raise SearchUnavailableError(f"the trained agent is unavailable: {exc}") from exc
-    params = inspect.signature(tune).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-    def agent(tree: LoopTree, measurer: Measurer | None = None, **kw: object) -> SearchResult:
-        kw = {k: v for k, v in kw.items() if takes_any or k in params}
-        result = tune(tree, measurer if measurer is not None else Measurer(), **kw)
-        if not result.search:
-            result.search = "agent"
-        return result
-
-    return agent
+    return agent_search
 
 
 def get(name: str) -> SearchFn:

@@ -1,13 +1,14 @@
 """Shared machinery of the search baselines: results, budgets and schedule neighbourhoods.
 
-A search walks the space of loop trees reachable from a start tree with named actions
-(``looptune.actions``). Cursor moves never change the schedule (``LoopTree.hash`` ignores the
+A search walks the space of loop trees reachable from a start tree with named actions; a
+:class:`looptune.space.ScheduleSpace` owns the action names, the depth cap and legality. Cursor moves never change the schedule (``LoopTree.hash`` ignores the
 cursor), so the searches treat "move the cursor anywhere, then apply one schedule-changing
 action" as a single step: :func:`schedule_neighbors` lists every schedule one such step away.
 
 Every measurement goes through a :class:`looptune.measure.Measurer`; only fresh measurements
 (cache misses) count against a measurement budget, and states already timed by anyone sharing
-the cache are free.
+the cache are free. A failed measurement (compile error, runtime error, timeout, ...) scores
+0 GFLOP/s, is recorded by the measurer, and never stops a search.
 """
 
 from __future__ import annotations
@@ -18,11 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from looptune._core import LoopTree
-from looptune.errors import CompileError
-from looptune.measure import Measurer
-
-CURSOR_ACTIONS = ("up", "down")
-MAX_LOOPS = 10  # the environments' cap on loop-nest depth (as in the paper)
+from looptune.measure import Measurer, MeasureResult
+from looptune.space import CURSOR_ACTIONS, MAX_LOOPS, ScheduleSpace, at_cursor
 
 
 @dataclass
@@ -68,15 +66,18 @@ class Tracker:
     def __init__(
         self, measurer: Measurer, time_budget: float | None, measure_budget: int | None
     ) -> None:
-        if time_budget is not None and time_budget < 0:
-            raise ValueError(f"time_budget must be >= 0 seconds, got {time_budget}")
-        if measure_budget is not None and measure_budget < 0:
-            raise ValueError(f"measure_budget must be >= 0, got {measure_budget}")
+        if time_budget is not None and not (time_budget >= 0 and math.isfinite(time_budget)):
+            raise ValueError(f"time_budget must be a finite number >= 0 seconds, got {time_budget}")
+        if measure_budget is not None and not (
+            isinstance(measure_budget, int) and measure_budget >= 0
+        ):
+            raise ValueError(f"measure_budget must be an int >= 0, got {measure_budget!r}")
         self.measurer = measurer
         self.time_budget = time_budget
         self.measure_budget = measure_budget
         self.start = time.perf_counter()
-        self.start_measured = measurer.stats.measured
+        self.fresh = 0
+        self.failures: list[tuple[str, MeasureResult]] = []
         self.seen: dict[int, float] = {}
         self.history: list[tuple[float, str, float]] = []
         self.best_tree: LoopTree | None = None
@@ -89,7 +90,7 @@ class Tracker:
 
     @property
     def measurements(self) -> int:
-        return self.measurer.stats.measured - self.start_measured
+        return self.fresh
 
     def evaluate(self, tree: LoopTree, force: bool = False) -> float:
         """GFLOP/s of ``tree``; raises BudgetExhausted unless ``force`` or already known."""
@@ -98,7 +99,7 @@ class Tracker:
         h = tree.hash()
         if h in self.seen:
             return self.seen[h]
-        cached = self.measurer.key(tree) in self.measurer.cache
+        cached = self.measurer.cached(tree)
         if (
             not force
             and not cached
@@ -106,10 +107,11 @@ class Tracker:
             and self.measurements >= self.measure_budget
         ):
             raise BudgetExhausted
-        try:
-            g = self.measurer.gflops(tree)
-        except CompileError:
-            g = 0.0  # the engine promises legal trees compile; never let one stop a search
+        r = self.measurer.measure(tree)
+        self.fresh += not cached
+        g = r.gflops
+        if not r.ok:
+            self.failures.append((f"{h:016x}", r))
         self.seen[h] = g
         self.history.append((self.elapsed, f"{h:016x}", g))
         if g > self.best_gflops:
@@ -151,55 +153,39 @@ def run_search(
 
 
 def check_actions(actions: Sequence[str]) -> tuple[str, ...]:
-    """Validate an action list (names are checked by the engine on a tiny tree)."""
+    """Validate an action list (names are checked by the engine's parser)."""
     if isinstance(actions, str):
         raise TypeError("actions must be a sequence of action names, not a string")
-    actions = tuple(actions)
-    if not actions:
-        raise ValueError("actions must not be empty")
+    actions = ScheduleSpace(actions).actions
     if all(a in CURSOR_ACTIONS for a in actions):
         raise ValueError("actions must include at least one schedule-changing action")
     return actions
-
-
-def at_cursor(tree: LoopTree, position: int) -> LoopTree:
-    """The same schedule with the cursor on loop ``position`` (0 = outermost)."""
-    while tree.cursor < position:
-        tree = tree.down()
-    while tree.cursor > position:
-        tree = tree.up()
-    return tree
 
 
 def successors(
     tree: LoopTree, actions: Sequence[str], max_loops: int = MAX_LOOPS
 ) -> list[tuple[str, LoopTree]]:
     """Legal ``(action, tree)`` pairs one action away, skipping splits beyond ``max_loops``."""
-    out = []
-    for a in actions:
-        nxt = tree.try_apply(a)
-        if nxt is not None and nxt.depth <= max_loops:
-            out.append((a, nxt))
-    return out
+    return ScheduleSpace(actions, max_loops).successors(tree)
 
 
 def schedule_neighbors(
     tree: LoopTree, actions: Sequence[str], max_loops: int = MAX_LOOPS
 ) -> list[LoopTree]:
-    """Distinct schedules reachable by free cursor moves plus one schedule-changing action.
+    """Distinct schedules reachable by free cursor moves plus one schedule-changing action
+    (see :meth:`looptune.space.ScheduleSpace.neighbors`)."""
+    return ScheduleSpace(actions, max_loops).neighbors(tree)
 
-    Cursor moves are free only if the action set has both of them; otherwise the cursor
-    stays where it is. The result excludes ``tree`` itself and is in a deterministic order.
-    """
-    mutations = [a for a in actions if a not in CURSOR_ACTIONS]
-    free_cursor = all(a in actions for a in CURSOR_ACTIONS)
-    positions = range(tree.depth) if free_cursor else [tree.cursor]
-    seen = {tree.hash()}
-    out = []
-    for pos in positions:
-        for _, nxt in successors(at_cursor(tree, pos), mutations, max_loops):
-            h = nxt.hash()
-            if h not in seen:
-                seen.add(h)
-                out.append(nxt)
-    return out
+
+__all__ = [
+    "CURSOR_ACTIONS",
+    "MAX_LOOPS",
+    "BudgetExhausted",
+    "SearchResult",
+    "Tracker",
+    "at_cursor",
+    "check_actions",
+    "run_search",
+    "schedule_neighbors",
+    "successors",
+]

@@ -15,8 +15,8 @@ from looptune.search.base import (
     Tracker,
     check_actions,
     run_search,
-    successors,
 )
+from looptune.space import ScheduleSpace
 
 EPISODE_LENGTH = 10  # the environments' default (as in the paper)
 
@@ -42,6 +42,7 @@ def random_search(
     if episode_length < 1:
         raise ValueError(f"episode_length must be >= 1, got {episode_length}")
     rng = np.random.default_rng(seed)
+    space = ScheduleSpace(actions, max_loops)
 
     def body(tr: Tracker) -> None:
         idle_walks = 0
@@ -49,7 +50,7 @@ def random_search(
             before = len(tr.seen)
             state = tree
             for _ in range(episode_length):
-                options = successors(state, actions, max_loops)
+                options = space.successors(state)
                 if not options:
                     break
                 state = options[int(rng.integers(len(options)))][1]

@@ -1,0 +1,170 @@
+"""Run: time a built kernel under a budget, with typed outcomes, and the Runner protocol.
+
+A :class:`Runner` turns a schedule into a :class:`MeasureResult`. :class:`KernelRunner` is the
+real one (build, optional check against numpy, then time). Anything with the same ``run``
+method can stand in: a cost model, or :class:`FakeRunner`, a deterministic cost function over
+the schedule for tests. :class:`FaultyRunner` injects failures for fault-tolerance runs.
+
+Timeouts: the runner first times one call of the kernel; if that single call takes longer than
+``cap_seconds`` (the measurer passes ``timeout_factor`` times the best time seen so far for the
+same computation), the schedule is not timed further and the outcome is ``TIMEOUT``, as TVM's
+runners cut off runs far slower than the best. ``KeyboardInterrupt`` is never swallowed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from looptune import _core
+from looptune.measure.build import _why, build
+from looptune.measure.result import MeasureResult, Outcome, failure
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long to time one schedule: at least ``min_time`` seconds and ``min_runs`` runs, at
+    most ``max_runs`` runs (after one warm-up run)."""
+
+    min_time: float = 0.002
+    min_runs: int = 3
+    max_runs: int = 200
+
+    def __post_init__(self) -> None:
+        if not (self.min_time >= 0 and 1 <= self.min_runs <= self.max_runs):
+            raise ValueError("need min_time >= 0 and 1 <= min_runs <= max_runs")
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Measures one schedule. Must not raise for a bad schedule: return a failed result."""
+
+    def run(
+        self, tree: _core.LoopTree, isa: str, budget: Budget, cap_seconds: float | None
+    ) -> MeasureResult: ...
+
+
+class KernelRunner:
+    """Compile with :func:`build`, optionally verify against numpy, then time the kernel.
+
+    Args:
+        verify: compare the kernel's output with ``looptune.reference`` first; a mismatch is
+            ``WRONG_ANSWER`` (costs one numpy evaluation per fresh schedule).
+    """
+
+    def __init__(self, verify: bool = False) -> None:
+        self.verify = verify
+
+    def run(
+        self, tree: _core.LoopTree, isa: str, budget: Budget, cap_seconds: float | None
+    ) -> MeasureResult:
+        built = build(tree, isa)
+        if not built.ok:
+            return failure(built.outcome, built.error, compile_seconds=built.seconds)
+        kernel, cs = built.kernel, built.seconds
+        t0 = time.perf_counter()
+        try:
+            if self.verify:
+                bad = _verify(kernel)
+                if bad:
+                    return failure(Outcome.WRONG_ANSWER, bad, compile_seconds=cs, facts=built.facts)
+            if cap_seconds is not None:
+                first = kernel.benchmark(0.0, 1, 1)
+                if first.min_seconds > cap_seconds:
+                    return failure(
+                        Outcome.TIMEOUT,
+                        f"one run took {first.min_seconds:.3g} s, over the cap {cap_seconds:.3g} s",
+                        compile_seconds=cs,
+                        timing_seconds=time.perf_counter() - t0,
+                        facts=built.facts,
+                    )
+            r = kernel.benchmark(budget.min_time, budget.min_runs, budget.max_runs)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            return failure(Outcome.RUNTIME_ERROR, _why(exc), compile_seconds=cs, facts=built.facts)
+        return MeasureResult(
+            Outcome.OK,
+            r.gflops,
+            r.median_gflops,
+            r.runs,
+            cs,
+            time.perf_counter() - t0,
+            built.facts,
+            seconds=r.min_seconds,
+        )
+
+
+def _verify(kernel: _core.Kernel) -> str:
+    from looptune.reference import expected, random_inputs, reduction_length
+
+    comp = kernel.tree.computation
+    a, b = random_inputs(comp, 0)
+    got = np.asarray(kernel(a, b), dtype=np.float64)
+    want = expected(comp, a, b)
+    tol = 1e-5 + 2e-6 * reduction_length(comp)
+    err = float(np.max(np.abs(got - want))) if got.size else 0.0
+    if got.shape != want.shape or not np.all(np.isfinite(got)) or err > tol:
+        return f"max abs error {err:.3g} over tolerance {tol:.3g}"
+    return ""
+
+
+class FakeRunner:
+    """A deterministic stand-in: ``cost(tree) -> GFLOP/s`` (no compile, no run).
+
+    ``cost`` may also return a :class:`MeasureResult` (e.g. a failure) or raise: an exception
+    becomes ``RUNTIME_ERROR``, as with a real kernel. ``calls`` counts the schedules run.
+    """
+
+    def __init__(self, cost: Callable[[_core.LoopTree], float | MeasureResult]) -> None:
+        self.cost = cost
+        self.calls = 0
+
+    def run(
+        self, tree: _core.LoopTree, isa: str, budget: Budget, cap_seconds: float | None
+    ) -> MeasureResult:
+        del isa, budget, cap_seconds
+        self.calls += 1
+        try:
+            value = self.cost(tree)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            return failure(Outcome.RUNTIME_ERROR, _why(exc))
+        if isinstance(value, MeasureResult):
+            return value
+        g = float(value)
+        return MeasureResult(Outcome.OK, g, g, 1, seconds=0.0)
+
+
+FAULTS = (Outcome.COMPILE_ERROR, Outcome.RUNTIME_ERROR, Outcome.TIMEOUT)
+
+
+class FaultyRunner:
+    """Wraps a runner and fails a seeded ``rate`` of the schedules it runs, cycling through
+    compile error, runtime error and timeout (the benchmark's fault run)."""
+
+    def __init__(self, inner: Runner, rate: float = 0.1, seed: int = 0) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be in [0, 1], got {rate}")
+        self.inner, self.rate = inner, rate
+        self.rng = np.random.default_rng(seed)
+        self.injected: dict[Outcome, int] = dict.fromkeys(FAULTS, 0)
+        self._next = 0
+
+    def run(
+        self, tree: _core.LoopTree, isa: str, budget: Budget, cap_seconds: float | None
+    ) -> MeasureResult:
+        if self.rng.random() < self.rate:
+            outcome = FAULTS[self._next % len(FAULTS)]
+            self._next += 1
+            self.injected[outcome] += 1
+            return failure(outcome, f"injected {outcome.value}")
+        return self.inner.run(tree, isa, budget, cap_seconds)
+
+
+__all__ = ["FAULTS", "Budget", "FakeRunner", "FaultyRunner", "KernelRunner", "Runner"]

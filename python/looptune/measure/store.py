@@ -1,0 +1,193 @@
+"""Tuning records (JSON Lines) and the bounded in-memory cache of measurements.
+
+One record per line::
+
+    {"computation": "<header>", "name": "mm64_64_64", "schedule": "<dump>", "hash": "0123...",
+     "outcome": "ok", "gflops": 91.2, "median_gflops": 88.0, "runs": 40, "facts": {...},
+     "error": "", "cpu": "...", "isa": "avx512", "min_time": 0.002, "min_runs": 3,
+     "max_runs": 200, "looptune": "0.1.0", "time": 1763895600.0}
+
+Appends are one ``write`` of one line on a file opened with ``O_APPEND`` under an exclusive
+``fcntl`` lock, so two processes appending to the same file never interleave lines. Reading
+skips a torn or malformed line instead of failing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from looptune import _core
+from looptune.measure.result import MeasureResult, Outcome
+
+
+def _version() -> str:
+    import looptune
+
+    return getattr(looptune, "__version__", "unknown")
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    return x
+
+
+def make_record(
+    tree: _core.LoopTree, result: MeasureResult, cpu: str, isa: str, budget: Any
+) -> dict:
+    """The record of one measurement (see the module doc for the fields)."""
+    comp = tree.computation
+    return _clean(
+        {
+            "computation": comp.header(),
+            "name": comp.name,
+            "schedule": tree.dump(),
+            "hash": f"{tree.hash():016x}",
+            "outcome": result.outcome.value,
+            "gflops": result.gflops,
+            "median_gflops": result.median_gflops,
+            "runs": result.runs,
+            "facts": result.facts,
+            "error": result.error,
+            "cpu": cpu,
+            "isa": isa,
+            "min_time": budget.min_time,
+            "min_runs": budget.min_runs,
+            "max_runs": budget.max_runs,
+            "looptune": _version(),
+            "time": time.time(),
+        }
+    )
+
+
+def record_result(rec: dict) -> MeasureResult:
+    """The MeasureResult a record stands for (``UNKNOWN`` for an outcome this version lacks)."""
+    try:
+        outcome = Outcome(rec.get("outcome"))
+    except ValueError:
+        outcome = Outcome.UNKNOWN
+    return MeasureResult(
+        outcome,
+        float(rec.get("gflops") or 0.0),
+        float(rec.get("median_gflops") or 0.0),
+        int(rec.get("runs") or 0),
+        facts=dict(rec.get("facts") or {}),
+        error=str(rec.get("error") or ""),
+    )
+
+
+class RecordStore:
+    """An append-only JSON Lines file of measurements, safe for concurrent appenders."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RecordStore({str(self.path)!r})"
+
+    def append(self, record: dict) -> None:
+        self.extend([record])
+
+    def extend(self, records: list[dict]) -> None:
+        """Append records atomically: one locked ``O_APPEND`` write for the whole batch."""
+        if not records:
+            return
+        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def __iter__(self) -> Iterator[dict]:
+        if not self.path.is_file():
+            return
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line from a killed writer
+                if isinstance(rec, dict) and "schedule" in rec and "computation" in rec:
+                    yield rec
+
+    def best(
+        self, computation: _core.Computation, cpu: str | None = None, isa: str | None = None
+    ) -> dict | None:
+        """The fastest OK record of ``computation`` on ``cpu`` / ``isa`` (default: this host's
+        CPU and best ISA), or None."""
+        header = computation.header()
+        cpu = _core.cpu_name() if cpu is None else cpu
+        isa = _core.host_isa() if isa is None else isa
+        best = None
+        for rec in self:
+            if (
+                rec.get("computation") == header
+                and rec.get("outcome") == Outcome.OK.value
+                and rec.get("cpu") == cpu
+                and rec.get("isa") == isa
+                and (best is None or (rec.get("gflops") or 0) > (best.get("gflops") or 0))
+            ):
+                best = rec
+        return best
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+
+
+class LRUCache:
+    """A bounded least-recently-used map (``maxsize`` entries)."""
+
+    def __init__(self, maxsize: int = 16384) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self.stats = CacheStats()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._data
+
+    def get(self, key: Hashable) -> Any:
+        value = self._data.get(key)
+        if value is None:
+            self.stats.misses += 1
+            return None
+        self._data.move_to_end(key)
+        self.stats.hits += 1
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+            self.stats.evictions += 1
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+__all__ = ["CacheStats", "LRUCache", "RecordStore", "make_record", "record_result"]

@@ -1,0 +1,171 @@
+"""The trained agent as one search among the others: roll a policy, measure what it visited.
+
+The policy acts on observations only: it is rolled greedily (argmax over the legal actions)
+for its episode length from the given schedule, and afterwards only the distinct schedules it
+visited are measured; the best one is returned. Cursor moves do not change a schedule, so they
+cost no measurement. Observations and masks come from the policy's
+:class:`looptune.space.ScheduleSpace`, the same object its training env uses.
+
+    >>> import looptune, looptune.search
+    >>> agent = looptune.search.get("agent")
+    >>> result = agent(looptune.matmul(128, 256, 64).default_schedule())  # doctest: +SKIP
+    >>> result.best_gflops, result.best_tree.dump()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from looptune import _core
+from looptune.measure import Measurer
+from looptune.policy import LoadedPolicy, load_policy
+from looptune.search.base import SearchResult, Tracker, run_search
+from looptune.space import ScheduleSpace
+
+
+def policy_space(policy: LoadedPolicy) -> ScheduleSpace:
+    """The schedule space of the env ``policy`` was trained in (actions, cap, observation)."""
+    space = getattr(policy, "_space", None)
+    if space is None:
+        space = ScheduleSpace(policy.actions, policy.max_loops, policy.observation)
+        try:
+            policy._space = space  # built once per policy object
+        except AttributeError:  # a frozen policy object: rebuild each time (cheap)
+            pass
+    return space
+
+
+def legal_actions(policy: LoadedPolicy, tree: _core.LoopTree) -> np.ndarray:
+    """The env's action mask for ``tree`` (legal in the engine, within the depth cap)."""
+    return policy_space(policy).mask(tree)
+
+
+def observe(policy: LoadedPolicy, tree: _core.LoopTree) -> Any:
+    """The observation the policy's training env produces for ``tree`` (no measurement)."""
+    return policy_space(policy).observe(tree)
+
+
+def action_scores(model: Any, obs: Any) -> np.ndarray:
+    """Per-action preference of ``model`` for one observation: log-probabilities or Q-values."""
+    import torch
+
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        if hasattr(model, "q_net"):
+            return model.q_net(obs_t)[0].cpu().numpy()
+        dist = model.policy.get_distribution(obs_t).distribution
+        return dist.logits[0].cpu().numpy()
+
+
+def rollout(
+    policy: LoadedPolicy,
+    tree: _core.LoopTree,
+    steps: int | None = None,
+    deterministic: bool = True,
+    rng: np.random.Generator | None = None,
+) -> list[_core.LoopTree]:
+    """Roll the policy for ``steps`` actions from ``tree``; return every state visited.
+
+    Illegal actions are masked out. With ``deterministic=False`` actions are sampled from the
+    policy's (masked) distribution using ``rng``.
+    """
+    space = policy_space(policy)
+    steps = policy.episode_steps if steps is None else steps
+    rng = rng if rng is not None else np.random.default_rng(0)
+    states = [tree]
+    for _ in range(steps):
+        mask = space.mask(tree)
+        if not mask.any():
+            break
+        scores = action_scores(policy.model, space.observe(tree))
+        scores = np.where(mask, scores, -np.inf)
+        if deterministic:
+            a = int(np.argmax(scores))
+        else:
+            p = np.exp(scores - scores.max())
+            a = int(rng.choice(len(p), p=p / p.sum()))
+        tree = space.apply(tree, a)
+        states.append(tree)
+    return states
+
+
+def agent_search(
+    tree: _core.LoopTree,
+    measurer: Measurer | None = None,
+    *,
+    time_budget: float | None = None,
+    measure_budget: int | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    rollouts: int = 1,
+    deterministic: bool = True,
+    policy: LoadedPolicy | str | None = None,
+    actions: Sequence[str] | None = None,
+    **_: Any,
+) -> SearchResult:
+    """Tune ``tree`` with a trained policy; returns a ``SearchResult``.
+
+    Args:
+        tree: the schedule to start from (usually ``computation.default_schedule()``).
+        measurer: measures (and caches) GFLOP/s; default a fresh ``Measurer()``.
+        steps: actions per rollout; default the policy's training episode length.
+        rollouts: 1 = the greedy rollout only; more adds sampled rollouts (more measurements).
+        deterministic: greedy (argmax) actions in the first rollout.
+        policy: a ``LoadedPolicy`` or a path; default the policy shipped for the measurer's
+            ISA. A policy trained for another ISA still runs, with a ``RuntimeWarning``.
+        seed: seeds the sampled rollouts.
+        time_budget, measure_budget: optional caps, as for the searches.
+        actions: for a uniform search interface; any set other than the policy's raises
+            ``ValueError``.
+    """
+    if not isinstance(tree, _core.LoopTree):
+        raise TypeError(f"expected a looptune LoopTree, got {type(tree).__name__}")
+    if rollouts < 1:
+        raise ValueError(f"rollouts must be >= 1, got {rollouts}")
+    if steps is not None and steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    measurer = measurer if measurer is not None else Measurer()
+    if not isinstance(policy, LoadedPolicy):
+        policy = load_policy(policy, isa=measurer.isa if policy is None else None)
+    if policy.isa is not None and policy.isa != measurer.isa:
+        warnings.warn(
+            f"the policy {policy.path.name} was trained on {policy.isa} kernels but tunes "
+            f"{measurer.isa} ones; its tilings may not fit the register file",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if actions is not None and tuple(actions) != tuple(policy.actions):
+        raise ValueError(
+            f"the policy was trained with the actions {list(policy.actions)} and cannot use "
+            f"{list(actions)}; use its action set or another search"
+        )
+    policy_space(policy).check_tree(tree)
+
+    def body(tracker: Tracker) -> None:
+        rng = np.random.default_rng(seed)
+        visited: dict[int, _core.LoopTree] = {}
+        for r in range(rollouts):
+            for state in rollout(policy, tree, steps, deterministic and r == 0, rng)[1:]:
+                visited.setdefault(state.hash(), state)
+        for state in visited.values():
+            tracker.evaluate(state)
+
+    return run_search("agent", tree, measurer, time_budget, measure_budget, body)
+
+
+# The historical name (``looptune.policy.tune`` before the agent moved here).
+tune = agent_search
+
+__all__ = [
+    "action_scores",
+    "agent_search",
+    "legal_actions",
+    "observe",
+    "policy_space",
+    "rollout",
+    "tune",
+]
