@@ -61,9 +61,11 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "isa_facts",
       [](std::optional<std::string> isa) {
-        const looptune::IsaFacts f = looptune::isa_facts(lb::resolve_isa(isa));
+        // Facts of a named ISA are known even when this CPU lacks it (cache sizes are the host's).
+        const looptune::Isa chosen = isa ? looptune::parse_isa(*isa) : looptune::host_isa();
+        const looptune::IsaFacts f = looptune::isa_facts(chosen);
         py::dict d;
-        d["isa"] = looptune::isa_name(lb::resolve_isa(isa));
+        d["isa"] = looptune::isa_name(chosen);
         d["lanes"] = f.lanes;
         d["vector_registers"] = f.vector_registers;
         d["peak_fma_chains"] = f.peak_fma_chains;

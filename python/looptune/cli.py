@@ -77,6 +77,11 @@ def _tune_options() -> argparse.ArgumentParser:
     )
     g.add_argument("--seed", type=int, default=0, help="seed of random search (default 0)")
     g.add_argument("--save", metavar="FILE", help="write the tuned schedule to FILE")
+    g.add_argument(
+        "--records",
+        metavar="FILE",
+        help="tuning records (JSON Lines): reuse the measurements in FILE and append new ones",
+    )
     g.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return p
 

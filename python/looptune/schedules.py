@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from looptune._core import Computation, LoopTree
+from looptune._core import Computation, LoopTree, isa_facts
 
 
 def from_steps(comp: Computation, loops: Sequence[tuple[str, int]], cursor: int = 0) -> LoopTree:
@@ -77,12 +77,14 @@ def conv_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
     """Schedules that keep a (output channels x output columns) tile in registers across the
     c, r, s reduction: ``n, k_o, oh, c, r, s, k_i, ow``."""
     ext = {v.name: v.extent for v in comp.vars}
-    lanes = 16 if isa == "avx512" else 8
+    facts = isa_facts(isa)
+    lanes = facts["lanes"]
+    tile_registers = facts["vector_registers"] - 4  # keep 4 for the broadcast/load operands
     for ki in (2, 4, 6, 8, 12):
         ki = min(ki, ext["k"])
         for ow_step in sorted({ext["ow"], 2 * lanes, lanes}):
             ow_step = min(ow_step, ext["ow"])
-            if ki * -(-ow_step // lanes) > (28 if isa == "avx512" else 12):
+            if ki * -(-ow_step // lanes) > tile_registers:
                 continue
             outer_ow = [("ow", ow_step)] if ow_step < ext["ow"] else []
             yield from_steps(

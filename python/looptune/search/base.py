@@ -38,6 +38,7 @@ class SearchResult:
     measurements: int = 0
     seconds: float = 0.0
     search: str = ""
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (hash, outcome) per failure
 
     @property
     def speedup(self) -> float:
@@ -53,6 +54,7 @@ class SearchResult:
             "seconds": self.seconds,
             "best_schedule": self.best_tree.dump(),
             "history": [list(h) for h in self.history],
+            "failures": [list(f) for f in self.failures],
         }
 
 
@@ -128,6 +130,7 @@ class Tracker:
             self.measurements,
             self.elapsed,
             name,
+            [(h, r.outcome.value) for h, r in self.failures],
         )
 
 
