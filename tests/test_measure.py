@@ -92,7 +92,8 @@ def test_a_runner_breaking_its_protocol_is_unknown():
 
 
 def test_timeout_cap_is_k_times_the_best_so_far():
-    m = Measurer(min_time=0.0, min_runs=1, max_runs=1, cache={}, timeout_factor=2.0)
+    m = Measurer(min_time=0.0, min_runs=1, max_runs=1, cache={}, timeout_factor=2.0,
+                 timeout_floor=0.0)  # fmt: skip
     comp = looptune.matmul(64, 64, 64)
     fast = comp.default_schedule().down().down().split(16).swap_up().swap_up()
     assert m.measure(fast).ok

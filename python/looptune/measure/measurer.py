@@ -50,8 +50,10 @@ class Measurer:
             records of this CPU/ISA/budget warm the cache at construction.
         runner: what measures (default ``KernelRunner(verify)``); see ``looptune.measure.run``.
         verify: check each fresh kernel against numpy (``WRONG_ANSWER`` on mismatch).
-        timeout_factor: a schedule whose single run is slower than this many times the best
-            run seen for its computation is cut off as ``TIMEOUT`` (None: never).
+        timeout_factor, timeout_floor: a schedule whose single run takes longer than
+            ``max(timeout_factor * best run seen for its computation, timeout_floor)`` seconds
+            is cut off as ``TIMEOUT`` (``timeout_factor=None``: never). The floor keeps
+            microsecond kernels from timing out on a cold first run.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class Measurer:
         runner: Runner | None = None,
         verify: bool = False,
         timeout_factor: float | None = 20.0,
+        timeout_floor: float = 0.05,
     ) -> None:
         self.isa = _core.host_isa() if isa is None else isa
         if not _core.isa_supported(self.isa):
@@ -77,6 +80,9 @@ class Measurer:
         if timeout_factor is not None and not timeout_factor > 1:
             raise ValueError(f"timeout_factor must be > 1 or None, got {timeout_factor}")
         self.timeout_factor = timeout_factor
+        if not timeout_floor >= 0:
+            raise ValueError(f"timeout_floor must be >= 0, got {timeout_floor}")
+        self.timeout_floor = timeout_floor
         self.stats = MeasureStats()
         self.records = RecordStore(records) if isinstance(records, (str, os.PathLike)) else records
         self._best_seconds: dict[str, float] = {}
@@ -114,7 +120,7 @@ class Measurer:
         header = tree.computation.header()
         cap = None
         if self.timeout_factor is not None and header in self._best_seconds:
-            cap = self.timeout_factor * self._best_seconds[header]
+            cap = max(self.timeout_factor * self._best_seconds[header], self.timeout_floor)
         try:
             result = self.runner.run(tree, self.isa, self.budget, cap)
         except (KeyboardInterrupt, SystemExit):
