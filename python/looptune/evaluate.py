@@ -13,7 +13,7 @@ import csv
 import json
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -97,9 +97,12 @@ def run_eval(
     numpy_min_time: float = 0.1,
     skip_unavailable: bool = False,
     progress: bool = True,
+    make_measurer: Callable[[], Measurer] | None = None,
 ) -> list[dict]:
     """Run every search on every benchmark; one row per (benchmark, search), plus a "numpy"
-    row per benchmark. ``time_budgets`` overrides ``time_budget`` per search name."""
+    row per benchmark. ``time_budgets`` overrides ``time_budget`` per search name.
+    ``make_measurer`` builds each search's measurer (default: a fresh ``Measurer`` with a
+    private cache); a failed measurement is a row's ``failures``, never an exception."""
     fns = available_searches(names, skip_unavailable)
     final = Measurer(min_time=final_min_time, min_runs=10, max_runs=10_000, cache={})
     rows: list[dict] = []
@@ -113,7 +116,7 @@ def run_eval(
             bar.set_postfix_str(f"{bench} {name}")
             result = fn(
                 base,
-                Measurer(cache={}),
+                make_measurer() if make_measurer is not None else Measurer(cache={}),
                 time_budget=(time_budgets or {}).get(name, time_budget),
                 measure_budget=measure_budget,
                 actions=actions,
@@ -130,6 +133,7 @@ def run_eval(
                     result.measurements,
                     result.best_tree.dump(),
                     result.best_gflops,
+                    len(result.failures),
                 )
             )
             bar.update()
@@ -146,6 +150,7 @@ def _row(
     measured: int,
     schedule: str,
     search_gflops: float = math.nan,
+    failures: int = 0,
 ) -> dict:
     return {
         "benchmark": bench,
@@ -156,6 +161,7 @@ def _row(
         "seconds": seconds,
         "measurements": measured,
         "search_gflops": search_gflops,
+        "failures": failures,
         "schedule": schedule,
     }
 
