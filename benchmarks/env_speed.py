@@ -1,235 +1,297 @@
-"""Speed of the LoopTune environment: steps/s (fresh and cached), reset latency, where step time
-goes (JIT, timing, features) and the run-to-run noise of the measured rewards.
+"""Speed, memory and fault tolerance of the LoopTune environment and measurement pipeline.
 
-    python benchmarks/env_speed.py [--steps 1000] [--budgets 0.0005:3,0.001:3,0.002:3]
+    flock /tmp/looptune-bench.lock python benchmarks/env_speed.py [--steps 1000]
+        [--memory-steps 100000] [--records 10000] [--fault-steps 1000]
 
-Method. A masked random policy (uniform over the legal actions) runs episodes of 10 steps on
-benchmarks drawn from the test split of mm64_256_16. "fresh": a Measurer with its own empty cache,
-so every new schedule is JIT-compiled and timed. "cached": the same action sequences replayed, so
-every schedule is a cache hit (the env's feature cache is warm too); "cached, cold features" is a
-new env sharing the measurement cache. Noise: the schedules of the fresh pass are measured again
-by a second Measurer with its own empty cache (same budget); we report the median and 90th
-percentile of |g1 - g2| / mean(g1, g2) (also over the "fast" states, those at half the peak or
-more), the 90th percentile of the same difference in reward units, |g1 - g2| / peak, and the
-median coefficient of variation over 5 independent measurements of a subset. On this shared VM
-the slow, memory-bound states swing between regimes that last milliseconds (a neighbour's
-memory traffic), so the p90 moves between runs far more than the median does. Targets (issue 3): >= 200 steps/s fresh with noise <= 3%, >= 10,000
-steps/s cached, reset < 5 ms.
+Sections (one table each, all in benchmarks/results/env_speed.json):
+
+* speed: a masked random policy plays episodes of 10 steps on the mm64_256_16 test split at
+  the default budget (0.002 s / 3 runs). "fresh": a Measurer with its own empty cache (every
+  new schedule is JIT-compiled and timed); "cached": the same actions replayed (every schedule
+  a cache hit). "before" is the previous committed run of this file (same host class).
+* memory: RSS growth over ``--memory-steps`` env steps of random masked play (budget 0 s / 1
+  run so the run stays short; the cache and feature cache are bounded LRUs).
+* isolation: ms per fresh measurement in-process vs in a worker process (IsolatedRunner).
+* records: JSON Lines append and read-back throughput (records/s).
+* faults: 10% of measurements fail (compile error, runtime error, timeout, injected by
+  FaultyRunner) during a random search, a greedy search, an eval over 10 benchmarks and
+  ``--fault-steps`` env steps. Checks: everything completes, every injected failure is in the
+  records with its outcome, and per episode the rewards sum to (final - base) / peak, i.e. no
+  reward is paid twice or missed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
+import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import RESULTS, environment, strip_openblas_env, table, write_json  # noqa: E402
 
-import looptune
-from looptune import graph as lg
-from looptune.envs.looptune_env import LoopTuneEnv
-from looptune.fileio import atomic_write_text
-from looptune.measure import Measurer, peak_gflops
+strip_openblas_env()
 
-RESULTS = Path(__file__).parent / "results" / "env_speed.json"
+import numpy as np  # noqa: E402
+
+import looptune  # noqa: E402
+from looptune import datasets  # noqa: E402
+from looptune import search as searches  # noqa: E402
+from looptune.envs.looptune_env import LoopTuneEnv  # noqa: E402
+from looptune.evaluate import run_eval  # noqa: E402
+from looptune.measure import (  # noqa: E402
+    FaultyRunner,
+    KernelRunner,
+    Measurer,
+    RecordStore,
+    peak_gflops,
+)
+from looptune.measure.isolate import IsolatedRunner  # noqa: E402
+
+BUDGET = (0.002, 3)  # the env's default measurement budget
 
 
-def make_env(budget: tuple[float, int], cache: dict) -> LoopTuneEnv:
-    measurer = Measurer(min_time=budget[0], min_runs=budget[1], cache=cache)
-    env = LoopTuneEnv(split="test", measurer=measurer)
-    env.feature_seconds = 0.0
-    observe = env._observe
-
-    def timed_observe():  # instance-level wrapper: time spent building features
-        t0 = time.perf_counter()
-        out = observe()
-        env.feature_seconds += time.perf_counter() - t0
-        return out
-
-    env._observe = timed_observe
-    return env
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def plan(n_steps: int, seed: int, env: LoopTuneEnv) -> list[tuple[str, list[int]]]:
     """Episodes of legal random actions (found by playing them), as (benchmark, actions)."""
     rng = np.random.default_rng(seed)
-    episodes: list[tuple[str, list[int]]] = []
-    steps = 0
+    episodes, steps = [], 0
     while steps < n_steps:
         _, info = env.reset(seed=int(rng.integers(1 << 30)))
-        acts: list[int] = []
-        done = False
-        while not done:
-            a = int(rng.choice(np.flatnonzero(env.action_masks())))
-            acts.append(a)
-            *_, term, trunc, _ = env.step(a)
-            done = term or trunc
+        acts = []
+        for _ in range(10):
+            acts.append(int(rng.choice(np.flatnonzero(env.action_masks()))))
+            env.step(acts[-1])
         episodes.append((info["benchmark"], acts))
         steps += len(acts)
     return episodes
 
 
-def play(env: LoopTuneEnv, episodes) -> dict:
-    """Replay episodes; returns steps/s, reset latencies and the schedules visited."""
-    resets, step_time, n, trees = [], 0.0, 0, []
+def play(env: LoopTuneEnv, episodes) -> float:
+    """Replay episodes; returns env steps per second (resets excluded)."""
+    n, seconds = 0, 0.0
     for name, acts in episodes:
-        t0 = time.perf_counter()
         env.reset(options={"benchmark": name})
-        resets.append(time.perf_counter() - t0)
-        trees.append(env.tree)
         t0 = time.perf_counter()
         for a in acts:
             env.step(a)
-            trees.append(env.tree)
-        step_time += time.perf_counter() - t0
+        seconds += time.perf_counter() - t0
         n += len(acts)
-    return {
-        "steps": n,
-        "steps_per_s": n / step_time,
-        "step_seconds": step_time,
-        "total_seconds": step_time + sum(resets),
-        "reset_ms_median": 1e3 * statistics.median(resets),
-        "trees": trees,
-    }
+    return n / seconds
 
 
-def noise(
-    trees, budget: tuple[float, int], peak: float, repeats: int = 5, subset: int = 40
-) -> dict:
-    unique = list({t.hash(): t for t in trees}.values())
-    first = Measurer(min_time=budget[0], min_runs=budget[1], cache={})
-    second = Measurer(min_time=budget[0], min_runs=budget[1], cache={})
-    rel, rel_fast, reward = [], [], []
-    for t in unique:
-        g1, g2 = first.gflops(t), second.gflops(t)
-        rel.append(abs(g1 - g2) / ((g1 + g2) / 2))
-        reward.append(abs(g1 - g2) / peak)  # the same difference in reward units
-        if g1 + g2 >= peak:  # states at half the peak or more
-            rel_fast.append(rel[-1])
-    cvs = []
-    for t in unique[:: max(1, len(unique) // subset)][:subset]:
-        g = [
-            Measurer(min_time=budget[0], min_runs=budget[1], cache={}).gflops(t)
-            for _ in range(repeats)
-        ]
-        cvs.append(statistics.pstdev(g) / statistics.mean(g))
-    return {
-        "states": len(unique),
-        "rel_diff_median": statistics.median(rel),
-        "rel_diff_p90": float(np.percentile(rel, 90)),
-        "rel_diff_p90_fast_states": float(np.percentile(rel_fast, 90)) if rel_fast else None,
-        "fast_states": len(rel_fast),
-        "reward_diff_p90": float(np.percentile(reward, 90)),
-        "cv_median": statistics.median(cvs),
-        "cv_states": len(cvs),
-    }
-
-
-def feature_cost(trees, repeats: int = 3) -> dict:
-    def per_call(fn) -> float:
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for t in trees:
-                fn(t)
-            best = min(best, (time.perf_counter() - t0) / len(trees))
-        return best * 1e6
-
-    return {
-        "features_us": per_call(lambda t: lg.features(lg.nest_facts(t))),
-        "graph_us": per_call(lg.loop_graph),
-    }
-
-
-def run_budget(budget: tuple[float, int], episodes) -> dict:
-    env = make_env(budget, cache={})
+def speed(steps: int, seed: int, peak: float) -> dict:
+    planner = LoopTuneEnv(split="test", measurer=Measurer(None, 0.0, 1, 1, cache={}), peak_gflops=peak)
+    episodes = plan(steps, seed, planner)
+    env = LoopTuneEnv(split="test", measurer=Measurer(None, *BUDGET, cache={}), peak_gflops=peak)
     fresh = play(env, episodes)
     st = env.measurer.stats
-    total = fresh["total_seconds"]  # shares of reset + step time (resets measure too)
-    fresh.update(
-        measured=st.measured,
-        jit_share=st.compile_seconds / total,
-        timing_share=st.timing_seconds / total,
-        feature_share=env.feature_seconds / total,
-        ms_per_measurement=1e3 * (st.compile_seconds + st.timing_seconds) / max(st.measured, 1),
-    )
-    env.feature_seconds = 0.0
-    cached = play(env, episodes)
-    cold_features = play(make_env(budget, cache=env.measurer.cache), episodes)
+    cached = max(play(env, episodes) for _ in range(3))
     return {
-        "budget": {"min_time": budget[0], "min_runs": budget[1]},
-        "fresh": fresh,
-        "cached": cached,
-        "cached_cold_features": cold_features,
-        "noise": noise(fresh["trees"], budget, peak_gflops()),
+        "steps": sum(len(a) for _, a in episodes),
+        "fresh_steps_per_s": fresh,
+        "cached_steps_per_s": cached,
+        "ms_per_measurement": 1e3 * (st.compile_seconds + st.timing_seconds) / st.measured,
+        "measured": st.measured,
     }
+
+
+def memory(steps: int, seed: int, peak: float) -> dict:
+    env = LoopTuneEnv(split="all", measurer=Measurer(None, 0.0, 1, 1), peak_gflops=peak)
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    before = rss_mb()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        if i % 10 == 0:
+            env.reset()
+        env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+    return {
+        "steps": steps,
+        "rss_before_mb": before,
+        "rss_after_mb": rss_mb(),
+        "rss_growth_mb": rss_mb() - before,
+        "seconds": time.perf_counter() - t0,
+        "measured": env.measurer.stats.measured,
+    }
+
+
+def isolation(n: int = 60) -> dict:
+    trees = [looptune.matmul(64, 64, 64).default_schedule()]
+    rng = np.random.default_rng(0)
+    env = LoopTuneEnv(split="test", measurer=Measurer(None, 0.0, 1, 1, cache={}), peak_gflops=100.0)
+    env.reset(seed=0)
+    while len(trees) < n:
+        env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+        if env.tree.hash() not in {t.hash() for t in trees}:
+            trees.append(env.tree)
+        if env.steps % 10 == 0:
+            env.reset()
+    out = {}
+    for name, runner in (("in_process", KernelRunner()), ("worker", IsolatedRunner())):
+        best = float("inf")
+        for _ in range(3):
+            m = Measurer(None, *BUDGET, runner=runner, cache={})
+            m.measure(trees[0])  # warm the worker
+            t0 = time.perf_counter()
+            for t in trees[1:]:
+                m.measure(t)
+            best = min(best, (time.perf_counter() - t0) / (len(trees) - 1))
+        out[f"{name}_ms"] = 1e3 * best
+    out["overhead_ms"] = out["worker_ms"] - out["in_process_ms"]
+    out["measurements"] = len(trees) - 1
+    return out
+
+
+def records_speed(n: int, tmp: Path) -> dict:
+    tree = looptune.matmul(64, 64, 64).default_schedule()
+    rec = json.loads(
+        json.dumps({"computation": tree.computation.header(), "schedule": tree.dump(),
+                    "hash": f"{tree.hash():016x}", "outcome": "ok", "gflops": 1.0,
+                    "facts": dict(tree.compile().facts), "cpu": looptune.cpu_name(),
+                    "isa": looptune.host_isa(), "min_time": 0.002, "min_runs": 3,
+                    "max_runs": 200})
+    )  # fmt: skip
+    store = RecordStore(tmp / "speed.jsonl")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        store.append(rec)
+    write = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    read = sum(1 for _ in store)
+    read_rate = read / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    warmed = Measurer(None, 0.002, 3, 200, cache={}).warm(store)
+    return {
+        "records": n,
+        "append_per_s": write,
+        "read_per_s": read_rate,
+        "warm_per_s": warmed / (time.perf_counter() - t0),
+        "bytes_per_record": (tmp / "speed.jsonl").stat().st_size / n,
+    }
+
+
+def faults(env_steps: int, seed: int, peak: float, tmp: Path) -> dict:
+    path = tmp / "faults.jsonl"
+    injected: Counter = Counter()
+    runners = []
+
+    def faulty(budget=(0.0, 1, 1)) -> Measurer:
+        r = FaultyRunner(KernelRunner(), rate=0.1, seed=len(runners))
+        runners.append(r)
+        return Measurer(None, *budget, runner=r, cache={}, records=path)
+
+    tree = looptune.matmul(96, 128, 80).default_schedule()
+    out: dict = {}
+    rs = searches.get("random")(tree, faulty(), time_budget=None, measure_budget=150, seed=seed)
+    gs = searches.get("greedy1")(tree, faulty(), time_budget=None, measure_budget=150)
+    out["random"] = {"measurements": rs.measurements, "failures": len(rs.failures)}
+    out["greedy1"] = {"measurements": gs.measurements, "failures": len(gs.failures)}
+    benches = [(b.name, b.computation()) for b in datasets.get("mm64_256_16", "test")[:10]]
+    rows = run_eval(benches, ["random", "greedy1"], time_budget=None, measure_budget=20,
+                    numpy_min_time=0.01, final_min_time=0.002, progress=False,
+                    make_measurer=faulty)  # fmt: skip
+    out["eval"] = {
+        "rows": len(rows),
+        "failures": sum(r.get("failures", 0) for r in rows),
+    }
+    env = LoopTuneEnv(split="test", measurer=faulty(), peak_gflops=peak)
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    worst, episodes, env_failures, total = 0.0, 0, 0, 0.0
+    for i in range(env_steps):
+        _, r, *_, info = env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+        total += r
+        env_failures += info["outcome"] != "ok"
+        if (i + 1) % 10 == 0:
+            expected = (env.gflops - env.base_gflops) / env.peak
+            worst = max(worst, abs(total - expected))
+            episodes += 1
+            env.reset()
+            total = 0.0
+    out["env"] = {
+        "steps": env_steps,
+        "episodes": episodes,
+        "failed_steps": env_failures,
+        "max_return_mismatch": worst,
+    }
+    for r in runners:
+        injected.update({k.value: v for k, v in r.injected.items()})
+    recorded = Counter(rec["outcome"] for rec in RecordStore(path))
+    out["injected"] = dict(injected)
+    out["recorded"] = dict(recorded)
+    out["every_failure_recorded"] = all(recorded[k] >= v for k, v in injected.items())
+    out["no_reward_paid_twice"] = worst < 1e-9
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--budgets", default="0.0005:2,0.001:3,0.002:3,0.004:5")
+    ap.add_argument("--memory-steps", type=int, default=100_000)
+    ap.add_argument("--records", type=int, default=10_000)
+    ap.add_argument("--fault-steps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    budgets = [(float(b.split(":")[0]), int(b.split(":")[1])) for b in args.budgets.split(",")]
+    before_path = RESULTS / "env_speed.json"
+    before = json.loads(before_path.read_text()) if before_path.is_file() else {}
     peak = peak_gflops()
-    episodes = plan(args.steps, args.seed, make_env((0.0, 1), cache={}))
-    results = [run_budget(b, episodes) for b in budgets]
-    feats = feature_cost(results[0]["fresh"]["trees"])
-    header = (
-        f"{'budget':>12} {'fresh st/s':>10} {'ms/meas':>8} {'JIT%':>5} {'time%':>6} "
-        f"{'feat%':>6} {'noise med':>9} {'p90':>6} {'p90 fast':>8} {'rwd p90':>7} {'CV med':>7} {'cached st/s':>11} "
-        f"{'cold-feat st/s':>14} {'reset ms':>8} {'reset warm':>10}"
-    )
-    print(
-        f"{looptune.cpu_name()}, peak {peak:.0f} GFLOP/s, {results[0]['fresh']['steps']} steps "
-        f"over {len(episodes)} episodes of the mm64_256_16 test split"
-    )
-    print(header)
-    for r in results:
-        f, n, c = r["fresh"], r["noise"], r["cached"]
-        b = f"{r['budget']['min_time'] * 1e3:g}ms/{r['budget']['min_runs']}"
-        p90f = n["rel_diff_p90_fast_states"]
-        fast = "-" if p90f is None else f"{100 * p90f:.1f}%"
-        print(
-            f"{b:>12} {f['steps_per_s']:>10.0f} {f['ms_per_measurement']:>8.2f} "
-            f"{100 * f['jit_share']:>5.1f} {100 * f['timing_share']:>6.1f} "
-            f"{100 * f['feature_share']:>6.2f} {100 * n['rel_diff_median']:>8.2f}% "
-            f"{100 * n['rel_diff_p90']:>5.1f}% {fast:>8} {100 * n['reward_diff_p90']:>6.2f}% "
-            f"{100 * n['cv_median']:>6.2f}% "
-            f"{c['steps_per_s']:>11.0f} {r['cached_cold_features']['steps_per_s']:>14.0f} "
-            f"{f['reset_ms_median']:>8.2f} {c['reset_ms_median']:>10.3f}"
-        )
-    print(
-        f"features {feats['features_us']:.0f} us/state, networkx graph {feats['graph_us']:.0f} "
-        "us/state; paper's env: ~100 ms per measured state"
-    )
-    for r in results:
-        for part in ("fresh", "cached", "cached_cold_features"):
-            r[part].pop("trees")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS, 
-        json.dumps(
-            {
-                "cpu": looptune.cpu_name(),
-                "peak_gflops": peak,
-                "dataset": "mm64_256_16/test",
-                "policy": "masked random",
-                "features": feats,
-                "budgets": results,
-                "targets": {
-                    "fresh_steps_per_s": 200,
-                    "noise": 0.03,
-                    "cached_steps_per_s": 10000,
-                    "reset_ms": 5,
-                },
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {RESULTS}")
+    tmp = Path(tempfile.mkdtemp(prefix="looptune-bench-"))
+    result = {"environment": environment(), "peak_gflops": peak}
+    result["speed"] = speed(args.steps, args.seed, peak)
+    result["speed"]["before"] = _before(before)
+    result["memory"] = memory(args.memory_steps, args.seed, peak)
+    result["isolation"] = isolation()
+    result["records"] = records_speed(args.records, tmp)
+    result["faults"] = faults(args.fault_steps, args.seed, peak, tmp)
+    result["targets"] = {"fresh_steps_per_s": 700, "cached_steps_per_s": 50_000,
+                         "rss_growth_mb": 300}  # fmt: skip
+    s, b = result["speed"], result["speed"]["before"]
+    print(f"{looptune.cpu_name()} ({looptune.host_isa()}), peak {peak:.0f} GFLOP/s")
+    print(table(
+        [{"what": "fresh steps/s", "before": b.get("fresh"), "after": s["fresh_steps_per_s"]},
+         {"what": "cached steps/s", "before": b.get("cached"), "after": s["cached_steps_per_s"]},
+         {"what": "ms/measurement", "before": None, "after": s["ms_per_measurement"]},
+         {"what": f"RSS growth MB / {args.memory_steps} steps", "before": None,
+          "after": result["memory"]["rss_growth_mb"]},
+         {"what": "isolation overhead ms/measurement", "before": None,
+          "after": result["isolation"]["overhead_ms"]},
+         {"what": "records append/s", "before": None,
+          "after": result["records"]["append_per_s"]},
+         {"what": "records read/s", "before": None, "after": result["records"]["read_per_s"]}],
+        [("what", "", "s"), ("before", "before", ".1f"), ("after", "after", ".1f")],
+    ))  # fmt: skip
+    f = result["faults"]
+    print(f"faults: injected {f['injected']}, recorded {f['recorded']}, "
+          f"every failure recorded: {f['every_failure_recorded']}, no reward paid twice: "
+          f"{f['no_reward_paid_twice']} (env: {f['env']['failed_steps']} failed steps)")  # fmt: skip
+    print(f"wrote {write_json('env_speed', result)}")
+    for p in tmp.iterdir():
+        p.unlink()
+    os.rmdir(tmp)
+
+
+def _before(doc: dict) -> dict:
+    """The previous committed run's figures at the default budget, if it has them."""
+    if "speed" in doc:
+        return {"fresh": doc["speed"]["fresh_steps_per_s"],
+                "cached": doc["speed"]["cached_steps_per_s"], "from": "previous run"}  # fmt: skip
+    for b in doc.get("budgets", []):
+        if (b["budget"]["min_time"], b["budget"]["min_runs"]) == BUDGET:
+            return {"fresh": b["fresh"]["steps_per_s"], "cached": b["cached"]["steps_per_s"],
+                    "from": "previous run (before the measure/space rewrite)"}  # fmt: skip
+    return {}
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def test_timeout_cap_is_k_times_the_best_so_far():
     assert m.measure(fast).ok
     m._best_seconds[comp.header()] = 1e-9  # pretend a kernel ran in a nanosecond
     r = m.measure(comp.default_schedule())
-    assert r.outcome is Outcome.TIMEOUT and "over the cap 2e-09 s" in r.error
+    assert r.outcome is Outcome.TIMEOUT and "over the cap 2e-09 s" in r.error and r.facts
 
 
 def test_faulty_runner_injects_each_kind():

@@ -7,8 +7,9 @@ not the tuner.
 
 The worker is forked once and reused; each measurement sends the schedule text and gets a
 ``MeasureResult`` back. A worker that dies (a segfault, ``os._exit``) yields
-``RUNTIME_ERROR``; one that does not answer within ``hard_timeout`` seconds is killed and
-yields ``TIMEOUT``. Either way a fresh worker is started for the next measurement. One worker
+``RUNTIME_ERROR``; one that does not answer within ``hard_timeout`` seconds (or, when the
+measurer passes a cap, about ``min_runs + 2`` runs at the cap plus ``min_time`` plus 1 s) is
+killed and yields ``TIMEOUT``. Either way a fresh worker is started for the next measurement. One worker
 measures at a time (the tuner waits for it): start one measurer per core for parallelism.
 """
 
@@ -105,7 +106,11 @@ class IsolatedRunner:
             self._start()
         try:
             self._conn.send((tree.dump(), isa, budget, cap_seconds))
-            if self._conn.poll(self.hard_timeout):
+            wait = self.hard_timeout
+            if cap_seconds is not None:  # a real cut-off: warm-up + min_runs runs at the cap
+                cap_wait = cap_seconds * (budget.min_runs + 2) + budget.min_time + 1.0
+                wait = min(wait, cap_wait)
+            if self._conn.poll(wait):
                 return self._conn.recv()
         except (EOFError, OSError, ConnectionError):
             code = None
@@ -115,7 +120,7 @@ class IsolatedRunner:
             self._kill()
             return failure(Outcome.RUNTIME_ERROR, f"the measuring worker died (exit code {code})")
         self._kill()
-        return failure(Outcome.TIMEOUT, f"no result within {self.hard_timeout:g} s; worker killed")
+        return failure(Outcome.TIMEOUT, f"no result within {wait:g} s; worker killed")
 
 
 __all__ = ["IsolatedRunner"]
