@@ -92,7 +92,8 @@ def play(env: LoopTuneEnv, episodes) -> float:
 
 
 def speed(steps: int, seed: int, peak: float) -> dict:
-    planner = LoopTuneEnv(split="test", measurer=Measurer(None, 0.0, 1, 1, cache={}), peak_gflops=peak)
+    quick = Measurer(None, 0.0, 1, 1, cache={})
+    planner = LoopTuneEnv(split="test", measurer=quick, peak_gflops=peak)
     episodes = plan(steps, seed, planner)
     env = LoopTuneEnv(split="test", measurer=Measurer(None, *BUDGET, cache={}), peak_gflops=peak)
     fresh = play(env, episodes)
@@ -273,9 +274,11 @@ def main() -> None:
         [("what", "", "s"), ("before", "before", ".1f"), ("after", "after", ".1f")],
     ))  # fmt: skip
     f = result["faults"]
-    print(f"faults: injected {f['injected']}, recorded {f['recorded']}, "
-          f"every failure recorded: {f['every_failure_recorded']}, no reward paid twice: "
-          f"{f['no_reward_paid_twice']} (env: {f['env']['failed_steps']} failed steps)")  # fmt: skip
+    print(
+        f"faults: injected {f['injected']}, recorded {f['recorded']}, every failure "
+        f"recorded: {f['every_failure_recorded']}, no reward paid twice: "
+        f"{f['no_reward_paid_twice']} (env: {f['env']['failed_steps']} failed steps)"
+    )
     print(f"wrote {write_json('env_speed', result)}")
     for p in tmp.iterdir():
         p.unlink()
