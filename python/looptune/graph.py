@@ -44,6 +44,9 @@ import numpy as np
 
 from looptune import _core
 
+# Feature scales, not host facts: the working-set columns compare against these fixed sizes so
+# that a trained policy sees the same inputs on every machine. The host's real cache sizes,
+# lanes and register count come from the engine: ``looptune._core.isa_facts()``.
 L1_BYTES = 48 * 1024
 L2_BYTES = 2 * 1024 * 1024
 ELEMENT_BYTES = 4
