@@ -192,3 +192,23 @@ def test_console_script():
         check=False,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_tune_records_are_reused_and_extended(capsys, tmp_path):
+    from looptune.measure import RecordStore, best_tree
+
+    path = tmp_path / "tuning.jsonl"
+    args = ["tune", "matmul", "48", "64", "32", "--search", "greedy1", "--measure-budget", "400"]
+    code, out, err = run(capsys, *args, "--records", str(path), "--json")
+    assert code == 0, err
+    first, first_out = list(RecordStore(path)), out
+    comp = looptune.matmul(48, 64, 32)
+    assert first and all(r["computation"] == comp.header() for r in first)
+    assert {r["outcome"] for r in first} == {"ok"}
+    code, out, err = run(capsys, *args, "--records", str(path), "--json")
+    assert code == 0, err
+    second = json.loads(out)
+    # greedy1 ran to convergence: the same walk again costs nothing and appends nothing
+    assert json.loads(first_out)["measurements"] == len(first) < 400
+    assert second["measurements"] == 0 and len(list(RecordStore(path))) == len(first)
+    assert best_tree(comp, path).dump() == RecordStore(path).best(comp)["schedule"]
