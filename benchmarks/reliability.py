@@ -47,7 +47,8 @@ def crafted_policy() -> dict:
 
     import looptune
     from looptune import cli, search
-    from looptune.policy import load_policy, tune
+    from looptune.policy import load_policy
+    from looptune.search.agent import tune
 
     tree = looptune.matmul(32, 32, 32).default_schedule()
     with tempfile.TemporaryDirectory() as tmp:

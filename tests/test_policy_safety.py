@@ -23,8 +23,8 @@ from looptune.policy import (
     UntrustedPolicyError,
     default_policy_path,
     load_policy,
-    tune,
 )
+from looptune.search.agent import tune
 
 
 class _Payload:

@@ -50,7 +50,7 @@ def held_out_trees(env_kwargs: dict, n: int) -> list:
 def evaluate_trees(policy: Any, trees: list, measurer: Any = None) -> dict:
     """Greedy-tune each (name, tree); return mean/geomean figures and per-benchmark rows."""
     from looptune.measure import Measurer
-    from looptune.policy import tune
+    from looptune.search.agent import tune
 
     measurer = measurer or Measurer()
     rows = []

@@ -38,8 +38,9 @@ class Budget:
     max_runs: int = 200
 
     def __post_init__(self) -> None:
-        if not (self.min_time >= 0 and 1 <= self.min_runs <= self.max_runs):
-            raise ValueError("need min_time >= 0 and 1 <= min_runs <= max_runs")
+        from looptune.validate import check_timing
+
+        check_timing(self.min_time, self.min_runs, self.max_runs)
 
 
 @runtime_checkable
