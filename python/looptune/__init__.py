@@ -42,8 +42,10 @@ def contraction(spec: str, sizes: dict[str, int] | None = None, **kw: int) -> Co
 
 
 from looptune.envs import register_envs
+from looptune.interop import install as _install_interop
 
 register_envs()
+_install_interop()
 
 __all__ = [
     "BufferTooLargeError",

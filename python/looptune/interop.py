@@ -1,0 +1,82 @@
+"""Kernels in real code: torch CPU tensors as inputs and outputs, and pickling.
+
+Installed on ``looptune.Kernel`` at import (``install()``), so every kernel gets both:
+
+- ``kernel(a, b, out=None)`` also takes contiguous float32 torch CPU tensors (and mixes of torch
+  and numpy). A tensor is handed to the engine as a numpy view of its memory (no copy); when any
+  argument is a tensor the result is a tensor (``out`` itself when given, else a new tensor that
+  shares the result's memory). Tensors that need grad, live on another device or have another
+  dtype raise ``TypeError``; non-contiguous ones ``ValueError`` (call ``.contiguous()``).
+- ``pickle.dumps(kernel)`` stores the schedule text (the computation header and the loops, as
+  ``LoopTree.dump()``) and the ISA; unpickling recompiles it (tens of microseconds). On a CPU
+  without that ISA it compiles for the host ISA instead, with a ``RuntimeWarning``.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import sys
+import warnings
+from typing import Any
+
+from looptune._core import Kernel, LoopTree, host_isa, isa_supported
+
+_native_call = Kernel.__call__
+
+
+def _torch_tensor_type() -> type | None:
+    torch = sys.modules.get("torch")  # a tensor can only exist if torch is imported
+    return getattr(torch, "Tensor", None) if torch is not None else None
+
+
+def _as_array(x: Any, what: str, tensor_type: type) -> Any:
+    if not isinstance(x, tensor_type):
+        return x
+    if x.device.type != "cpu":
+        raise TypeError(f"{what} must be a CPU tensor, got one on {x.device}")
+    if x.requires_grad:
+        raise TypeError(f"{what} requires grad; pass {what}.detach() (kernels do not record grad)")
+    if str(x.dtype) != "torch.float32":
+        raise TypeError(f"{what} must have dtype torch.float32, got {x.dtype}")
+    if not x.is_contiguous():
+        raise ValueError(f"{what} must be contiguous (use .contiguous())")
+    return x.numpy()  # shares the tensor's memory
+
+
+def kernel_call(self: Kernel, a: Any, b: Any, out: Any = None) -> Any:
+    """``C = kernel(A, B)``: numpy arrays or torch CPU tensors (see the module docstring)."""
+    tensor = _torch_tensor_type()
+    if tensor is None or not any(isinstance(x, tensor) for x in (a, b, out)):
+        return _native_call(self, a, b, out)
+    result = _native_call(
+        self,
+        _as_array(a, "a", tensor),
+        _as_array(b, "b", tensor),
+        None if out is None else _as_array(out, "out", tensor),
+    )
+    if out is not None and isinstance(out, tensor):
+        return out
+    return sys.modules["torch"].from_numpy(result)
+
+
+def _rebuild_kernel(schedule: str, isa: str) -> Kernel:
+    tree = LoopTree.parse(schedule)
+    if not isa_supported(isa):
+        host = host_isa()
+        warnings.warn(
+            f"unpickled a {isa} kernel on a CPU without {isa}; compiled it for {host}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        isa = host
+    return tree.compile(isa)
+
+
+def _reduce_kernel(kernel: Kernel) -> tuple:
+    return _rebuild_kernel, (kernel.tree.dump(), kernel.isa)
+
+
+def install() -> None:
+    """Give ``Kernel`` torch-aware calls and pickling (idempotent)."""
+    Kernel.__call__ = kernel_call
+    copyreg.pickle(Kernel, _reduce_kernel)
