@@ -1,22 +1,30 @@
-# Developer shortcuts. The README's two commands are `make demo` and `make test`.
+# The README's two commands are `make demo` and `make test`. Both create and use a project
+# virtualenv (.venv in the checkout) and install into it; nothing goes into the system python.
 PY ?= python3
-PIP ?= $(PY) -m pip
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+# Reinstall (and rebuild the C++ engine) only when the build inputs change.
+STAMP := $(VENV)/.looptune-installed
+BUILD_INPUTS := pyproject.toml CMakeLists.txt scripts/install_deps.sh $(shell find cpp -type f)
 
-.PHONY: deps dev test bench demo
+.PHONY: deps dev test bench demo clean-venv
 
-deps:           ## system + Python dependencies (idempotent)
-	PY=$(PY) bash scripts/install_deps.sh
+$(STAMP): $(BUILD_INPUTS)
+	PY=$(PY) VENV=$(VENV) bash scripts/install_deps.sh
+	touch $@
 
-dev: deps       ## build the C++ engine and install the package in editable mode
-	$(PIP) install --no-build-isolation -e . -q
+deps dev: $(STAMP)  ## venv + system and Python dependencies + the engine (idempotent)
 
-test: dev       ## the test suite (slow tests are deselected by default)
-	$(PY) -m pytest -q
+test: $(STAMP)  ## the test suite (slow tests are deselected by default; `-m slow` runs them)
+	$(VPY) -m pytest -q
 
-bench: dev      ## every benchmark, one after another
-	$(PY) benchmarks/codegen.py
-	$(PY) benchmarks/env_speed.py
-	$(PY) benchmarks/paper_table.py
+bench: $(STAMP)  ## every benchmark, one after another
+	$(VPY) benchmarks/codegen.py
+	$(VPY) benchmarks/env_speed.py
+	$(VPY) benchmarks/paper_table.py
 
-demo: dev       ## a real tuning run with the shipped agent, compared with numpy
-	$(PY) -m looptune tune matmul 128 256 64
+demo: $(STAMP)  ## a real tuning run with the shipped agent, compared with numpy
+	$(VENV)/bin/looptune tune matmul 128 256 64
+
+clean-venv:
+	rm -rf $(VENV)
