@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from callbacks import held_out_trees, summarize
 
 from looptune.fileio import atomic_write_text
+from looptune.tables import format_table, geomean
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,27 +82,20 @@ def evaluate(args: argparse.Namespace) -> dict:
     out.update(policy=str(policy.path), dataset=dataset, split=args.split, rollouts=args.rollouts)
     for s in args.search:
         vals = [r[f"{s}_gflops"] for r in rows]
-        out[f"geomean_{s}_gflops"] = _geomean(vals)
+        out[f"geomean_{s}_gflops"] = geomean(vals)
     return out
 
 
-def _geomean(xs: list[float]) -> float:
-    import math
-
-    return math.exp(sum(math.log(x) for x in xs) / max(len(xs), 1))
-
-
 def print_table(out: dict, searches: list[str]) -> None:
-    head = f"{'benchmark':<16}{'base':>8}{'agent':>8}{'x':>7}{'sec':>7}"
-    head += "".join(f"{s:>9}" for s in searches)
-    print(head)
-    for r in out["rows"]:
-        line = (
-            f"{r['benchmark']:<16}{r['base_gflops']:>8.1f}{r['agent_gflops']:>8.1f}"
-            f"{r['agent_gflops'] / r['base_gflops']:>7.2f}{r['seconds']:>7.3f}"
-        )
-        line += "".join(f"{r[f'{s}_gflops']:>9.1f}" for s in searches)
-        print(line)
+    cols = [
+        ("benchmark", "benchmark", ""),
+        ("base_gflops", "base", ".1f"),
+        ("agent_gflops", "agent", ".1f"),
+        ("x", "x", ".2f"),
+        ("seconds", "sec", ".3f"),
+    ] + [(f"{s}_gflops", s, ".1f") for s in searches]
+    rows = [{**r, "x": r["agent_gflops"] / r["base_gflops"]} for r in out["rows"]]
+    print(format_table(rows, cols))
     print(
         f"\n{out['n']} benchmarks: geomean agent {out['geomean_agent_gflops']:.1f} GFLOP/s, "
         f"geomean speedup {out['geomean_speedup']:.2f}x over base, "

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from looptune.fileio import atomic_write_text
+from looptune.tables import dumps, geomean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -234,12 +235,8 @@ def load_or_collect(args: argparse.Namespace, spec: dict) -> list[dict]:
     demos = collect([train[i].name for i in sorted(picked)], spec, args.width, args.workers)
     if args.demos:
         Path(args.demos).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.demos, json.dumps(demos, default=_jsonable))
+        atomic_write_text(args.demos, dumps(demos, indent=None))
     return demos
-
-
-def _jsonable(x):
-    return x.tolist() if isinstance(x, np.ndarray) else bool(x) if isinstance(x, np.bool_) else x
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -279,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
         "imitation": {
             "benchmarks": len(demos),
             "steps": sum(len(d["actions"]) for d in demos),
-            "expert_geomean_speedup": float(np.exp(np.mean(np.log(gains)))),
+            "expert_geomean_speedup": geomean(gains),
             "expert_seconds": round(t_demo, 1),
             "final": history[-1],
             "epochs": args.epochs,

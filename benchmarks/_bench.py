@@ -1,13 +1,11 @@
-"""Shared plumbing of the benchmark scripts: a clean BLAS environment, tables and JSON."""
+"""Shared plumbing of the benchmark scripts: a clean BLAS environment and the results folder.
+Tables, geomeans and JSON come from ``looptune.tables``."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -38,26 +36,8 @@ def environment() -> dict:
     }
 
 
-def geomean(xs: Sequence[float]) -> float:
-    xs = [x for x in xs if x > 0]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
-
-
-def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    """Plain-text table; columns are (key, header, format)."""
-    cells = [[h for _, h, _ in columns]]
-    for r in rows:
-        cells.append([("" if r.get(k) is None else format(r[k], f)) for k, _, f in columns])
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def write_json(name: str, data: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    from looptune.fileio import atomic_write_text
+    """Write ``benchmarks/results/<name>.json`` (NaN as null)."""
+    from looptune.tables import write_json as _write
 
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-    return path
+    return _write(RESULTS / f"{name}.json", data, sort_keys=True)

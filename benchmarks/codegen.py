@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import environment, geomean, strip_openblas_env, table, write_json
+from _bench import environment, strip_openblas_env, write_json
 
 strip_openblas_env()
 
@@ -28,6 +28,7 @@ import numpy as np
 import looptune
 from looptune.reference import best_seconds, conv_params, numpy_gflops, random_inputs
 from looptune.schedules import tilings
+from looptune.tables import format_table, geomean
 
 MID = [
     (64, 64, 64),
@@ -135,7 +136,7 @@ def main() -> None:
         ("best/numpy", "vs numpy", ".2f"),
         ("best/torch", "vs torch", ".2f"),
     ]
-    print(table(rows, cols))
+    print(format_table(rows, cols))
     g = summary["mid_geomean"]
     print(f"\npeak GFLOP/s: {', '.join(f'{k} {v:.1f}' for k, v in peak.items())}")
     print(

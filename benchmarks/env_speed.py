@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import RESULTS, environment, strip_openblas_env, table, write_json  # noqa: E402
+from _bench import RESULTS, environment, strip_openblas_env, write_json  # noqa: E402
 
 strip_openblas_env()
 
@@ -51,6 +51,7 @@ from looptune.measure import (  # noqa: E402
     peak_gflops,
 )
 from looptune.measure.isolate import IsolatedRunner  # noqa: E402
+from looptune.tables import format_table as table  # noqa: E402
 
 BUDGET = (0.002, 3)  # the env's default measurement budget
 

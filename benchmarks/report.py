@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from looptune.tables import format_table
+
 RESULTS = Path(__file__).parent / "results"
 README = Path(__file__).parent.parent / "README.md"
 BEGIN, END = "<!-- BENCHMARK TABLES -->", "<!-- END BENCHMARK TABLES -->"
@@ -24,9 +26,9 @@ def _load(name: str) -> dict | None:
 
 
 def _md(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    """A Markdown table of already formatted cells (``looptune.tables`` does the layout)."""
+    columns = [(i, h, "") for i, h in enumerate(header)]
+    return format_table([dict(enumerate(r)) for r in rows], columns, markdown=True)
 
 
 def _f(x: float | None, fmt: str = ".1f") -> str:

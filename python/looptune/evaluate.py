@@ -10,10 +10,9 @@ every benchmark in the same run.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,9 +20,11 @@ from tqdm import tqdm
 from looptune import search as searches_mod
 from looptune._core import Computation
 from looptune.actions import PAPER_ACTIONS
-from looptune.fileio import atomic_open, atomic_write_text
+from looptune.fileio import atomic_open
 from looptune.measure import Measurer
 from looptune.reference import blas_info, numpy_gflops
+from looptune.tables import Column, geomean, write_json
+from looptune.tables import format_table as _format_table
 
 SUMMARY_FIELDS = (
     "search",
@@ -63,11 +64,6 @@ def load_benchmarks(
         if limit is not None and len(out) >= limit:
             break
     return out
-
-
-def geomean(values: Iterable[float]) -> float:
-    vals = [v for v in values if v > 0 and math.isfinite(v)]
-    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else math.nan
 
 
 def available_searches(names: Sequence[str], skip_unavailable: bool) -> dict:
@@ -196,23 +192,20 @@ def _summary(name: str, rows: Sequence[dict]) -> dict:
     }
 
 
-def format_table(summary: Sequence[dict]) -> str:
-    head = (
-        f"{'search':<10} {'n':>3} {'mean GF/s':>10} {'geomean GF/s':>13} "
-        f"{'speedup':>8} {'time s':>8} {'measured':>9}"
-    )
-    lines = [head, "-" * len(head)]
-    for s in summary:
-        lines.append(
-            f"{s['search']:<10} {s['benchmarks']:>3} {s['mean_gflops']:>10.1f} "
-            f"{s['geomean_gflops']:>13.1f} {s['geomean_speedup']:>7.2f}x "
-            f"{_num(s['mean_seconds'], 3):>8} {_num(s['mean_measurements'], 0):>9}"
-        )
-    return "\n".join(lines)
+SUMMARY_COLUMNS: list[Column] = [
+    ("search", "search", ""),
+    ("benchmarks", "n", "d"),
+    ("mean_gflops", "mean GF/s", ".1f"),
+    ("geomean_gflops", "geomean GF/s", ".1f"),
+    ("geomean_speedup", "speedup", lambda x: f"{x:.2f}x"),
+    ("mean_seconds", "time s", ".3f"),
+    ("mean_measurements", "measured", ".0f"),
+]
 
 
-def _num(x: float, digits: int) -> str:
-    return "-" if math.isnan(x) else f"{x:.{digits}f}"
+def format_table(summary: Sequence[dict], markdown: bool = False) -> str:
+    """The summary as a plain-text (or Markdown) table."""
+    return _format_table(summary, SUMMARY_COLUMNS, markdown)
 
 
 def write_outputs(
@@ -225,8 +218,7 @@ def write_outputs(
     """JSON: config, BLAS, summary and per-benchmark rows. CSV: the summary table."""
     if json_path:
         doc = {"config": config, "blas": blas_info(), "summary": list(summary), "rows": list(rows)}
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json_path, json.dumps(_jsonable(doc), indent=2) + "\n")
+        write_json(json_path, doc)
     if csv_path:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(csv_path, "w", newline="") as f:
@@ -234,14 +226,3 @@ def write_outputs(
             writer.writeheader()
             for s in summary:
                 writer.writerow({k: s[k] for k in SUMMARY_FIELDS})
-
-
-def _jsonable(x: object) -> object:
-    """NaN is not JSON: write null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -70,9 +69,11 @@ def evaluate_trees(policy: Any, trees: list, measurer: Any = None) -> dict:
 
 
 def summarize(rows: list[dict]) -> dict:
+    from looptune.tables import geomean
+
     n = max(len(rows), 1)
-    geo = math.exp(sum(math.log(r["agent_gflops"]) for r in rows) / n)
-    speed = math.exp(sum(math.log(r["agent_gflops"] / r["base_gflops"]) for r in rows) / n)
+    geo = geomean(r["agent_gflops"] for r in rows)
+    speed = geomean(r["agent_gflops"] / r["base_gflops"] for r in rows)
     return {
         "n": len(rows),
         "mean_agent_gflops": sum(r["agent_gflops"] for r in rows) / n,

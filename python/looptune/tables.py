@@ -1,0 +1,76 @@
+"""Reporting helpers shared by the CLI, ``looptune.evaluate``, ``benchmarks/`` and ``agents/``:
+the geometric mean, one table formatter (plain text or Markdown) and JSON that writes NaN as null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+#: A column: (key of the row, header, format spec such as ".1f" or a function of the value).
+Column = tuple[str, str, "str | Callable[[Any], str]"]
+
+
+def geomean(values: Iterable[float]) -> float:
+    """Geometric mean of the positive finite values (others are skipped); NaN when none are."""
+    vals = [float(v) for v in values if v is not None and v > 0 and math.isfinite(v)]
+    return statistics.geometric_mean(vals) if vals else math.nan
+
+
+def cell(value: Any, fmt: str | Callable[[Any], str] = "") -> str:
+    """One cell: ``-`` for a missing or NaN value, else the value formatted by ``fmt``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt(value) if callable(fmt) else format(value, fmt)
+
+
+def format_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], markdown: bool = False
+) -> str:
+    """A table of ``rows`` (dicts): aligned plain text (first column left, the rest right), or
+    GitHub Markdown with ``markdown=True``."""
+    header = [h for _, h, _ in columns]
+    body = [[cell(r.get(k), f) for k, _, f in columns] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` with NaN/inf floats as None (JSON has no NaN) and numpy scalars/arrays as Python."""
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):  # numpy arrays and scalars
+        x = x.tolist()
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, Mapping):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    return x
+
+
+def dumps(x: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """Strict JSON of ``x`` (NaN as null)."""
+    return json.dumps(jsonable(x), indent=indent, sort_keys=sort_keys, allow_nan=False)
+
+
+def write_json(path: str | Path, x: Any, indent: int | None = 2, sort_keys: bool = False) -> Path:
+    """Write ``x`` as strict JSON (NaN as null) to ``path`` atomically, creating its folder."""
+    from looptune.fileio import atomic_write_text
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, dumps(x, indent, sort_keys) + "\n")  # readers never see half a file
+    return path
