@@ -150,6 +150,20 @@ def main() -> None:
     )
     path = write_json("codegen", {"environment": environment(), "summary": summary, "rows": rows})
     print(f"wrote {path}")
+    from looptune.plots import gflops_per_benchmark
+
+    bars = [
+        {"benchmark": r["name"], "search": k, "gflops": r.get(key)}
+        for r in rows
+        for k, key in (
+            ("base", "base"),
+            ("best tiling", "best"),
+            ("numpy", "numpy"),
+            ("PyTorch", "torch"),
+        )
+    ]
+    png = gflops_per_benchmark(bars, path.with_suffix(".png"), "Code generation: GFLOP/s, one core")
+    print(f"wrote {png}")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a smoke run: 5 benchmarks, 2 s budgets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="skip the PNG plots written next to --out (<stem>_gflops_per_benchmark.png, "
+        "<stem>_quality_vs_time.png)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.limit, args.budget, args.random_budget = min(args.limit, 5), 2.0, 2.0
@@ -169,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         shown = f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else value
         print(f"  {key}: {shown}")
     print(f"wrote {args.out}")
+    if not args.no_plots:
+        from looptune.plots import plot_eval
+
+        for path in plot_eval(rows, summary, args.out.parent, f"{args.out.stem}_"):
+            print(f"wrote {path}")
     return 0
 
 

@@ -46,6 +46,9 @@ def _size(text: str) -> tuple[str, int]:
     return name, _positive_int(value)
 
 
+_FMT = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+
+
 def _tune_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("tuning")
@@ -53,36 +56,39 @@ def _tune_options() -> argparse.ArgumentParser:
         "--search",
         choices=search.NAMES,
         default=None,
-        help="search to run (default: agent, else greedy2 if the policy is missing)",
+        help="search to run (None: the shipped agent, or greedy2 if its policy is missing)",
     )
     g.add_argument(
         "--time-budget",
         type=_nonneg_float,
         default=10.0,
         metavar="SECONDS",
-        help="wall-clock budget of the search (default 10)",
+        help="wall-clock budget of the search",
     )
     g.add_argument(
         "--measure-budget",
         type=_positive_int,
         default=None,
         metavar="N",
-        help="at most N fresh measurements (default unlimited)",
+        help="at most N fresh measurements (None: unlimited)",
     )
     g.add_argument(
         "--actions",
         choices=("paper", "rich"),
         default="paper",
-        help="action set (default: the paper's)",
+        help="action set: the paper's 7 actions, or rich (more splits, merge, unroll)",
     )
-    g.add_argument("--seed", type=int, default=0, help="seed of random search (default 0)")
-    g.add_argument("--save", metavar="FILE", help="write the tuned schedule to FILE")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    g.add_argument(
+        "--save", metavar="FILE", help="write the tuned schedule to FILE (read by `show`)"
+    )
     g.add_argument(
         "--records",
         metavar="FILE",
         help="tuning records (JSON Lines): reuse the measurements in FILE and append new ones",
     )
     g.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    g.add_argument("-q", "--quiet", action="store_true", help="no notes and no progress bar")
     return p
 
 
@@ -99,33 +105,57 @@ def _policy_options() -> argparse.ArgumentParser:
 
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:
-    tune = sub.add_parser("tune", help="tune one operator and compare it with numpy")
+    tune = sub.add_parser(
+        "tune",
+        help="tune one operator and compare it with numpy",
+        description="Tune one operator, check it against numpy and compare their speed.",
+    )
     ops = tune.add_subparsers(dest="op", metavar="OP", required=True)
     common = [_tune_options(), _policy_options()]
-    p = ops.add_parser("matmul", parents=common, help="C[m,n] = A[m,k] B[k,n]")
-    for dim in ("m", "k", "n"):
-        p.add_argument(dim, type=_positive_int)
-    p = ops.add_parser("bmm", parents=common, help="batched matmul C[b,m,n] = A[b,m,k] B[b,k,n]")
-    for dim in ("b", "m", "k", "n"):
-        p.add_argument(dim, type=_positive_int)
+    p = ops.add_parser("matmul", parents=common, help="C[m,n] = A[m,k] B[k,n]", **_FMT)
+    for dim, what in (("m", "rows of A and C"), ("k", "the reduction"), ("n", "columns of B, C")):
+        p.add_argument(dim, type=_positive_int, help=f"{dim}: {what}")
     p = ops.add_parser(
-        "conv2d", parents=common, help="2-D convolution, NCHW input and KCRS weights"
+        "bmm", parents=common, help="batched matmul C[b,m,n] = A[b,m,k] B[b,k,n]", **_FMT
     )
-    for dim in ("N", "C", "H", "W", "K", "R", "S"):
-        p.add_argument(dim, type=_positive_int)
-    p.add_argument("--stride", type=_positive_int, default=1)
-    p.add_argument("--pad", type=int, default=0)
+    for dim, what in (
+        ("b", "batch"),
+        ("m", "rows of A and C"),
+        ("k", "the reduction"),
+        ("n", "columns of B, C"),
+    ):
+        p.add_argument(dim, type=_positive_int, help=f"{dim}: {what}")
     p = ops.add_parser(
-        "einsum", parents=common, help='a contraction, e.g. einsum "mk,kn->mn" m=128 k=64 n=256'
+        "conv2d", parents=common, help="2-D convolution, NCHW input and KCRS weights", **_FMT
     )
-    p.add_argument("spec")
-    p.add_argument("sizes", nargs="+", type=_size, metavar="NAME=SIZE")
+    for dim, what in (
+        ("N", "batch"),
+        ("C", "input channels"),
+        ("H", "input height"),
+        ("W", "input width"),
+        ("K", "output channels"),
+        ("R", "filter height"),
+        ("S", "filter width"),
+    ):
+        p.add_argument(dim, type=_positive_int, help=f"{dim}: {what}")
+    p.add_argument("--stride", type=_positive_int, default=1, help="stride of H and W")
+    p.add_argument("--pad", type=int, default=0, help="zero padding on each side of H and W")
+    p = ops.add_parser(
+        "einsum",
+        parents=common,
+        help='a contraction, e.g. einsum "mk,kn->mn" m=128 k=64 n=256',
+        **_FMT,
+    )
+    p.add_argument("spec", help='two inputs and the output, e.g. "bmk,bkn->bmn"')
+    p.add_argument(
+        "sizes", nargs="+", type=_size, metavar="NAME=SIZE", help="the size of every index"
+    )
     tune.set_defaults(func="tune")
 
 
 def _add_show(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("show", help="print a saved schedule")
-    p.add_argument("file")
+    p = sub.add_parser("show", help="print a saved schedule", **_FMT)
+    p.add_argument("file", help="a schedule written by `looptune tune --save`")
     p.add_argument(
         "--benchmark", action="store_true", help="also check, compile and time it against numpy"
     )
@@ -133,19 +163,33 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="the paper's table: searches compared on a dataset")
-    p.add_argument("--dataset", default="mm64_256_16")
-    p.add_argument("--split", default="test")
+    p = sub.add_parser("eval", help="the paper's table: searches compared on a dataset", **_FMT)
+    p.add_argument("--dataset", default="mm64_256_16", help="a looptune.datasets name")
+    p.add_argument("--split", default="test", help="train, test or all")
     p.add_argument(
         "--searches",
         default=",".join(search.NAMES),
         help="comma-separated search names",
     )
     p.add_argument("--limit", type=_positive_int, default=25, help="first N benchmarks")
-    p.add_argument("--time-budget", type=_nonneg_float, default=60.0, metavar="SECONDS")
-    p.add_argument("--measure-budget", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--actions", choices=("paper", "rich"), default="paper")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--time-budget",
+        type=_nonneg_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wall-clock budget of each search on each benchmark",
+    )
+    p.add_argument(
+        "--measure-budget",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="at most N fresh measurements per search and benchmark (None: unlimited)",
+    )
+    p.add_argument(
+        "--actions", choices=("paper", "rich"), default="paper", help="action set of the searches"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random search")
     p.add_argument(
         "--skip-unavailable",
         action="store_true",
@@ -153,21 +197,31 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", metavar="JSON", help="write summary and per-benchmark rows")
     p.add_argument("--csv", metavar="CSV", help="write the summary table")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="write PNG plots into DIR: gflops_per_benchmark.png (every search on every "
+        "benchmark) and quality_vs_time.png (needs matplotlib: the bench extra)",
+    )
+    p.add_argument(
+        "-q", "--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar"
+    )
     p.set_defaults(func="eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from looptune import __version__
 
-    parser = argparse.ArgumentParser(prog="looptune", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="looptune", description=__doc__.split("\n\n")[0], **_FMT)
     parser.add_argument("--version", action="version", version=f"looptune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_tune(sub)
     _add_show(sub)
     _add_eval(sub)
-    train = sub.add_parser("train", help="train an agent (arguments go to looptune.train)")
-    train.add_argument("args", nargs=argparse.REMAINDER)
+    train = sub.add_parser(
+        "train", help="train an agent (`looptune train --help` lists its options)"
+    )
+    train.add_argument("args", nargs=argparse.REMAINDER, help="options of looptune.train")
     train.set_defaults(func="train")
     return parser
 

@@ -13,6 +13,7 @@ from looptune._core import Computation, LoopTree
 from looptune.actions import action_set
 from looptune.fileio import MAX_SCHEDULE_BYTES, atomic_write_text, read_text_bounded
 from looptune.measure import Measurer, best_tree
+from looptune.progress import search_progress
 from looptune.reference import Check, check_tree, numpy_gflops
 
 FALLBACK_SEARCH = "greedy2"
@@ -53,7 +54,8 @@ def tune(args: argparse.Namespace) -> int:
     policy = agent_policy(args)
     name, fn = resolve_search("agent" if policy is not None else args.search)
     base = comp.default_schedule()
-    if not args.json:
+    quiet = args.json or getattr(args, "quiet", False)
+    if not quiet:
         print(f"tuning {comp.name} with {name}...", file=sys.stderr)
         if name == "agent" and comp.kind != "matmul":
             print(
@@ -62,15 +64,17 @@ def tune(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     records = getattr(args, "records", None)
-    result = fn(
-        base,
-        Measurer(records=records),
-        time_budget=args.time_budget,
-        measure_budget=args.measure_budget,
-        actions=action_set(args.actions),
-        seed=args.seed,
-        **({"policy": policy} if policy is not None else {}),
-    )
+    measurer = Measurer(records=records)
+    with search_progress(name, measurer, args.time_budget, quiet=quiet):
+        result = fn(
+            base,
+            measurer,
+            time_budget=args.time_budget,
+            measure_budget=args.measure_budget,
+            actions=action_set(args.actions),
+            seed=args.seed,
+            **({"policy": policy} if policy is not None else {}),
+        )
     # Re-time both schedules at length so the printed figures are not a lucky short run; if the
     # search's pick does not hold up against the base, keep the base (never return a slowdown).
     meter = Measurer(min_time=REPORT_MIN_TIME, min_runs=10, max_runs=100_000, cache={})
@@ -200,7 +204,7 @@ def eval(args: argparse.Namespace) -> int:
             actions=action_set(args.actions),
             seed=args.seed,
             skip_unavailable=args.skip_unavailable,
-            progress=not args.no_progress,
+            progress=not args.quiet,
         )
     except search.SearchUnavailableError as exc:
         raise search.SearchUnavailableError(
@@ -209,6 +213,11 @@ def eval(args: argparse.Namespace) -> int:
     summary = summarize(rows)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     write_outputs(summary, rows, config, args.out, args.csv)
+    if args.plot:
+        from looptune.plots import plot_eval
+
+        for path in plot_eval(rows, summary, args.plot):
+            print(f"wrote {path}", file=sys.stderr)
     print(
         f"{args.dataset} {args.split}: {len(benches)} benchmarks, time budget "
         f"{args.time_budget:g} s per search"

@@ -15,13 +15,12 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from looptune import search as searches_mod
 from looptune._core import Computation
 from looptune.actions import PAPER_ACTIONS
 from looptune.fileio import atomic_open
 from looptune.measure import Measurer
+from looptune.progress import bar as progress_bar
 from looptune.reference import blas_info, numpy_gflops
 from looptune.tables import Column, geomean, write_json
 from looptune.tables import format_table as _format_table
@@ -102,7 +101,7 @@ def run_eval(
     fns = available_searches(names, skip_unavailable)
     final = Measurer(min_time=final_min_time, min_runs=10, max_runs=10_000, cache={})
     rows: list[dict] = []
-    bar = tqdm(total=len(benchmarks) * len(fns), disable=not progress, unit="search")
+    bar = progress_bar(len(benchmarks) * len(fns), quiet=not progress, unit="search")
     for bench, comp in benchmarks:
         base = comp.default_schedule()
         base_g = final.gflops(base)

@@ -1,0 +1,58 @@
+"""PNG plots of evaluation results, and the CLI's help texts."""
+
+from __future__ import annotations
+
+import argparse
+import struct
+from pathlib import Path
+
+import pytest
+
+from looptune.cli import build_parser
+
+pytest.importorskip("matplotlib")
+from looptune.plots import plot_eval  # noqa: E402
+
+ROWS = [
+    {"benchmark": b, "search": s, "gflops": g, "seconds": t}
+    for b in ("mm64_64_64", "mm128_64_32")
+    for s, g, t in (("numpy", 80.0, None), ("base", 40.0, 0.002), ("greedy1", 70.0, 0.3))
+]
+SUMMARY = [
+    {"search": "numpy", "geomean_gflops": 80.0, "mean_seconds": None},
+    {"search": "base", "geomean_gflops": 40.0, "mean_seconds": 0.002},
+    {"search": "greedy1", "geomean_gflops": 70.0, "mean_seconds": 0.3},
+    {"search": "best", "geomean_gflops": 71.0, "mean_seconds": float("nan")},
+]
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])  # IHDR width, height
+
+
+def test_plot_eval_writes_two_pngs(tmp_path: Path) -> None:
+    paths = plot_eval(ROWS, SUMMARY, tmp_path / "plots", prefix="run_")
+    assert [p.name for p in paths] == ["run_gflops_per_benchmark.png", "run_quality_vs_time.png"]
+    width, height = _png_size(paths[1])
+    assert (width, height) == (round(6.4 * 110), round(4.2 * 110))
+    assert _png_size(paths[0])[0] >= 6 * 110
+
+
+def _actions(parser: argparse.ArgumentParser, path: str = "looptune"):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, f"{path} {name}")
+        else:
+            yield path, action
+
+
+def test_every_argument_has_help_and_defaults_are_shown() -> None:
+    missing = [
+        f"{path}: {a.dest}" for path, a in _actions(build_parser()) if not (a.help or "").strip()
+    ]
+    assert missing == []
+    text = build_parser()._subparsers._group_actions[0].choices["eval"].format_help()
+    assert "(default: 60.0)" in text and "(default: mm64_256_16)" in text
