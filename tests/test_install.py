@@ -77,7 +77,8 @@ def test_wheel_without_extras_tunes_shows_and_makes_the_env(wheel: Path, tmp_pat
     code = (
         "import gymnasium as gym, looptune, importlib.util as u; "
         "env = gym.make('LoopTune-v0'); obs, info = env.reset(seed=0); "
-        "print(looptune.__file__, u.find_spec('torch') is None, env.observation_space.contains(obs))"
+        "print(looptune.__file__, u.find_spec('torch') is None, "
+        "env.observation_space.contains(obs))"
     )
     where, no_torch, ok = run([str(bin_ / "python"), "-c", code], work).stdout.split()
     assert Path(where).is_relative_to(tmp_path / "venv") and no_torch == "True" and ok == "True"

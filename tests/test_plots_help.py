@@ -56,3 +56,25 @@ def test_every_argument_has_help_and_defaults_are_shown() -> None:
     assert missing == []
     text = build_parser()._subparsers._group_actions[0].choices["eval"].format_help()
     assert "(default: 60.0)" in text and "(default: mm64_256_16)" in text
+
+
+def test_eval_plot_writes_pngs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from looptune.cli import main
+
+    argv = ["eval", "--searches", "base,greedy1", "--limit", "2", "--time-budget", "0.2"]
+    assert main([*argv, "--measure-budget", "5", "--plot", str(tmp_path), "-q"]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["gflops_per_benchmark.png", "quality_vs_time.png"]
+    assert f"wrote {tmp_path / 'quality_vs_time.png'}" in capsys.readouterr().err
+
+
+def test_eval_plot_without_matplotlib_fails_before_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from looptune import evaluate
+    from looptune.cli import main
+
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if not installed
+    monkeypatch.setattr(evaluate, "run_eval", lambda *a, **k: pytest.fail("ran the searches"))
+    assert main(["eval", "--searches", "base", "--limit", "1", "--plot", str(tmp_path)]) == 1
+    assert "plots need matplotlib: pip install 'looptune[bench]'" in capsys.readouterr().err

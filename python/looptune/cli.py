@@ -251,7 +251,7 @@ def _guarded(run: Callable[[], int]) -> int:
         return run()
     except (ValueError, TypeError, KeyError, FileNotFoundError, IsADirectoryError) as exc:
         return _fail(exc, 2)
-    except (LoopTuneError, OSError, RuntimeError) as exc:
+    except (LoopTuneError, OSError, RuntimeError, ImportError) as exc:
         return _fail(exc, 1)
     except KeyboardInterrupt:
         print("looptune: interrupted", file=sys.stderr)

@@ -195,6 +195,10 @@ def eval(args: argparse.Namespace) -> int:
     if not names or unknown:
         raise ValueError(f"unknown search(es) {unknown}; choose from {', '.join(search.NAMES)}")
     benches = load_benchmarks(args.dataset, args.split, args.limit)
+    if args.plot:  # fail before a long run, not after it
+        from looptune.plots import _pyplot
+
+        _pyplot()
     try:
         rows = run_eval(
             benches,

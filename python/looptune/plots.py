@@ -19,10 +19,11 @@ REFERENCE_ROWS = ("numpy", "best")  # summary rows without a tuning time
 
 
 def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend; a clear ``ModuleNotFoundError`` without it."""
     try:
         import matplotlib
     except ImportError as exc:
-        raise ImportError(
+        raise ModuleNotFoundError(
             "plots need matplotlib: pip install 'looptune[bench]' (or pip install matplotlib)"
         ) from exc
     matplotlib.use("Agg")  # files only, no display needed
