@@ -42,11 +42,10 @@ def test_plot_eval_writes_two_pngs(tmp_path: Path) -> None:
 
 def _actions(parser: argparse.ArgumentParser, path: str = "looptune"):
     for action in parser._actions:
+        yield path, action
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from _actions(sub, f"{path} {name}")
-        else:
-            yield path, action
 
 
 def test_every_argument_has_help_and_defaults_are_shown() -> None:

@@ -110,7 +110,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         help="tune one operator and compare it with numpy",
         description="Tune one operator, check it against numpy and compare their speed.",
     )
-    ops = tune.add_subparsers(dest="op", metavar="OP", required=True)
+    ops = tune.add_subparsers(dest="op", metavar="OP", required=True, help="the operator")
     common = [_tune_options(), _policy_options()]
     p = ops.add_parser("matmul", parents=common, help="C[m,n] = A[m,k] B[k,n]", **_FMT)
     for dim, what in (("m", "rows of A and C"), ("k", "the reduction"), ("n", "columns of B, C")):
@@ -212,9 +212,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from looptune import __version__
 
-    parser = argparse.ArgumentParser(prog="looptune", description=__doc__.split("\n\n")[0], **_FMT)
+    parser = argparse.ArgumentParser(
+        prog="looptune", description=__doc__.split("\n\n")[0].replace("``", ""), **_FMT
+    )
     parser.add_argument("--version", action="version", version=f"looptune {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, help="what to do")
     _add_tune(sub)
     _add_show(sub)
     _add_eval(sub)
