@@ -12,17 +12,27 @@ from __future__ import annotations
 import numpy as np
 import xgboost as xgb
 
-_PARAMS = dict(
-    n_estimators=60,
-    max_depth=5,
-    learning_rate=0.2,
-    subsample=1.0,
-    min_child_weight=1.0,
-    tree_method="hist",
-    n_jobs=1,
-    random_state=0,
-    verbosity=0,
-)
+_PARAMS = {
+    "max_depth": 5,
+    "eta": 0.2,
+    "subsample": 1.0,
+    "min_child_weight": 1.0,
+    "tree_method": "hist",
+    "nthread": 1,
+    "seed": 0,
+    "verbosity": 0,
+}
+ROUNDS = 60
+
+
+def _train(x: np.ndarray, y: np.ndarray, objective: str) -> xgb.Booster:
+    # The native API: the sklearn wrappers need scikit-learn, which is not a dependency.
+    data = xgb.DMatrix(x, label=y, nthread=1)
+    return xgb.train({**_PARAMS, "objective": objective}, data, num_boost_round=ROUNDS)
+
+
+def _predict(model: xgb.Booster, x: np.ndarray) -> np.ndarray:
+    return model.predict(xgb.DMatrix(x, nthread=1)).astype(np.float64)
 
 
 class Regressor:
@@ -31,7 +41,7 @@ class Regressor:
 
     def __init__(self, min_rows: int = 4) -> None:
         self.min_rows = min_rows
-        self.model: xgb.XGBRegressor | None = None
+        self.model: xgb.Booster | None = None
         self.scale = 1.0
 
     @property
@@ -44,14 +54,14 @@ class Regressor:
             self.model = None
             return self
         self.scale = float(np.max(y))
-        self.model = xgb.XGBRegressor(**_PARAMS).fit(x, y / self.scale)
+        self.model = _train(x, y / self.scale, "reg:squarederror")
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
         if self.model is None:
             return np.zeros(len(x))
-        return self.model.predict(x).astype(np.float64) * self.scale
+        return _predict(self.model, x) * self.scale
 
 
 class Classifier:
@@ -59,7 +69,7 @@ class Classifier:
     class's frequency (1.0 when nothing is known: never filter blindly)."""
 
     def __init__(self) -> None:
-        self.model: xgb.XGBClassifier | None = None
+        self.model: xgb.Booster | None = None
         self.prior = 1.0
 
     @property
@@ -72,11 +82,11 @@ class Classifier:
         if len(valid) < 4 or valid.all() or not valid.any():
             self.model = None
             return self
-        self.model = xgb.XGBClassifier(**_PARAMS).fit(x, valid.astype(int))
+        self.model = _train(x, valid.astype(np.float32), "binary:logistic")
         return self
 
     def predict_valid(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
         if self.model is None:
             return np.full(len(x), self.prior)
-        return self.model.predict_proba(x)[:, 1].astype(np.float64)
+        return _predict(self.model, x)
