@@ -36,7 +36,14 @@ def _search(
     space = ConfigSpace(tree.computation, measurer.isa)
     if time_budget is None and measure_budget is None:
         measure_budget = DEFAULT_MEASUREMENTS
-    result = Tuner(Evaluator(space, measurer), kind, seed=seed).run(measure_budget, time_budget)
+    if measure_budget is not None:
+        if measure_budget < 0:
+            raise ValueError(f"measure_budget must be >= 0, got {measure_budget}")
+        measure_budget = max(measure_budget - 1, 0)  # the start tree took one
+    if time_budget is not None and time_budget < 0:
+        raise ValueError(f"time_budget must be >= 0 seconds, got {time_budget}")
+    tuner = Tuner(Evaluator(space, measurer), kind, seed=seed)
+    result = tuner.run(measure_budget, time_budget)
     history = [(0.0, f"{tree.hash():016x}", base)]
     for t in result.measured:
         built = space.try_instantiate(t.point)[0]
