@@ -7,8 +7,6 @@ Outcomes are plain strings (see :class:`Outcome`); errors are caught and returne
 
 from __future__ import annotations
 
-import time
-
 from looptune._core import LoopTree
 from looptune.errors import CompileError, LoopTuneError
 
@@ -58,11 +56,9 @@ def measure(
     isa = getattr(measurer, "isa", None)
     try:
         if timeout is not None:
-            t0 = time.perf_counter()
             secs = probe_seconds(tree, isa)
             if secs > timeout:
                 return 0.0, Outcome.TIMEOUT, f"one run took {secs:.3g} s > {timeout:.3g} s"
-            del t0
         result = measurer.measure(tree)
     except CompileError as exc:
         return 0.0, Outcome.COMPILE_ERROR, str(exc)

@@ -115,7 +115,9 @@ class Evaluator:
                 from looptune.measure import Measurer
 
                 measurer = Measurer(isa=space.isa)
-            measure_fn = lambda tree, timeout: _measure.measure(tree, measurer, timeout)  # noqa: E731
+            def measure_fn(tree: LoopTree, timeout: float | None) -> tuple[float, str, str]:
+                return _measure.measure(tree, measurer, timeout)
+
         self.measure_fn = measure_fn
         self.check_fn = check_fn or (lambda tree: _measure.check(tree, space.isa))
         self.timeout_factor = timeout_factor
