@@ -101,7 +101,7 @@ def test_conv_search_is_correct():
 
 
 def test_registry_and_bad_arguments(base):
-    assert set(SEARCH_NAMES) | {"base", "agent"} == set(search.NAMES)
+    assert set(SEARCH_NAMES) | {"base", "agent", "ml2", "xgb"} == set(search.NAMES)
     with pytest.raises(ValueError, match="unknown search"):
         search.get("annealing")
     with pytest.raises(ValueError, match="time_budget"):

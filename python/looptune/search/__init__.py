@@ -58,6 +58,12 @@ NAMES: tuple[str, ...] = (
     "random",
     "agent",
 )
+
+# Cost-model tuners over the template configuration space (looptune.costmodel).
+from looptune.costmodel.search import ml2_search, xgb_search  # noqa: E402
+
+SEARCHES.update({"ml2": ml2_search, "xgb": xgb_search})
+NAMES = (*NAMES, "ml2", "xgb")
 assert set(NAMES) == {*SEARCHES, "agent"}
 
 

@@ -1,0 +1,218 @@
+"""The tuners on a deterministic fake cost (no timing): exact choices, budgets, failures."""
+
+import math
+
+import numpy as np
+import pytest
+
+import looptune
+from looptune.costmodel import ConfigSpace, Evaluator, Outcome, Tuner, tune
+from looptune.costmodel.models import Classifier, Regressor
+from looptune.costmodel.predictor import predictor, spearman
+from looptune.costmodel.records import (
+    load_records,
+    point_of,
+    pretrain_rows,
+    records_from,
+    save_records,
+)
+
+
+def tile_cost(lanes):
+    """Fake GFLOP/s from the register tile of the tree: the loops inside the last reduction
+    loop; 100 per accumulator plus the rows (a unique optimum value per ISA)."""
+
+    def fake(tree, timeout):
+        loops = tree.loops
+        last_red = max(i for i, lp in enumerate(loops) if lp.var == "k")
+        tile = loops[last_red + 1 :]
+        rows = tile[0].range if len(tile) == 2 else 1
+        acc = rows * math.ceil(tile[-1].range / lanes)
+        return 100.0 * acc + rows, Outcome.OK, ""
+
+    return fake
+
+
+def run(kind, isa="avx512", seed=0, budget=64, fake=None, **kw):
+    space = ConfigSpace(looptune.matmul(64, 64, 64), isa)
+    ev = Evaluator(
+        space, measure_fn=fake or tile_cost(space.lanes), verify=False, timeout_factor=None
+    )
+    tuner = Tuner(ev, kind, seed=seed, **kw)
+    return tuner, tuner.run(budget)
+
+
+def first_reaching(result, value):
+    return next(i + 1 for i, g in enumerate(result.curve()) if g >= value)
+
+
+def test_ml2_finds_the_fake_optimum_fast():
+    # avx2: at most 12 accumulators; the optimum value is 1212 (a 12 x 1 register tile)
+    for seed in (0, 1):
+        _, ml2 = run("ml2", isa="avx2", seed=seed)
+        assert ml2.best_gflops == 1212.0
+        assert first_reaching(ml2, 1212.0) == 2
+    _, rnd = run("random", isa="avx2", seed=2)
+    assert first_reaching(rnd, 1212.0) == 25
+
+
+def test_ml2_measures_no_point_the_compiler_rejects():
+    _, ml2 = run("ml2")
+    assert ml2.measurements == 64
+    assert ml2.invalid_measurements == 0
+    assert ml2.caught == 40
+    caught = {t.outcome for t in ml2.trials if not t.measured}
+    assert caught == {Outcome.NOT_INSTANTIABLE, Outcome.COMPILE_REJECTED}
+    _, xgb = run("xgb")
+    assert xgb.invalid_measurements == 12 and xgb.caught == 0
+
+
+def test_same_seed_same_choices():
+    _, a = run("ml2", seed=3, budget=24)
+    _, b = run("ml2", seed=3, budget=24)
+    assert [t.point for t in a.trials] == [t.point for t in b.trials]
+
+
+def test_failed_measurements_are_counted_not_raised():
+    base = tile_cost(16)
+
+    def flaky(tree, timeout):
+        if any(lp.unroll for lp in tree.loops):
+            return 0.0, Outcome.RUNTIME_ERROR, "crashed"
+        return base(tree, timeout)
+
+    _, res = run("xgb", fake=flaky)
+    assert res.measurements == 64
+    errors = [t for t in res.measured if t.outcome == Outcome.RUNTIME_ERROR]
+    assert len(errors) == 4 and all(t.error == "crashed" for t in errors)
+    assert res.best_gflops > 0
+
+
+def test_v_learns_to_filter_a_class_of_invalid_points():
+    base = tile_cost(16)
+
+    def no_unroll(tree, timeout):
+        if any(lp.unroll for lp in tree.loops):
+            return 0.0, Outcome.RUNTIME_ERROR, "crashed"
+        return base(tree, timeout)
+
+    tuner, res = run("pv", fake=no_unroll, budget=96)
+    space = tuner.space
+    crashed = [t for t in res.measured if t.outcome == Outcome.RUNTIME_ERROR]
+    assert len(crashed) == 8 and all(space.values(t.point)["unroll"] for t in crashed)
+    # V's verdict on the best point with and without unroll
+    best = res.best_point
+    flipped = best[:-1] + (1 - best[-1],)
+    assert space.try_instantiate(flipped)[0] is not None
+    pv = tuner.V.predict_valid(np.stack([tuner.ev.visible(p) for p in (best, flipped)]))
+    assert pv[0] > 0.5 > pv[1]
+    # so the filter step drops the unrolled twin of the best point
+    keep = [p for p, v in zip((best, flipped), pv) if v >= 0.5]
+    assert keep == [best]
+
+
+def test_timeout_cuts_off_slow_points():
+    calls = []
+
+    def slow_unless_big(tree, timeout):
+        g, _, _ = tile_cost(16)(tree, timeout)
+        calls.append(timeout)
+        if timeout is not None and g < 300:
+            return 0.0, Outcome.TIMEOUT, "slow"
+        return g, Outcome.OK, ""
+
+    space = ConfigSpace(looptune.matmul(64, 64, 64), "avx512")
+    ev = Evaluator(space, measure_fn=slow_unless_big, verify=False, timeout_factor=10.0)
+    res = Tuner(ev, "random", seed=0).run(32)
+    cap = 10 * space.comp.flops / (ev.best_gflops * 1e9)
+    assert calls[0] is None and calls[-1] == pytest.approx(cap)
+    assert sum(t.outcome == Outcome.TIMEOUT for t in res.measured) == 2
+
+
+def test_wrong_answer_is_an_outcome():
+    space = ConfigSpace(looptune.matmul(64, 64, 64), "avx512")
+    ev = Evaluator(
+        space, measure_fn=tile_cost(16), check_fn=lambda tree: (False, "off"), timeout_factor=None
+    )
+    res = Tuner(ev, "random", seed=0).run(16)
+    ok_or_wrong = {t.outcome for t in res.measured} - {
+        Outcome.NOT_INSTANTIABLE,
+        Outcome.COMPILE_REJECTED,
+    }
+    assert ok_or_wrong == {Outcome.WRONG_ANSWER} and res.best_gflops == 0.0
+
+
+def test_bad_arguments():
+    space = ConfigSpace(looptune.matmul(16, 16, 16), "avx2")
+    ev = Evaluator(space, measure_fn=tile_cost(8))
+    with pytest.raises(ValueError, match="unknown tuner"):
+        Tuner(ev, "annealing")
+    with pytest.raises(ValueError, match="budget"):
+        Tuner(ev, "ml2").run(None, None)
+    with pytest.raises(ValueError, match="batch"):
+        Tuner(ev, "ml2", batch=0)
+
+
+def test_time_budget_stops_the_tuner():
+    space = ConfigSpace(looptune.matmul(64, 64, 64), "avx512")
+    ev = Evaluator(space, measure_fn=tile_cost(16), verify=False)
+    res = tune(space, "xgb", measure_budget=None, time_budget=0.0, evaluator=ev)
+    assert res.measurements == 0
+
+
+def test_models_before_and_after_training():
+    r = Regressor()
+    assert list(r.predict(np.zeros((2, 3)))) == [0.0, 0.0]
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    y = x[:, 0] * 2.0
+    r.fit(x, y)
+    pred = r.predict(x)
+    assert spearman(pred, y) > 0.99
+    c = Classifier().fit(x[:3], np.array([True, True, True]))
+    assert not c.trained and list(c.predict_valid(x[:2])) == [1.0, 1.0]
+    c.fit(x, x[:, 0] >= 20)
+    assert (c.predict_valid(x) > 0.5).tolist() == (x[:, 0] >= 20).tolist()
+
+
+def test_spearman():
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254)
+    assert math.isnan(spearman([1], [1]))
+
+
+def test_records_round_trip_and_pretrain(tmp_path):
+    tuner, res = run("xgb", budget=16)
+    recs = records_from(tuner.space, res)
+    path = tmp_path / "r.jsonl"
+    save_records(path, recs)
+    loaded = load_records(path)
+    assert loaded == recs
+    assert [point_of(tuner.space, r.config) for r in loaded] == [t.point for t in res.trials]
+    rows = pretrain_rows(loaded, kind="matmul")
+    assert len(rows) == 16 and pretrain_rows(loaded, kind="conv2d") == []
+    assert [r[2] == Outcome.OK for r in rows] == [r[1] is not None for r in rows]
+    # pre-trained P ranks from the first round: no random first batch
+    pre, res2 = run("ml2", budget=8, pretrain=rows)
+    assert pre.P.trained
+    (tmp_path / "bad.jsonl").write_text('{"computation": 1}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        load_records(tmp_path / "bad.jsonl")
+
+
+def test_predictor_is_deterministic_and_learns_the_fake():
+    space = ConfigSpace(looptune.matmul(64, 64, 64), "avx2")
+    rng = np.random.default_rng(0)
+    trees = []
+    while len(trees) < 60:
+        t, _ = space.try_instantiate(space.sample(rng))
+        if t is not None:
+            trees.append(t)
+    fake = tile_cost(8)
+    y = [fake(t, None)[0] for t in trees]
+    pred = predictor(trees[:40], y[:40], "avx2")
+    got = [pred(t) for t in trees[40:]]
+    assert got == [pred(t) for t in trees[40:]]
+    assert spearman(got, y[40:]) > 0.7
+    with pytest.raises(ValueError, match="2 trees but 1"):
+        predictor(trees[:2], y[:1], "avx2")
