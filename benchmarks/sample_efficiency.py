@@ -30,13 +30,14 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _bench import RESULTS, environment, table, write_json  # noqa: E402
+from _bench import RESULTS, environment, write_json  # noqa: E402
 
 import looptune  # noqa: E402
 from looptune.costmodel import ConfigSpace, Evaluator, Outcome, Tuner, spearman  # noqa: E402
 from looptune.costmodel._measure import check  # noqa: E402
 from looptune.costmodel.models import Classifier, Regressor  # noqa: E402
 from looptune.measure import Measurer  # noqa: E402
+from looptune.tables import format_table  # noqa: E402
 
 TUNERS = ("random", "xgb", "pv", "ml2")
 LABELS = {"random": "random", "xgb": "P only (TVM-style)", "pv": "P+V", "ml2": "P+V+A (ML2)"}
@@ -201,7 +202,7 @@ def main() -> None:
         ("caught_total", "caught at compile", "d"),
         ("seconds_mean", "wall s/run", ".1f"),
     ]
-    print(table(rows, cols))
+    print(format_table(rows, cols))
     print({k: v for k, v in summary.items() if k != "tuners"})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from looptune import _core, datasets
 from looptune.errors import UnknownBenchmarkError
-from looptune.measure import Measurer, Outcome
+from looptune.measure import FakeRunner, Measurer, Outcome
 from looptune.measure import peak_gflops as measured_peak
 from looptune.space import MAX_LOOPS, ScheduleSpace
 from looptune.validate import action_index, finite_positive
@@ -114,6 +114,10 @@ class LoopTuneEnv(gym.Env):
     of action names), max_loops (the depth cap, default ``looptune.space.MAX_LOOPS``),
     observation ("box"/"dict"), isa (None = the host's best), measure_min_time (0.002 s),
     measure_min_runs (3), peak_gflops (None = measured), measurer (a ``Measurer`` to use),
+    cost_model (a callable ``tree -> GFLOP/s`` used instead of timing: the cost-model reward
+    mode, deterministic and cheap for training, e.g. ``looptune.costmodel.predictor(...)``;
+    its figures never enter tuning records; its accuracy against measurement is reported by
+    ``benchmarks/sample_efficiency.py``),
     info_graph (False), render_mode ("ansi"/"human"), max_steps (legacy: truncate after this
     many steps inside the env; prefer ``max_episode_steps``).
 
@@ -142,6 +146,7 @@ class LoopTuneEnv(gym.Env):
         measure_min_runs: int = 3,
         peak_gflops: float | None = None,
         measurer: Measurer | None = None,
+        cost_model: Callable[[_core.LoopTree], float] | None = None,
         info_graph: bool = False,
         render_mode: str | None = None,
         max_steps: int | None = None,
@@ -161,8 +166,13 @@ class LoopTuneEnv(gym.Env):
         self.render_mode, self.info_graph = render_mode, info_graph
         if isa is not None and not _core.isa_supported(isa):
             raise ValueError(f"ISA {isa!r} is not supported on this CPU")
+        if cost_model is not None and measurer is not None:
+            raise ValueError("give either measurer or cost_model, not both")
+        if cost_model is not None and not callable(cost_model):
+            raise TypeError(f"cost_model must be callable (tree -> GFLOP/s), got {cost_model!r}")
+        runner = FakeRunner(cost_model) if cost_model is not None else None
         self.measurer = measurer or Measurer(
-            isa=isa, min_time=measure_min_time, min_runs=measure_min_runs
+            isa=isa, min_time=measure_min_time, min_runs=measure_min_runs, runner=runner
         )
         self.peak = (
             finite_positive("peak_gflops", peak_gflops)  # NaN/inf would zero every reward
