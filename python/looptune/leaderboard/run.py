@@ -130,6 +130,9 @@ def write_json(doc: dict, path: str | Path) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(jsonable(doc), f, indent=1)
             f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a result file is not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
