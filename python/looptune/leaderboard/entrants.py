@@ -33,6 +33,7 @@ from looptune.measure import Measurer
 from looptune.reference import best_seconds, check_tree, expected, numpy_gflops, random_inputs
 
 FINAL_MIN_TIME = 0.05  # seconds of timing behind every looptune figure in the table
+FINAL_TIMINGS = 2  # best of this many such timings (numpy's single window is 0.2 s)
 TIMEOUT_FACTOR, TIMEOUT_GRACE = 2.0, 5.0  # in-process entrants: over factor*budget+grace
 
 
@@ -90,7 +91,13 @@ def final_measure(
     status = "ok" if check.ok else "wrong"
     if seconds > TIMEOUT_FACTOR * budget + TIMEOUT_GRACE:
         status = "timeout"
-    m = Measurer(min_time=FINAL_MIN_TIME, min_runs=10, max_runs=100_000, cache={}).measure(tree)
+    m = max(
+        (
+            Measurer(min_time=FINAL_MIN_TIME, min_runs=10, max_runs=100_000, cache={}).measure(tree)
+            for _ in range(FINAL_TIMINGS)
+        ),
+        key=lambda x: x.gflops,
+    )
     return make_row(
         entry,
         entrant,
