@@ -290,7 +290,8 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
                    help="where tuned TVM records are kept (default ~/.cache/looptune-tvm)")
     p.add_argument("--tvm-only", default=None, metavar="NAMES",
                    help="run TVM only on these comma-separated benchmarks")
-    p.add_argument("--out", default="leaderboard.json", metavar="JSON")
+    p.add_argument("--out", default="leaderboard.json", metavar="JSON",
+                   help="result file (default leaderboard.json)")
     p.add_argument("--table", default=None, metavar="MD", help="also write the tables here")
     p.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots here")
     p.add_argument("--validate", default=None, metavar="JSON",
@@ -299,5 +300,5 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
                    help="validation: allowed shortfall of re-timed GFLOP/s (default 0.25)")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="merge result files into --out instead of running")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func="leaderboard")

@@ -98,6 +98,10 @@ def final_measure(
         ),
         key=lambda x: x.gflops,
     )
+    outcome = getattr(getattr(m, "outcome", None), "value", "ok")  # typed outcomes of measure/
+    if outcome != "ok":
+        status = "failed"
+        kw["error"] = f"final measurement: {outcome} {getattr(m, 'error', '')}".strip()
     return make_row(
         entry,
         entrant,
