@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tune(sub)
     _add_show(sub)
     _add_eval(sub)
+    _add_leaderboard(sub)
     train = sub.add_parser(
         "train", help="train an agent (`looptune train --help` lists its options)"
     )
@@ -264,3 +265,40 @@ def _fail(exc: BaseException, code: int) -> int:
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
     print(f"looptune: error: {message}", file=sys.stderr)
     return code
+
+
+def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "leaderboard",
+        help="race every tuner against numpy, PyTorch and TVM on a fixed suite",
+        description="Run the leaderboard suite (or validate / merge result files).",
+    )
+    p.add_argument("--part", action="append", help="suite part (repeatable; default all)")
+    p.add_argument("--quick", action="store_true", help="the quick subset of each part")
+    p.add_argument("--searches", default=None, help="comma-separated (default: every search)")
+    p.add_argument("--budget", type=_nonneg_float, default=10.0, metavar="SECONDS",
+                   help="tuning time per benchmark per entrant (default 10)")
+    p.add_argument("--entrant", action="append", default=[], metavar="MODULE:ATTR",
+                   help="a plug-in tuner: tune(computation, budget) -> LoopTree (repeatable)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--no-tvm", action="store_true", help="skip TVM")
+    p.add_argument("--tvm-python", default=None, metavar="PYTHON",
+                   help="interpreter with apache-tvm (default $LOOPTUNE_TVM_PYTHON)")
+    p.add_argument("--tvm-trials", type=_positive_int, default=64, metavar="N",
+                   help="MetaSchedule trials per benchmark (default 64)")
+    p.add_argument("--tvm-records", default=None, metavar="DIR",
+                   help="where tuned TVM records are kept (default ~/.cache/looptune-tvm)")
+    p.add_argument("--tvm-only", default=None, metavar="NAMES",
+                   help="run TVM only on these comma-separated benchmarks")
+    p.add_argument("--out", default="leaderboard.json", metavar="JSON",
+                   help="result file (default leaderboard.json)")
+    p.add_argument("--table", default=None, metavar="MD", help="also write the tables here")
+    p.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots here")
+    p.add_argument("--validate", default=None, metavar="JSON",
+                   help="replay the schedules of a result file instead of running")
+    p.add_argument("--tolerance", type=_nonneg_float, default=None,
+                   help="validation: allowed shortfall of re-timed GFLOP/s (default 0.25)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="merge result files into --out instead of running")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func="leaderboard")

@@ -244,3 +244,10 @@ def train_script(argv: list[str]) -> int:
 
 def train(args: argparse.Namespace) -> int:
     return train_script(args.args)
+
+
+def leaderboard(args: argparse.Namespace) -> int:
+    """``looptune leaderboard``: run, ``--validate`` or ``--merge`` (see looptune.leaderboard)."""
+    from looptune.leaderboard import cli as lb_cli
+
+    return lb_cli.main(args)

@@ -1,0 +1,106 @@
+"""The ``looptune leaderboard`` command (its arguments are declared in looptune/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from looptune.leaderboard import report, run, suite, validate
+from looptune.leaderboard.entrants import (
+    Budget,
+    Entrant,
+    NumpyEntrant,
+    PluginEntrant,
+    SearchEntrant,
+    TorchEntrant,
+)
+
+
+class _Only(Entrant):
+    """Run ``inner`` only on the named benchmarks (e.g. TVM on a few small ones)."""
+
+    def __init__(self, inner: Entrant, names: set[str]) -> None:
+        self.inner, self.names = inner, names
+        self.name, self.kind = inner.name, inner.kind
+
+    def run(self, entry: suite.Entry, budget: Budget) -> list[dict]:
+        return self.inner.run(entry, budget) if entry.name in self.names else []
+
+
+def build_entrants(args: argparse.Namespace) -> list[Entrant]:
+    from looptune import search
+
+    names = args.searches.split(",") if args.searches else list(search.NAMES)
+    unknown = [n for n in names if n not in search.NAMES]
+    if unknown:
+        raise ValueError(f"unknown search {unknown[0]!r}; choose from {', '.join(search.NAMES)}")
+    entrants: list[Entrant] = [NumpyEntrant()]
+    if not args.no_torch:
+        entrants.append(TorchEntrant())
+    entrants += [SearchEntrant(n) for n in names]
+    entrants += [PluginEntrant(spec) for spec in args.entrant]
+    if not args.no_tvm:
+        from looptune.leaderboard.tvm_entrant import TVMEntrant, check_python, tvm_python
+
+        python = tvm_python(args.tvm_python)
+        if python is None:
+            print(
+                "looptune: note: TVM skipped (no --tvm-python or LOOPTUNE_TVM_PYTHON); "
+                "pass --no-tvm to silence this",
+                file=sys.stderr,
+            )
+        else:
+            check_python(python)
+            tvm: Entrant = TVMEntrant(python, args.tvm_trials, args.tvm_records)
+            if args.tvm_only:
+                tvm = _Only(tvm, set(args.tvm_only.split(",")))
+            entrants.append(tvm)
+    return entrants
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.validate:
+        return _validate(args)
+    if args.merge:
+        doc = run.merge([run.load_json(p) for p in args.merge])
+    else:
+        entries = suite.select(_parts(args.part), args.quick)
+        doc = run.run_leaderboard(
+            entries,
+            build_entrants(args),
+            Budget(args.budget),
+            progress=not args.no_progress,
+            config={
+                "parts": _parts(args.part) or list(suite.PARTS),
+                "quick": args.quick,
+                "tvm_trials": None if args.no_tvm else args.tvm_trials,
+                "command": " ".join(sys.argv),
+            },
+        )
+    return _write(doc, args)
+
+
+def _parts(values: list[str] | None) -> list[str]:
+    return [p for v in values or () for p in v.split(",") if p]
+
+
+def _write(doc: dict, args: argparse.Namespace) -> int:
+    path = run.write_json(doc, args.out)
+    text = report.report_markdown(doc)
+    print(text)
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.table).write_text(text)
+    if args.plots:
+        for png in report.plot(doc, args.plots):
+            print(f"plot: {png}", file=sys.stderr)
+    print(f"results: {path}", file=sys.stderr)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    tol = validate.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    verdicts = validate.validate(run.load_json(args.validate), tol)
+    print(validate.format_verdicts(verdicts, tol))
+    return 0 if all(v.ok for v in verdicts) else 1

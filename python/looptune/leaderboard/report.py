@@ -1,0 +1,182 @@
+"""Leaderboard tables (Markdown, one per suite part) and plots (PNG) from a result document."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+BEST = "best looptune"
+
+
+def geomean(values: Sequence[float]) -> float:
+    vals = [v for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
+    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else math.nan
+
+
+def _ok(row: dict) -> bool:
+    g = row.get("gflops")
+    return row.get("status") == "ok" and isinstance(g, (int, float)) and math.isfinite(g)
+
+
+def with_best(rows: Sequence[dict]) -> list[dict]:
+    """``rows`` plus a synthetic "best looptune" row per benchmark: the fastest correct row of
+    any looptune entrant (its tuning time is the sum over those entrants)."""
+    out = list(rows)
+    by_bench: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("kind") == "looptune":
+            by_bench.setdefault(r["benchmark"], []).append(r)
+    for bench, rs in by_bench.items():
+        good = [r for r in rs if _ok(r)]
+        if good:
+            top = max(good, key=lambda r: r["gflops"])
+            seconds = sum(r.get("tuning_seconds") or 0.0 for r in rs)
+            out.append({**top, "entrant": BEST, "kind": "best", "from": top["entrant"],
+                        "tuning_seconds": seconds})
+    return out
+
+
+def summarize(rows: Sequence[dict], peak: float | None) -> list[dict]:
+    """Per entrant (first-seen order): benchmarks, failures, geomean GFLOP/s over its correct
+    rows, geomean ratios to numpy and PyTorch over benchmarks where both are correct, ratio of
+    its geomean to peak, mean tuning time."""
+    ref = {
+        name: {r["benchmark"]: r["gflops"] for r in rows if r["entrant"] == name and _ok(r)}
+        for name in ("numpy", "pytorch")
+    }
+    out = []
+    for name in dict.fromkeys(r["entrant"] for r in rows):
+        rs = [r for r in rows if r["entrant"] == name]
+        good = [r for r in rs if _ok(r)]
+        fails: dict[str, int] = {}
+        for r in rs:
+            if not _ok(r):
+                fails[r.get("status", "failed")] = fails.get(r.get("status", "failed"), 0) + 1
+        g = geomean([r["gflops"] for r in good])
+        times = [r["tuning_seconds"] for r in rs if _finite(r.get("tuning_seconds"))]
+        out.append(
+            {
+                "entrant": name,
+                "kind": rs[0].get("kind", ""),
+                "benchmarks": len(rs),
+                "ok": len(good),
+                "failures": fails,
+                "geomean_gflops": g,
+                "vs_numpy": _ratio(good, ref["numpy"]),
+                "vs_pytorch": _ratio(good, ref["pytorch"]),
+                "vs_peak": g / peak if peak else math.nan,
+                "mean_tuning_seconds": sum(times) / len(times) if times else math.nan,
+            }
+        )
+    return out
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _ratio(good: Sequence[dict], ref: dict[str, float]) -> float:
+    return geomean([r["gflops"] / ref[r["benchmark"]] for r in good if r["benchmark"] in ref])
+
+
+def _fmt(x: float, spec: str) -> str:
+    return "-" if not _finite(x) else format(x, spec)
+
+
+def markdown_table(summary: Sequence[dict]) -> str:
+    lines = [
+        "| entrant | kind | ok/n | geomean GFLOP/s | / numpy | / PyTorch | / peak "
+        "| mean tuning s | failures |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in summary:
+        fails = ", ".join(f"{n} {k}" for k, n in sorted(s["failures"].items())) or "0"
+        lines.append(
+            f"| {s['entrant']} | {s['kind']} | {s['ok']}/{s['benchmarks']} "
+            f"| {_fmt(s['geomean_gflops'], '.1f')} | {_fmt(s['vs_numpy'], '.2f')} "
+            f"| {_fmt(s['vs_pytorch'], '.2f')} | {_fmt(s['vs_peak'], '.2f')} "
+            f"| {_fmt(s['mean_tuning_seconds'], '.2f')} | {fails} |"
+        )
+    return "\n".join(lines)
+
+
+def parts_of(doc: dict) -> list[str]:
+    return list(dict.fromkeys(r["part"] for r in doc["rows"]))
+
+
+def report_markdown(doc: dict) -> str:
+    """Header (suite version, machine, libraries) and one table per suite part, plus one over
+    the whole run."""
+    m = doc.get("machine", {})
+    peak = m.get("peak_gflops")
+    libs = doc.get("libraries", {})
+    head = [
+        f"Leaderboard, suite {doc['suite_version']}, looptune {libs.get('looptune')} "
+        f"(git {str(doc.get('git_revision'))[:10]})",
+        "",
+        f"Machine: {m.get('cpu')}, ISA {m.get('isa')}, one core, measured FMA peak "
+        f"{_fmt(peak or math.nan, '.0f')} GFLOP/s; numpy {libs.get('numpy')} "
+        f"({(libs.get('blas') or {}).get('internal_api', '?')} "
+        f"{(libs.get('blas') or {}).get('version', '')}), torch {libs.get('torch')}.",
+        "Geomean over each entrant's correct rows; ratios are geomeans of per-benchmark ratios "
+        "over benchmarks where both sides are correct.",
+    ]
+    rows = with_best(doc["rows"])
+    out = head
+    for part in [*parts_of(doc), None]:
+        sel = [r for r in rows if part is None or r["part"] == part]
+        n = len({r["benchmark"] for r in sel})
+        out += ["", f"### {part or 'all parts'} ({n} benchmarks)", ""]
+        out.append(markdown_table(summarize(sel, peak)))
+    return "\n".join(out) + "\n"
+
+
+def plot(doc: dict, out_dir: str | Path, stem: str = "leaderboard") -> list[Path]:
+    """Two PNGs: GFLOP/s per benchmark per entrant, and quality against tuning time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = doc["rows"]
+    benches = list(dict.fromkeys(r["benchmark"] for r in rows))
+    names = list(dict.fromkeys(r["entrant"] for r in rows))
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(min(24, max(8, 0.6 * len(benches))), 5.5))
+    cmap = plt.get_cmap("tab20")
+    for j, name in enumerate(names):
+        got = {r["benchmark"]: r["gflops"] for r in rows if r["entrant"] == name and _ok(r)}
+        xs = [i + j * width for i, b in enumerate(benches) if b in got]
+        ax.bar(xs, [got[b] for b in benches if b in got], width, label=name, color=cmap(j % 20))
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(benches))])
+    ax.set_xticklabels(benches, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("GFLOP/s (one core)")
+    ax.set_title(f"looptune leaderboard {doc['suite_version']}: {doc['machine'].get('cpu')}")
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    bars = out_dir / f"{stem}_gflops.png"
+    fig.savefig(bars, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for s in summarize(with_best(rows), doc["machine"].get("peak_gflops")):
+        # y: per-benchmark ratio to numpy, so entrants run on different subsets compare fairly
+        t, q = s["mean_tuning_seconds"], s["vs_numpy"]
+        if _finite(q):
+            t = max(t, 1e-3) if _finite(t) else 1e-3
+            ax.scatter([t], [q])
+            ax.annotate(f"{s['entrant']} ({s['ok']})", (t, q), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("mean tuning time per benchmark, s (references at 1e-3)")
+    ax.set_ylabel("geomean GFLOP/s ratio to numpy (benchmarks run)")
+    ax.set_title("quality against tuning time (n benchmarks in brackets)")
+    fig.tight_layout()
+    scatter = out_dir / f"{stem}_time.png"
+    fig.savefig(scatter, dpi=110)
+    plt.close(fig)
+    return [bars, scatter]
