@@ -4,7 +4,7 @@
 #   1. apt: libxbyak-dev (the JIT assembler, headers only) and python3-venv when missing;
 #   2. python3 -m venv .venv (once);
 #   3. the pinned CPU build of torch first (an unconstrained torch pulls a multi-GB CUDA build);
-#   4. the build tools, then `pip install -e .[rl,bench,test]` (builds the C++ engine).
+#   4. the build tools, then `pip install -e .[rl,bench,cost,test]` (builds the C++ engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -28,4 +28,4 @@ fi
 VPY="$VENV/bin/python"
 "$VPY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 "$VPY" -m pip install -q "$TORCH" "scikit-build-core>=0.10" "pybind11>=2.12" ninja cmake
-"$VPY" -m pip install -q --no-build-isolation -e ".[rl,bench,test]"
+"$VPY" -m pip install -q --no-build-isolation -e ".[rl,bench,cost,test]"

@@ -9,8 +9,24 @@ and a fixed ``random_state`` make every fit deterministic and keep to one core.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import xgboost as xgb
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+
+
+def _xgboost() -> Any:
+    """xgboost, imported on first use so that `import looptune` never needs it."""
+    try:
+        import xgboost
+    except ImportError as exc:
+        raise ImportError(
+            "the cost models need xgboost: pip install 'looptune[cost]' (or xgboost)"
+        ) from exc
+    return xgboost
+
 
 _PARAMS = {
     "max_depth": 5,
@@ -27,12 +43,13 @@ ROUNDS = 60
 
 def _train(x: np.ndarray, y: np.ndarray, objective: str) -> xgb.Booster:
     # The native API: the sklearn wrappers need scikit-learn, which is not a dependency.
+    xgb = _xgboost()
     data = xgb.DMatrix(x, label=y, nthread=1)
     return xgb.train({**_PARAMS, "objective": objective}, data, num_boost_round=ROUNDS)
 
 
 def _predict(model: xgb.Booster, x: np.ndarray) -> np.ndarray:
-    return model.predict(xgb.DMatrix(x, nthread=1)).astype(np.float64)
+    return model.predict(_xgboost().DMatrix(x, nthread=1)).astype(np.float64)
 
 
 class Regressor:
