@@ -71,6 +71,7 @@ py::dict facts_dict(const CompileFacts& f) {
   d["isa"] = f.isa;
   d["lanes"] = f.lanes;
   d["vectorized"] = f.vectorized;
+  d["reduction_vectorized"] = f.reduction_vectorized;
   d["tile_loops"] = f.tile_loops;
   d["tile_accumulators"] = f.tile_accumulators;
   d["tile_rows"] = f.tile_rows;

@@ -83,6 +83,7 @@ Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
   facts_.isa = isa_name(isa);
   facts_.lanes = low.lanes;
   facts_.vectorized = low.lanes > 1;
+  facts_.reduction_vectorized = low.reduce_vec;
   facts_.tile_loops = static_cast<int>(low.loops.size()) - low.tile_start;
   facts_.tile_accumulators = low.tile_accumulators;
   facts_.accumulators_hoisted = low.hoist_start < low.tile_start;
@@ -99,7 +100,7 @@ Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
   facts_.compile_seconds = seconds_since(t0);
   if (debug_enabled()) {
     std::cerr << "[looptune] " << tree_.dump() << "\n[looptune] isa=" << facts_.isa
-              << " lanes=" << low.lanes << " tile_start=" << low.tile_start
+              << " lanes=" << low.lanes << " reduce_vec=" << low.reduce_vec << " tile_start=" << low.tile_start
               << " hoist_start=" << low.hoist_start << " zero_init=" << low.zero_init
               << " code_bytes=" << facts_.code_bytes << " fma=" << facts_.fma
               << "\n[looptune] disassembly: /usr/bin/objdump or LOOPTUNE_OBJDUMP (absolute path, "

@@ -16,6 +16,7 @@ struct CompileFacts {
   std::string isa;
   int lanes = 1;                 // 1 when the innermost loop is not vectorized
   bool vectorized = false;
+  bool reduction_vectorized = false;  // the vector loop is a reduction (horizontal sum at store)
   int tile_loops = 0;            // innermost loops fully unrolled into the register tile
   int tile_accumulators = 0;     // vector (or scalar) accumulator registers of the tile
   int tile_rows = 0, tile_vectors = 0;  // register tile shape (rows x vectors of the vector var)
