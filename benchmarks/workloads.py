@@ -91,7 +91,7 @@ def measure(comp: looptune.Computation, isa: str, seconds: float, min_time: floa
     base = comp.default_schedule()
     row["base"] = base.compile(isa).benchmark(min_time).gflops
     latencies, best, best_tree = [], row["base"], base
-    screen = Measurer(isa=isa, min_time=min_time / 5, min_runs=2, max_runs=200)
+    screen = Measurer(isa=isa, min_time=min_time / 5, min_runs=1, max_runs=200)
     for tree in tilings(comp, isa):
         latencies.append(jit_latency_us(tree, isa))
         g = screen.gflops(tree)

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <unistd.h>
 
+#include <immintrin.h>
 #include <xbyak/xbyak.h>
 
 #include "jit_x86.h"
@@ -54,6 +55,38 @@ void copy_padded(const float* src, float* dst, const TensorAccess& t) {
   rec(rec, 0, src, dst);
 }
 
+// dst[j][i] = src[i][j] for an 8x8 tile (row strides in elements). Every CPU the JIT runs on
+// has AVX2 (Kernel's constructor checks).
+__attribute__((target("avx2"))) void transpose8x8(const float* src, int64_t ss, float* dst,
+                                                  int64_t ds) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ss);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {
+    r[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
+    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);
+    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ds, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ds, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
+// dst[j][i] = src[i][j] for i < rows, j < cols (row strides ss, ds), in 8x8 tiles.
+void transpose(const float* src, int64_t ss, float* dst, int64_t ds, int64_t rows,
+               int64_t cols) {
+  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  for (int64_t i = 0; i < r8; i += 8)
+    for (int64_t j = 0; j < c8; j += 8) transpose8x8(src + i * ss + j, ss, dst + j * ds + i, ds);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = (i < r8 ? c8 : 0); j < cols; ++j) dst[j * ds + i] = src[i * ss + j];
+}
+
 // Copies between the user's dense layout and a blocked kernel layout (see Blocking): the user's
 // tensor is viewed as [A][size][B], the kernel's as [A][blocks][B][factor] or
 // [blocks][A][B][factor]. The zero padding of the last block is never written.
@@ -79,11 +112,12 @@ void blocked_copy(const float* user, float* kern, const TensorAccess& t, bool to
       }
       continue;
     }
-    for (int64_t d = 0; d < D; ++d) {
-      float* k = kern + base(a, d / L) + d % L;
-      float* u = const_cast<float*>(user) + (a * D + d) * B;
-      if (to_kernel) for (int64_t x = 0; x < B; ++x) k[x * L] = u[x];
-      else for (int64_t x = 0; x < B; ++x) u[x] = k[x * L];
+    for (int64_t bo = 0; bo < blocks; ++bo) {  // one block: [B][L] <-> L user rows of B
+      const int64_t width = std::min(L, D - bo * L);
+      float* k = kern + base(a, bo);
+      float* u = const_cast<float*>(user) + (a * D + bo * L) * B;
+      if (to_kernel) transpose(u, B, k, L, width, B);
+      else transpose(k, L, u, B, B, width);
     }
   }
 }
