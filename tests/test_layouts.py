@@ -136,3 +136,28 @@ def test_set_constant_checks_its_argument() -> None:
         kernel.set_constant(np.zeros((6, 5), np.float32))
     with pytest.raises(TypeError):
         kernel.set_constant(np.zeros((5, 6), np.float64))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    "comp",
+    [
+        looptune.conv2d(1, 3, 7, 7, 20, 3, 3, stride=2, pad=1, layout="blocked16"),
+        looptune.conv2d(1, 4, 9, 9, 16, 1, 1, stride=1, pad=0, layout="blocked8"),
+        looptune.matmul(29, 37, 45, layout="blocked16"),
+        looptune.matmul(29, 300, 1, layout="plain"),
+        looptune.matmul(1, 70, 45, layout="plain"),
+        looptune.matmul(40, 33, 8, layout="plain"),
+    ],
+    ids=lambda c: c.name,
+)
+def test_hand_tilings_of_new_layouts_match_numpy(comp: looptune.Computation, isa: str) -> None:
+    from looptune.schedules import tilings
+
+    trees = tilings(comp, isa)
+    assert trees
+    if comp.output.shape[-1] == 1:  # matrix-vector: the k reduction is the vector loop
+        assert all(t.compile(isa).facts["reduction_vectorized"] for t in trees)
+    for tree in trees[:12]:
+        result = check_tree(tree, isa=isa)
+        assert result.ok, f"{result}\n{tree.dump()}"
