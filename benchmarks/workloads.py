@@ -98,7 +98,8 @@ def measure(comp: looptune.Computation, isa: str, seconds: float, min_time: floa
         if g > best:
             best, best_tree = g, tree
     if seconds > 0:
-        found = random_search(best_tree, screen, time_budget=seconds, seed=0)
+        # blocked tilings are deeper than the environments' 10 loops: let the walks use 16
+        found = random_search(best_tree, screen, time_budget=seconds, seed=0, max_loops=16)
         if found.best_gflops > best:
             best_tree = found.best_tree
         row["search_measured"] = found.measurements
@@ -117,6 +118,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="random search per workload")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds of timed runs")
     p.add_argument("--quick", action="store_true", help="a few workloads, no search")
+    p.add_argument(
+        "--group", choices=("conv", "large", "gemv"), help="only this group (JSON workloads_GROUP)"
+    )
     args = p.parse_args()
     isa = looptune.host_isa()
     peak = looptune.measure_peak_gflops(isa, 0.2)
@@ -124,6 +128,8 @@ def main() -> None:
         (name, "conv", looptune.conv2d(1, c, hw, hw, k, r, r, stride=st, pad=pd))
         for name, c, hw, k, r, st, pd in RESNET18
     ] + [(name, group, looptune.matmul(*shape)) for name, shape, group in MATMULS]
+    if args.group:
+        work = [w for w in work if w[1] == args.group]
     if args.quick:
         work = [work[0], work[1], work[-3], work[-2], work[-1]]
         args.seconds, args.min_time = 0.0, 0.05
@@ -173,7 +179,8 @@ def main() -> None:
     )
     print(f"JIT latency median {summary['jit_latency_us_median']:.0f} us")
     env = {**environment(), "load_avg_start": rows[0]["load_avg_1m"] if rows else None}
-    path = write_json("workloads", {"environment": env, "summary": summary, "rows": rows})
+    name = f"workloads_{args.group}" if args.group else "workloads"
+    path = write_json(name, {"environment": env, "summary": summary, "rows": rows})
     print(f"wrote {path}")
 
 
