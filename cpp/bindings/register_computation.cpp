@@ -1,7 +1,10 @@
 // Python bindings of Computation, its variables and tensors, and the factories.
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <sstream>
+
+#include "looptune/cpu.h"
 
 #include "looptune/loop_tree.h"
 #include "register.h"
@@ -28,6 +31,25 @@ Tensor view(const Computation& c, const TensorAccess& t) {
   for (size_t v = 0; v < c.vars.size(); ++v) out.strides[py::str(c.vars[v].name)] = t.strides[v];
   return out;
 }
+
+// The block of a `layout=` argument: "auto" (the op's default for the host ISA's vector width),
+// "plain" (the user's layouts), "blocked" (the host ISA's vector width) or "blocked<L>".
+int64_t parse_layout(const std::string& layout, int64_t auto_block, int lanes) {
+  if (layout == "auto") return auto_block;
+  if (layout == "plain") return 0;
+  if (layout == "blocked") return lanes;
+  const std::string prefix = "blocked";
+  if (layout.rfind(prefix, 0) == 0 && layout.size() > prefix.size() && layout.size() <= 10) {
+    const std::string digits = layout.substr(prefix.size());
+    if (std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) &&
+        std::stoll(digits) > 0)
+      return std::stoll(digits);
+  }
+  throw py::value_error("layout must be 'auto', 'plain', 'blocked' or 'blocked<N>', got '" +
+                        layout + "'");
+}
+
+int host_lanes() { return isa_lanes(host_isa()); }
 
 std::string repr_tuple(const py::tuple& t) { return py::str(t).cast<std::string>(); }
 
@@ -74,6 +96,8 @@ void register_computation(py::module_& m) {
       .def_readonly("spec", &Computation::spec)
       .def_readonly("conv_stride", &Computation::conv_stride, "conv2d only (1 otherwise)")
       .def_readonly("conv_pad", &Computation::conv_pad, "conv2d only (0 otherwise)")
+      .def_readonly("block", &Computation::block,
+                    "blocked layout: conv2d output channels / matmul B panels (0: plain)")
       .def_property_readonly("name", &Computation::name)
       .def_property_readonly("flops", &Computation::flops)
       .def_readonly("vars", &Computation::vars)
@@ -94,8 +118,16 @@ void register_computation(py::module_& m) {
       .def(py::pickle([](const Computation& c) { return c.header(); },
                       [](const std::string& h) { return share(parse_computation(h)); }));
 
-  m.def("matmul", [](int64_t m_, int64_t k, int64_t n) { return share(matmul(m_, k, n)); },
-        py::arg("m"), py::arg("k"), py::arg("n"), "C[m,n] += A[m,k] * B[k,n]");
+  m.def("matmul",
+        [](int64_t m_, int64_t k, int64_t n, const std::string& layout) {
+          const int lanes = layout == "plain" ? 0 : host_lanes();
+          const int64_t block = parse_layout(layout, default_matmul_block(m_, k, n, lanes), lanes);
+          return share(block ? matmul_packed(m_, k, n, block) : matmul(m_, k, n));
+        },
+        py::arg("m"), py::arg("k"), py::arg("n"), py::arg("layout") = "auto",
+        "C[m,n] += A[m,k] * B[k,n]. layout: 'auto' packs B in column panels [N/L][K][L] "
+        "(L: the host's vector width) when B is over 4 MiB and m >= 256, else 'plain'; "
+        "'blocked' / 'blocked<L>' force the panels.");
   m.def("batch_matmul",
         [](int64_t b, int64_t m_, int64_t k, int64_t n) {
           return share(batch_matmul(b, m_, k, n));
@@ -103,10 +135,18 @@ void register_computation(py::module_& m) {
         py::arg("b"), py::arg("m"), py::arg("k"), py::arg("n"), "C[b,m,n] += A[b,m,k] * B[b,k,n]");
   m.def("conv2d",
         [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
-           int64_t stride, int64_t pad) { return share(conv2d(n, c, h, w, k, r, s, stride, pad)); },
+           int64_t stride, int64_t pad, const std::string& layout) {
+          const int lanes = layout == "plain" ? 0 : host_lanes();
+          const int64_t block = parse_layout(layout, default_conv2d_block(k, lanes), lanes);
+          return share(block ? conv2d_blocked(n, c, h, w, k, r, s, stride, pad, block)
+                             : conv2d(n, c, h, w, k, r, s, stride, pad));
+        },
         py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"), py::arg("k"), py::arg("r"),
-        py::arg("s"), py::arg("stride") = 1, py::arg("pad") = 0,
-        "O[n,k,oh,ow] += I[n,c,oh*stride+r-pad,ow*stride+s-pad] * W[k,c,r,s] (NCHW, KCRS)");
+        py::arg("s"), py::arg("stride") = 1, py::arg("pad") = 0, py::arg("layout") = "auto",
+        "O[n,k,oh,ow] += I[n,c,oh*stride+r-pad,ow*stride+s-pad] * W[k,c,r,s] (NCHW, KCRS "
+        "arrays). layout: 'auto' blocks output channels by the host's vector width L (weights "
+        "[K/L][C][R][S][L], output [N][K/L][OH][OW][L]; variables ko, ki) when k >= L, else "
+        "'plain'; 'blocked' / 'blocked<L>' force it.");
   m.def("contraction",
         [](const std::string& spec, const std::map<std::string, int64_t>& sizes) {
           require_ascii(spec, "the contraction spec");

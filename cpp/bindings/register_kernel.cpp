@@ -47,17 +47,21 @@ bool overlap(const py::array& x, const py::array& y) {
 
 py::array call(const Kernel& k, const py::object& a, const py::object& b, const py::object& out) {
   const Computation& c = k.tree().computation();
-  py::array A = checked(a, "a", c.in0, false), B = checked(b, "b", c.in1, false);
+  py::array A = checked(a, "a", c.in0, false), B;
+  if (b.is_none() && !k.has_constant_in1())
+    throw py::value_error("b is required: this kernel has no constant operand (set_constant)");
+  if (!b.is_none()) B = checked(b, "b", c.in1, false);
   py::array O;
   if (out.is_none()) {
     O = py::array_t<float>(c.out.shape);
     std::fill_n(static_cast<float*>(O.mutable_data()), c.out.numel(), 0.0f);
   } else {
     O = checked(out, "out", c.out, true);
-    if (overlap(O, A) || overlap(O, B)) throw py::value_error("out must not overlap a or b");
+    if (overlap(O, A) || (!b.is_none() && overlap(O, B)))
+      throw py::value_error("out must not overlap a or b");
   }
   const float* pa = static_cast<const float*>(A.data());
-  const float* pb = static_cast<const float*>(B.data());
+  const float* pb = b.is_none() ? nullptr : static_cast<const float*>(B.data());
   float* po = static_cast<float*>(O.mutable_data());
   {
     py::gil_scoped_release release;
@@ -71,6 +75,7 @@ py::dict facts_dict(const CompileFacts& f) {
   d["isa"] = f.isa;
   d["lanes"] = f.lanes;
   d["vectorized"] = f.vectorized;
+  d["reduction_vectorized"] = f.reduction_vectorized;
   d["tile_loops"] = f.tile_loops;
   d["tile_accumulators"] = f.tile_accumulators;
   d["tile_rows"] = f.tile_rows;
@@ -97,7 +102,8 @@ py::dict facts_dict(const CompileFacts& f) {
 constexpr double kMaxMinTime = 60.0;  // seconds of timing per call at most
 constexpr int64_t kMaxRuns = 100'000'000;
 
-TimingResult bench(const Kernel& k, double min_time, int64_t min_runs, int64_t max_runs) {
+TimingResult bench(const Kernel& k, double min_time, int64_t min_runs, int64_t max_runs,
+                   bool prepacked) {
   if (!std::isfinite(min_time) || min_time < 0 || min_time > kMaxMinTime)
     throw py::value_error("min_time must be in [0, 60] seconds, got " + std::to_string(min_time));
   if (min_runs < 1 || max_runs < min_runs || max_runs > kMaxRuns)
@@ -105,7 +111,7 @@ TimingResult bench(const Kernel& k, double min_time, int64_t min_runs, int64_t m
                           std::to_string(min_runs) + ", max_runs=" + std::to_string(max_runs) +
                           " (max_runs at most 10**8)");
   py::gil_scoped_release release;
-  return k.benchmark(min_time, min_runs, max_runs);
+  return k.benchmark(min_time, min_runs, max_runs, prepacked);
 }
 
 }  // namespace
@@ -128,10 +134,21 @@ void register_kernel(py::module_& m) {
       .def_property_readonly("isa", [](const Kernel& k) { return isa_name(k.isa()); })
       .def_property_readonly("facts", [](const Kernel& k) { return facts_dict(k.facts()); })
       .def_property_readonly("assembly", &Kernel::assembly)
-      .def("__call__", &call, py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
-           "Compute out = a (x) b on numpy float32 arrays; returns out (allocated when None).")
+      .def("__call__", &call, py::arg("a"), py::arg("b") = py::none(), py::arg("out") = py::none(),
+           "Compute out = a (x) b on numpy float32 arrays; returns out (allocated when None). "
+           "b=None uses the constant operand kept by set_constant().")
+      .def("set_constant",
+           [](Kernel& k, const py::object& b) {
+             py::array B = checked(b, "b", k.tree().computation().in1, false);
+             k.set_constant_in1(static_cast<const float*>(B.data()));
+           },
+           py::arg("b"),
+           "Keep a packed (kernel-layout) copy of b, e.g. constant weights; call with b=None.")
+      .def_property_readonly("has_constant", &Kernel::has_constant_in1)
       .def("benchmark", &bench, py::arg("min_time") = 0.01, py::arg("min_runs") = 3,
-           py::arg("max_runs") = 100000, "Time the kernel on its own aligned buffers.")
+           py::arg("max_runs") = 100000, py::arg("prepacked") = false,
+           "Time the kernel on its own aligned buffers (relayout copies included); "
+           "prepacked=True packs b once before timing (constant weights).")
       .def("__repr__", [](const Kernel& k) {
         return "<Kernel " + k.tree().computation().name() + " " + isa_name(k.isa()) + " " +
                std::to_string(k.facts().code_bytes) + " bytes>";

@@ -25,6 +25,8 @@ bool TensorAccess::padded() const { return alloc_shape != shape; }
 int64_t Computation::flops() const {
   int64_t n = 2;
   for (const Var& v : vars) n *= v.extent;
+  const Blocking& b = in1.blocking;
+  if (b.active()) n = n / ((b.size + b.factor - 1) / b.factor * b.factor) * b.size;
   return n;
 }
 
@@ -162,8 +164,7 @@ std::vector<std::string> spec_letters(const std::string& spec) {
 std::string Computation::name() const {
   std::ostringstream os;
   if (kind == "matmul") {
-    os << "mm" << extent_of(*this, "m") << '_' << extent_of(*this, "k") << '_'
-       << extent_of(*this, "n");
+    os << "mm" << in0.shape[0] << '_' << in0.shape[1] << '_' << in1.shape[1];
   } else if (kind == "batch_matmul") {
     os << "bmm" << extent_of(*this, "b") << '_' << extent_of(*this, "m") << '_'
        << extent_of(*this, "k") << '_' << extent_of(*this, "n");
@@ -176,6 +177,7 @@ std::string Computation::name() const {
     for (const std::string& p : spec_letters(spec)) os << '_' << p;
     for (const Var& v : vars) os << '_' << v.name << v.extent;
   }
+  if (block > 0) os << "_b" << block;
   return os.str();
 }
 
@@ -186,6 +188,7 @@ std::string Computation::header() const {
     os << " n=" << in0.shape[0] << " c=" << in0.shape[1] << " h=" << in0.shape[2]
        << " w=" << in0.shape[3] << " k=" << in1.shape[0] << " r=" << in1.shape[2]
        << " s=" << in1.shape[3] << " stride=" << conv_stride << " pad=" << conv_pad;
+    if (block > 0) os << " block=" << block;
     return os.str();
   }
   if (kind == "contraction") {
@@ -193,6 +196,11 @@ std::string Computation::header() const {
     std::map<std::string, int64_t> sorted;
     for (const Var& v : vars) sorted[v.name] = v.extent;
     for (const auto& [k, v] : sorted) os << ' ' << k << '=' << v;
+    return os.str();
+  }
+  if (kind == "matmul" && block > 0) {
+    os << " m=" << in0.shape[0] << " k=" << in0.shape[1] << " n=" << in1.shape[1]
+       << " block=" << block;
     return os.str();
   }
   for (const Var& v : vars) os << ' ' << v.name << '=' << v.extent;
@@ -260,8 +268,28 @@ Computation batch_matmul(int64_t b, int64_t m, int64_t k, int64_t n) {
   return c;
 }
 
-Computation conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
-                   int64_t stride, int64_t pad) {
+namespace {
+
+constexpr int64_t kMaxBlock = 64;
+
+void check_block(int64_t block) {
+  if (block < 1 || block > kMaxBlock)
+    bad("block must be in 1.." + std::to_string(kMaxBlock) + ", got " + std::to_string(block));
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Strides of a tensor given as (variable, stride) pairs; the other variables get 0.
+std::vector<int64_t> strides_of(const Computation& c,
+                                const std::vector<std::pair<std::string, int64_t>>& s) {
+  std::vector<int64_t> out(c.vars.size(), 0);
+  for (const auto& [name, v] : s) out[c.var_index(name)] = v;
+  return out;
+}
+
+// Shared by conv2d (block 0: the user's layouts) and conv2d_blocked.
+Computation make_conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r,
+                        int64_t s, int64_t stride, int64_t pad, int64_t block) {
   for (auto [name, v] : {std::pair<const char*, int64_t>{"n", n}, {"c", c}, {"h", h}, {"w", w},
                          {"k", k}, {"r", r}, {"s", s}, {"stride", stride}})
     check_size(name, v);
@@ -279,18 +307,98 @@ Computation conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_
   cp.spec = "nchw,kcrs->nkhw";
   cp.conv_stride = stride;
   cp.conv_pad = pad;
-  cp.vars = {{"n", n, false}, {"k", k, false}, {"oh", oh, false}, {"c", c, true},
-             {"r", r, true},  {"s", s, true},  {"ow", ow, false}};
+  cp.block = block;
   TensorAccess& in = cp.in0;
   in.name = "I";
   in.shape = {n, c, h, w};
   in.alloc_shape = {n, c, hp, wp};
   in.pad = {0, 0, pad, pad};
-  in.strides = {c * hp * wp, 0, stride * wp, hp * wp, wp, 1, stride};  // in the order of vars
-  cp.in1 = dense("W", {"k", "c", "r", "s"}, cp);
-  cp.out = dense("O", {"n", "k", "oh", "ow"}, cp);
+  if (block == 0) {
+    cp.vars = {{"n", n, false}, {"k", k, false}, {"oh", oh, false}, {"c", c, true},
+               {"r", r, true},  {"s", s, true},  {"ow", ow, false}};
+    in.strides = {c * hp * wp, 0, stride * wp, hp * wp, wp, 1, stride};  // in the order of vars
+    cp.in1 = dense("W", {"k", "c", "r", "s"}, cp);
+    cp.out = dense("O", {"n", "k", "oh", "ow"}, cp);
+    check_tensors(cp);
+    return cp;
+  }
+  const int64_t ko = ceil_div(k, block), L = block;
+  cp.vars = {{"n", n, false}, {"ko", ko, false}, {"oh", oh, false}, {"c", c, true},
+             {"r", r, true},  {"s", s, true},   {"ow", ow, false}, {"ki", L, false}};
+  in.strides = strides_of(cp, {{"n", c * hp * wp}, {"oh", stride * wp}, {"c", hp * wp},
+                               {"r", wp}, {"s", 1}, {"ow", stride}});
+  TensorAccess& wt = cp.in1;
+  wt.name = "W";
+  wt.shape = {k, c, r, s};
+  wt.alloc_shape = {ko, c, r, s, L};
+  wt.pad.assign(4, 0);
+  wt.strides = strides_of(cp, {{"ko", c * r * s * L}, {"c", r * s * L}, {"r", s * L},
+                               {"s", L}, {"ki", 1}});
+  wt.blocking = {0, k, L, 0};
+  TensorAccess& o = cp.out;
+  o.name = "O";
+  o.shape = {n, k, oh, ow};
+  o.alloc_shape = {n, ko, oh, ow, L};
+  o.pad.assign(4, 0);
+  o.strides = strides_of(cp, {{"n", ko * oh * ow * L}, {"ko", oh * ow * L}, {"oh", ow * L},
+                              {"ow", L}, {"ki", 1}});
+  o.blocking = {1, k, L, 1};
   check_tensors(cp);
   return cp;
+}
+
+}  // namespace
+
+Computation conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
+                   int64_t stride, int64_t pad) {
+  return make_conv2d(n, c, h, w, k, r, s, stride, pad, 0);
+}
+
+Computation conv2d_blocked(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r,
+                           int64_t s, int64_t stride, int64_t pad, int64_t block) {
+  check_block(block);
+  return make_conv2d(n, c, h, w, k, r, s, stride, pad, block);
+}
+
+Computation matmul_packed(int64_t m, int64_t k, int64_t n, int64_t block) {
+  check_size("m", m);
+  check_size("k", k);
+  check_size("n", n);
+  check_block(block);
+  const int64_t no = ceil_div(n, block), L = block;
+  Computation c;
+  c.kind = "matmul";
+  c.spec = "mk,kn->mn";
+  c.block = block;
+  c.vars = {{"m", m, false}, {"no", no, false}, {"k", k, true}, {"ni", L, false}};
+  TensorAccess& a = c.in0;
+  a.name = "A";
+  a.shape = a.alloc_shape = {m, k};
+  a.pad = {0, 0};
+  a.strides = strides_of(c, {{"m", k}, {"k", 1}});
+  TensorAccess& b = c.in1;
+  b.name = "B";
+  b.shape = {k, n};
+  b.alloc_shape = {no, k, L};
+  b.pad = {0, 0};
+  b.strides = strides_of(c, {{"no", k * L}, {"k", L}, {"ni", 1}});
+  b.blocking = {1, n, L, 0};
+  TensorAccess& o = c.out;
+  o.name = "C";
+  o.shape = {m, n};
+  o.alloc_shape = {m, no * L};  // the user's layout when L divides n (then no copy is made)
+  o.pad = {0, 0};
+  o.strides = strides_of(c, {{"m", no * L}, {"no", L}, {"ni", 1}});
+  o.blocking = {1, n, L, 1};
+  check_tensors(c);
+  return c;
+}
+
+int64_t default_conv2d_block(int64_t k, int lanes) { return k >= lanes ? lanes : 0; }
+
+int64_t default_matmul_block(int64_t m, int64_t k, int64_t n, int lanes) {
+  const bool large_b = k * n * 4 > (int64_t(4) << 20);
+  return large_b && m >= 256 && n >= lanes ? lanes : 0;
 }
 
 namespace {
@@ -338,6 +446,8 @@ Computation parse_computation(const std::string& header) {
   Computation c;
   if (kind == "matmul") {
     int64_t m = take(kv, "m", header), k = take(kv, "k", header), n = take(kv, "n", header);
+    if (kv.count("block") && kv.size() == 1)
+      return matmul_packed(m, k, n, take(kv, "block", header));
     if (kv.empty()) return matmul(m, k, n);
   } else if (kind == "batch_matmul") {
     int64_t b = take(kv, "b", header), m = take(kv, "m", header), k = take(kv, "k", header),
@@ -347,6 +457,9 @@ Computation parse_computation(const std::string& header) {
     int64_t v[9];
     const char* keys[9] = {"n", "c", "h", "w", "k", "r", "s", "stride", "pad"};
     for (int i = 0; i < 9; ++i) v[i] = take(kv, keys[i], header);
+    if (kv.count("block") && kv.size() == 1)
+      return conv2d_blocked(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8],
+                            take(kv, "block", header));
     if (kv.empty()) return conv2d(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]);
   } else {
     bad("unknown computation kind '" + kind + "' in header '" + header + "'");

@@ -14,6 +14,7 @@
 #include <xbyak/xbyak.h>
 
 #include <algorithm>
+#include <map>
 #include <unordered_map>
 
 #include "looptune/errors.h"
@@ -33,6 +34,7 @@ struct Point {
   int64_t off[3];
   int active;  // lanes in use (vector var), 1 in scalar code
   int acc;
+  std::pair<int64_t, int64_t> key;  // acc_key(): which accumulator the point adds to
   int64_t rkey;  // identifies the reduction-variable offsets
 };
 
@@ -188,6 +190,7 @@ class NestGenerator : public CodeGenerator {
                           Point p{};
                           p.active = low_.lanes == 1 ? 1 : static_cast<int>(range[low_.vec_var]);
                           for (int t = 0; t < 3; ++t) p.off[t] = tensor_offset(low_, off, t);
+                          p.key = acc_key(low_, off);
                           for (size_t v = 0; v < off.size(); ++v)
                             if (low_.reduction[v]) p.rkey = p.rkey * low_.extents[v] + off[v];
                           f(p);
@@ -198,20 +201,60 @@ class NestGenerator : public CodeGenerator {
     accs_.clear();
     acc_index_.clear();
     for_each_point([&](const Point& p) {
-      if (acc_index_.emplace(p.off[kOut], static_cast<int>(accs_.size())).second)
+      if (acc_index_.emplace(p.key, static_cast<int>(accs_.size())).second)
         accs_.push_back({p.off[kOut], p.active});
     });
     if (static_cast<int>(accs_.size()) > low_.acc_max) throw CompileError("tile exceeds registers");
     has_partial_ = false;
     for (const auto& a : accs_) has_partial_ |= a.second < low_.lanes;
+    // Partial vectors of a reduction vector loop show up only inside the tile's tails.
+    if (low_.reduce_vec) has_partial_ = true;
     cur_mask_ = 0;
     for (int a = 0; a < static_cast<int>(accs_.size()); ++a) {
-      if (low_.zero_init) zero(a);
+      if (low_.zero_init || low_.reduce_vec) zero(a);
       else load(a, kOut, accs_[a].first, accs_[a].second);
     }
     emit_hoisted(low_.hoist_start);
     cur_mask_ = 0;
+    if (low_.reduce_vec) return store_reduced();
     for (int a = 0; a < static_cast<int>(accs_.size()); ++a) store(a, accs_[a].first, accs_[a].second);
+  }
+
+  // Reduction vector loop: the accumulators of one output element are added together, summed
+  // across lanes, and written (zero_init) or added to the output element.
+  void store_reduced() {
+    std::vector<int64_t> outs;
+    for (const auto& a : accs_)
+      if (std::find(outs.begin(), outs.end(), a.first) == outs.end()) outs.push_back(a.first);
+    const int t = low_.nregs - 2;
+    for (int64_t o : outs) {
+      int first = -1;
+      for (int a = 0; a < static_cast<int>(accs_.size()); ++a) {
+        if (accs_[a].first != o) continue;
+        if (first < 0) first = a;
+        else vaddps(vr(first), vr(first), vr(a));
+      }
+      horizontal_sum(first, t);
+      const Address dst = dword[ptr_reg(kOut) + static_cast<int32_t>(disp_[kOut] + o * 4)];
+      if (!low_.zero_init) vaddss(Xmm(first), Xmm(first), dst);
+      vmovss(dst, Xmm(first));
+      ++facts_.stores;
+    }
+  }
+  // Leaves the sum of register r's lanes in its lowest lane (t is a scratch register).
+  void horizontal_sum(int r, int t) {
+    if constexpr (I == Isa::AVX512) {
+      vextractf64x4(Ymm(t), Zmm(r), 1);
+      vaddps(Ymm(r), Ymm(r), Ymm(t));
+      vextractf32x4(Xmm(t), Ymm(r), 1);
+    } else {
+      vextractf128(Xmm(t), Ymm(r), 1);
+    }
+    vaddps(Xmm(r), Xmm(r), Xmm(t));
+    vmovhlps(Xmm(t), Xmm(t), Xmm(r));
+    vaddps(Xmm(r), Xmm(r), Xmm(t));
+    vmovshdup(Xmm(t), Xmm(r));
+    vaddss(Xmm(r), Xmm(r), Xmm(t));
   }
 
   void zero(int a) {
@@ -277,7 +320,7 @@ class NestGenerator : public CodeGenerator {
   void emit_tile() {
     cur_mask_ = 0;
     std::vector<Point> pts;
-    for_each_point([&](Point p) { p.acc = acc_index_.at(p.off[kOut]); pts.push_back(p); });
+    for_each_point([&](Point p) { p.acc = acc_index_.at(p.key); pts.push_back(p); });
     // group points that share reduction offsets: they read the same operand values
     std::vector<std::vector<int>> groups;
     std::unordered_map<int64_t, int> gidx;
@@ -331,7 +374,7 @@ class NestGenerator : public CodeGenerator {
   Kind kind_[3];
   int counter_depth_ = 0;
   std::vector<std::pair<int64_t, int>> accs_;  // (output offset, active lanes)
-  std::unordered_map<int64_t, int> acc_index_;
+  std::map<std::pair<int64_t, int64_t>, int> acc_index_;
   bool has_partial_ = false;
   int cur_mask_ = 0;
 };

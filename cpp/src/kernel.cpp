@@ -9,6 +9,7 @@
 #include <sstream>
 #include <unistd.h>
 
+#include <immintrin.h>
 #include <xbyak/xbyak.h>
 
 #include "jit_x86.h"
@@ -54,6 +55,79 @@ void copy_padded(const float* src, float* dst, const TensorAccess& t) {
   rec(rec, 0, src, dst);
 }
 
+// dst[j][i] = src[i][j] for an 8x8 tile (row strides in elements). Every CPU the JIT runs on
+// has AVX2 (Kernel's constructor checks).
+__attribute__((target("avx2"))) void transpose8x8(const float* src, int64_t ss, float* dst,
+                                                  int64_t ds) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ss);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {
+    r[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
+    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);
+    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ds, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ds, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
+// dst[j][i] = src[i][j] for i < rows, j < cols (row strides ss, ds), in 8x8 tiles.
+void transpose(const float* src, int64_t ss, float* dst, int64_t ds, int64_t rows,
+               int64_t cols) {
+  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  for (int64_t i = 0; i < r8; i += 8)
+    for (int64_t j = 0; j < c8; j += 8) transpose8x8(src + i * ss + j, ss, dst + j * ds + i, ds);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = (i < r8 ? c8 : 0); j < cols; ++j) dst[j * ds + i] = src[i * ss + j];
+}
+
+// Copies between the user's dense layout and a blocked kernel layout (see Blocking): the user's
+// tensor is viewed as [A][size][B], the kernel's as [A][blocks][B][factor] or
+// [blocks][A][B][factor]. The zero padding of the last block is never written.
+void blocked_copy(const float* user, float* kern, const TensorAccess& t, bool to_kernel) {
+  const Blocking& b = t.blocking;
+  int64_t A = 1, B = 1;
+  for (int d = 0; d < static_cast<int>(t.shape.size()); ++d) {
+    if (d < b.dim) A *= t.shape[d];
+    if (d > b.dim) B *= t.shape[d];
+  }
+  const int64_t D = b.size, L = b.factor, blocks = (D + L - 1) / L;
+  auto base = [&](int64_t a, int64_t bo) {
+    return (b.outer_pos == 0 ? bo * A + a : a * blocks + bo) * B * L;
+  };
+  for (int64_t a = 0; a < A; ++a) {
+    if (B == 1) {  // the blocked dim is the last one: runs of L contiguous elements
+      for (int64_t bo = 0; bo < blocks; ++bo) {
+        const size_t bytes = sizeof(float) * std::min(L, D - bo * L);
+        float* k = kern + base(a, bo);
+        const float* u = user + a * D + bo * L;
+        if (to_kernel) std::memcpy(k, u, bytes);
+        else std::memcpy(const_cast<float*>(u), k, bytes);
+      }
+      continue;
+    }
+    for (int64_t bo = 0; bo < blocks; ++bo) {  // one block: [B][L] <-> L user rows of B
+      const int64_t width = std::min(L, D - bo * L);
+      float* k = kern + base(a, bo);
+      float* u = const_cast<float*>(user) + (a * D + bo * L) * B;
+      if (to_kernel) transpose(u, B, k, L, width, B);
+      else transpose(k, L, u, B, B, width);
+    }
+  }
+}
+
+// The user's input in the kernel's buffer layout (conv padding, longer rows or blocking).
+void to_kernel_layout(const float* src, float* dst, const TensorAccess& t) {
+  if (t.blocking.active()) blocked_copy(src, dst, t, true);
+  else copy_padded(src, dst, t);
+}
+
 bool debug_enabled() {
   const char* v = std::getenv("LOOPTUNE_DEBUG");
   return v && *v && std::string(v) != "0";
@@ -65,6 +139,28 @@ struct Kernel::Code {
   detail::Lowered low;
   detail::JitCode jit;
 };
+
+// A kernel-layout copy of in1 (zero padding included), or nullptr data for a dense in1 that
+// the kernel reads as it is.
+struct Kernel::Packed {
+  std::unique_ptr<AlignedFloats> buf;
+};
+
+std::unique_ptr<Kernel::Packed> Kernel::pack_in1(const float* in1) const {
+  const TensorAccess& t = tree_.computation().in1;
+  auto p = std::make_unique<Packed>();
+  const int64_t n = t.alloc_numel();
+  p->buf = std::make_unique<AlignedFloats>(n);
+  if (relaid_[1]) {
+    std::memset(p->buf->p, 0, sizeof(float) * n);
+    to_kernel_layout(in1, p->buf->p, t);
+  } else {
+    std::memcpy(p->buf->p, in1, sizeof(float) * n);
+  }
+  return p;
+}
+
+void Kernel::set_constant_in1(const float* in1) { constant_ = pack_in1(in1); }
 
 Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
   if (!isa_supported(isa)) throw CompileError("this CPU does not support " + isa_name(isa));
@@ -79,10 +175,12 @@ Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
   code_->low = detail::lower(tree, isa);
   relaid_[0] = tree.computation().in0.padded();  // fixed per kernel: kept off the timed path
   relaid_[1] = tree.computation().in1.padded();
+  out_relaid_ = tree.computation().out.padded();
   const auto& low = code_->low;
   facts_.isa = isa_name(isa);
   facts_.lanes = low.lanes;
   facts_.vectorized = low.lanes > 1;
+  facts_.reduction_vectorized = low.reduce_vec;
   facts_.tile_loops = static_cast<int>(low.loops.size()) - low.tile_start;
   facts_.tile_accumulators = low.tile_accumulators;
   facts_.accumulators_hoisted = low.hoist_start < low.tile_start;
@@ -99,7 +197,7 @@ Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
   facts_.compile_seconds = seconds_since(t0);
   if (debug_enabled()) {
     std::cerr << "[looptune] " << tree_.dump() << "\n[looptune] isa=" << facts_.isa
-              << " lanes=" << low.lanes << " tile_start=" << low.tile_start
+              << " lanes=" << low.lanes << " reduce_vec=" << low.reduce_vec << " tile_start=" << low.tile_start
               << " hoist_start=" << low.hoist_start << " zero_init=" << low.zero_init
               << " code_bytes=" << facts_.code_bytes << " fma=" << facts_.fma
               << "\n[looptune] disassembly: /usr/bin/objdump or LOOPTUNE_OBJDUMP (absolute path, "
@@ -121,9 +219,12 @@ void Kernel::call(const float* in0, const float* in1, float* out) const {
 // serve the same computation; they are zeroed again when the computation changes.
 struct Kernel::Relayout {
   std::unique_ptr<AlignedFloats> in[2];
+  std::unique_ptr<AlignedFloats> out;  // blocked output (every element written by the kernel)
   std::string owner;
   void prepare(const Computation& c) {
     const TensorAccess* ts[2] = {&c.in0, &c.in1};
+    if (c.out.padded() && (!out || out->n != c.out.alloc_numel()))
+      out = std::make_unique<AlignedFloats>(c.out.alloc_numel());
     if (!ts[0]->padded() && !ts[1]->padded()) return;  // the common case: nothing to copy
     const std::string key = c.header();
     for (int i = 0; i < 2; ++i) {
@@ -140,23 +241,30 @@ struct Kernel::Relayout {
   }
 };
 
-void Kernel::execute(const float* in0, const float* in1, float* out, const Relayout& r) const {
+void Kernel::execute(const float* in0, const float* in1, bool in1_packed, float* out,
+                     const Relayout& r) const {
   const Computation& c = tree_.computation();
   if (relaid_[0]) {
-    copy_padded(in0, r.in[0]->p, c.in0);
+    to_kernel_layout(in0, r.in[0]->p, c.in0);
     in0 = r.in[0]->p;
   }
-  if (relaid_[1]) {
-    copy_padded(in1, r.in[1]->p, c.in1);
+  if (relaid_[1] && !in1_packed) {
+    to_kernel_layout(in1, r.in[1]->p, c.in1);
     in1 = r.in[1]->p;
   }
-  call(in0, in1, out);
+  if (!out_relaid_) return call(in0, in1, out);
+  call(in0, in1, r.out->p);
+  blocked_copy(out, r.out->p, c.out, false);
 }
 
 void Kernel::run(const float* in0, const float* in1, float* out) const {
+  if (!in1 && !constant_) throw CompileError("no b given and no constant operand set");
+  Computation c = tree_.computation();
+  if (!in1) c.in1.alloc_shape = c.in1.shape;  // the constant is packed: no in1 buffer needed
   Relayout r;
-  r.prepare(tree_.computation());
-  execute(in0, in1, out, r);
+  r.prepare(c);
+  if (!in1) return execute(in0, constant_->buf->p, true, out, r);
+  execute(in0, in1, false, out, r);
 }
 
 // Timing buffers (the user's layout) are reused across calls on one thread while the shapes
@@ -185,19 +293,21 @@ struct BenchBuffers {
   }
 };
 
-TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max_runs) const {
+TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max_runs,
+                               bool prepacked) const {
   const Computation& c = tree_.computation();
   thread_local BenchBuffers buf;
-  if (!buf.fits(c.in0.numel(), c.in1.numel(), c.out.alloc_numel()))
-    buf.reset(c.in0.numel(), c.in1.numel(), c.out.alloc_numel());
+  if (!buf.fits(c.in0.numel(), c.in1.numel(), c.out.numel()))
+    buf.reset(c.in0.numel(), c.in1.numel(), c.out.numel());
   buf.relayout.prepare(c);
-  const float *a = buf.a->p, *b = buf.b->p;
+  const std::unique_ptr<Packed> packed = prepacked ? pack_in1(buf.b->p) : nullptr;
+  const float *a = buf.a->p, *b = prepacked ? packed->buf->p : buf.b->p;
   float* o = buf.o->p;
   const Kernel::Relayout& layout = buf.relayout;
 
   const auto start = Clock::now();
   auto t0 = start;
-  execute(a, b, o, layout);  // warm-up (code, caches, TLB); its time sizes the batches
+  execute(a, b, prepacked, o, layout);  // warm-up (code, caches, TLB); its time sizes the batches
   const double estimate = std::max(seconds_since(t0), 1e-9);
   // batch very short kernels so each sample is >= ~20 us of work (clock overhead < 1%)
   const int64_t batch = std::max<int64_t>(1, static_cast<int64_t>(2e-5 / estimate));
@@ -209,7 +319,7 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
          (static_cast<int64_t>(samples.size()) < min_runs || seconds_since(start) < min_seconds)) {
     poll_interrupt();  // Ctrl-C: throws within ~20 ms plus one batch
     t0 = Clock::now();
-    for (int64_t i = 0; i < batch; ++i) execute(a, b, o, layout);
+    for (int64_t i = 0; i < batch; ++i) execute(a, b, prepacked, o, layout);
     samples.push_back(seconds_since(t0) / static_cast<double>(batch));
   }
   std::sort(samples.begin(), samples.end());

@@ -8,11 +8,22 @@
 namespace looptune::detail {
 namespace {
 
+bool unit_or_zero(int64_t x) { return x == 0 || x == 1; }
+
 bool vectorizable(const Lowered& low, const Loop& innermost) {
   if (!innermost.vectorize) return false;
   const auto& s = low.stride[innermost.var];
-  auto unit_or_zero = [](int64_t x) { return x == 0 || x == 1; };
   return s[kOut] == 1 && unit_or_zero(s[kIn0]) && unit_or_zero(s[kIn1]);
+}
+
+// A reduction loop that walks at least one input with stride 1 (and the other with 0 or 1) may
+// be the vector loop: lanes hold partial sums, summed horizontally when the output is stored.
+// Masked lanes of a partial vector load zeros from the stride-1 input, so they add nothing.
+bool reduction_vectorizable(const Lowered& low, const Loop& innermost) {
+  if (!innermost.vectorize || !low.reduction[innermost.var]) return false;
+  const auto& s = low.stride[innermost.var];
+  return s[kOut] == 0 && unit_or_zero(s[kIn0]) && unit_or_zero(s[kIn1]) &&
+         (s[kIn0] == 1 || s[kIn1] == 1);
 }
 
 struct TileShape {
@@ -34,12 +45,12 @@ TileShape measure_tile(const Lowered& low, int t) {
     if (bound > kMaxTilePoints) return {bound, bound, 0};
   }
   // Exact enumeration (bounded by kMaxTilePoints).
-  std::set<int64_t> outs;
+  std::set<std::pair<int64_t, int64_t>> outs;
   TileShape shape;
   for_each_tile_point(low, t, full_ranges_at(low, t),
                       [&](const std::vector<int64_t>& off, const std::vector<int64_t>&) {
                         ++shape.points;
-                        outs.insert(tensor_offset(low, off, kOut));
+                        outs.insert(acc_key(low, off));
                         for (int tsr = 0; tsr < 3; ++tsr)
                           shape.max_offset = std::max(shape.max_offset, tensor_offset(low, off, tsr));
                       });
@@ -62,7 +73,9 @@ void strip_mine_innermost(Lowered& low) {
   const LoweredLoop inner = low.loops[last];
   const int64_t range = full_ranges_at(low, last)[inner.var];
   const bool output_var = !low.reduction[inner.var];
-  const int64_t chunk = output_var ? int64_t(low.lanes) * std::min(8, low.acc_max) : 64;
+  const int64_t chunk = output_var     ? int64_t(low.lanes) * std::min(8, low.acc_max)
+                       : low.reduce_vec ? int64_t(low.lanes) * 4
+                                        : 64;
   if (chunk >= range) return;
   LoweredLoop outer = inner;
   outer.step = chunk;
@@ -111,16 +124,20 @@ Lowered lower(const LoopTree& tree, Isa isa) {
   for (const auto& L : tree.loops()) low.loops.push_back({L.var, L.step, L.unroll, false});
   if (low.loops.empty()) throw CompileError("cannot compile an empty loop tree");
 
-  const bool vec = vectorizable(low, tree.loops().back());
+  const bool plain_vec = vectorizable(low, tree.loops().back());
+  low.reduce_vec = !plain_vec && reduction_vectorizable(low, tree.loops().back());
+  const bool vec = plain_vec || low.reduce_vec;
   low.lanes = vec ? isa_lanes(isa) : 1;
   low.vec_var = vec ? tree.loops().back().var : -1;
   low.nregs = (isa == Isa::AVX512 && vec) ? 32 : 16;
   low.acc_max = low.nregs - 4;
 
   int n = static_cast<int>(low.loops.size());
+  low.vec_range = full_ranges_at(low, n - 1)[low.loops.back().var];
   if (!fits(low, measure_tile(low, n - 1))) {
     strip_mine_innermost(low);
     n = static_cast<int>(low.loops.size());
+    low.vec_range = full_ranges_at(low, n - 1)[low.loops.back().var];
     if (!fits(low, measure_tile(low, n - 1)))
       throw CompileError("innermost loop cannot be register-tiled (offsets too large)");
   }

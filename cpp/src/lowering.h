@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "looptune/cpu.h"
@@ -37,6 +38,10 @@ struct Lowered {
   int acc_max = 28;     // accumulators a tile may hold
   int lanes = 1;        // 1 = scalar code
   int vec_var = -1;
+  // The vector loop is a reduction (stride 0 in the output, 0/1 in the inputs): accumulators
+  // hold partial sums per lane and are summed horizontally into the output at the store.
+  bool reduce_vec = false;
+  int64_t vec_range = 1;  // range of the innermost (vector) loop in full iterations
   int tile_start = 0;   // loops[tile_start..] are unrolled into the register tile
   int hoist_start = 0;  // loops[hoist_start..tile_start) are reduction loops around the tile
   bool zero_init = false;
@@ -72,6 +77,15 @@ inline int64_t tensor_offset(const Lowered& low, const std::vector<int64_t>& off
   int64_t x = 0;
   for (size_t v = 0; v < off.size(); ++v) x += off[v] * low.stride[v][t];
   return x;
+}
+
+// Identifies a tile accumulator: the output offset, plus (for a reduction vector loop) which
+// vector of the tile's vector loop the point belongs to, so independent partial sums break the
+// FMA dependency chain.
+inline std::pair<int64_t, int64_t> acc_key(const Lowered& low, const std::vector<int64_t>& off) {
+  const int64_t o = tensor_offset(low, off, kOut);
+  if (!low.reduce_vec) return {o, 0};
+  return {o, (off[low.vec_var] % low.vec_range) / low.lanes};
 }
 
 // Throws CompileError if the tree cannot be lowered (never for a valid LoopTree).

@@ -28,6 +28,7 @@ class Computation:
     spec: str  # einsum-like, e.g. "mk,kn->mn"
     conv_stride: int  # conv2d only (1 otherwise)
     conv_pad: int  # conv2d only (0 otherwise)
+    block: int  # blocked layout: conv2d output channels / matmul B column panels; 0 = plain
     name: str  # short id, e.g. "mm128_256_64"
     flops: int
     vars: list[Var]
@@ -38,10 +39,20 @@ class Computation:
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
 
-def matmul(m: int, k: int, n: int) -> Computation: ...
+# layout: "auto" (op default for the host vector width), "plain", "blocked" or "blocked<L>"
+def matmul(m: int, k: int, n: int, layout: str = "auto") -> Computation: ...
 def batch_matmul(b: int, m: int, k: int, n: int) -> Computation: ...
 def conv2d(
-    n: int, c: int, h: int, w: int, k: int, r: int, s: int, stride: int = 1, pad: int = 0
+    n: int,
+    c: int,
+    h: int,
+    w: int,
+    k: int,
+    r: int,
+    s: int,
+    stride: int = 1,
+    pad: int = 0,
+    layout: str = "auto",
 ) -> Computation: ...
 def contraction(spec: str, sizes: dict[str, int]) -> Computation: ...
 def parse_computation(header: str) -> Computation: ...
@@ -101,11 +112,17 @@ class Kernel:
     def __call__(
         self,
         a: npt.NDArray[np.float32],
-        b: npt.NDArray[np.float32],
+        b: npt.NDArray[np.float32] | None = None,  # None: the constant set by set_constant()
         out: npt.NDArray[np.float32] | None = None,
     ) -> npt.NDArray[np.float32]: ...
+    has_constant: bool
+    def set_constant(self, b: npt.NDArray[np.float32]) -> None: ...  # keeps a packed copy
     def benchmark(
-        self, min_time: float = 0.01, min_runs: int = 3, max_runs: int = 100000
+        self,
+        min_time: float = 0.01,
+        min_runs: int = 3,
+        max_runs: int = 100000,
+        prepacked: bool = False,
     ) -> TimingResult: ...
 
 def host_isa() -> str: ...

@@ -22,6 +22,19 @@ struct Var {
   bool reduction = false;  // does not index the output
 };
 
+// A kernel layout that blocks one user dimension `dim` (of `size` elements) by `factor`: the
+// dimension becomes an outer dimension of ceil(size/factor) blocks, placed at position
+// `outer_pos` of the user's dimensions (0: column panels; dim: blocked in place), and an inner
+// dimension of `factor` elements appended last. The tail block is zero-padded. Viewing the
+// user's tensor as [A][size][B] (A, B: products of the dims before and after `dim`), the kernel
+// buffer is [A][blocks][B][factor] (outer_pos == dim) or [blocks][A][B][factor] (outer_pos == 0).
+struct Blocking {
+  int dim = -1;
+  int64_t size = 0, factor = 0;
+  int outer_pos = 0;
+  bool active() const { return factor > 0; }
+};
+
 struct TensorAccess {
   std::string name;
   std::vector<int64_t> shape;        // user-facing (unpadded) shape, row-major
@@ -30,6 +43,7 @@ struct TensorAccess {
   std::vector<int64_t> alloc_shape;
   std::vector<int64_t> pad;          // leading padding per dim; all 0 if none
   std::vector<int64_t> strides;      // per computation variable, in elements of alloc_shape
+  Blocking blocking;                 // kernel layout blocks a dimension (no conv padding then)
   int64_t numel() const;             // elements of the user-facing shape
   int64_t alloc_numel() const;       // elements of the kernel buffer
   bool padded() const;               // the kernel buffer differs from the user's (a copy is made)
@@ -43,8 +57,12 @@ class Computation {
   TensorAccess in0, in1, out;
   // conv2d only (kept so the computation can be printed and re-parsed)
   int64_t conv_stride = 1, conv_pad = 0;
+  // Blocked layout (0: the user's layouts). conv2d: output channels blocked by `block`
+  // (weights [K/L][C][R][S][L], output [N][K/L][OH][OW][L], variables ko, ki); matmul: B packed
+  // in column panels [N/L][K][L] (variables no, ni). Part of name() and header().
+  int64_t block = 0;
 
-  int64_t flops() const;         // 2 * prod(extents)
+  int64_t flops() const;         // 2 * prod(extents), less the zero padding of a blocked dim
   int var_index(const std::string& name) const;  // -1 if absent
   std::string name() const;      // short id, e.g. "mm128_256_64"
   std::string header() const;    // one line that parse_computation() turns back into *this
@@ -62,6 +80,18 @@ Computation matmul(int64_t m, int64_t k, int64_t n);
 Computation batch_matmul(int64_t b, int64_t m, int64_t k, int64_t n);
 Computation conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
                    int64_t stride, int64_t pad);
+// Blocked layouts (block >= 1; see Computation::block).
+Computation matmul_packed(int64_t m, int64_t k, int64_t n, int64_t block);
+Computation conv2d_blocked(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r,
+                           int64_t s, int64_t stride, int64_t pad, int64_t block);
+// The default block of an op ("auto" layout), given the vector lanes of the target ISA: conv2d
+// blocks output channels by `lanes` when there are at least `lanes` of them (every vector of
+// the inner block is full or nearly so); matmul packs B in panels of `lanes` when B is larger
+// than 4 MiB (it does not stay in L2, and its rows would be re-read from memory as strided
+// panels) and is reused by at least 256 rows of A (the copy costs under 1% of the work).
+// 0 means the user's layouts.
+int64_t default_conv2d_block(int64_t k, int lanes);
+int64_t default_matmul_block(int64_t m, int64_t k, int64_t n, int lanes);
 // spec like "mk,kn->mn" (exactly two inputs, one letter per variable), sizes per letter.
 Computation contraction(const std::string& spec, const std::map<std::string, int64_t>& sizes);
 // Inverse of Computation::header().

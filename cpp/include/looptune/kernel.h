@@ -16,6 +16,7 @@ struct CompileFacts {
   std::string isa;
   int lanes = 1;                 // 1 when the innermost loop is not vectorized
   bool vectorized = false;
+  bool reduction_vectorized = false;  // the vector loop is a reduction (horizontal sum at store)
   int tile_loops = 0;            // innermost loops fully unrolled into the register tile
   int tile_accumulators = 0;     // vector (or scalar) accumulator registers of the tile
   int tile_rows = 0, tile_vectors = 0;  // register tile shape (rows x vectors of the vector var)
@@ -48,13 +49,20 @@ class Kernel {
 
   // Unpadded, dense row-major buffers of the computation's shapes; any alignment. Inputs whose
   // kernel layout differs (TensorAccess::padded) are copied into it first.
+  // in1 == nullptr uses the constant operand kept by set_constant_in1 (CompileError if none).
   void run(const float* in0, const float* in1, float* out) const;
+  // Keeps a kernel-layout (packed) copy of in1, e.g. the weights of an inference layer, so calls
+  // that pass no in1 skip its relayout.
+  void set_constant_in1(const float* in1);
+  bool has_constant_in1() const { return constant_ != nullptr; }
   // Times the kernel, relayout copies included, on its own 64-byte-aligned random buffers of
   // the user's shapes: warm-up, then repeated runs
   // until `min_seconds` (counted from the warm-up) have passed and at least `min_runs` samples
   // are taken (at most max_runs). Kernels under ~20 us run in batches, one sample per batch;
   // a slower kernel's warm-up is its first sample (a cold run never lowers the best time).
-  TimingResult benchmark(double min_seconds, int64_t min_runs, int64_t max_runs) const;
+  // With `prepacked`, in1 is packed once before timing (the constant-weights case).
+  TimingResult benchmark(double min_seconds, int64_t min_runs, int64_t max_runs,
+                         bool prepacked = false) const;
 
   const LoopTree& tree() const { return tree_; }
   const CompileFacts& facts() const { return facts_; }
@@ -64,11 +72,17 @@ class Kernel {
 
  private:
   void call(const float* in0, const float* in1, float* out) const;  // kernel buffers
-  void execute(const float* in0, const float* in1, float* out, const Relayout& r) const;
+  // in1_packed: in1 is already in the kernel's layout.
+  void execute(const float* in0, const float* in1, bool in1_packed, float* out,
+               const Relayout& r) const;
+  struct Packed;
+  std::unique_ptr<Packed> pack_in1(const float* in1) const;
   LoopTree tree_;
   Isa isa_;
   CompileFacts facts_;
   bool relaid_[2] = {false, false};  // input i is copied into its kernel layout first
+  bool out_relaid_ = false;          // the output is computed in a blocked layout, then copied
+  std::unique_ptr<Packed> constant_;  // set_constant_in1
   struct Code;
   std::unique_ptr<Code> code_;
 };
