@@ -125,6 +125,7 @@ def test_constant_operand_is_packed_once(layout: str) -> None:
     w[...] = 0  # the kernel keeps its own packed copy
     assert kernel.has_constant
     np.testing.assert_allclose(kernel(x, None), expected(comp, x, w_copy), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(kernel(x), expected(comp, x, w_copy), rtol=1e-5, atol=1e-4)
     # an explicit b still wins over the constant
     np.testing.assert_allclose(kernel(x, w), np.zeros(comp.output.shape), atol=0)
     assert kernel.benchmark(0.0, 2, 2, prepacked=True).runs >= 2

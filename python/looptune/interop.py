@@ -43,8 +43,9 @@ def _as_array(x: Any, what: str, tensor_type: type) -> Any:
     return x.numpy()  # shares the tensor's memory
 
 
-def kernel_call(self: Kernel, a: Any, b: Any, out: Any = None) -> Any:
-    """``C = kernel(A, B)``: numpy arrays or torch CPU tensors (see the module docstring)."""
+def kernel_call(self: Kernel, a: Any, b: Any = None, out: Any = None) -> Any:
+    """``C = kernel(A, B)`` (``kernel(A)`` when B was set with ``set_constant``): numpy arrays
+    or torch CPU tensors (see the module docstring)."""
     tensor = _torch_tensor_type()
     if tensor is None or not any(isinstance(x, tensor) for x in (a, b, out)):
         return _native_call(self, a, b, out)
