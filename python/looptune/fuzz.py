@@ -43,21 +43,27 @@ def _odd(rng: random.Random, hi: int) -> int:
     return rng.choice([1, 2, 3, 5, 7, 9, 11, 13, 15, 16, 17, 19, 23, 24, 29, 31, 33, 37, 41])
 
 
+# kernel layouts of matmul and conv2d: the default rule, plain, and blocked by either ISA's width
+LAYOUTS = ("auto", "plain", "blocked16", "blocked8")
+
+
 def random_computation(rng: random.Random) -> Any:
     """A computation of a random kind with odd sizes; ValueError if the engine refuses it."""
     import looptune
 
     kind = rng.choice(("matmul", "matmul", "bmm", "conv2d", "conv2d", "einsum"))
+    layout = rng.choice(LAYOUTS)
     if kind == "matmul":
-        return looptune.matmul(_odd(rng, 41), _odd(rng, 41), _odd(rng, 41))
+        return looptune.matmul(_odd(rng, 41), _odd(rng, 41), _odd(rng, 41), layout=layout)
     if kind == "bmm":
         return looptune.batch_matmul(rng.randint(1, 4), _odd(rng, 24), _odd(rng, 24), _odd(rng, 24))
     if kind == "conv2d":
         stride, pad = rng.randint(1, 3), rng.randint(0, 3)
         r, s = rng.randint(1, 4), rng.randint(1, 4)
         h, w = rng.randint(max(1, r - 2 * pad), 13), rng.randint(max(1, s - 2 * pad), 13)
+        k = rng.choice([1, 3, 5, 7, 8, 13, 16, 20, 33])
         return looptune.conv2d(
-            rng.randint(1, 2), rng.randint(1, 5), h, w, rng.randint(1, 7), r, s, stride, pad
+            rng.randint(1, 2), rng.randint(1, 5), h, w, k, r, s, stride, pad, layout=layout
         )
     return random_contraction(rng)
 
