@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 import looptune
-from looptune.costmodel import ConfigSpace, Outcome
-from looptune.costmodel import _measure
+from looptune.costmodel import ConfigSpace, Outcome, _measure
 from looptune.costmodel.configspace import CODE_BYTES_CAP, accumulator_limit
 from looptune.costmodel.features import N_HIDDEN, cache_sizes, hidden, visible
 from looptune.errors import CompileError, IllegalActionError

@@ -13,9 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-
-from looptune import _core
-from looptune import policy_io
+from looptune import _core, policy_io
 from looptune.policy_io import PolicyFormatError, UntrustedPolicyError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"

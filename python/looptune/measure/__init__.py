@@ -28,7 +28,7 @@ from looptune.measure.measurer import (
     peak_gflops,
     shared_cache,
 )
-from looptune.measure.result import MeasureResult, Measurement, Outcome, failure
+from looptune.measure.result import Measurement, MeasureResult, Outcome, failure
 from looptune.measure.run import Budget, FakeRunner, FaultyRunner, KernelRunner, Runner
 from looptune.measure.store import LRUCache, RecordStore
 
