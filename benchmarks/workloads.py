@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import environment, geomean, strip_openblas_env, table, write_json
+from _bench import environment, strip_openblas_env, write_json
 
 strip_openblas_env()
 
@@ -32,6 +32,8 @@ from looptune.measure import Measurer
 from looptune.reference import best_seconds, conv_params, numpy_gflops, random_inputs
 from looptune.schedules import tilings
 from looptune.search.random import random_search
+from looptune.tables import format_table as table
+from looptune.tables import geomean
 
 # (name, cin, hw, cout, r, stride, pad): every distinct ResNet-18 conv at batch 1
 RESNET18 = [
