@@ -182,6 +182,8 @@ def main() -> None:
     print(f"JIT latency median {summary['jit_latency_us_median']:.0f} us")
     env = {**environment(), "load_avg_start": rows[0]["load_avg_1m"] if rows else None}
     name = f"workloads_{args.group}" if args.group else "workloads"
+    if args.quick:  # a smoke run never replaces the full results
+        name += "_quick"
     path = write_json(name, {"environment": env, "summary": summary, "rows": rows})
     print(f"wrote {path}")
 
