@@ -363,7 +363,7 @@ std::string Kernel::assembly() const {
 
 double measure_peak_gflops(Isa isa, double min_seconds) {
   if (!isa_supported(isa)) throw CompileError("this CPU does not support " + isa_name(isa));
-  const int chains = isa == Isa::AVX512 ? 24 : 12;
+  const int chains = isa_facts(isa).peak_fma_chains;  // the one home of ISA facts (cpu.cpp)
   detail::JitCode code = detail::generate_peak_loop(isa, chains);
   auto fn = reinterpret_cast<void (*)(int64_t)>(reinterpret_cast<void*>(code.fn));
   const int64_t iters = 20000;
