@@ -79,8 +79,9 @@ def codegen(d: dict) -> str:
             "",
             (
                 f"Mid-size matmuls (the first six rows), geomean: base {g['base']:.1f}, best "
-                f"{g['best']:.1f} ({s['mid_best_over_peak']:.0%} of peak), numpy {g['numpy']:.1f}, "
-                f"PyTorch {g['torch']:.1f}. JIT latency: median {s['jit_latency_us_median']:.0f} us, "
+                f"{g['best']:.1f} ({s['mid_best_over_peak']:.0%} of peak), "
+                f"numpy {g['numpy']:.1f}, PyTorch {g['torch']:.1f}. "
+                f"JIT latency: median {s['jit_latency_us_median']:.0f} us, "
                 f"p90 {s['jit_latency_us_p90']:.0f} us over {s['kernels_compiled']} kernels."
             ),
         ]
@@ -160,9 +161,10 @@ def paper_table(d: dict) -> str:
             (
                 f"{len(cfg['benchmarks'])} benchmarks spread over the `{cfg['dataset']}` "
                 f"{cfg['split']} split; time-boxed searches get {cfg['budget_s']:g} s each "
-                f"(random {cfg['random_budget_s']:g} s); every search starts from the base schedule "
-                "with an empty cache and its best schedule is re-timed by one shared measurer; "
-                f"numpy with one thread in the same run. Wall time {cfg['wall_seconds'] / 60:.0f} min."
+                f"(random {cfg['random_budget_s']:g} s); every search starts from the base "
+                "schedule with an empty cache and its best schedule is re-timed by one shared "
+                "measurer; numpy with one thread in the same run. "
+                f"Wall time {cfg['wall_seconds'] / 60:.0f} min."
             ),
             "",
             _md(

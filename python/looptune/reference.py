@@ -127,10 +127,14 @@ def numpy_gflops(comp: Computation, min_time: float = 0.1, seed: int = 0) -> flo
     a, b = random_inputs(comp, seed)
     if comp.kind in ("matmul", "batch_matmul"):
         out = np.empty(comp.output.shape, np.float32)
-        call = lambda: np.matmul(a, b, out=out)
+
+        def call() -> object:
+            return np.matmul(a, b, out=out)
     else:
         fn = numpy_fn(comp)
-        call = lambda: fn(a, b)
+
+        def call() -> object:
+            return fn(a, b)
     with threadpool_limits(limits=1):
         seconds = best_seconds(call, min_time)
     return comp.flops / seconds / 1e9

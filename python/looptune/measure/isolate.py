@@ -9,8 +9,8 @@ The worker is forked once and reused; each measurement sends the schedule text a
 ``MeasureResult`` back. A worker that dies (a segfault, ``os._exit``) yields
 ``RUNTIME_ERROR``; one that does not answer within ``hard_timeout`` seconds (or, when the
 measurer passes a cap, about ``min_runs + 2`` runs at the cap plus ``min_time`` plus 1 s) is
-killed and yields ``TIMEOUT``. Either way a fresh worker is started for the next measurement. One worker
-measures at a time (the tuner waits for it): start one measurer per core for parallelism.
+killed and yields ``TIMEOUT``. Either way a fresh worker is started for the next measurement.
+One worker measures at a time (the tuner waits for it): start one measurer per core for parallelism.
 """
 
 from __future__ import annotations
