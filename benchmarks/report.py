@@ -89,53 +89,30 @@ def codegen(d: dict) -> str:
 
 
 def env_speed(d: dict) -> str:
-    rows = []
-    for r in d["budgets"]:
-        f, n, c = r["fresh"], r["noise"], r["cached"]
-        b = r["budget"]
-        fast = n.get("rel_diff_p90_fast_states")
-        rows.append(
-            [
-                f"{b['min_time'] * 1e3:g} ms / {b['min_runs']} runs",
-                f"{f['steps_per_s']:.0f}",
-                f"{100 * n['rel_diff_median']:.2f}%",
-                f"{100 * n['rel_diff_p90']:.1f}%",
-                "-" if fast is None else f"{100 * fast:.1f}%",
-                f"{100 * n['reward_diff_p90']:.2f}%" if "reward_diff_p90" in n else "-",
-                f"{c['steps_per_s']:.0f}",
-                f"{f['reset_ms_median']:.2f}",
-            ]
-        )
-    feats = d["features"]
+    sp, mem, rec, iso, fl = d["speed"], d["memory"], d["records"], d["isolation"], d["faults"]
+    rows = [
+        ["fresh env steps/s (every state measured)", f"{sp['fresh_steps_per_s']:.0f}"],
+        ["cached env steps/s", f"{sp['cached_steps_per_s']:.0f}"],
+        ["ms per measurement", f"{sp['ms_per_measurement']:.2f}"],
+        [f"RSS growth over {mem['steps']} steps", f"{mem['rss_growth_mb']:.0f} MB"],
+        ["record appends / reads per s", f"{rec['append_per_s']:.0f} / {rec['read_per_s']:.0f}"],
+        ["isolation overhead per measurement", f"{iso['overhead_ms']:.2f} ms"],
+    ]
+    injected = sum(fl["injected"].values())
     return "\n".join(
         [
             "### Environment speed (`python benchmarks/env_speed.py`)",
             "",
             (
-                "A masked random policy on the `mm64_256_16` test split, one core. Noise: the same "
-                "schedules measured by two measurers with empty caches; |g1 - g2| / mean over all "
-                "states, over the states at half the peak or more (*fast*), and in reward units "
-                "(|g1 - g2| / peak). The environment's default budget is 2 ms / 3 runs."
+                f"A masked random policy over {sp['steps']} steps, one core, "
+                f"{d['environment']['cpu']} ({d['environment']['isa']}, peak "
+                f"{d['peak_gflops']:.0f}). Fault run: {injected} injected failures "
+                "(compile error, runtime error, timeout) in a random search, a greedy search, an "
+                "eval and env steps; every failure recorded: "
+                f"{fl['every_failure_recorded']}."
             ),
             "",
-            _md(
-                [
-                    "budget per state",
-                    "fresh steps/s",
-                    "noise median",
-                    "noise p90",
-                    "p90 fast",
-                    "p90 reward",
-                    "cached steps/s",
-                    "reset ms",
-                ],
-                rows,
-            ),
-            "",
-            (
-                f"Features: {feats['features_us']:.0f} us per state (networkx graph "
-                f"{feats['graph_us']:.0f} us of it)."
-            ),
+            _md(["measure", "result"], rows),
         ]
     )
 
