@@ -58,6 +58,21 @@ def test_tune_other_ops_json(capsys, op):
     assert tuned.computation.header() == report["computation"]
 
 
+@pytest.mark.parametrize(
+    "layout, block",
+    [("plain", 0), ("blocked8", 8), ("blocked", looptune._core.isa_facts()["lanes"])],
+)
+def test_tune_layout_option_reaches_the_computation(capsys, layout, block):
+    argv = ["conv2d", "1", "3", "11", "9", "20", "3", "3", "--pad", "2", "--layout", layout]
+    code, out, err = run(capsys, "tune", *argv, *QUICK, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["check"]["ok"] is True
+    comp = looptune.LoopTree.parse(report["tuned"]["schedule"]).computation
+    assert comp.block == block
+    assert comp.header() == report["computation"]
+
+
 def test_save_then_show_round_trips(capsys, tmp_path):
     path = tmp_path / "mm.lt"
     code, out, err = run(
@@ -86,6 +101,8 @@ def test_save_then_show_round_trips(capsys, tmp_path):
         (["tune", "einsum", "mk,kn->mn", "m=8", "k=8"], "error"),
         (["tune", "einsum", "mk,kn->mn", "m8"], "NAME=SIZE"),
         (["tune", "frobnicate", "3"], "invalid choice"),
+        (["tune", "matmul", "8", "8", "8", "--layout", "diagonal"], "layout must be"),
+        (["tune", "conv2d", "1", "4", "8", "8", "4", "3", "3", "--layout", "blocked0"], "layout"),
         (["show", "/nonexistent/schedule.lt"], "No such file"),
         (["eval", "--searches", "base,annealing", "--limit", "1"], "unknown search"),
         (["eval", "--dataset", "imagenet", "--limit", "1"], "imagenet"),

@@ -49,6 +49,16 @@ def _size(text: str) -> tuple[str, int]:
 _FMT = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
 
 
+def _layout_option(p: argparse.ArgumentParser, blocked: str) -> None:
+    p.add_argument(
+        "--layout",
+        default="auto",
+        metavar="{auto,plain,blocked,blockedL}",
+        help=f"the kernel's data layout; auto: the op's default for this size and ISA; "
+        f"{blocked}. Inputs and outputs stay plain arrays either way",
+    )
+
+
 def _tune_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("tuning")
@@ -115,6 +125,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p = ops.add_parser("matmul", parents=common, help="C[m,n] = A[m,k] B[k,n]", **_FMT)
     for dim, what in (("m", "rows of A and C"), ("k", "the reduction"), ("n", "columns of B, C")):
         p.add_argument(dim, type=_positive_int, help=f"{dim}: {what}")
+    _layout_option(p, "B in column panels of L floats (blocked: the vector width)")
     p = ops.add_parser(
         "bmm", parents=common, help="batched matmul C[b,m,n] = A[b,m,k] B[b,k,n]", **_FMT
     )
@@ -139,6 +150,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     ):
         p.add_argument(dim, type=_positive_int, help=f"{dim}: {what}")
     p.add_argument("--stride", type=_positive_int, default=1, help="stride of H and W")
+    _layout_option(p, "output channels (and weights) in blocks of L (blocked: the vector width)")
     p.add_argument("--pad", type=int, default=0, help="zero padding on each side of H and W")
     p = ops.add_parser(
         "einsum",

@@ -22,14 +22,17 @@ REPORT_MIN_TIME = 0.05  # seconds of timing behind every GFLOP/s figure printed
 
 def build_computation(args: argparse.Namespace) -> Computation:
     if args.op == "matmul":
-        return looptune.matmul(args.m, args.k, args.n)
+        return looptune.matmul(args.m, args.k, args.n, layout=args.layout)
     if args.op == "bmm":
         return looptune.batch_matmul(args.b, args.m, args.k, args.n)
     if args.op == "conv2d":
         if args.pad < 0:
             raise ValueError(f"--pad must be >= 0, got {args.pad}")
         return looptune.conv2d(
-            args.N, args.C, args.H, args.W, args.K, args.R, args.S, stride=args.stride, pad=args.pad
+            *(args.N, args.C, args.H, args.W, args.K, args.R, args.S),
+            stride=args.stride,
+            pad=args.pad,
+            layout=args.layout,
         )
     sizes = dict(args.sizes)
     if len(sizes) != len(args.sizes):
