@@ -341,7 +341,7 @@ def test_tvm_entrant_caches_tuning_records(tmp_path, monkeypatch):
     assert second["tvm-ms8"]["tuning_seconds"] == 40.0  # the recorded tuning time, not 0.5
     lines = (tmp_path / "rec" / "records.jsonl").read_text().splitlines()
     assert len(lines) == 1
-    assert json.loads(lines[0])["key"][0] == "matmul m=16 k=24 n=32"
+    assert json.loads(lines[0])["key"][0] == "matmul mk,kn->mn 16x24 24x32"
 
 
 def test_tvm_entrant_worker_crash_is_two_failed_rows(tmp_path, monkeypatch):

@@ -287,7 +287,10 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--part", action="append", help="suite part (repeatable; default all)")
     p.add_argument("--quick", action="store_true", help="the quick subset of each part")
-    p.add_argument("--searches", default=None, help="comma-separated (default: every search)")
+    p.add_argument("--benchmarks", default=None, metavar="NAMES",
+                   help="only these comma-separated benchmarks of the selected parts")
+    p.add_argument("--searches", default=None,
+                   help="comma-separated, or 'none' (default: every search)")
     p.add_argument("--budget", type=_nonneg_float, default=10.0, metavar="SECONDS",
                    help="tuning time per benchmark per entrant (default 10)")
     p.add_argument("--entrant", action="append", default=[], metavar="MODULE:ATTR",

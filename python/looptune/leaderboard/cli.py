@@ -31,7 +31,10 @@ class _Only(Entrant):
 def build_entrants(args: argparse.Namespace) -> list[Entrant]:
     from looptune import search
 
-    names = args.searches.split(",") if args.searches else list(search.NAMES)
+    if args.searches == "none":
+        names: list[str] = []
+    else:
+        names = args.searches.split(",") if args.searches else list(search.NAMES)
     unknown = [n for n in names if n not in search.NAMES]
     if unknown:
         raise ValueError(f"unknown search {unknown[0]!r}; choose from {', '.join(search.NAMES)}")
@@ -66,6 +69,8 @@ def main(args: argparse.Namespace) -> int:
         doc = run.merge([run.load_json(p) for p in args.merge])
     else:
         entries = suite.select(_parts(args.part), args.quick)
+        if args.benchmarks:
+            entries = _only_named(entries, args.benchmarks.split(","))
         doc = run.run_leaderboard(
             entries,
             build_entrants(args),
@@ -79,6 +84,14 @@ def main(args: argparse.Namespace) -> int:
             },
         )
     return _write(doc, args)
+
+
+def _only_named(entries: list[suite.Entry], names: list[str]) -> list[suite.Entry]:
+    known = {e.name for e in entries}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown benchmark {unknown[0]!r} in the selected parts")
+    return [e for e in entries if e.name in names]
 
 
 def _parts(values: list[str] | None) -> list[str]:

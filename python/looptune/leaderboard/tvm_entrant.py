@@ -7,7 +7,7 @@ or crash becomes a "timeout"/"failed" row. The worker is ``tvm_worker.py``.
 
 MetaSchedule (``tune_tir``, XGBoost cost model, ``trials`` trials, one thread, llvm target for
 the host's CPU) is slow to tune, so its results are kept: a records file (JSON lines) holds one
-record per (computation header, CPU, trials) with the tuning time, and a work directory per
+record per (computation, CPU, trials) with the tuning time, and a work directory per
 record holds MetaSchedule's database. A rerun rebuilds the best schedule from the database and
 re-times it without tuning again (the row keeps the original tuning time, ``cached: true``).
 """
@@ -35,6 +35,16 @@ DEFAULT_RECORDS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
 MARK = "@@LOOPTUNE-TVM@@"
 
 
+def math_key(entry: Entry) -> str:
+    """What TVM computes for ``entry``, independent of looptune's internal layouts (a blocked
+    conv header says ``block=16``; TVM gets the same NCHW arrays either way), so records
+    survive a change of looptune's default layout."""
+    comp = entry.computation()
+    shapes = " ".join("x".join(map(str, t.shape)) for t in comp.inputs)
+    conv = f" stride={comp.conv_stride} pad={comp.conv_pad}" if comp.kind == "conv2d" else ""
+    return f"{comp.kind} {comp.spec.replace(' ', '')} {shapes}{conv}"
+
+
 def tvm_python(explicit: str | None = None) -> str | None:
     """The interpreter that has TVM: the explicit one, else ``LOOPTUNE_TVM_PYTHON``."""
     return explicit or os.environ.get("LOOPTUNE_TVM_PYTHON") or None
@@ -60,7 +70,7 @@ class TVMEntrant(Entrant):
         self.name = f"tvm-ms{trials}"
 
     def _key(self, entry: Entry) -> tuple[str, str, int]:
-        return (entry.computation().header(), cpu_name(), self.trials)
+        return (math_key(entry), cpu_name(), self.trials)
 
     def _record(self, key: tuple) -> dict | None:
         path = self.records / "records.jsonl"
