@@ -13,7 +13,9 @@ Plug-in protocol (``looptune leaderboard --entrant mypkg.mod:tune``)::
 
 ``mypkg.mod:Tuner`` may also name a class: it is instantiated without arguments and its
 ``tune(computation, budget)`` method is called. An optional ``name`` attribute names the row.
-A plug-in is imported only when named by that explicit flag.
+A plug-in is imported only when named by that explicit flag. Searches and plug-ins tune in a
+worker process: one that runs past ``2 * budget + 5`` seconds is killed and its row says
+``timeout``; one that raises, dies or returns something other than a LoopTree says ``failed``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import importlib
 import math
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from looptune.reference import best_seconds, check_tree, expected, numpy_gflops,
 
 FINAL_MIN_TIME = 0.05  # seconds of timing behind every looptune figure in the table
 FINAL_TIMINGS = 2  # best of this many such timings (numpy's single window is 0.2 s)
-TIMEOUT_FACTOR, TIMEOUT_GRACE = 2.0, 5.0  # in-process entrants: over factor*budget+grace
+TIMEOUT_FACTOR, TIMEOUT_GRACE = 2.0, 5.0  # a tuner past factor*budget+grace is killed
 
 
 class PluginError(ValueError):
@@ -128,63 +129,70 @@ class Entrant:
     def run(self, entry: Entry, budget: Budget) -> list[dict]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the entrant holds (a worker process); the run calls it at the end."""
 
-class SearchEntrant(Entrant):
-    """One of looptune's searches (``looptune.search.get(name)``)."""
 
-    kind = "looptune"
+def deadline(budget: Budget, grace: float = TIMEOUT_GRACE) -> float:
+    """Wall seconds an in-process entrant may take before it is killed and shown as timed out."""
+    return TIMEOUT_FACTOR * budget.seconds + grace
 
-    def __init__(self, search_name: str) -> None:
-        self.name = search_name
+
+class WorkerEntrant(Entrant):
+    """An entrant that tunes in a worker process under a hard deadline (see ``isolation``):
+    ``TIMEOUT_FACTOR * budget + grace`` seconds."""
+
+    def __init__(self, worker_kind: str, arg: str, grace: float = TIMEOUT_GRACE) -> None:
+        from looptune.leaderboard.isolation import EntrantWorker
+
+        self.worker, self.grace = EntrantWorker(worker_kind, arg), grace
 
     def run(self, entry: Entry, budget: Budget) -> list[dict]:
-        from looptune import search
+        from looptune.leaderboard.isolation import EntrantCrash, EntrantTimeout
 
+        limit = deadline(budget, self.grace)
         try:
-            fn = search.get(self.name)
-            t0 = time.perf_counter()
-            result = fn(
-                entry.computation().default_schedule(),
-                Measurer(cache={}),
-                time_budget=budget.seconds,
-                seed=0,
-            )
-            seconds = time.perf_counter() - t0
+            out = self.worker.tune(entry, budget.seconds, limit)
+            tree = LoopTree.parse(out["schedule"])
             row = final_measure(
-                entry,
-                self.name,
-                self.kind,
-                result.best_tree,
-                seconds,
-                budget.seconds,
-                measurements=result.measurements,
-                search_gflops=result.best_gflops,
+                entry, self.name, self.kind, tree, out["seconds"], budget.seconds, **out["extra"]
+            )
+        except EntrantCrash as exc:  # the entrant's own error, as it raised it
+            row = make_row(entry, self.name, self.kind, status="failed",
+                           error=str(exc)[:2000], traceback=exc.traceback)
+        except EntrantTimeout as exc:
+            row = failure_row(
+                entry, self.name, self.kind, exc, status="timeout", tuning_seconds=limit
             )
         except Exception as exc:
             row = failure_row(entry, self.name, self.kind, exc)
         return [row]
 
+    def close(self) -> None:
+        self.worker.close()
 
-class PluginEntrant(Entrant):
+
+class SearchEntrant(WorkerEntrant):
+    """One of looptune's searches (``looptune.search.get(name)``)."""
+
+    kind = "looptune"
+
+    def __init__(self, search_name: str, grace: float = TIMEOUT_GRACE) -> None:
+        self.name = search_name
+        super().__init__("search", search_name, grace)
+
+
+class PluginEntrant(WorkerEntrant):
     """A user's tuner loaded from ``module:attribute`` (see the module docstring)."""
 
     kind = "plugin"
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, grace: float = TIMEOUT_GRACE) -> None:
         self.spec = spec
-        self.fn = load_plugin(spec)
-        owner = getattr(self.fn, "__self__", self.fn)
+        fn = load_plugin(spec)  # here too: a bad spec is an error before the run starts
+        owner = getattr(fn, "__self__", fn)
         self.name = str(getattr(owner, "name", None) or spec)
-
-    def run(self, entry: Entry, budget: Budget) -> list[dict]:
-        try:
-            t0 = time.perf_counter()
-            tree = self.fn(entry.computation(), budget)
-            seconds = time.perf_counter() - t0
-            row = final_measure(entry, self.name, self.kind, tree, seconds, budget.seconds)
-        except Exception as exc:
-            row = failure_row(entry, self.name, self.kind, exc, traceback=traceback.format_exc())
-        return [row]
+        super().__init__("plugin", spec, grace)
 
 
 def load_plugin(spec: str) -> Callable[[Computation, Budget], LoopTree]:

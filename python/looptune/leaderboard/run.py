@@ -44,15 +44,19 @@ def run_leaderboard(
     bar = tqdm(
         total=len(entries) * len(entrants), disable=not progress, unit="run", file=sys.stderr
     )
-    for entry in entries:
+    try:
+        for entry in entries:
+            for entrant in entrants:
+                bar.set_postfix_str(f"{entry.name} {entrant.name}")
+                try:
+                    rows.extend(entrant.run(entry, budget))
+                except Exception as exc:  # an entrant's own bug: still a row
+                    rows.append(failure_row(entry, entrant.name, entrant.kind, exc))
+                bar.update()
+    finally:
+        bar.close()
         for entrant in entrants:
-            bar.set_postfix_str(f"{entry.name} {entrant.name}")
-            try:
-                rows.extend(entrant.run(entry, budget))
-            except Exception as exc:  # an entrant's own bug: still a row
-                rows.append(failure_row(entry, entrant.name, entrant.kind, exc))
-            bar.update()
-    bar.close()
+            entrant.close()
     return {
         "schema": SCHEMA,
         "suite_version": suite.VERSION,

@@ -7,7 +7,8 @@ action" as a single step: :func:`schedule_neighbors` lists every schedule one su
 
 Every measurement goes through a :class:`looptune.measure.Measurer`; only fresh measurements
 (cache misses) count against a measurement budget, and states already timed by anyone sharing
-the cache are free. A failed measurement (compile error, runtime error, timeout, ...) scores
+the cache are free. With a :class:`looptune.search.deadline.DeadlineRunner` the budget also
+holds inside a measurement (a slow one is cut off at the deadline). A failed measurement (compile error, runtime error, timeout, ...) scores
 0 GFLOP/s, is recorded by the measurer, and never stops a search.
 """
 
@@ -75,6 +76,9 @@ class Tracker:
         ):
             raise ValueError(f"measure_budget must be an int >= 0, got {measure_budget!r}")
         self.measurer = measurer
+        arm = getattr(getattr(measurer, "runner", None), "arm", None)  # DeadlineRunner
+        if time_budget is not None and callable(arm):
+            arm(time_budget)
         self.time_budget = time_budget
         self.measure_budget = measure_budget
         self.start = time.perf_counter()
