@@ -1,15 +1,17 @@
 """Shared machinery of the search baselines: results, budgets and schedule neighbourhoods.
 
 A search walks the space of loop trees reachable from a start tree with named actions; a
-:class:`looptune.space.ScheduleSpace` owns the action names, the depth cap and legality. Cursor moves never change the schedule (``LoopTree.hash`` ignores the
-cursor), so the searches treat "move the cursor anywhere, then apply one schedule-changing
-action" as a single step: :func:`schedule_neighbors` lists every schedule one such step away.
+:class:`looptune.space.ScheduleSpace` owns the action names, the depth cap and legality.
+Cursor moves never change the schedule (``LoopTree.hash`` ignores the cursor), so the searches
+treat "move the cursor anywhere, then apply one schedule-changing action" as a single step:
+:func:`schedule_neighbors` lists every schedule one such step away.
 
 Every measurement goes through a :class:`looptune.measure.Measurer`; only fresh measurements
 (cache misses) count against a measurement budget, and states already timed by anyone sharing
-the cache are free. With a :class:`looptune.search.deadline.DeadlineRunner` the budget also
-holds inside a measurement (a slow one is cut off at the deadline). A failed measurement (compile error, runtime error, timeout, ...) scores
-0 GFLOP/s, is recorded by the measurer, and never stops a search.
+the cache are free. With a :class:`looptune.search.deadline.DeadlineRunner` the time budget
+also holds inside a measurement (a slow one is cut off at the deadline). A failed measurement
+(compile error, runtime error, timeout, ...) scores 0 GFLOP/s, is recorded by the measurer, and
+never stops a search.
 """
 
 from __future__ import annotations
