@@ -321,7 +321,9 @@ db = os.path.join(job["work_dir"], "db")
 if os.path.exists(db):
     modes["metaschedule"].update(tuned=False, seconds=0.5)
 os.makedirs(job["work_dir"], exist_ok=True)
-open(db, "w").close()
+if "metaschedule" in job["modes"]:
+    open(db, "w").close()
+modes = {m: modes[m] for m in job["modes"]}
 print("noise")
 print("@@LOOPTUNE-TVM@@" + json.dumps({"tvm_version": "fake", "modes": modes}))
 """
@@ -362,3 +364,25 @@ def test_tvm_job_describes_the_computation(tmp_path):
     assert job["shape_a"] == [1, 3, 9, 9] and job["shape_b"] == [8, 3, 3, 3]
     assert job["flops"] == TINY[1].flops
     assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["a.npy", "b.npy", "expected.npy"]
+
+
+def test_tvm_cached_only_never_tunes_and_shows_not_run(tmp_path, monkeypatch):
+    worker = tmp_path / "worker.py"
+    worker.write_text(FAKE_WORKER)
+    monkeypatch.setattr(tvm_entrant, "WORKER", worker)
+    rec = tmp_path / "rec"
+    lazy = tvm_entrant.TVMEntrant(sys.executable, trials=8, records=rec, cached_only=True)
+    rows = {r["entrant"]: r for r in lazy.run(TINY[0], Budget(1.0))}
+    assert rows["tvm-default"]["status"] == "ok"
+    assert rows["tvm-ms8"]["status"] == "not run"
+    assert "--tvm-cached-only" in rows["tvm-ms8"]["error"]
+    assert not (rec / "records.jsonl").exists()
+    tvm_entrant.TVMEntrant(sys.executable, trials=8, records=rec).run(TINY[0], Budget(1.0))
+    rows = {r["entrant"]: r for r in lazy.run(TINY[0], Budget(1.0))}
+    assert rows["tvm-ms8"]["status"] == "ok" and rows["tvm-ms8"]["cached"] is True
+    assert rows["tvm-ms8"]["tuning_seconds"] == 40.0
+
+
+def test_tvm_records_key_names_the_math_not_looptunes_layout():
+    assert tvm_entrant.math_key(TINY[0]) == "matmul mk,kn->mn 16x24 24x32"
+    assert tvm_entrant.math_key(TINY[1]) == "conv2d nchw,kcrs->nkhw 1x3x9x9 8x3x3x3 stride=2 pad=1"

@@ -303,6 +303,8 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
                    help="MetaSchedule trials per benchmark (default 64)")
     p.add_argument("--tvm-records", default=None, metavar="DIR",
                    help="where tuned TVM records are kept (default ~/.cache/looptune-tvm)")
+    p.add_argument("--tvm-cached-only", action="store_true",
+                   help="never tune MetaSchedule: use its records, 'not run' elsewhere")
     p.add_argument("--tvm-only", default=None, metavar="NAMES",
                    help="run TVM only on these comma-separated benchmarks")
     p.add_argument("--out", default="leaderboard.json", metavar="JSON",

@@ -55,7 +55,9 @@ def build_entrants(args: argparse.Namespace) -> list[Entrant]:
             )
         else:
             check_python(python)
-            tvm: Entrant = TVMEntrant(python, args.tvm_trials, args.tvm_records)
+            tvm: Entrant = TVMEntrant(
+                python, args.tvm_trials, args.tvm_records, cached_only=args.tvm_cached_only
+            )
             if args.tvm_only:
                 tvm = _Only(tvm, set(args.tvm_only.split(",")))
             entrants.append(tvm)

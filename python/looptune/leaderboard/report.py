@@ -106,8 +106,8 @@ def parts_of(doc: dict) -> list[str]:
 
 
 def report_markdown(doc: dict) -> str:
-    """Header (suite version, machine, libraries) and one table per suite part, plus one over
-    the whole run."""
+    """Header (suite version, machine, libraries), one table per suite part and one over the
+    whole run, the TVM comparison and the issue's targets (``targets.targets_markdown``)."""
     m = doc.get("machine", {})
     peak = m.get("peak_gflops")
     libs = doc.get("libraries", {})
@@ -129,7 +129,9 @@ def report_markdown(doc: dict) -> str:
         n = len({r["benchmark"] for r in sel})
         out += ["", f"### {part or 'all parts'} ({n} benchmarks)", ""]
         out.append(markdown_table(summarize(sel, peak)))
-    return "\n".join(out) + "\n"
+    from looptune.leaderboard.targets import targets_markdown
+
+    return "\n".join(out) + "\n\n" + targets_markdown(rows)
 
 
 def plot(doc: dict, out_dir: str | Path, stem: str = "leaderboard") -> list[Path]:

@@ -62,10 +62,12 @@ class TVMEntrant(Entrant):
         records: str | Path | None = None,
         timeout: float = 1800.0,
         min_time: float = 0.2,
+        cached_only: bool = False,
     ) -> None:
         if trials < 1:
             raise ValueError(f"TVM trials must be >= 1, got {trials}")
         self.python, self.trials, self.timeout, self.min_time = python, trials, timeout, min_time
+        self.cached_only = cached_only  # never tune: MetaSchedule only where records exist
         self.records = Path(records) if records else DEFAULT_RECORDS
         self.name = f"tvm-ms{trials}"
 
@@ -88,7 +90,10 @@ class TVMEntrant(Entrant):
         with open(self.records / "records.jsonl", "a") as f:
             f.write(json.dumps({"key": list(key), **rec}) + "\n")
 
-    def job(self, entry: Entry, data_dir: str, work_dir: str) -> dict:
+    def job(
+        self, entry: Entry, data_dir: str, work_dir: str, modes: tuple[str, ...] = ("default",
+                                                                                 "metaschedule")
+    ) -> dict:
         comp = entry.computation()
         job = {
             "kind": comp.kind,
@@ -103,7 +108,7 @@ class TVMEntrant(Entrant):
             "trials": self.trials,
             "data_dir": data_dir,
             "work_dir": work_dir,
-            "modes": ["default", "metaschedule"],
+            "modes": list(modes),
             "min_time": self.min_time,
         }
         a, b = random_inputs(comp)
@@ -117,16 +122,20 @@ class TVMEntrant(Entrant):
         digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
         work_dir = self.records / "ms" / digest
         record = self._record(key)
+        skipped = []
+        if self.cached_only and record is None:
+            names.pop("metaschedule")
+            why = "not in the TVM records and --tvm-cached-only: not tuned"
+            skipped.append(make_row(entry, self.name, self.kind, status="not run", error=why))
         try:
             with tempfile.TemporaryDirectory(prefix="looptune-tvm-") as tmp:
-                job = self.job(entry, tmp, str(work_dir))
+                job = self.job(entry, tmp, str(work_dir), tuple(names))
                 out = self._call(job)
         except subprocess.TimeoutExpired as exc:
-            return [
-                failure_row(entry, n, self.kind, exc, status="timeout") for n in names.values()
-            ]
+            rows = [failure_row(entry, n, self.kind, exc, status="timeout") for n in names.values()]
+            return rows + skipped
         except Exception as exc:
-            return [failure_row(entry, n, self.kind, exc) for n in names.values()]
+            return [failure_row(entry, n, self.kind, exc) for n in names.values()] + skipped
         rows = []
         for mode, name in names.items():
             e = out["modes"].get(mode, {"error": "no result"})
@@ -156,7 +165,7 @@ class TVMEntrant(Entrant):
                     **extra,
                 )
             )
-        return rows
+        return rows + skipped
 
     def _call(self, job: dict) -> dict:
         env = {**os.environ, "TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
