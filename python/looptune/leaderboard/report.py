@@ -127,7 +127,7 @@ def report_markdown(doc: dict) -> str:
     for part in [*parts_of(doc), None]:
         sel = [r for r in rows if part is None or r["part"] == part]
         n = len({r["benchmark"] for r in sel})
-        out += ["", f"### {part or 'all parts'} ({n} benchmarks)", ""]
+        out += ["", f"### {part or 'all parts'} ({n} benchmark{'s' * (n != 1)})", ""]
         out.append(markdown_table(summarize(sel, peak)))
     from looptune.leaderboard.targets import targets_markdown
 

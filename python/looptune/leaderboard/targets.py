@@ -22,6 +22,10 @@ from looptune.leaderboard.report import _fmt, _ok, geomean
 AGENT = "agent"
 
 
+def _n(count: int) -> str:
+    return f"{count} benchmark{'s' * (count != 1)}"
+
+
 def _figures(rows: Sequence[dict], entrant: str) -> dict[str, dict]:
     return {r["benchmark"]: r for r in rows if r["entrant"] == entrant and _ok(r)}
 
@@ -60,7 +64,7 @@ def part_targets(rows: Sequence[dict]) -> list[str]:
         np_g, pt_g = refs["numpy"][0], refs["pytorch"][0]
         met = g >= np_g and g >= pt_g
         out.append(
-            f"- {part} ({len(benches)} benchmark{'s' * (len(benches) != 1)}): "
+            f"- {part} ({_n(len(benches))}): "
             f"best looptune entrant {name} "
             f"{g:.1f} GFLOP/s vs numpy {np_g:.1f} ({g / np_g:.2f}x), PyTorch {pt_g:.1f} "
             f"({g / pt_g:.2f}x): **{'met' if met else 'not met'}**"
@@ -77,7 +81,7 @@ def tvm_targets(rows: Sequence[dict]) -> list[str]:
     ms_rows = _figures(rows, ms_name)
     benches = list(ms_rows)
     ms_g, ms_s = _on(ms_rows, benches)
-    where = (f"on the {len(benches)} benchmarks where {ms_name} ran ({ms_g:.1f} GFLOP/s, "
+    where = (f"on the {_n(len(benches))} where {ms_name} ran ({ms_g:.1f} GFLOP/s, "
              f"{ms_s:.0f} s)")
     out = []
     agent = _on(_figures(rows, AGENT), benches)
@@ -88,7 +92,7 @@ def tvm_targets(rows: Sequence[dict]) -> list[str]:
         g, s = agent
         met = g >= 0.95 * ms_g and s < ms_s / 100
         out.append(f"- agent within 5% of MetaSchedule at < 1/100 of its time {where}: agent "
-                   f"{g:.1f} GFLOP/s ({g / ms_g:.3f}x) in {s:.1f} s ({s / ms_s:.4f} of its time): "
+                   f"{g:.1f} GFLOP/s ({g / ms_g:.3f}x) in {s:.3g} s ({s / ms_s:.4f} of its time): "
                    f"**{'met' if met else 'not met'}**")
     tuners = [n for n in looptune_names(rows) if n != "base"]  # base does not tune
     scored = [(*v, n) for n in tuners if (v := _on(_figures(rows, n), benches))]
@@ -100,7 +104,7 @@ def tvm_targets(rows: Sequence[dict]) -> list[str]:
     met = bool(fast) and g >= ms_g
     out.append(f"- a looptune tuner >= MetaSchedule at < 1/10 of its time {where}: best "
                f"{'within the time' if fast else 'overall'} {name} {g:.1f} GFLOP/s "
-               f"({g / ms_g:.2f}x) in {s:.1f} s ({s / ms_s:.3f} of its time): "
+               f"({g / ms_g:.3f}x) in {s:.3g} s ({s / ms_s:.3f} of its time): "
                f"**{'met' if met else 'not met'}**")
     return out
 
