@@ -202,7 +202,7 @@ def test_summary_ratios_and_best_row():
     assert best["mean_tuning_seconds"] == pytest.approx((2.0 + 1.0) / 2)  # sum over entrants
     text = report.report_markdown(doc)
     assert f"suite {suite.VERSION}" in text
-    assert "### mm_test (1 benchmark)" in text and "### conv (1 benchmarks)" in text
+    assert "### mm_test (1 benchmark)" in text and "### conv (1 benchmark)" in text
     assert "| lt1 | looptune | 2/2 | 14.1 | 0.71 | 0.71 | 0.14 | 1.00 | 0 |" in text
 
 
