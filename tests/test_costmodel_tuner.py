@@ -219,3 +219,13 @@ def test_predictor_is_deterministic_and_learns_the_fake():
     assert spearman(got, y[40:]) > 0.7
     with pytest.raises(ValueError, match="2 trees but 1"):
         predictor(trees[:2], y[:1], "avx2")
+
+
+def test_ml2_draws_pools_until_one_compiles():
+    # conv2d spaces are ~95% invalid: a first pool of 32 can hold no valid point; ML² keeps
+    # drawing (failures caught, unmeasured) instead of stopping with nothing measured
+    space = ConfigSpace(looptune.conv2d(1, 32, 28, 28, 64, 3, 3, 1, 1), "avx512")
+    ev = Evaluator(space, measure_fn=lambda tree, t: (1.0, Outcome.OK, ""), verify=False)
+    res = Tuner(ev, "ml2", seed=1).run(8)
+    assert res.measurements == 8 and res.invalid_measurements == 0
+    assert res.caught > 32

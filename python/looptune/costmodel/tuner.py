@@ -36,6 +36,7 @@ MeasureFn = Callable[[LoopTree, "float | None"], tuple[float, str, str]]
 CheckFn = Callable[[LoopTree], tuple[bool, str]]
 
 TUNERS = ("random", "xgb", "pv", "ml2")
+POOLS = 20  # random pools ML² compiles, at most, for its first measurement
 
 
 @dataclass
@@ -267,8 +268,14 @@ class Tuner:
 
     def _plan(self, n: int) -> list[Point]:
         if self.kind == "ml2" and not self.P.trained:
-            # no model yet: a random pool, compiled and ranked by A's roofline prior
-            return self._rank_with_a(self._random_unvisited((self.alpha + 1) * n, set()), n)[:n]
+            # no model yet: random pools, compiled (failures caught, not measured) and ranked by
+            # A's roofline prior, until one has a survivor
+            for _ in range(POOLS):
+                pool = self._random_unvisited((self.alpha + 1) * n, set())
+                ranked = self._rank_with_a(pool, n)[:n]
+                if ranked or not pool:
+                    return ranked
+            return self._random_unvisited(n, set())
         if self.kind == "random" or not self.P.trained:
             return self._random_unvisited(n, set())
         width = n if self.kind == "xgb" else (self.alpha + 1) * n
