@@ -1,7 +1,7 @@
 """Sample efficiency of the cost-model tuners (issue 11): random search, the TVM-style P-only
 XGBoost tuner, P+V and ML² (P+V+A) on held-out computations, several seeds, one process.
 
-    flock /tmp/looptune-bench.lock python benchmarks/sample_efficiency.py [--budget 96]
+    flock /tmp/looptune-bench.lock python benchmarks/sample_efficiency.py [--budget 96 --seeds 5]
 
 Per tuner: measurements to reach 95% of the best GFLOP/s any tuner found on that computation
 (runs that never reach it count as budget + 1 and are listed as censored), invalid measurements
@@ -105,7 +105,7 @@ def accuracy(rows: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=int, default=96)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--held-out", type=int, default=160)
     ap.add_argument("--min-time", type=float, default=0.001)
     args = ap.parse_args()

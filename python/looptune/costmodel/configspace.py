@@ -12,25 +12,29 @@ and contractions:
 Knobs: ``t1_<var>`` (cache-tile size per variable), ``r_<var>`` (register-tile size of each
 spatial variable, in vectors for the vector variable and in rows otherwise), ``order`` (of the
 cache-tile loops), ``vec`` (which spatial variable is innermost and vectorized) and ``unroll``
-(of the innermost reduction loop).
+(of the innermost reduction loop) and ``layout`` (for matmul and conv2d: plain or blocked by
+the vector width, see :mod:`looptune.costmodel.layouts`). Knobs name the *logical* variables
+(those of the plain layout); a point's loop list is translated into its layout's variables.
 
 Points that do not give a loop tree (a register tile larger than its cache tile, too many
-loops, an unroll of a loop too long) are ``NOT_INSTANTIABLE``; points whose register tile needs
-more accumulators than the ISA has registers, or whose code is over :data:`CODE_BYTES_CAP`, are
-``COMPILE_REJECTED`` (see :func:`compile_check`).
+loops, an unroll of a loop too long, a vector variable the layout cannot vectorize) are
+``NOT_INSTANTIABLE``; points whose register tile needs more accumulators than the ISA has
+registers, or whose code is over :data:`CODE_BYTES_CAP`, are ``COMPILE_REJECTED``
+(see :func:`compile_check`).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from looptune._core import MAX_LOOPS, Computation, LoopTree
 from looptune.costmodel._measure import Outcome
+from looptune.costmodel.layouts import Layout, logical, to_physical, variants
 from looptune.errors import IllegalActionError
 from looptune.schedules import from_steps
 
@@ -57,17 +61,32 @@ class Knob:
 class ConfigSpace:
     """The knob space of one computation on one ISA."""
 
-    def __init__(self, comp: Computation, isa: str) -> None:
+    def __init__(
+        self, comp: Computation, isa: str, layouts: Sequence[str] | None = None
+    ) -> None:
+        """``layouts``: names of the layouts to offer (default: every one the op has, ``comp``'s
+        own first); see :func:`looptune.costmodel.layouts.variants`."""
         if isa not in LANES:
             raise ValueError(f"unknown isa {isa!r}; choose avx512 or avx2")
         self.comp, self.isa, self.lanes = comp, isa, LANES[isa]
-        self.vars = [v.name for v in comp.vars]
-        self.extent = {v.name: v.extent for v in comp.vars}
-        self.reduction = [v.name for v in comp.vars if v.reduction]
-        self.spatial = [v.name for v in comp.vars if not v.reduction]
-        out_strides = comp.output.strides
-        # Vector candidates: the two spatial variables with the smallest output stride.
-        self.vec_choices = tuple(sorted(self.spatial, key=lambda v: out_strides.get(v, 0))[:2])
+        names = tuple(layouts) if layouts is not None else None
+        self.layouts: dict[str, Layout] = {
+            lay.name: lay for lay in variants(comp, self.lanes, names)
+        }
+        plain = logical(comp)
+        self.flops = plain.flops
+        self.vars = [v.name for v in plain.vars]
+        self.extent = {v.name: v.extent for v in plain.vars}
+        self.reduction = [v.name for v in plain.vars if v.reduction]
+        self.spatial = [v.name for v in plain.vars if not v.reduction]
+        # Vector candidates per layout: a blocked layout vectorizes its block; the plain one
+        # the two spatial variables with the smallest output stride.
+        out_strides = plain.output.strides
+        plain_vecs = tuple(sorted(self.spatial, key=lambda v: out_strides.get(v, 0))[:2])
+        self.vec_allowed = {
+            n: (lay.var,) if lay.block else plain_vecs for n, lay in self.layouts.items()
+        }
+        self.vec_choices = tuple(dict.fromkeys(v for vs in self.vec_allowed.values() for v in vs))
         knobs = []
         for v in self.vars:
             ext = self.extent[v]
@@ -78,8 +97,13 @@ class ConfigSpace:
         knobs.append(Knob("order", tuple(range(len(self.orders)))))
         knobs.append(Knob("vec", self.vec_choices))
         knobs.append(Knob("unroll", (False, True)))
+        knobs.append(Knob("layout", tuple(self.layouts)))
         self.knobs = knobs
         self.dims = tuple(len(k.values) for k in knobs)
+
+    def layout(self, point: tuple[int, ...]) -> Layout:
+        """The layout (and its computation) of ``point``."""
+        return self.layouts[self.values(point)["layout"]]
 
     def __len__(self) -> int:
         return math.prod(self.dims)
@@ -146,15 +170,22 @@ class ConfigSpace:
         return steps
 
     def instantiate(self, point: tuple[int, ...]) -> LoopTree:
-        """The loop tree of ``point``; raises :class:`IllegalActionError` if there is none."""
-        steps = self.steps(point)
+        """The loop tree of ``point`` (over its layout's computation); raises
+        :class:`IllegalActionError` if there is none."""
+        vals, lay = self.values(point), self.layout(point)
+        if vals["vec"] not in self.vec_allowed[lay.name]:
+            raise IllegalActionError(
+                f"layout {lay.name} vectorizes {' or '.join(self.vec_allowed[lay.name])}, "
+                f"not {vals['vec']}"
+            )
+        steps = to_physical(self.steps(point), lay)
         if len(steps) > MAX_LOOPS:
             raise IllegalActionError(f"{len(steps)} loops > MAX_LOOPS={MAX_LOOPS}")
         try:
-            tree = from_steps(self.comp, steps)
+            tree = from_steps(lay.comp, steps)
         except ValueError as exc:
             raise IllegalActionError(str(exc)) from exc
-        if self.values(point)["unroll"]:
+        if vals["unroll"]:
             red = [i for i, lp in enumerate(tree.loops) if lp.var in self.reduction]
             if not red:
                 raise IllegalActionError("no reduction loop to unroll")

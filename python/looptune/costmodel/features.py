@@ -8,7 +8,9 @@ cache tile and of the register-tile loop, as log2 ratios to the L1, L2 and L3 ca
 
 *Hidden* features are what the JIT learned while generating code (``kernel.facts``): static
 instruction counts by kind, the register tile it really built and its register pressure, loads
-per FMA, code bytes, tail bodies, hoisting. They cost one compile (tens of microseconds).
+per FMA, code bytes, tail bodies, hoisting; and a roofline-style estimate built from them and
+the tree's trip counts (:mod:`looptune.costmodel.roofline`). They cost one compile (tens of
+microseconds).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from functools import cache
 
 import numpy as np
 
-from looptune.costmodel.configspace import ConfigSpace, accumulator_limit
+from looptune._core import LoopTree
+from looptune.costmodel import roofline
+from looptune.costmodel.configspace import LANES, ConfigSpace, accumulator_limit
 from looptune.graph import nest_facts
 
 MAX_VARS = 8
@@ -76,6 +80,9 @@ def visible(space: ConfigSpace, point: tuple[int, ...]) -> np.ndarray:
         ]
     need = space.requested_accumulators(point)
     row += [float(vals["unroll"]), float(need), need / accumulator_limit(space.isa)]
+    block = space.layout(point).block
+    row += [float(block > 0), block / space.lanes, float(vals["vec"] in space.vec_allowed[
+        vals["layout"]])]
     tree, _ = space.try_instantiate(point)
     row += _tree_features(tree)
     return np.asarray(row, dtype=np.float32)
@@ -137,9 +144,14 @@ HIDDEN_KEYS = (
 )
 
 
-def hidden(facts: dict, isa: str) -> np.ndarray:
+def isa_lanes(isa: str) -> int:
+    return LANES[isa]
+
+
+def hidden(facts: dict, isa: str, tree: LoopTree | None = None) -> np.ndarray:
     """Hidden features from ``kernel.facts`` plus derived ratios (loads and broadcasts per FMA,
-    accumulators against the register limit, log code size)."""
+    accumulators against the register limit, log code size) and, given the compiled ``tree``,
+    the roofline estimate (zeros without it)."""
     row = [float(facts.get(k, 0)) for k in HIDDEN_KEYS]
     fma = max(float(facts.get("fma", 0)), 1.0)
     row += [
@@ -150,7 +162,12 @@ def hidden(facts: dict, isa: str) -> np.ndarray:
         _log2(facts.get("code_bytes", 0)),
         facts.get("tail_bodies", 0) / (1.0 + facts.get("runtime_loops", 0)),
     ]
+    if tree is None:
+        row += [0.0] * len(roofline.NAMES)
+    else:
+        row += roofline.estimate(tree, facts, isa_lanes(isa))
     return np.asarray(row, dtype=np.float32)
 
 
-N_HIDDEN = len(HIDDEN_KEYS) + 6
+N_HIDDEN = len(HIDDEN_KEYS) + 6 + len(roofline.NAMES)
+ROOF_EFFICIENCY = len(HIDDEN_KEYS) + 6  # index of the roofline efficiency in a hidden row

@@ -35,7 +35,7 @@ def tree_features(tree: LoopTree, isa: str) -> np.ndarray:
         else:
             loops += [0.0] * 4
     facts = build_facts(tree, isa)[0]
-    hid = hidden(facts, isa) if facts is not None else np.zeros(N_HIDDEN, np.float32)
+    hid = hidden(facts, isa, tree) if facts is not None else np.zeros(N_HIDDEN, np.float32)
     return np.concatenate([np.asarray(loops + _tree_features(tree), np.float32), hid])
 
 

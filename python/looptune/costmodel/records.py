@@ -64,6 +64,7 @@ def load_records(path: str | Path) -> list[Record]:
 
 def point_of(space: ConfigSpace, config: dict) -> tuple[int, ...]:
     """The point of ``space`` with the knob values ``config`` (ValueError if one is absent)."""
+    config = {"layout": space.knobs[-1].values[0], **config}  # records from before the knob
     try:
         return tuple(k.values.index(config[k.name]) for k in space.knobs)
     except (KeyError, ValueError) as exc:
@@ -90,6 +91,6 @@ def pretrain_rows(
         if r.outcome == Outcome.OK:
             tree, _ = space.try_instantiate(point)
             facts = build_facts(tree, r.isa)[0] if tree is not None else None
-            hid = hidden(facts, r.isa) if facts is not None else None
+            hid = hidden(facts, r.isa, tree) if facts is not None else None
         rows.append((visible(space, point), hid, r.outcome, r.gflops))
     return rows

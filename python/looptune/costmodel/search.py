@@ -1,8 +1,8 @@
 """The cost-model tuners as ``looptune.search`` searches (``ml2`` and ``xgb``).
 
 Same call signature as the other searches; the start tree is measured first (the "base"
-figure), then the tuner works in the template space of its computation. With neither budget
-given, it stops after :data:`DEFAULT_MEASUREMENTS` measurements.
+figure), then the tuner works in the template space of its computation, in its layout.
+With neither budget given, it stops after :data:`DEFAULT_MEASUREMENTS` measurements.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from looptune._core import LoopTree
 from looptune.costmodel import _measure
 from looptune.costmodel.configspace import ConfigSpace
+from looptune.costmodel.layouts import layout_name
 from looptune.costmodel.tuner import Evaluator, Tuner
 from looptune.search.base import SearchResult
 
@@ -33,7 +34,9 @@ def _search(
 
         measurer = Measurer()
     base, _, _ = _measure.measure(tree, measurer)
-    space = ConfigSpace(tree.computation, measurer.isa)
+    # the start tree's layout only: the caller chose the computation (e.g. `tune --layout`)
+    comp = tree.computation
+    space = ConfigSpace(comp, measurer.isa, layouts=[layout_name(comp)])
     if time_budget is None and measure_budget is None:
         measure_budget = DEFAULT_MEASUREMENTS
     if measure_budget is not None:

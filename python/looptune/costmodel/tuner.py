@@ -7,6 +7,8 @@ points; V drops those it predicts invalid; the survivors are compiled (tens of m
 each) for their hidden features, and compile-time failures among them are recorded without
 being measured; A ranks the rest on visible + hidden features and the top N are measured; the
 models are refit on everything seen; repeat until a budget (measurements or seconds) is spent.
+Until A has data (the first round, from a random pool) it ranks by the roofline estimate among
+its hidden features (:mod:`looptune.costmodel.roofline`).
 
 Every point sent to the measurement step counts as one measurement, valid or not (as in
 AutoTVM, where build errors count as trials). Failures are recorded, never raised.
@@ -25,7 +27,7 @@ from looptune._core import LoopTree
 from looptune.costmodel import _measure
 from looptune.costmodel._measure import Outcome
 from looptune.costmodel.configspace import ConfigSpace
-from looptune.costmodel.features import hidden, visible
+from looptune.costmodel.features import ROOF_EFFICIENCY, hidden, visible
 from looptune.costmodel.models import Classifier, Regressor
 
 Point = tuple[int, ...]
@@ -34,6 +36,7 @@ MeasureFn = Callable[[LoopTree, "float | None"], tuple[float, str, str]]
 CheckFn = Callable[[LoopTree], tuple[bool, str]]
 
 TUNERS = ("random", "xgb", "pv", "ml2")
+POOLS = 20  # random pools ML² compiles, at most, for its first measurement
 
 
 @dataclass
@@ -123,6 +126,7 @@ class Evaluator:
         self.timeout_factor = timeout_factor
         self.verify = verify
         self._vis: dict[Point, np.ndarray] = {}
+        self._hid: dict[Point, np.ndarray] = {}
         self._build: dict[Point, tuple[LoopTree | None, dict | None, str, str]] = {}
         self.best_seconds = math.inf
         self.best_gflops = 0.0
@@ -155,8 +159,13 @@ class Evaluator:
         return out
 
     def hidden(self, point: Point) -> np.ndarray | None:
-        _, facts, outcome, _ = self.build(point)
-        return None if outcome != Outcome.OK else hidden(facts, self.space.isa)
+        tree, facts, outcome, _ = self.build(point)
+        if outcome != Outcome.OK:
+            return None
+        h = self._hid.get(point)
+        if h is None:
+            h = self._hid[point] = hidden(facts, self.space.isa, tree)
+        return h
 
     def measure(self, point: Point) -> tuple[float, str, str]:
         tree, _, outcome, err = self.build(point)
@@ -172,7 +181,7 @@ class Evaluator:
                 if not ok:
                     return 0.0, Outcome.WRONG_ANSWER, msg
             self.best_gflops = gflops
-            self.best_seconds = self.space.comp.flops / (gflops * 1e9)
+            self.best_seconds = self.space.flops / (gflops * 1e9)
         return gflops, outcome, err
 
 
@@ -258,6 +267,15 @@ class Tuner:
         return out
 
     def _plan(self, n: int) -> list[Point]:
+        if self.kind == "ml2" and not self.P.trained:
+            # no model yet: random pools, compiled (failures caught, not measured) and ranked by
+            # A's roofline prior, until one has a survivor
+            for _ in range(POOLS):
+                pool = self._random_unvisited((self.alpha + 1) * n, set())
+                ranked = self._rank_with_a(pool, n)[:n]
+                if ranked or not pool:
+                    return ranked
+            return self._random_unvisited(n, set())
         if self.kind == "random" or not self.P.trained:
             return self._random_unvisited(n, set())
         width = n if self.kind == "xgb" else (self.alpha + 1) * n
@@ -290,10 +308,14 @@ class Tuner:
             else:
                 ok.append(p)
                 hid.append(h)
-        if not ok or not self.A.trained:
+        if not ok:
             return ok
-        x = np.stack([np.concatenate([self.ev.visible(p), h]) for p, h in zip(ok, hid)])
-        order = np.argsort(-self.A.predict(x), kind="stable")
+        if self.A.trained:
+            x = np.stack([np.concatenate([self.ev.visible(p), h]) for p, h in zip(ok, hid)])
+            score = self.A.predict(x)
+        else:  # A's prior until it has data: the roofline estimate among its features
+            score = np.array([h[ROOF_EFFICIENCY] for h in hid])
+        order = np.argsort(-score, kind="stable")
         return [ok[i] for i in order]
 
     # -- models -------------------------------------------------------------------------------
