@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from tiler_data import DATASETS, SCALED_FLOPS, training_computations
+
 import looptune
 from looptune import tiler
 from looptune.costmodel.predictor import spearman
 from looptune.measure import Measurer
-from tiler_data import DATASETS, SCALED_FLOPS, training_computations
 
 
 def sample(n: int, lo: float, hi: float) -> list[tuple[str, looptune.Computation]]:

@@ -132,7 +132,10 @@ def final_row(label: str, comp: looptune.Computation, seconds: float, min_time: 
 
 
 def summarize(name: str, rows: list[dict]) -> dict:
-    g = lambda k: geomean([r[k] for r in rows if r.get(k)]) if any(r.get(k) for r in rows) else None
+    def g(key: str) -> float | None:
+        values = [r[key] for r in rows if r.get(key)]
+        return geomean(values) if values else None
+
     return {
         "suite": name, "kind": KIND[name], "n": len(rows),
         "agent_gflops": g("agent"), "search_gflops": g("search"),

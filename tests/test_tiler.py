@@ -103,7 +103,10 @@ def test_tiler_search_times_only_the_best_scored_macros():
     pol = _policy(1)
     ranked, scores = pol.rank(comp)
     assert np.all(np.diff(scores) <= 0)
-    cost = lambda t: 10.0 + (t.hash() % 97)  # deterministic fake GFLOP/s
+
+    def cost(t):  # deterministic fake GFLOP/s
+        return 10.0 + (t.hash() % 97)
+
     runner = FakeRunner(cost)
     res = tiler_search(comp.default_schedule(), Measurer(runner=runner, cache={}), tiler=pol,
                        top_k=3, tune_seconds=100.0)

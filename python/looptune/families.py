@@ -25,6 +25,7 @@ Every shape comes from a family rule and a range, never from a list tuned to a b
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
@@ -104,8 +105,12 @@ def attention_shapes() -> list[tuple[int, int, int, int]]:
 Conv = tuple[int, int, int, int, int, int]  # (cin, hw, cout, kernel, stride, pad)
 
 
+def _channels(width: float, x: int) -> int:
+    return max(8, int(x * width))
+
+
 def _resnet50(w: float, res: int) -> list[Conv]:
-    c = lambda x: max(8, int(x * w))
+    c = partial(_channels, w)
     hw = res // 4
     out: list[Conv] = [(3, res, c(64), 7, 2, 3)]
     cin = c(64)
@@ -123,7 +128,7 @@ def _resnet50(w: float, res: int) -> list[Conv]:
 
 
 def _vgg16(w: float, res: int) -> list[Conv]:
-    c = lambda x: max(8, int(x * w))
+    c = partial(_channels, w)
     out, cin, hw = [], 3, res
     for width, reps in ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)):
         for _ in range(reps):
@@ -134,7 +139,7 @@ def _vgg16(w: float, res: int) -> list[Conv]:
 
 
 def _mobilenet_pointwise(w: float, res: int) -> list[Conv]:
-    c = lambda x: max(8, int(x * w))
+    c = partial(_channels, w)
     out: list[Conv] = [(3, res, c(32), 3, 2, 1)]
     cin, hw = c(32), res // 2
     plan = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5
@@ -146,7 +151,7 @@ def _mobilenet_pointwise(w: float, res: int) -> list[Conv]:
 
 
 def _inception(w: float, res: int) -> list[Conv]:
-    c = lambda x: max(8, int(x * w))
+    c = partial(_channels, w)
     out: list[Conv] = [(3, res, c(32), 3, 2, 0), (c(32), res // 2 - 1, c(64), 3, 1, 1)]
     for cin, hw in ((192, res // 8), (288, res // 8), (768, res // 16), (1280, res // 32)):
         out.append((c(cin), hw, c(64), 1, 1, 0))
@@ -157,7 +162,7 @@ def _inception(w: float, res: int) -> list[Conv]:
 
 
 def _densenet121(w: float, res: int) -> list[Conv]:
-    c = lambda x: max(8, int(x * w))
+    c = partial(_channels, w)
     out: list[Conv] = [(3, res, c(64), 7, 2, 3)]
     cin, hw = c(64), res // 4
     for blocks in (6, 12, 24, 16):

@@ -25,8 +25,6 @@ macros against full-size measurements.
 
 from __future__ import annotations
 
-import math
-
 from looptune import _core
 from looptune import schedules as S
 from looptune.schedules import from_steps
@@ -85,8 +83,9 @@ def _with(comp: _core.Computation, **values: int) -> _core.Computation:
 def scaled(comp: _core.Computation, max_flops: float) -> _core.Computation:
     """A smaller instance of ``comp`` with the same loop structure: output rows (matmul),
     batches (batched matmul, then rows) or output lines (conv2d) are cut until it has at most
-    ``max_flops`` flops, keeping at least 32 rows / 4 output lines (which may exceed it). Reduction lengths,
-    channels, widths and the layout are unchanged. Other kinds are returned as they are."""
+    ``max_flops`` flops, keeping at least 32 rows / 4 output lines (which may exceed it).
+    Reduction lengths, channels, widths and the layout are unchanged. Other kinds are returned
+    as they are."""
     kind, f = _header_fields(comp)
     if comp.flops <= max_flops or kind not in _SHRINK:
         return comp

@@ -2,7 +2,7 @@
 
     >>> import looptune
     >>> from looptune.tiler_policy import load_tiler
-    >>> pol = load_tiler()                                    # shipped for the host ISA  # doctest: +SKIP
+    >>> pol = load_tiler()  # the one shipped for the host ISA  # doctest: +SKIP
     >>> trees, scores = pol.rank(looptune.conv2d(1, 64, 56, 56, 64, 3, 3, 1, 1))  # doctest: +SKIP
 
 A policy is ``policy_tiler_<isa>.safetensors`` (tensors only) plus a ``.json`` with the layer
