@@ -63,13 +63,16 @@ def main() -> None:
     p.add_argument("--min-flops", type=float, default=2e8)
     p.add_argument("--max-flops", type=float, default=1.5e9)
     p.add_argument("--policy", default=None)
+    p.add_argument("--isa", default=None)
     args = p.parse_args()
-    isa = looptune.host_isa()
+    isa = args.isa or looptune.host_isa()
     policy = None
     if args.policy:
         from looptune.tiler_policy import load_tiler
 
         policy = load_tiler(args.policy)
+        if policy.isa != isa:
+            raise SystemExit(f"the policy is for {policy.isa}, not {isa}")
     rows = []
     for dataset, comp in sample(args.n, args.min_flops, args.max_flops):
         rows.append({"dataset": dataset, **check_one(comp, isa, policy)})

@@ -1,5 +1,12 @@
 """The trained agent as one search among the others: roll a policy, measure what it visited.
 
+The shipped agent is a set of two policies per ISA, chosen by the computation
+(``uses_paper_policy``): the paper policy (``data/policy_<isa>``) for plain matmuls with every
+dimension in its training range 64..256, and the tiling agent (``tiler_search``,
+``data/policy_tiler_<isa>``) for every other layer: it scores the rule-generated tile macros
+of the computation (``looptune.tiler``) and times only the best-scored few at full size.
+When no tiling policy is shipped for the ISA, the paper policy tunes everything.
+
 The policy acts on observations only: it is rolled greedily (argmax over the legal actions)
 for its episode length from the given schedule, and afterwards only the distinct schedules it
 visited are measured; the best one is returned. Cursor moves do not change a schedule, so they
@@ -26,7 +33,7 @@ from looptune.measure import Measurer
 from looptune.policy import LoadedPolicy, load_policy
 from looptune.search.base import BudgetExhausted, SearchResult, Tracker, run_search
 from looptune.space import ScheduleSpace
-from looptune.tiler_policy import TilerPolicy, load_tiler
+from looptune.tiler_policy import TilerPolicy, default_tiler_path, load_tiler
 
 
 def policy_space(policy: LoadedPolicy) -> ScheduleSpace:
@@ -110,6 +117,11 @@ def uses_paper_policy(comp: _core.Computation) -> bool:
     )
 
 
+def _has_tiler(measurer: Measurer | None) -> bool:
+    isa = measurer.isa if measurer is not None else _core.host_isa()
+    return default_tiler_path(isa).is_file()
+
+
 def tiler_search(
     tree: _core.LoopTree,
     measurer: Measurer | None = None,
@@ -184,7 +196,7 @@ def agent_search(
         raise ValueError(f"rollouts must be >= 1, got {rollouts}")
     if steps is not None and steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    if policy is None and not uses_paper_policy(tree.computation):
+    if policy is None and not uses_paper_policy(tree.computation) and _has_tiler(measurer):
         return tiler_search(tree, measurer, time_budget=time_budget,
                             measure_budget=measure_budget)
     measurer = measurer if measurer is not None else Measurer()
