@@ -127,7 +127,8 @@ def main() -> None:
                  "datasets": "train splits of mm_real, bmm_real (every 2nd), conv2d_cnn "
                              "(every 2nd); agents/tiler_data.py"},
         "reward": "GFLOP/s measured on scaled-down instances (looptune.tiler.scaled, <= 6.4e7 "
-                  "flops): same loops, fewer output rows / batches / lines",
+                  "flops, at least 256 matmul rows): same loops, fewer output rows / batches / "
+                  "lines",
         "training": {"epochs": args.epochs, "lr": args.lr, "temperature": args.temperature,
                      "seed": args.seed, "fit_seconds": wall},
         "evaluation": report,
