@@ -9,7 +9,9 @@ from looptune import datasets
 
 
 def test_names():
-    assert datasets.names() == ["bmm_attention", "conv2d_resnet", "mm64_256_16"]
+    assert datasets.names() == [
+        "bmm_attention", "bmm_real", "conv2d_cnn", "conv2d_resnet", "mm64_256_16", "mm_real"
+    ]
 
 
 def test_mm64_256_16_contents_and_fixed_split():

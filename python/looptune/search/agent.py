@@ -1,5 +1,12 @@
 """The trained agent as one search among the others: roll a policy, measure what it visited.
 
+The shipped agent is a set of two policies per ISA, chosen by the computation
+(``uses_paper_policy``): the paper policy (``data/policy_<isa>``) for plain matmuls with every
+dimension in its training range 64..256, and the tiling agent (``tiler_search``,
+``data/policy_tiler_<isa>``) for every other layer: it scores the rule-generated tile macros
+of the computation (``looptune.tiler``) and times only the best-scored few at full size.
+When no tiling policy is shipped for the ISA, the paper policy tunes everything.
+
 The policy acts on observations only: it is rolled greedily (argmax over the legal actions)
 for its episode length from the given schedule, and afterwards only the distinct schedules it
 visited are measured; the best one is returned. Cursor moves do not change a schedule, so they
@@ -14,6 +21,7 @@ cost no measurement. Observations and masks come from the policy's
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,8 +31,9 @@ import numpy as np
 from looptune import _core
 from looptune.measure import Measurer
 from looptune.policy import LoadedPolicy, load_policy
-from looptune.search.base import SearchResult, Tracker, run_search
+from looptune.search.base import BudgetExhausted, SearchResult, Tracker, run_search
 from looptune.space import ScheduleSpace
+from looptune.tiler_policy import TilerPolicy, default_tiler_path, load_tiler
 
 
 def policy_space(policy: LoadedPolicy) -> ScheduleSpace:
@@ -93,6 +102,62 @@ def rollout(
     return states
 
 
+# The paper policy's domain: plain matmuls with every dimension in its training range.
+PAPER_RANGE = (64, 256)
+TUNE_SECONDS = 0.5  # the tiling agent stops timing macros after this long (at least MIN_TIMED)
+MIN_TIMED, MAX_TIMED = 2, 6
+
+
+def uses_paper_policy(comp: _core.Computation) -> bool:
+    """True for the computations the shipped paper policy was trained on (plain matmuls with
+    every dimension in 64..256): it tunes those; the tiling agent tunes everything else."""
+    lo, hi = PAPER_RANGE
+    return comp.kind == "matmul" and comp.block == 0 and all(
+        lo <= v.extent <= hi for v in comp.vars
+    )
+
+
+def _has_tiler(measurer: Measurer | None) -> bool:
+    isa = measurer.isa if measurer is not None else _core.host_isa()
+    return default_tiler_path(isa).is_file()
+
+
+def tiler_search(
+    tree: _core.LoopTree,
+    measurer: Measurer | None = None,
+    *,
+    time_budget: float | None = None,
+    measure_budget: int | None = None,
+    tiler: TilerPolicy | str | None = None,
+    tune_seconds: float = TUNE_SECONDS,
+    top_k: int = MAX_TIMED,
+    **_: Any,
+) -> SearchResult:
+    """Tune ``tree``'s computation with the tiling agent: score every tile macro, then time at
+    full size the best-scored ones in order, at least ``MIN_TIMED`` and at most ``top_k``,
+    stopping once ``tune_seconds`` have passed. The start schedule is not timed (it is the
+    base schedule of an untuned layer; its ``base_gflops`` is NaN unless it is also a macro
+    that was timed). Returns the fastest timed macro."""
+    if not isinstance(tree, _core.LoopTree):
+        raise TypeError(f"expected a looptune LoopTree, got {type(tree).__name__}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    measurer = measurer if measurer is not None else Measurer(min_time=0.005, min_runs=1)
+    if not isinstance(tiler, TilerPolicy):
+        tiler = load_tiler(tiler, isa=measurer.isa if tiler is None else None)
+    tracker = Tracker(measurer, time_budget, measure_budget)
+    ranked, _scores = tiler.rank(tree.computation)
+    try:
+        for i, cand in enumerate(ranked[:top_k]):
+            if i >= MIN_TIMED and tracker.elapsed >= tune_seconds:
+                break
+            tracker.evaluate(cand, force=i == 0)
+    except BudgetExhausted:
+        pass
+    tracker.base_gflops = tracker.seen.get(tree.hash(), math.nan)
+    return tracker.result("agent")
+
+
 def agent_search(
     tree: _core.LoopTree,
     measurer: Measurer | None = None,
@@ -115,8 +180,11 @@ def agent_search(
         steps: actions per rollout; default the policy's training episode length.
         rollouts: 1 = the greedy rollout only; more adds sampled rollouts (more measurements).
         deterministic: greedy (argmax) actions in the first rollout.
-        policy: a ``LoadedPolicy`` or a path; default the policy shipped for the measurer's
-            ISA. A policy trained for another ISA still runs, with a ``RuntimeWarning``.
+        policy: a ``LoadedPolicy`` or a path; default the policy set shipped for the
+            measurer's ISA, chosen by the computation: the paper policy for plain matmuls in
+            its training range (``uses_paper_policy``), the tiling agent (``tiler_search``)
+            for everything else. A policy trained for another ISA still runs, with a
+            ``RuntimeWarning``.
         seed: seeds the sampled rollouts.
         time_budget, measure_budget: optional caps, as for the searches.
         actions: for a uniform search interface; any set other than the policy's raises
@@ -128,6 +196,9 @@ def agent_search(
         raise ValueError(f"rollouts must be >= 1, got {rollouts}")
     if steps is not None and steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if policy is None and not uses_paper_policy(tree.computation) and _has_tiler(measurer):
+        return tiler_search(tree, measurer, time_budget=time_budget,
+                            measure_budget=measure_budget)
     measurer = measurer if measurer is not None else Measurer()
     if not isinstance(policy, LoadedPolicy):
         policy = load_policy(policy, isa=measurer.isa if policy is None else None)
@@ -167,5 +238,7 @@ __all__ = [
     "observe",
     "policy_space",
     "rollout",
+    "tiler_search",
     "tune",
+    "uses_paper_policy",
 ]

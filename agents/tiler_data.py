@@ -1,0 +1,76 @@
+"""Training data of the tiling agent: every macro of each training computation, measured on a
+scaled-down instance (``looptune.tiler.scaled``), appended to a JSON Lines file (resumable).
+
+    flock /tmp/looptune-bench.lock python agents/tiler_data.py --out runs/tiler/data.jsonl \
+        --max-seconds 420            # one piece under the bench lock; rerun to continue
+
+Each line: {"dataset", "comp" (header), "small" (header), "tree" (full-size dump), "gflops"
+(measured on the scaled instance; 0 for a failure)}. Only train splits are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import looptune
+from looptune import datasets, tiler
+from looptune.measure import Measurer
+
+DATASETS = (("mm_real", 1), ("bmm_real", 2), ("conv2d_cnn", 2))  # (dataset, take every k-th)
+SCALED_FLOPS = 6.4e7
+
+
+def training_computations() -> list[tuple[str, looptune.Computation]]:
+    """(dataset, computation) of the training sample: every k-th of each train split."""
+    return [
+        (name, b.computation())
+        for name, every in DATASETS
+        for b in datasets.get(name, "train")[::every]
+    ]
+
+
+def measure_macros(comp: looptune.Computation, measurer: Measurer, isa: str) -> list[dict]:
+    small = tiler.scaled(comp, SCALED_FLOPS)
+    rows = []
+    for tree in tiler.candidates(comp, isa):
+        g = measurer.gflops(tiler.transfer(tree, small))
+        rows.append({"comp": comp.header(), "small": small.header(), "tree": tree.dump(),
+                     "gflops": g})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/tiler/data.jsonl")
+    p.add_argument("--max-seconds", type=float, default=420.0, help="stop after this long")
+    p.add_argument("--isa", default=None)
+    args = p.parse_args()
+    isa = args.isa or looptune.host_isa()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if out.is_file():
+        done = {json.loads(line)["comp"] for line in out.read_text().splitlines() if line}
+    measurer = Measurer(isa=isa, min_time=0.003, min_runs=2, max_runs=20, cache={})
+    start, n = time.perf_counter(), 0
+    todo = [(d, c) for d, c in training_computations() if c.header() not in done]
+    for dataset, comp in todo:
+        if time.perf_counter() - start > args.max_seconds:
+            break
+        rows = measure_macros(comp, measurer, isa)
+        with out.open("a") as f:
+            for r in rows:
+                f.write(json.dumps({"dataset": dataset, "isa": isa, **r}) + "\n")
+        n += 1
+    left = len(todo) - n
+    print(f"measured {n} computations in {time.perf_counter() - start:.0f} s; {left} left",
+          file=sys.stderr)
+    sys.exit(0 if left == 0 else 3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/bin/sh
+# The shipped tiling agent, end to end, for one ISA (default: the host's):
+#   sh agents/tiler_recipe.sh [avx512|avx2]
+# 1. measure every tile macro of the training computations on scaled-down instances
+#    (resumable pieces under the bench lock), 2. fit the scorer (no timing),
+# 3. check the cheap reward and the scorer against full-size timings, 4. record the check
+#    in the shipped policy's provenance.
+set -e
+ISA=${1:-$(python -c "import looptune; print(looptune.host_isa())")}
+LOCK="flock /tmp/looptune-bench.lock"
+OUT=runs/tiler_$ISA
+mkdir -p "$OUT"
+until $LOCK python agents/tiler_data.py --isa "$ISA" --out "$OUT/data.jsonl" --max-seconds 360; do
+  [ $? -eq 3 ] || exit 1
+done
+POLICY=python/looptune/data/policy_tiler_$ISA.safetensors
+python agents/train_tiler.py --isa "$ISA" --data "$OUT/data.jsonl" --save "$POLICY"
+$LOCK python agents/tiler_check.py --isa "$ISA" --policy "$POLICY" --out "$OUT/check.json"
+python agents/train_tiler.py --isa "$ISA" --data "$OUT/data.jsonl" --save "$POLICY" \
+  --check "$OUT/check.json"

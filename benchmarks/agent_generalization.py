@@ -1,0 +1,216 @@
+"""Issue 12: does the shipped agent tune layers it was not trained on? One thread.
+
+Suites: a fixed sample of the test split of each real-work dataset (``mm_real``, ``bmm_real``,
+``conv2d_cnn``: every k-th benchmark of the held-out split, ``--per-suite`` of them) and the
+engine-layers suite (the ResNet-18 convs and the large / skinny / GEMV matmuls of
+``benchmarks/workloads.py``), plus the paper's ``mm64_256_16`` test split for the regression
+check (agent only, against the previous policy's figure in ``paper_table.json``).
+
+Per benchmark: the agent (``looptune.search.get("agent")``: its tuning time, compile and timing
+included), the best of ``--search-seconds`` of search split evenly between random search and
+beam search (rich actions, walks up to 16 loops deep; results cached in
+``results/agent_generalization_search.json`` so reruns do not search again), numpy and PyTorch.
+The final GFLOP/s of the agent's and the search's schedules are re-timed side by side here.
+
+Two parts, each taken under the bench lock in pieces of a few minutes:
+
+    flock /tmp/looptune-bench.lock python benchmarks/agent_generalization.py --part search \
+        --suite conv2d_cnn            # 60 s per benchmark, cached
+    flock /tmp/looptune-bench.lock python benchmarks/agent_generalization.py --part final \
+        --suite conv2d_cnn            # agent + re-timing + numpy + PyTorch -> JSON
+    python benchmarks/agent_generalization.py --part report   # table of every suite
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import RESULTS, environment, strip_openblas_env, write_json
+
+strip_openblas_env()
+
+import argparse
+import json
+import os
+import time
+
+import looptune
+from looptune import datasets
+from looptune.measure import Measurer
+from looptune.reference import numpy_gflops
+from looptune.search.beam import beam_search
+from looptune.search.random import random_search
+from looptune.tables import format_table, geomean
+
+SUITES = ("mm_real", "bmm_real", "conv2d_cnn", "engine_conv", "engine_matmul", "mm64_256_16")
+KIND = {"mm_real": "matmul", "bmm_real": "matmul", "conv2d_cnn": "conv",
+        "engine_conv": "conv", "engine_matmul": "matmul", "mm64_256_16": "matmul"}
+SEARCH_CACHE = RESULTS / "agent_generalization_search.json"
+
+
+def suite(name: str, per_suite: int) -> list[tuple[str, looptune.Computation]]:
+    """(label, computation) of a suite, in a fixed order."""
+    if name in ("engine_conv", "engine_matmul"):
+        from workloads import MATMULS, RESNET18
+
+        if name == "engine_conv":
+            return [
+                (lbl, looptune.conv2d(1, c, hw, hw, k, r, r, stride=st, pad=pd))
+                for lbl, c, hw, k, r, st, pd in RESNET18
+            ]
+        return [(lbl, looptune.matmul(*shape)) for lbl, shape, _ in MATMULS]
+    test = datasets.get(name, "test")
+    if name != "mm64_256_16":
+        step = max(1, len(test) // per_suite)
+        test = test[::step][:per_suite]
+    return [(b.name, b.computation()) for b in test]
+
+
+def _load_cache() -> dict:
+    return json.loads(SEARCH_CACHE.read_text()) if SEARCH_CACHE.is_file() else {}
+
+
+def search_part(name: str, items: list, seconds: float) -> None:
+    from looptune.actions import RICH_ACTIONS
+
+    cache = _load_cache()
+    for label, comp in items:
+        key = f"{comp.header()}|{seconds:g}"
+        if key in cache:
+            continue
+        measurer = Measurer(min_time=0.01, min_runs=1, max_runs=50, cache={})
+        base = comp.default_schedule()
+        found = []
+        for fn in (random_search, beam_search):
+            r = fn(base, measurer, time_budget=seconds / 2, actions=RICH_ACTIONS, max_loops=16)
+            found.append({"search": r.search, "gflops": r.best_gflops, "tree": r.best_tree.dump(),
+                          "measurements": r.measurements})
+        cache = _load_cache()  # another piece may have written meanwhile
+        cache[key] = {"label": label, "suite": name, "found": found}
+        SEARCH_CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        best = max(f["gflops"] for f in found)
+        print(f"  {label}: search best {best:.1f} GFLOP/s", file=sys.stderr)
+
+
+def torch_gflops(comp: looptune.Computation, min_time: float) -> float | None:
+    from workloads import torch_gflops as tg
+
+    if comp.kind == "batch_matmul" or comp.kind in ("matmul", "conv2d"):
+        return tg(comp, min_time)
+    return None
+
+
+def final_row(label: str, comp: looptune.Computation, seconds: float, min_time: float,
+              cache: dict, refs: bool) -> dict:
+    agent = looptune.search.get("agent")
+    isa = looptune.host_isa()
+    t0 = time.perf_counter()
+    res = agent(comp.default_schedule())
+    tune_s = time.perf_counter() - t0
+    row = {"name": label, "flops": comp.flops, "tune_seconds": tune_s,
+           "agent_measurements": res.measurements, "agent_tree": res.best_tree.dump()}
+    row["agent"] = res.best_tree.compile(isa).benchmark(min_time).gflops
+    row["base"] = comp.default_schedule().compile(isa).benchmark(min_time / 4).gflops
+    hit = cache.get(f"{comp.header()}|{seconds:g}")
+    if hit:
+        best = max(hit["found"], key=lambda f: f["gflops"])
+        tree = looptune.LoopTree.parse(best["tree"])
+        row["search"] = tree.compile(isa).benchmark(min_time).gflops
+        row["search_by"] = best["search"]
+        row["agent_vs_search"] = row["agent"] / row["search"]
+    if refs:
+        row["numpy"] = numpy_gflops(comp, min_time)
+        row["torch"] = torch_gflops(comp, min_time)
+        row["vs_numpy"] = row["agent"] / row["numpy"]
+        row["vs_torch"] = row["agent"] / row["torch"] if row["torch"] else None
+    print(f"  {label}: agent {row['agent']:.1f} ({tune_s:.2f} s) search "
+          f"{row.get('search', float('nan')):.1f} numpy {row.get('numpy', float('nan')):.1f} "
+          f"torch {row.get('torch') or float('nan'):.1f}", file=sys.stderr)
+    return row
+
+
+def summarize(name: str, rows: list[dict]) -> dict:
+    def g(key: str) -> float | None:
+        values = [r[key] for r in rows if r.get(key)]
+        return geomean(values) if values else None
+
+    return {
+        "suite": name, "kind": KIND[name], "n": len(rows),
+        "agent_gflops": g("agent"), "search_gflops": g("search"),
+        "agent_vs_search": g("agent_vs_search"), "vs_numpy": g("vs_numpy"),
+        "vs_torch": g("vs_torch"),
+        "mean_tune_seconds": sum(r["tune_seconds"] for r in rows) / len(rows),
+    }
+
+
+def final_part(name: str, items: list, seconds: float, min_time: float) -> None:
+    cache = _load_cache()
+    refs = name != "mm64_256_16"
+    rows = [final_row(lbl, comp, seconds, min_time, cache, refs) for lbl, comp in items]
+    summary = summarize(name, rows)
+    if name == "mm64_256_16":
+        summary["previous_agent_gflops"] = _previous_agent()
+        summary["vs_previous"] = summary["agent_gflops"] / summary["previous_agent_gflops"]
+    data = {"environment": {**environment(), "load_avg": os.getloadavg()},
+            "search_seconds": seconds, "min_time": min_time, "summary": summary, "rows": rows}
+    write_json(f"agent_generalization_{name}", data)
+    print(json.dumps(summary, indent=1))
+
+
+def _previous_agent() -> float | None:
+    """The shipped paper policy's recorded geomean on the mm64_256_16 test split (its JSON)."""
+    from looptune.policy import default_policy_path, meta_path
+
+    meta = json.loads(meta_path(default_policy_path()).read_text())
+    return meta.get("evaluations", {}).get("test_220", {}).get("geomean_agent_gflops")
+
+
+def report() -> None:
+    sums, rows = [], []
+    for name in SUITES:
+        path = RESULTS / f"agent_generalization_{name}.json"
+        if path.is_file():
+            d = json.loads(path.read_text())
+            sums.append(d["summary"])
+            rows += [{"suite": name, **r} for r in d["rows"]]
+    cols = [("suite", "suite", "s"), ("n", "n", "d"), ("agent_gflops", "agent", ".1f"),
+            ("search_gflops", "search", ".1f"), ("agent_vs_search", "vs search", ".2f"),
+            ("vs_numpy", "vs numpy", ".2f"), ("vs_torch", "vs torch", ".2f"),
+            ("mean_tune_seconds", "tune s", ".2f")]
+    text = format_table(sums, cols)
+    per = [("suite", "suite", "s"), ("name", "benchmark", "s"), ("agent", "agent", ".1f"),
+           ("search", "search", ".1f"), ("numpy", "numpy", ".1f"), ("torch", "torch", ".1f"),
+           ("tune_seconds", "tune s", ".2f")]
+    text += "\n\n" + format_table([r for r in rows if r["suite"] != "mm64_256_16"], per)
+    print(text)
+    (RESULTS / "agent_generalization.md").write_text(text + "\n")
+    write_json("agent_generalization", {"summary": sums, "rows": rows})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--part", choices=("search", "final", "report"), required=True)
+    p.add_argument("--suite", choices=SUITES)
+    p.add_argument("--search-seconds", type=float, default=60.0)
+    p.add_argument("--per-suite", type=int, default=5, help="benchmarks per dataset test sample")
+    p.add_argument("--offset", type=int, default=0, help="skip the first N of the suite")
+    p.add_argument("--limit", type=int, default=None, help="at most N benchmarks of the suite")
+    p.add_argument("--min-time", type=float, default=0.1, help="seconds of final timed runs")
+    args = p.parse_args()
+    if args.part == "report":
+        return report()
+    if args.suite is None:
+        p.error("--suite is required for the search and final parts")
+    looptune._core  # noqa: B018
+    items = suite(args.suite, args.per_suite)[args.offset:]
+    items = items[: args.limit] if args.limit is not None else items
+    if args.part == "search":
+        search_part(args.suite, items, args.search_seconds)
+    else:
+        final_part(args.suite, items, args.search_seconds, args.min_time)
+
+
+if __name__ == "__main__":
+    main()

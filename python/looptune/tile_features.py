@@ -1,0 +1,140 @@
+"""Scale-invariant features of a schedule for the tiling agent (``looptune.tiler``).
+
+A feature means the same at 64 and at 4096: sizes enter as logarithms, working sets as their
+ratio to the host's cache sizes (``_core.isa_facts()``: L1, L2, L3), register tiles as the
+fraction of the vector register file their accumulators take, vector loops in lanes.
+
+    >>> import looptune
+    >>> from looptune.tile_features import tile_features, N_FEATURES
+    >>> x = tile_features(looptune.matmul(512, 512, 512).default_schedule())
+    >>> x.shape == (N_FEATURES,)
+    True
+
+Layout of the vector (``N_FEATURES`` float32 values, each clipped to [-1, 1]):
+
+* computation (18): kind one-hot (matmul, batch_matmul, conv2d, other), blocked layout,
+  log2(flops), log2(reduction length), log2(output elements), log2(vector-variable extent in
+  lanes), and each tensor's size against L1, L2 and L3 (3 x 3).
+* register tile (8): the loops below the innermost reduction loop hold the accumulators:
+  their count in vectors against the register file (linear and log), whether the vector
+  variable is innermost, its tile width in lanes and the lanes wasted by a partial vector, the
+  number of tile loops, the loop count of the whole nest, the fraction of the reduction's
+  iterations inside the tile's enclosing loops that are partial (tails).
+* loops (``INNER_LOOPS`` x 8), aligned from the innermost loop outwards: present, log2(size),
+  log2(step), reduction, vector variable, working set below it against L1, L2 and L3.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+
+from looptune import _core
+from looptune.graph import NestFacts, nest_facts
+
+INNER_LOOPS = 14
+LOOP_COLUMNS = 8
+COMP_FEATURES = 18
+TILE_FEATURES = 8
+N_FEATURES = COMP_FEATURES + TILE_FEATURES + INNER_LOOPS * LOOP_COLUMNS
+KINDS = ("matmul", "batch_matmul", "conv2d")
+
+
+@cache
+def _facts(isa: str | None) -> tuple[int, int, float, float, float]:
+    f = _core.isa_facts(isa)
+    return (
+        int(f["lanes"]),
+        int(f["vector_registers"]),
+        math.log2(f["l1d_bytes"]),
+        math.log2(f["l2_bytes"]),
+        math.log2(f["l3_bytes"]),
+    )
+
+
+def _ratio(log2_bytes: float, log2_cache: float) -> float:
+    return max(-12.0, min(12.0, log2_bytes - log2_cache)) / 12.0
+
+
+def vector_var(comp: _core.Computation) -> str:
+    """The variable the output is contiguous in (the one kernels vectorize)."""
+    ones = [v for v, s in comp.output.strides.items() if s == 1]
+    return ones[0] if ones else comp.vars[-1].name
+
+
+def _comp_features(comp: _core.Computation, isa: str | None) -> list[float]:
+    lanes, _, l1, l2, l3 = _facts(isa)
+    kind = [float(comp.kind == k) for k in KINDS] + [float(comp.kind not in KINDS)]
+    red = math.prod(v.extent for v in comp.vars if v.reduction)
+    out_elems = math.prod(comp.output.shape)
+    vec = {v.name: v.extent for v in comp.vars}[vector_var(comp)]
+    row = kind + [
+        float(comp.block > 0),
+        math.log2(comp.flops) / 40,
+        math.log2(red) / 24,
+        math.log2(out_elems) / 24,
+        math.log2(vec / lanes) / 8,
+    ]
+    for t in (*comp.inputs, comp.output):
+        lb = math.log2(4 * math.prod(t.alloc_shape))
+        row += [_ratio(lb, l1), _ratio(lb, l2), _ratio(lb, l3)]
+    return row[:COMP_FEATURES]
+
+
+def _tile_features(facts: NestFacts, vec: str, isa: str | None) -> list[float]:
+    lanes, regs, *_ = _facts(isa)
+    loops = facts.loops
+    last_red = max((i for i, lp in enumerate(loops) if lp.reduction), default=-1)
+    tile = loops[last_red + 1 :]
+    ranges: dict[str, int] = {}
+    for lp in tile:  # the outermost tile loop of a variable covers its tile width
+        ranges.setdefault(lp.var, lp.range)
+    width = ranges.get(vec, 1)
+    accs = math.prod(r for v, r in ranges.items() if v != vec) * math.ceil(width / lanes)
+    waste = (math.ceil(width / lanes) * lanes - width) / (math.ceil(width / lanes) * lanes)
+    tails = sum(lp.tail > 0 for lp in loops) / max(len(loops), 1)
+    return [
+        min(accs / regs, 4.0) / 4.0,
+        math.log2(accs) / 8,
+        float(bool(loops) and loops[-1].var == vec),
+        math.log2(max(width, 1) / lanes) / 8,
+        waste,
+        len(tile) / 8,
+        len(loops) / _core.MAX_LOOPS,
+        tails,
+    ]
+
+
+def _loop_rows(facts: NestFacts, vec: str, isa: str | None) -> np.ndarray:
+    _, _, l1, l2, l3 = _facts(isa)
+    out = np.zeros((INNER_LOOPS, LOOP_COLUMNS), np.float32)
+    for j, lp in enumerate(reversed(facts.loops[-INNER_LOOPS:])):
+        ws = math.log2(max(sum(lp.footprints), 1))
+        out[j] = [
+            1.0,
+            math.log2(max(lp.size, 1)) / 12,
+            math.log2(lp.step) / 12,
+            float(lp.reduction),
+            float(lp.var == vec),
+            _ratio(ws, l1),
+            _ratio(ws, l2),
+            _ratio(ws, l3),
+        ]
+    return out
+
+
+def tile_features(tree: _core.LoopTree, isa: str | None = None) -> np.ndarray:
+    """The (N_FEATURES,) float32 features of ``tree`` for ``isa`` (default the host's)."""
+    if not isinstance(tree, _core.LoopTree):
+        raise TypeError(f"expected a looptune LoopTree, got {type(tree).__name__}")
+    comp = tree.computation
+    facts = nest_facts(tree)
+    vec = vector_var(comp)
+    head = _comp_features(comp, isa) + _tile_features(facts, vec, isa)
+    x = np.concatenate([np.asarray(head, np.float32), _loop_rows(facts, vec, isa).reshape(-1)])
+    return np.clip(x, -1.0, 1.0)
+
+
+__all__ = ["INNER_LOOPS", "N_FEATURES", "tile_features", "vector_var"]

@@ -1,0 +1,133 @@
+"""The tiling agent's policy: a small network scoring tile macros, saved without pickles.
+
+    >>> import looptune
+    >>> from looptune.tiler_policy import load_tiler
+    >>> pol = load_tiler()  # the one shipped for the host ISA  # doctest: +SKIP
+    >>> trees, scores = pol.rank(looptune.conv2d(1, 64, 56, 56, 64, 3, 3, 1, 1))  # doctest: +SKIP
+
+A policy is ``policy_tiler_<isa>.safetensors`` (tensors only) plus a ``.json`` with the layer
+sizes, the feature version, the ISA and its provenance (command, data, wall time, rank
+correlations). The network is an MLP (ReLU) from ``tile_features`` to one score per macro; the
+macros of a computation are ranked by score (a softmax over them is the policy's distribution).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from looptune import _core, policy_io, tiler
+from looptune.policy_io import PolicyFormatError
+from looptune.tile_features import N_FEATURES, tile_features
+
+FORMAT = "looptune-tiler-v1"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+FEATURE_VERSION = 1
+MAX_HIDDEN = 1024
+
+
+def build_network(hidden: list[int], n_features: int = N_FEATURES) -> Any:
+    """The scoring MLP: ``n_features -> hidden... -> 1`` with ReLU between layers."""
+    import torch.nn as nn
+
+    if not (isinstance(hidden, list) and 1 <= len(hidden) <= 4):
+        raise PolicyFormatError(f"hidden must be a list of 1-4 layer sizes, got {hidden!r}")
+    if not all(isinstance(h, int) and 1 <= h <= MAX_HIDDEN for h in hidden):
+        raise PolicyFormatError(f"layer sizes must be ints in 1..{MAX_HIDDEN}, got {hidden!r}")
+    layers: list[Any] = []
+    width = n_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class TilerPolicy:
+    """A scoring network plus its metadata; ``rank`` orders a computation's macros."""
+
+    net: Any
+    isa: str
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def scores(self, trees: list[_core.LoopTree]) -> np.ndarray:
+        """One score per tree (higher = expected faster), from ``tile_features``."""
+        import torch
+
+        if not trees:
+            return np.zeros(0, np.float32)
+        x = np.stack([tile_features(t, self.isa) for t in trees])
+        with torch.no_grad():
+            return self.net(torch.from_numpy(x)).squeeze(-1).numpy()
+
+    def rank(self, comp: _core.Computation) -> tuple[list[_core.LoopTree], np.ndarray]:
+        """The macros of ``comp`` best-scored first, and their scores."""
+        trees = tiler.candidates(comp, self.isa)
+        s = self.scores(trees)
+        order = np.argsort(-s, kind="stable")
+        return [trees[i] for i in order], s[order]
+
+
+def default_tiler_path(isa: str | None = None) -> Path:
+    """The shipped tiling policy for ``isa`` (default: the host's)."""
+    isa = _core.host_isa() if isa is None else isa
+    if isa not in ("avx512", "avx2"):
+        raise ValueError(f"unknown ISA {isa!r}; choose from ['avx512', 'avx2']")
+    return DATA_DIR / f"policy_tiler_{isa}{policy_io.SUFFIX}"
+
+
+def save_tiler(policy: TilerPolicy, path: str | Path, meta: dict) -> Path:
+    """Write ``PATH.safetensors`` and ``PATH.json`` atomically; returns the weights path."""
+    from safetensors.torch import save as st_save
+
+    from looptune.fileio import atomic_write_bytes, atomic_write_text
+
+    path = Path(path).with_suffix(policy_io.SUFFIX)
+    state = {k: v.detach().cpu().contiguous() for k, v in policy.net.state_dict().items()}
+    full = {**meta, "format": FORMAT, "isa": policy.isa, "n_features": N_FEATURES,
+            "feature_version": FEATURE_VERSION, "hidden": policy.meta["hidden"]}
+    atomic_write_bytes(path, st_save(state, metadata={"format": FORMAT}))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(full, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def load_tiler(path: str | Path | None = None, isa: str | None = None) -> TilerPolicy:
+    """Load a tiling policy (default: the one shipped for ``isa``, itself the host's).
+
+    Raises:
+        FileNotFoundError: no policy or no metadata at ``path``.
+        PolicyFormatError: malformed metadata, another feature version, or tensors that do not
+            fit the network the metadata describes.
+    """
+    path = Path(path) if path is not None else default_tiler_path(isa)
+    if path.suffix != policy_io.SUFFIX:
+        raise PolicyFormatError(f"{path} is not a {policy_io.SUFFIX} tiling policy")
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise FileNotFoundError(f"no tiling policy (and metadata) at {path}")
+    return _load(str(path), path.stat().st_mtime)
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, _mtime: float) -> TilerPolicy:
+    meta = policy_io.read_meta(Path(path).with_suffix(".json"))
+    if meta.get("format") != FORMAT:
+        raise PolicyFormatError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    if meta.get("feature_version") != FEATURE_VERSION or meta.get("n_features") != N_FEATURES:
+        raise PolicyFormatError(f"{path} was trained on other features than this version's")
+    if meta.get("isa") not in ("avx512", "avx2"):
+        raise PolicyFormatError(f"{path}: unknown isa {meta.get('isa')!r}")
+    net = build_network(meta.get("hidden"))
+    policy_io.load_weights(net, path)
+    net.eval()
+    return TilerPolicy(net, meta["isa"], meta, Path(path))
+
+
+__all__ = ["FORMAT", "TilerPolicy", "build_network", "default_tiler_path", "load_tiler",
+           "save_tiler"]
