@@ -60,12 +60,6 @@ def tune(args: argparse.Namespace) -> int:
     quiet = args.json or getattr(args, "quiet", False)
     if not quiet:
         print(f"tuning {comp.name} with {name}...", file=sys.stderr)
-        if name == "agent" and comp.kind != "matmul":
-            print(
-                "looptune: note: the shipped policy was trained on matmuls only; on a "
-                f"{comp.kind} a search (e.g. --search random) may find more",
-                file=sys.stderr,
-            )
     records = getattr(args, "records", None)
     measurer = Measurer(records=records)
     with search_progress(name, measurer, args.time_budget, quiet=quiet):
