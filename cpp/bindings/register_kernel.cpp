@@ -76,6 +76,7 @@ py::dict facts_dict(const CompileFacts& f) {
   d["lanes"] = f.lanes;
   d["vectorized"] = f.vectorized;
   d["reduction_vectorized"] = f.reduction_vectorized;
+  d["out_transposed"] = f.out_transposed;
   d["tile_loops"] = f.tile_loops;
   d["tile_accumulators"] = f.tile_accumulators;
   d["tile_rows"] = f.tile_rows;

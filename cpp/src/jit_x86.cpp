@@ -217,6 +217,7 @@ class NestGenerator : public CodeGenerator {
     emit_hoisted(low_.hoist_start);
     cur_mask_ = 0;
     if (low_.reduce_vec) return store_reduced();
+    if (low_.out_transposed) return store_transposed();
     for (int a = 0; a < static_cast<int>(accs_.size()); ++a) store(a, accs_[a].first, accs_[a].second);
   }
 
@@ -241,6 +242,130 @@ class NestGenerator : public CodeGenerator {
       ++facts_.stores;
     }
   }
+  // ---- transposed store (Lowered::out_transposed) ----------------------------------------
+  // Accumulator lanes are the inner block (user stride S); a run of g <= lanes accumulators at
+  // consecutive user offsets o..o+g-1 is transposed in registers into one vector per lane j,
+  // whose first g elements are stored (masked) at o + j*S.
+  void store_transposed() {
+    std::vector<int> order(accs_.size());
+    for (int a = 0; a < static_cast<int>(order.size()); ++a) order[a] = a;
+    std::sort(order.begin(), order.end(),
+              [&](int x, int y) { return accs_[x].first < accs_[y].first; });
+    std::vector<bool> busy(low_.nregs, false);
+    for (int a = 0; a < static_cast<int>(accs_.size()); ++a) busy[a] = true;
+    if (I == Isa::AVX2) busy[mask_reg()] = true;
+    size_t i = 0;
+    while (i < order.size()) {
+      std::vector<int> run{order[i]};
+      while (++i < order.size() && static_cast<int>(run.size()) < low_.lanes &&
+             accs_[order[i]].first == accs_[run.back()].first + 1 &&
+             accs_[order[i]].second == accs_[run[0]].second)
+        run.push_back(order[i]);
+      transpose_and_store(run, busy);
+    }
+  }
+
+  // One pair operation of the transpose network: lo = op(a, b, imm_lo), hi = op(a, b, imm_hi).
+  struct PairOp { int a, b, lo, hi, kind; };  // kind: 0 unpck ps, 1 unpck pd, 2 128-bit lanes, 3 idem
+  // The network for lanes x lanes floats: slot r of the input is row r; slot c of the output is
+  // column c. Stages: 32-bit interleave, 64-bit interleave, then 128-bit lane moves.
+  std::vector<std::vector<PairOp>> network() const {
+    const int n = low_.lanes;
+    std::vector<std::vector<PairOp>> st(2);
+    for (int k = 0; k < n; k += 2) st[0].push_back({k, k + 1, k, k + 1, 0});
+    for (int k = 0; k < n; k += 4) {
+      st[1].push_back({k, k + 2, k, k + 1, 1});
+      st[1].push_back({k + 1, k + 3, k + 2, k + 3, 1});
+    }
+    // slot 4k+m now holds, in 128-bit lane q, column 4q+m of rows 4k..4k+3
+    if (n == 8) {
+      st.emplace_back();
+      for (int m = 0; m < 4; ++m) st[2].push_back({m, 4 + m, m, 4 + m, 2});
+    } else {
+      st.emplace_back();
+      st.emplace_back();
+      for (int base : {0, 8})
+        for (int m = 0; m < 4; ++m) st[2].push_back({base + m, base + 4 + m, base + m, base + 4 + m, 3});
+      for (int m = 0; m < 4; ++m) {
+        st[3].push_back({m, 8 + m, m, 8 + m, 3});
+        st[3].push_back({4 + m, 12 + m, 4 + m, 12 + m, 3});
+      }
+    }
+    return st;
+  }
+  // Output slot of the last AVX-512 stage -> column: (m, 8+m) -> columns m, 8+m; (4+m, 12+m) ->
+  // columns 4+m, 12+m (lanes q = 0, 2 and 1, 3 of the shuffles), so slots are columns.
+
+  void emit_pair(const PairOp& op, bool lo, Xmm d, Xmm a, Xmm b) {
+    switch (op.kind) {
+      case 0: lo ? vunpcklps(d, a, b) : vunpckhps(d, a, b); break;
+      case 1: lo ? vunpcklpd(d, a, b) : vunpckhpd(d, a, b); break;
+      case 2: vperm2f128(Ymm(d.getIdx()), Ymm(a.getIdx()), Ymm(b.getIdx()), lo ? 0x20 : 0x31); break;
+      default: vshuff32x4(Zmm(d.getIdx()), Zmm(a.getIdx()), Zmm(b.getIdx()), lo ? 0x88 : 0xDD);
+    }
+  }
+
+  void transpose_and_store(const std::vector<int>& run, std::vector<bool>& busy) {
+    const auto net = network();
+    const int n = low_.lanes, g = static_cast<int>(run.size()), active = accs_[run[0]].second;
+    const int64_t base = accs_[run[0]].first, S = low_.stride[low_.vec_var][kOut];
+    // real[s]: slot s holds lanes of some accumulator; need[k][s]: stage k's output s is used
+    std::vector<std::vector<bool>> real(net.size() + 1, std::vector<bool>(n, false));
+    for (int r = 0; r < g; ++r) real[0][r] = true;
+    for (size_t k = 0; k < net.size(); ++k)
+      for (const PairOp& op : net[k])
+        real[k + 1][op.lo] = real[k + 1][op.hi] = real[k][op.a] || real[k][op.b];
+    std::vector<std::vector<bool>> need(net.size() + 1, std::vector<bool>(n, false));
+    for (int c = 0; c < active; ++c) need[net.size()][c] = real[net.size()][c];
+    for (size_t k = net.size(); k-- > 0;)
+      for (const PairOp& op : net[k])
+        if (need[k + 1][op.lo] || need[k + 1][op.hi]) need[k][op.a] = need[k][op.b] = true;
+    std::vector<int> reg(n, -1);
+    for (int r = 0; r < g; ++r) reg[r] = run[r];
+    auto take = [&] {
+      for (int x = 0; x < low_.nregs; ++x)
+        if (!busy[x]) { busy[x] = true; return x; }
+      throw TransposeUnavailable{};
+    };
+    for (size_t k = 0; k < net.size(); ++k) {
+      const bool last = k + 1 == net.size();
+      std::vector<int> next(n, -1);
+      for (const PairOp& op : net[k]) {
+        const bool want_lo = need[k + 1][op.lo] && real[k + 1][op.lo];
+        const bool want_hi = need[k + 1][op.hi] && real[k + 1][op.hi];
+        const int ra = real[k][op.a] ? reg[op.a] : reg[op.b];
+        const int rb = real[k][op.b] ? reg[op.b] : ra;
+        if (want_lo || want_hi) {
+          int dlo = -1, dhi = -1;
+          if (want_lo && want_hi) { dlo = take(); dhi = ra; }
+          else (want_lo ? dlo : dhi) = ra;
+          if (want_lo) emit_pair(op, true, vr(dlo), vr(ra), vr(rb));
+          if (want_hi) emit_pair(op, false, vr(dhi), vr(ra), vr(rb));
+          next[op.lo] = dlo;
+          next[op.hi] = dhi;
+        } else if (ra >= 0) {
+          busy[ra] = false;
+        }
+        if (rb != ra && rb >= 0) busy[rb] = false;
+        if (!last) continue;
+        for (int c : {op.lo, op.hi}) {
+          if (next[c] < 0) continue;
+          store_row(next[c], base + c * S, g);
+          busy[next[c]] = false;
+        }
+      }
+      reg = next;
+    }
+  }
+  void store_row(int r, int64_t off, int g) {
+    ++facts_.stores;
+    if (g == low_.lanes) return vmovups(mem(kOut, off), vr(r));
+    ++facts_.masked;
+    need_mask(g);
+    if constexpr (I == Isa::AVX512) vmovups(mem(kOut, off) | k1, vr(r));
+    else vmaskmovps(mem(kOut, off), Ymm(mask_reg()), vr(r));
+  }
+
   // Leaves the sum of register r's lanes in its lowest lane (t is a scratch register).
   void horizontal_sum(int r, int t) {
     if constexpr (I == Isa::AVX512) {

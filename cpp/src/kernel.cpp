@@ -128,6 +128,30 @@ void to_kernel_layout(const float* src, float* dst, const TensorAccess& t) {
   else copy_padded(src, dst, t);
 }
 
+// Fills the facts lowering decided and generates the code (the generator adds its counts).
+detail::JitCode generate_code(const detail::Lowered& low, Isa isa, CompileFacts& facts) {
+  facts = CompileFacts{};
+  facts.isa = isa_name(isa);
+  facts.lanes = low.lanes;
+  facts.vectorized = low.lanes > 1;
+  facts.reduction_vectorized = low.reduce_vec;
+  facts.out_transposed = low.out_transposed;
+  facts.tile_loops = static_cast<int>(low.loops.size()) - low.tile_start;
+  facts.tile_accumulators = low.tile_accumulators;
+  facts.accumulators_hoisted = low.hoist_start < low.tile_start;
+  facts.hoisted_loops = low.tile_start - low.hoist_start;
+  facts.zero_init = low.zero_init;
+  if (low.lanes > 1) {
+    const int64_t r = detail::full_ranges_at(low, static_cast<int>(low.loops.size()) - 1)[low.vec_var];
+    facts.tile_vectors = static_cast<int>((r + low.lanes - 1) / low.lanes);
+  } else {
+    facts.tile_vectors = 1;
+  }
+  facts.tile_rows = std::max(1, low.tile_accumulators / std::max(1, facts.tile_vectors));
+  return detail::generate(low, facts);
+}
+
+
 bool debug_enabled() {
   const char* v = std::getenv("LOOPTUNE_DEBUG");
   return v && *v && std::string(v) != "0";
@@ -172,29 +196,18 @@ Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
   }
   const auto t0 = Clock::now();
   code_ = std::make_unique<Code>();
-  code_->low = detail::lower(tree, isa);
+  try {
+    code_->low = detail::lower(tree, isa);
+    code_->jit = generate_code(code_->low, isa, facts_);
+  } catch (const detail::TransposeUnavailable&) {  // the output goes through the copy pass
+    code_->low = detail::lower(tree, isa, false);
+    code_->jit = generate_code(code_->low, isa, facts_);
+  }
   relaid_[0] = tree.computation().in0.padded();  // fixed per kernel: kept off the timed path
   relaid_[1] = tree.computation().in1.padded();
-  out_relaid_ = tree.computation().out.padded();
-  const auto& low = code_->low;
-  facts_.isa = isa_name(isa);
-  facts_.lanes = low.lanes;
-  facts_.vectorized = low.lanes > 1;
-  facts_.reduction_vectorized = low.reduce_vec;
-  facts_.tile_loops = static_cast<int>(low.loops.size()) - low.tile_start;
-  facts_.tile_accumulators = low.tile_accumulators;
-  facts_.accumulators_hoisted = low.hoist_start < low.tile_start;
-  facts_.hoisted_loops = low.tile_start - low.hoist_start;
-  facts_.zero_init = low.zero_init;
-  if (low.lanes > 1) {
-    const int64_t r = detail::full_ranges_at(low, static_cast<int>(low.loops.size()) - 1)[low.vec_var];
-    facts_.tile_vectors = static_cast<int>((r + low.lanes - 1) / low.lanes);
-  } else {
-    facts_.tile_vectors = 1;
-  }
-  facts_.tile_rows = std::max(1, low.tile_accumulators / std::max(1, facts_.tile_vectors));
-  code_->jit = detail::generate(low, facts_);
+  out_relaid_ = tree.computation().out.padded() && !code_->low.out_user;
   facts_.compile_seconds = seconds_since(t0);
+  const auto& low = code_->low;
   if (debug_enabled()) {
     std::cerr << "[looptune] " << tree_.dump() << "\n[looptune] isa=" << facts_.isa
               << " lanes=" << low.lanes << " reduce_vec=" << low.reduce_vec << " tile_start=" << low.tile_start
@@ -206,11 +219,14 @@ Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
   }
 }
 
+
 Kernel::~Kernel() = default;
 
 void Kernel::call(const float* in0, const float* in1, float* out) const {
-  if (!code_->low.zero_init)
-    std::memset(out, 0, sizeof(float) * tree_.computation().out.alloc_numel());
+  if (!code_->low.zero_init) {
+    const TensorAccess& o = tree_.computation().out;
+    std::memset(out, 0, sizeof(float) * (out_relaid_ ? o.alloc_numel() : o.numel()));
+  }
   code_->jit.fn(in0, in1, out);
 }
 
@@ -221,9 +237,10 @@ struct Kernel::Relayout {
   std::unique_ptr<AlignedFloats> in[2];
   std::unique_ptr<AlignedFloats> out;  // blocked output (every element written by the kernel)
   std::string owner;
-  void prepare(const Computation& c) {
+  // out_copy: the kernel computes the output in its blocked layout (Kernel::out_relaid_).
+  void prepare(const Computation& c, bool out_copy) {
     const TensorAccess* ts[2] = {&c.in0, &c.in1};
-    if (c.out.padded() && (!out || out->n != c.out.alloc_numel()))
+    if (out_copy && (!out || out->n != c.out.alloc_numel()))
       out = std::make_unique<AlignedFloats>(c.out.alloc_numel());
     if (!ts[0]->padded() && !ts[1]->padded()) return;  // the common case: nothing to copy
     const std::string key = c.header();
@@ -262,7 +279,7 @@ void Kernel::run(const float* in0, const float* in1, float* out) const {
   Computation c = tree_.computation();
   if (!in1) c.in1.alloc_shape = c.in1.shape;  // the constant is packed: no in1 buffer needed
   Relayout r;
-  r.prepare(c);
+  r.prepare(c, out_relaid_);
   if (!in1) return execute(in0, constant_->buf->p, true, out, r);
   execute(in0, in1, false, out, r);
 }
@@ -299,7 +316,7 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
   thread_local BenchBuffers buf;
   if (!buf.fits(c.in0.numel(), c.in1.numel(), c.out.numel()))
     buf.reset(c.in0.numel(), c.in1.numel(), c.out.numel());
-  buf.relayout.prepare(c);
+  buf.relayout.prepare(c, out_relaid_);
   const std::unique_ptr<Packed> packed = prepacked ? pack_in1(buf.b->p) : nullptr;
   const float *a = buf.a->p, *b = prepacked ? packed->buf->p : buf.b->p;
   float* o = buf.o->p;

@@ -103,6 +103,52 @@ void honour_unroll_annotations(Lowered& low) {
   }
 }
 
+// The strides (per variable) of a blocked output in the user's layout, when every block is full
+// (the user's buffer then holds exactly the kernel's elements); empty if not applicable. Viewing
+// the user's tensor as [A][D][B] and the kernel's as [A][D/L][B][L], each variable walks one of
+// the four kernel dimensions, whose user strides are D*B, L*B, 1 and B.
+std::vector<int64_t> user_out_strides(const TensorAccess& o, const std::vector<int64_t>& extents) {
+  const Blocking& b = o.blocking;
+  if (!b.active() || b.outer_pos != b.dim || b.size % b.factor != 0) return {};
+  int64_t A = 1, B = 1;
+  for (int d = 0; d < static_cast<int>(o.shape.size()); ++d) {
+    if (d < b.dim) A *= o.shape[d];
+    if (d > b.dim) B *= o.shape[d];
+  }
+  const int64_t L = b.factor, blocks = b.size / L;
+  const int64_t kdim[4] = {blocks * B * L, B * L, L, 1}, udim[4] = {b.size * B, L * B, 1, B};
+  const int64_t size[4] = {A, blocks, B, L};
+  std::vector<int64_t> out;
+  for (size_t v = 0; v < o.strides.size(); ++v) {
+    const int64_t s = o.strides[v];
+    int d = 0;
+    while (d < 4 && (s == 0 || s % kdim[d] != 0)) ++d;
+    if (s == 0) { out.push_back(0); continue; }
+    // the variable must stay inside its kernel dimension
+    if (d == 4 || (s / kdim[d]) * (extents[v] - 1) >= size[d]) return {};
+    out.push_back(s / kdim[d] * udim[d]);
+  }
+  return out;
+}
+
+// Decides Lowered::out_user and switches the output strides to the user's layout.
+void choose_output_layout(Lowered& low, const Computation& c) {
+  if (!c.out.padded()) return;
+  const std::vector<int64_t> user = user_out_strides(c.out, low.extents);
+  if (user.empty()) return;
+  const bool vector_store = low.lanes > 1 && !low.reduce_vec;
+  const bool transposed = vector_store && user[low.vec_var] != 1;
+  // a transposed store writes each output once: the accumulators are never reloaded
+  if (transposed && !low.zero_init) return;
+  // every lane of every tile point stays within a 32-bit displacement
+  int64_t reach = 0;
+  for (size_t v = 0; v < user.size(); ++v) reach += user[v] * (low.extents[v] - 1);
+  if (reach * 4 >= (int64_t(1) << 30)) return;
+  low.out_user = true;
+  low.out_transposed = transposed;
+  for (size_t v = 0; v < user.size(); ++v) low.stride[v][kOut] = user[v];
+}
+
 }  // namespace
 
 std::vector<int64_t> full_ranges_at(const Lowered& low, int i) {
@@ -111,7 +157,7 @@ std::vector<int64_t> full_ranges_at(const Lowered& low, int i) {
   return range;
 }
 
-Lowered lower(const LoopTree& tree, Isa isa) {
+Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user) {
   const Computation& c = tree.computation();
   Lowered low;
   low.isa = isa;
@@ -155,6 +201,7 @@ Lowered lower(const LoopTree& tree, Isa isa) {
     if (low.reduction[low.loops[i].var]) low.zero_init = false;
   for (int i = low.tile_start; i < n; ++i) low.loops[i].unroll = false;
   honour_unroll_annotations(low);
+  if (allow_out_user) choose_output_layout(low, c);
   return low;
 }
 

@@ -45,6 +45,12 @@ struct Lowered {
   int tile_start = 0;   // loops[tile_start..] are unrolled into the register tile
   int hoist_start = 0;  // loops[hoist_start..tile_start) are reduction loops around the tile
   bool zero_init = false;
+  // The kernel writes the output in the user's layout although the computation blocks it
+  // (stride[v][kOut] are then the user's strides): scalar code and reduction vector loops store
+  // single elements anyway; a vector loop over the inner block stores its accumulators through
+  // an in-register transpose (out_transposed), so no copy pass converts the output afterwards.
+  bool out_user = false;
+  bool out_transposed = false;
   int tile_accumulators = 0, tile_points = 0;
   int unroll_ignored = 0;
 };
@@ -89,7 +95,12 @@ inline std::pair<int64_t, int64_t> acc_key(const Lowered& low, const std::vector
 }
 
 // Throws CompileError if the tree cannot be lowered (never for a valid LoopTree).
-Lowered lower(const LoopTree& tree, Isa isa);
+// allow_out_user: the output may be written in the user's layout (see Lowered::out_user).
+Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user = true);
+
+// The generator cannot store this tile through the transposed store (too few registers): the
+// kernel is lowered again with allow_out_user = false.
+struct TransposeUnavailable {};
 
 // The range each var has when loop `i` starts, for full (non-tail) iterations of its parents.
 std::vector<int64_t> full_ranges_at(const Lowered& low, int i);

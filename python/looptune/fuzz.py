@@ -61,7 +61,7 @@ def random_computation(rng: random.Random) -> Any:
         stride, pad = rng.randint(1, 3), rng.randint(0, 3)
         r, s = rng.randint(1, 4), rng.randint(1, 4)
         h, w = rng.randint(max(1, r - 2 * pad), 13), rng.randint(max(1, s - 2 * pad), 13)
-        k = rng.choice([1, 3, 5, 7, 8, 13, 16, 20, 33])
+        k = rng.choice([1, 3, 5, 7, 8, 13, 16, 20, 24, 32, 33, 48])
         return looptune.conv2d(
             rng.randint(1, 2), rng.randint(1, 5), h, w, k, r, s, stride, pad, layout=layout
         )

@@ -17,6 +17,8 @@ struct CompileFacts {
   int lanes = 1;                 // 1 when the innermost loop is not vectorized
   bool vectorized = false;
   bool reduction_vectorized = false;  // the vector loop is a reduction (horizontal sum at store)
+  bool out_transposed = false;   // a blocked output stored in the user's layout by in-register
+                                 // transposes (no copy pass after the kernel)
   int tile_loops = 0;            // innermost loops fully unrolled into the register tile
   int tile_accumulators = 0;     // vector (or scalar) accumulator registers of the tile
   int tile_rows = 0, tile_vectors = 0;  // register tile shape (rows x vectors of the vector var)
@@ -81,7 +83,8 @@ class Kernel {
   Isa isa_;
   CompileFacts facts_;
   bool relaid_[2] = {false, false};  // input i is copied into its kernel layout first
-  bool out_relaid_ = false;          // the output is computed in a blocked layout, then copied
+  bool out_relaid_ = false;  // the output is computed in a blocked layout, then copied (a
+                             // blocked output the kernel cannot store in the user's layout)
   std::unique_ptr<Packed> constant_;  // set_constant_in1
   struct Code;
   std::unique_ptr<Code> code_;
