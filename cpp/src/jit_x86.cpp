@@ -13,7 +13,11 @@
 
 #include <xbyak/xbyak.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <unordered_map>
 
@@ -41,8 +45,8 @@ struct Point {
 template <Isa I>
 class NestGenerator : public CodeGenerator {
  public:
-  NestGenerator(const Lowered& low, size_t max_size, CompileFacts& facts)
-      : CodeGenerator(max_size, DontSetProtectRWE), low_(low), facts_(facts),
+  NestGenerator(const Lowered& low, size_t max_size, uint8_t* buf, CompileFacts& facts)
+      : CodeGenerator(max_size, buf), low_(low), facts_(facts),
         ranges_(low.extents) {
     for (int t = 0; t < 2; ++t) {
       kind_[t] = low.lanes == 1 ? Kind::Scalar
@@ -507,7 +511,7 @@ class NestGenerator : public CodeGenerator {
 template <Isa I>
 class PeakGenerator : public CodeGenerator {
  public:
-  PeakGenerator(int chains) : CodeGenerator(4096, DontSetProtectRWE) {
+  PeakGenerator(int chains, uint8_t* buf) : CodeGenerator(4096, buf) {
     auto v = [](int i) -> Xmm { if constexpr (I == Isa::AVX512) return Zmm(i); else return Ymm(i); };
     const int nregs = I == Isa::AVX512 ? 32 : 16;
     for (int i = 0; i < nregs; ++i) vxorps(Xmm(i), Xmm(i), Xmm(i));
@@ -521,18 +525,30 @@ class PeakGenerator : public CodeGenerator {
   }
 };
 
+// Generation scratch: one growing buffer per thread, reused by every kernel it compiles (no
+// allocation or protection change per kernel; only the finished code is copied out).
+std::vector<uint8_t>& scratch(size_t size) {
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < size) buf.assign(size, 0);
+  return buf;
+}
+
+JitCode finish(const CodeGenerator& gen) {
+  JitCode code;
+  code.code = ExecutableCode(gen.getCode(), gen.getSize());
+  code.fn = reinterpret_cast<KernelFn>(reinterpret_cast<uintptr_t>(code.code.data()));
+  return code;
+}
+
 template <Isa I>
 JitCode generate_for(const Lowered& low, CompileFacts& facts) {
   size_t size = 1 << 16;
   for (;;) {
     CompileFacts f = facts;
     try {
-      auto gen = std::make_unique<NestGenerator<I>>(low, size, f);
-      gen->setProtectModeRE();
-      JitCode code;
-      code.fn = gen->template getCode<KernelFn>();
-      f.code_bytes = static_cast<int64_t>(gen->getSize());
-      code.gen = std::move(gen);
+      NestGenerator<I> gen(low, size, scratch(size).data(), f);
+      JitCode code = finish(gen);
+      f.code_bytes = static_cast<int64_t>(gen.getSize());
       facts = f;
       return code;
     } catch (const Xbyak::Error& e) {
@@ -551,14 +567,27 @@ JitCode generate(const Lowered& low, CompileFacts& facts) {
 }
 
 JitCode generate_peak_loop(Isa isa, int chains) {
-  JitCode code;
-  std::unique_ptr<CodeGenerator> gen;
-  if (isa == Isa::AVX512) gen = std::make_unique<PeakGenerator<Isa::AVX512>>(chains);
-  else gen = std::make_unique<PeakGenerator<Isa::AVX2>>(chains);
-  gen->setProtectModeRE();
-  code.fn = reinterpret_cast<KernelFn>(const_cast<uint8_t*>(gen->getCode()));
-  code.gen = std::move(gen);
-  return code;
+  if (isa == Isa::AVX512) return finish(PeakGenerator<Isa::AVX512>(chains, scratch(4096).data()));
+  return finish(PeakGenerator<Isa::AVX2>(chains, scratch(4096).data()));
+}
+
+ExecutableCode::ExecutableCode(const uint8_t* bytes, size_t n) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t len = std::max<size_t>(page, (n + page - 1) / page * page);
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw CompileError("mmap failed for the kernel's code");
+  std::memcpy(p, bytes, n);
+  if (mprotect(p, len, PROT_READ | PROT_EXEC) != 0) {
+    munmap(p, len);
+    throw CompileError("mprotect failed for the kernel's code");
+  }
+  data_ = static_cast<uint8_t*>(p);
+  size_ = n;
+  mapped_ = len;
+}
+
+ExecutableCode::~ExecutableCode() {
+  if (data_) munmap(data_, mapped_);
 }
 
 }  // namespace looptune::detail

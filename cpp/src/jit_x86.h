@@ -1,21 +1,43 @@
 // The x86-64 JIT (internal): turns a lowered loop nest into machine code with xbyak.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "looptune/kernel.h"
 #include "lowering.h"
 
-namespace Xbyak {
-class CodeGenerator;
-}
-
 namespace looptune::detail {
 
 using KernelFn = void (*)(const float* in0, const float* in1, float* out);
 
+// Pages holding a copy of generated code, read+execute only (never writable and executable at
+// once: the code is generated in a per-thread scratch buffer, copied, then protected).
+class ExecutableCode {
+ public:
+  ExecutableCode() = default;
+  ExecutableCode(const uint8_t* bytes, size_t n);  // throws CompileError if mmap/mprotect fail
+  ~ExecutableCode();
+  ExecutableCode(ExecutableCode&& o) noexcept { swap(o); }
+  ExecutableCode& operator=(ExecutableCode&& o) noexcept { swap(o); return *this; }
+  ExecutableCode(const ExecutableCode&) = delete;
+  ExecutableCode& operator=(const ExecutableCode&) = delete;
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  void swap(ExecutableCode& o) noexcept {
+    std::swap(data_, o.data_);
+    std::swap(size_, o.size_);
+    std::swap(mapped_, o.mapped_);
+  }
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0, mapped_ = 0;
+};
+
 struct JitCode {
-  std::unique_ptr<Xbyak::CodeGenerator> gen;  // owns the executable (read+exec only) pages
+  ExecutableCode code;
   KernelFn fn = nullptr;
 };
 

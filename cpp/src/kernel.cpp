@@ -350,9 +350,8 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
 }
 
 std::string Kernel::assembly() const {
-  const auto* gen = code_->jit.gen.get();
-  const uint8_t* bytes = gen->getCode();
-  const size_t n = gen->getSize();
+  const uint8_t* bytes = code_->jit.code.data();
+  const size_t n = code_->jit.code.size();
   char path[] = "/tmp/looptune_asm_XXXXXX";
   const int fd = mkstemp(path);
   std::string out;

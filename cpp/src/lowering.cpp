@@ -1,7 +1,6 @@
 #include "lowering.h"
 
 #include <algorithm>
-#include <set>
 
 #include "looptune/errors.h"
 
@@ -45,16 +44,18 @@ TileShape measure_tile(const Lowered& low, int t) {
     if (bound > kMaxTilePoints) return {bound, bound, 0};
   }
   // Exact enumeration (bounded by kMaxTilePoints).
-  std::set<std::pair<int64_t, int64_t>> outs;
+  std::vector<std::pair<int64_t, int64_t>> outs;
+  outs.reserve(static_cast<size_t>(bound));
   TileShape shape;
   for_each_tile_point(low, t, full_ranges_at(low, t),
                       [&](const std::vector<int64_t>& off, const std::vector<int64_t>&) {
                         ++shape.points;
-                        outs.insert(acc_key(low, off));
+                        outs.push_back(acc_key(low, off));
                         for (int tsr = 0; tsr < 3; ++tsr)
                           shape.max_offset = std::max(shape.max_offset, tensor_offset(low, off, tsr));
                       });
-  shape.accumulators = static_cast<int64_t>(outs.size());
+  std::sort(outs.begin(), outs.end());
+  shape.accumulators = std::unique(outs.begin(), outs.end()) - outs.begin();
   return shape;
 }
 
@@ -188,8 +189,13 @@ Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user) {
       throw CompileError("innermost loop cannot be register-tiled (offsets too large)");
   }
   low.tile_start = n - 1;
-  while (low.tile_start > 0 && fits(low, measure_tile(low, low.tile_start - 1))) --low.tile_start;
-  const TileShape shape = measure_tile(low, low.tile_start);
+  TileShape shape = measure_tile(low, n - 1);
+  while (low.tile_start > 0) {
+    const TileShape wider = measure_tile(low, low.tile_start - 1);
+    if (!fits(low, wider)) break;
+    shape = wider;
+    --low.tile_start;
+  }
   low.tile_points = static_cast<int>(shape.points);
   low.tile_accumulators = static_cast<int>(shape.accumulators);
 

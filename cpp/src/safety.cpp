@@ -15,7 +15,7 @@ namespace {
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 constexpr double kDefaultCapGiB = 4.0;
 
-double available_bytes() {
+double read_available_bytes() {
   std::ifstream in("/proc/meminfo");
   std::string key;
   double kb = 0;
@@ -24,6 +24,20 @@ double available_bytes() {
     in.ignore(256, '\n');
   }
   return -1;  // unknown: only the configured cap applies
+}
+
+// MemAvailable, read at most every 100 ms per thread: every kernel checks its buffers, and
+// reading /proc/meminfo costs more than compiling a small kernel.
+double available_bytes() {
+  using Clock = std::chrono::steady_clock;
+  thread_local Clock::time_point last{};
+  thread_local double cached = -1;
+  const auto now = Clock::now();
+  if (last == Clock::time_point{} || now - last > std::chrono::milliseconds(100)) {
+    cached = read_available_bytes();
+    last = now;
+  }
+  return cached;
 }
 
 InterruptHook g_hook = nullptr;
