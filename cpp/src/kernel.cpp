@@ -81,8 +81,10 @@ __attribute__((target("avx2"))) void transpose8x8(const float* src, int64_t ss, 
 void transpose(const float* src, int64_t ss, float* dst, int64_t ds, int64_t rows,
                int64_t cols) {
   const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
-  for (int64_t i = 0; i < r8; i += 8)
-    for (int64_t j = 0; j < c8; j += 8) transpose8x8(src + i * ss + j, ss, dst + j * ds + i, ds);
+  // rows innermost: each group of 8 destination rows (e.g. 8 cache lines of a [B][16] block)
+  // is written completely before the next, while every source row streams forward
+  for (int64_t j = 0; j < c8; j += 8)
+    for (int64_t i = 0; i < r8; i += 8) transpose8x8(src + i * ss + j, ss, dst + j * ds + i, ds);
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = (i < r8 ? c8 : 0); j < cols; ++j) dst[j * ds + i] = src[i * ss + j];
 }
@@ -278,7 +280,12 @@ void Kernel::run(const float* in0, const float* in1, float* out) const {
   if (!in1 && !constant_) throw CompileError("no b given and no constant operand set");
   Computation c = tree_.computation();
   if (!in1) c.in1.alloc_shape = c.in1.shape;  // the constant is packed: no in1 buffer needed
-  Relayout r;
+  // The kernel's workspace (relayout buffers) serves one call at a time; a concurrent call
+  // on another thread uses buffers of its own.
+  std::unique_lock<std::mutex> lock(workspace_mutex_, std::try_to_lock);
+  Relayout local;
+  if (lock.owns_lock() && !workspace_) workspace_ = std::make_unique<Relayout>();
+  Relayout& r = lock.owns_lock() ? *workspace_ : local;
   r.prepare(c, out_relaid_);
   if (!in1) return execute(in0, constant_->buf->p, true, out, r);
   execute(in0, in1, false, out, r);

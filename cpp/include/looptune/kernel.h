@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,8 @@ class Kernel {
   bool out_relaid_ = false;  // the output is computed in a blocked layout, then copied (a
                              // blocked output the kernel cannot store in the user's layout)
   std::unique_ptr<Packed> constant_;  // set_constant_in1
+  mutable std::mutex workspace_mutex_;  // run() reuses its relayout buffers across calls
+  mutable std::unique_ptr<Relayout> workspace_;
   struct Code;
   std::unique_ptr<Code> code_;
 };
