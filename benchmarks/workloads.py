@@ -174,11 +174,12 @@ def main() -> None:
     ]
     print(table(rows, cols))
     print(f"\nISA {isa}, peak {peak:.1f} GFLOP/s, {args.seconds:g} s of search per workload")
-    print(
-        f"ResNet-18 convs vs PyTorch: geomean {summary['conv_geomean_vs_torch']:.2f}x per call "
-        f"({summary['conv_geomean_prepacked_vs_torch']:.2f}x prepacked), "
-        f"min {summary['conv_min_vs_torch']:.2f}x"
-    )
+    if summary["conv_geomean_vs_torch"] is not None:  # --group large/gemv have no convs
+        print(
+            f"ResNet-18 convs vs PyTorch: geomean {summary['conv_geomean_vs_torch']:.2f}x per "
+            f"call ({summary['conv_geomean_prepacked_vs_torch']:.2f}x prepacked), "
+            f"min {summary['conv_min_vs_torch']:.2f}x"
+        )
     print(f"JIT latency median {summary['jit_latency_us_median']:.0f} us")
     env = {**environment(), "load_avg_start": rows[0]["load_avg_1m"] if rows else None}
     name = f"workloads_{args.group}" if args.group else "workloads"
