@@ -174,7 +174,7 @@ def main() -> None:
     ]
     print(table(rows, cols))
     print(f"\nISA {isa}, peak {peak:.1f} GFLOP/s, {args.seconds:g} s of search per workload")
-    if summary["conv_geomean_vs_torch"] is not None:  # --group large/gemv have no convs
+    if convs:  # --group large/gemv have no convs
         print(
             f"ResNet-18 convs vs PyTorch: geomean {summary['conv_geomean_vs_torch']:.2f}x per "
             f"call ({summary['conv_geomean_prepacked_vs_torch']:.2f}x prepacked), "
