@@ -122,3 +122,21 @@ def test_the_paper_policy_keeps_its_domain():
     assert not uses_paper_policy(looptune.matmul(32, 64, 64))
     assert not uses_paper_policy(looptune.batch_matmul(2, 64, 64, 64))
     assert not uses_paper_policy(looptune.conv2d(1, 64, 14, 14, 64, 3, 3, 1, 1))
+
+
+def test_an_einsum_without_tile_macros_is_rolled_by_the_paper_policy():
+    # The rule generators cover matmul/bmm/conv nests only; an einsum with other variable names
+    # has just its base schedule as a macro, so the agent must not return it untouched.
+    comp = looptune.contraction("bik,kj->bij", {"b": 2, "i": 24, "k": 40, "j": 48})
+    assert len(tiler.candidates(comp, "avx512")) == 1
+    from looptune.search import agent as agent_mod
+
+    assert not agent_mod._has_tiler(None, comp)
+    assert agent_mod._has_tiler(None, looptune.conv2d(1, 16, 12, 12, 32, 3, 3, 1, 1)) == (
+        agent_mod.default_tiler_path(looptune._core.host_isa()).is_file()
+    )
+    res = agent_mod.agent_search(
+        comp.default_schedule(), Measurer(runner=FakeRunner(lambda t: 10.0 + t.hash() % 97),
+                                          cache={})
+    )
+    assert res.measurements > 1  # the paper policy's rollout visited and timed new states

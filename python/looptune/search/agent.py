@@ -33,6 +33,7 @@ from looptune.measure import Measurer
 from looptune.policy import LoadedPolicy, load_policy
 from looptune.search.base import BudgetExhausted, SearchResult, Tracker, run_search
 from looptune.space import ScheduleSpace
+from looptune.tiler import candidates as tiler_candidates
 from looptune.tiler_policy import TilerPolicy, default_tiler_path, load_tiler
 
 
@@ -117,9 +118,12 @@ def uses_paper_policy(comp: _core.Computation) -> bool:
     )
 
 
-def _has_tiler(measurer: Measurer | None) -> bool:
+def _has_tiler(measurer: Measurer | None, comp: _core.Computation) -> bool:
+    """True when the tiling agent is shipped for the measurer's ISA and has tile macros for
+    ``comp`` beyond its base schedule (an einsum the rule generators do not cover has none:
+    the paper policy's step-by-step rollout tunes it instead)."""
     isa = measurer.isa if measurer is not None else _core.host_isa()
-    return default_tiler_path(isa).is_file()
+    return default_tiler_path(isa).is_file() and len(tiler_candidates(comp, isa)) > 1
 
 
 def tiler_search(
@@ -196,7 +200,8 @@ def agent_search(
         raise ValueError(f"rollouts must be >= 1, got {rollouts}")
     if steps is not None and steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    if policy is None and not uses_paper_policy(tree.computation) and _has_tiler(measurer):
+    comp = tree.computation
+    if policy is None and not uses_paper_policy(comp) and _has_tiler(measurer, comp):
         return tiler_search(tree, measurer, time_budget=time_budget,
                             measure_budget=measure_budget)
     measurer = measurer if measurer is not None else Measurer()
