@@ -95,7 +95,7 @@ def search_part(name: str, items: list, seconds: float) -> None:
 
 
 def torch_gflops(comp: looptune.Computation, min_time: float) -> float | None:
-    from workloads import torch_gflops as tg
+    from looptune.reference import torch_gflops as tg
 
     if comp.kind == "batch_matmul" or comp.kind in ("matmul", "conv2d"):
         return tg(comp, min_time)

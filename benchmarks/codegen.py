@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 import looptune
-from looptune.reference import best_seconds, conv_params, numpy_gflops, random_inputs
+from looptune.reference import numpy_gflops, torch_gflops
 from looptune.schedules import tilings
 from looptune.tables import format_table, geomean
 
@@ -39,23 +39,6 @@ MID = [
     (224, 64, 240),
 ]
 LARGE = [(512, 512, 512), (1, 1024, 1024)]
-
-
-def torch_gflops(comp: looptune.Computation, min_time: float) -> float | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(1)
-    a, b = (torch.from_numpy(x) for x in random_inputs(comp))
-    if comp.kind == "conv2d":
-        stride, pad = conv_params(comp)
-        call = lambda: torch.nn.functional.conv2d(a, b, stride=stride, padding=pad)
-    else:
-        out = torch.empty(comp.output.shape, dtype=torch.float32)
-        call = lambda: torch.matmul(a, b, out=out)
-    with torch.no_grad():
-        return comp.flops / best_seconds(call, min_time) / 1e9
 
 
 def jit_latency_us(tree: looptune.LoopTree, isa: str, repeats: int = 5) -> float:

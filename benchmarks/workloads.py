@@ -29,7 +29,7 @@ import time
 
 import looptune
 from looptune.measure import Measurer
-from looptune.reference import best_seconds, conv_params, numpy_gflops, random_inputs
+from looptune.reference import numpy_gflops, torch_gflops
 from looptune.schedules import tilings
 from looptune.search.random import random_search
 from looptune.tables import format_table as table
@@ -59,27 +59,6 @@ MATMULS = [
     ("vecmat4096", (1, 4096, 4096), "gemv"),
     ("mm1024x1024x8", (1024, 1024, 8), "large"),
 ]
-
-
-def torch_gflops(comp: looptune.Computation, min_time: float, tries: int = 3) -> float | None:
-    """Best of `tries` fresh allocations (their alignment changes PyTorch's speed)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(1)
-    best = 0.0
-    for seed in range(tries):
-        a, b = (torch.from_numpy(x.copy()) for x in random_inputs(comp, seed))
-        if comp.kind == "conv2d":
-            stride, pad = conv_params(comp)
-            call = lambda: torch.nn.functional.conv2d(a, b, stride=stride, padding=pad)
-        else:
-            out = torch.empty(comp.output.shape, dtype=torch.float32)
-            call = lambda: torch.matmul(a, b, out=out)
-        with torch.no_grad():
-            best = max(best, comp.flops / best_seconds(call, min_time) / 1e9)
-    return best
 
 
 def jit_latency_us(tree: looptune.LoopTree, isa: str) -> float:

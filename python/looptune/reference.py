@@ -140,6 +140,37 @@ def numpy_gflops(comp: Computation, min_time: float = 0.1, seed: int = 0) -> flo
     return comp.flops / seconds / 1e9
 
 
+def torch_gflops(comp: Computation, min_time: float = 0.1, tries: int = 3) -> float | None:
+    """PyTorch's GFLOP/s on ``comp`` with one thread (``conv2d`` for convolutions, ``matmul``
+    otherwise): the best of ``tries`` fresh input allocations, since their alignment changes
+    PyTorch's speed. ``None`` when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    best = 0.0
+    try:
+        for seed in range(tries):
+            a, b = (torch.from_numpy(x.copy()) for x in random_inputs(comp, seed))
+            if comp.kind == "conv2d":
+                stride, pad = conv_params(comp)
+
+                def call() -> object:
+                    return torch.nn.functional.conv2d(a, b, stride=stride, padding=pad)
+            else:
+                out = torch.empty(comp.output.shape, dtype=torch.float32)
+
+                def call() -> object:
+                    return torch.matmul(a, b, out=out)
+            with torch.no_grad():
+                best = max(best, comp.flops / best_seconds(call, min_time) / 1e9)
+    finally:
+        torch.set_num_threads(old)
+    return best
+
+
 def blas_info() -> dict:
     """The BLAS numpy uses (threadpoolctl's report), e.g. OpenBLAS and its kernel architecture."""
     from threadpoolctl import threadpool_info
