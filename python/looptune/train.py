@@ -6,8 +6,8 @@
 One env per core (SubprocVecEnv), TensorBoard logs under --logdir, checkpoints, and a periodic
 evaluation on held-out (test-split) benchmarks: the policy is rolled greedily from each base
 schedule exactly as ``looptune.search.agent.tune`` does, and the mean best GFLOP/s and geomean
-speedup are logged (``eval/``) and the best model so far is kept. The saved policy gets a JSON file next
-to it (command, seed, timesteps, wall time, env id and kwargs, evaluation figures) that
+speedup are logged (``eval/``) and the best model so far is kept. The saved policy gets a JSON
+file next to it (command, seed, timesteps, wall time, env id and kwargs, evaluation figures) that
 ``looptune.policy.load_policy`` reads.
 """
 
