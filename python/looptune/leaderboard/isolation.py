@@ -21,6 +21,8 @@ import time
 import traceback
 from typing import Any
 
+from looptune.measure.isolate import WorkerProcess
+
 STARTUP_SECONDS = 300.0  # importing torch and loading a policy on a busy machine
 
 
@@ -108,8 +110,10 @@ def _schedule_text(tree: object) -> str:
     return tree.dump()
 
 
-class EntrantWorker:
+class EntrantWorker(WorkerProcess):
     """The parent's handle on one entrant's worker process (``kind`` "search" or "plugin")."""
+
+    join_seconds = 2.0
 
     def __init__(self, kind: str, arg: str, startup: float = STARTUP_SECONDS) -> None:
         if kind not in ("search", "plugin"):
@@ -181,24 +185,6 @@ class EntrantWorker:
         self._conn.close()
         self._proc = self._conn = None
         self.restarts += 1
-
-    def close(self) -> None:
-        """Stop the worker (politely, then by force)."""
-        if self._proc is None:
-            return
-        try:
-            self._conn.send(None)
-            self._proc.join(2.0)
-        except (OSError, ValueError):
-            pass
-        self.kill()
-        self.restarts -= 1
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 __all__ = ["EntrantCrash", "EntrantTimeout", "EntrantWorker"]

@@ -42,7 +42,36 @@ def _worker(conn: Any, inner: Runner) -> None:
         conn.send(result)
 
 
-class IsolatedRunner:
+class WorkerProcess:
+    """The stop half of a one-worker process owner: ``close`` asks the worker to exit (a ``None``
+    message), waits ``join_seconds``, then ``kill``s it; ``__del__`` closes. Subclasses hold
+    ``_proc``/``_conn``/``restarts`` and define ``kill`` (which counts a restart)."""
+
+    join_seconds = 1.0
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the worker (politely, then by force)."""
+        if self._proc is None:
+            return
+        try:
+            self._conn.send(None)
+            self._proc.join(self.join_seconds)
+        except (OSError, ValueError):
+            pass
+        self.kill()
+        self.restarts -= 1  # a requested stop is not a restart
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class IsolatedRunner(WorkerProcess):
     """Runs ``inner`` (default ``KernelRunner(verify)``) in a forked worker process.
 
     Args:
@@ -70,7 +99,7 @@ class IsolatedRunner:
         child.close()
         self._conn = parent
 
-    def _kill(self) -> None:
+    def kill(self) -> None:
         if self._proc is not None:
             if self._proc.is_alive():
                 os.kill(self._proc.pid, signal.SIGKILL)
@@ -79,30 +108,12 @@ class IsolatedRunner:
         self._proc = self._conn = None
         self.restarts += 1
 
-    def close(self) -> None:
-        """Stop the worker (it is also stopped when the tuner exits)."""
-        if self._proc is not None and self._proc.is_alive():
-            try:
-                self._conn.send(None)
-            except OSError:
-                pass
-            self._proc.join(1.0)
-        if self._proc is not None:
-            self._kill()
-            self.restarts -= 1
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def run(
         self, tree: _core.LoopTree, isa: str, budget: Budget, cap_seconds: float | None
     ) -> MeasureResult:
         if self._proc is None or not self._proc.is_alive():
             if self._proc is not None:
-                self._kill()
+                self.kill()
             self._start()
         try:
             self._conn.send((tree.dump(), isa, budget, cap_seconds))
@@ -117,9 +128,9 @@ class IsolatedRunner:
             if self._proc is not None:
                 self._proc.join(1.0)
                 code = self._proc.exitcode
-            self._kill()
+            self.kill()
             return failure(Outcome.RUNTIME_ERROR, f"the measuring worker died (exit code {code})")
-        self._kill()
+        self.kill()
         return failure(Outcome.TIMEOUT, f"no result within {wait:g} s; worker killed")
 
 
