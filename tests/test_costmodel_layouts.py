@@ -43,8 +43,8 @@ def test_every_layout_point_matches_numpy(make, isa):
 
 
 def test_layouts_of_each_op():
-    lanes = 16
-    names = [lay.name for lay in variants(looptune.matmul(8, 8, 40, "blocked"), lanes)]
+    lanes = 16  # AVX-512's width, named: "blocked" alone would block by the host's lanes
+    names = [lay.name for lay in variants(looptune.matmul(8, 8, 40, "blocked16"), lanes)]
     assert names == ["blocked16", "plain"]
     bmm = looptune.batch_matmul(2, 8, 8, 8)
     assert [lay.name for lay in variants(bmm, lanes)] == ["plain"]
@@ -60,7 +60,7 @@ def test_layouts_of_each_op():
 
 
 def test_blocked_translation():
-    lay = variants(looptune.matmul(64, 32, 100, "blocked"), 16)[0]  # no = 7 panels
+    lay = variants(looptune.matmul(64, 32, 100, "blocked16"), 16)[0]  # no = 7 panels
     steps = [("n", 48), ("m", 8), ("n", 32), ("k", 1), ("m", 1), ("n", 1)]
     assert to_physical(steps, lay) == [
         ("no", 3), ("m", 8), ("no", 2), ("k", 1), ("m", 1), ("no", 1), ("ni", 1),
