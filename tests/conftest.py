@@ -1,4 +1,4 @@
-"""Shared fixtures: seeded random schedules for the engine tests."""
+"""Shared fixtures: seeded random schedules for the engine tests, and the ISAs kernels run on."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 
 import looptune
 from looptune.actions import RICH_ACTIONS
+
+ISAS = ("avx512", "avx2")  # every ISA the engine generates code for
 
 
 def walk(
@@ -38,3 +40,13 @@ def computations() -> list[looptune.Computation]:
         looptune.conv2d(1, 3, 9, 7, 4, 3, 3, stride=2, pad=1),
         looptune.contraction("abc,cd->abd", a=2, b=5, c=7, d=9),
     ]
+
+
+@pytest.fixture(params=ISAS)
+def cpu_isa(request: pytest.FixtureRequest) -> str:
+    """Each ISA in turn, for tests that compile and run kernels: those this CPU lacks are
+    skipped (so an AVX2 host runs the avx2 case and reports the avx512 one as skipped)."""
+    isa = request.param
+    if not looptune.isa_supported(isa):
+        pytest.skip(f"this CPU ({looptune.cpu_name()}) cannot run {isa} code")
+    return isa

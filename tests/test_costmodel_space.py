@@ -21,16 +21,24 @@ def point(space, **values):
     return tuple(p)
 
 
-@pytest.mark.parametrize("isa", ISAS)
+def register_tiled_point(space):
+    return point(space, t1_m=96, t1_k=64, t1_n=128, r_m=4, r_n=2, vec="n", unroll=False)
+
+
+@pytest.mark.parametrize("isa", ISAS)  # no kernel runs: every ISA on any host
 def test_matmul_point_gives_the_register_tiled_loop_nest(isa):
     space = ConfigSpace(looptune.matmul(96, 64, 128), isa)
     lanes = space.lanes
-    p = point(space, t1_m=96, t1_k=64, t1_n=128, r_m=4, r_n=2, vec="n", unroll=False)
+    p = register_tiled_point(space)
     assert space.steps(p) == [("m", 4), ("n", 2 * lanes), ("k", 1), ("m", 1), ("n", 1)]
     assert space.requested_accumulators(p) == 8
     tree = space.instantiate(p)
     assert [(lp.var, lp.step) for lp in tree.loops] == space.steps(p)
-    assert check_tree(tree, isa=isa).ok
+
+
+def test_register_tiled_point_computes_the_right_answer(cpu_isa):
+    space = ConfigSpace(looptune.matmul(96, 64, 128), cpu_isa)
+    assert check_tree(space.instantiate(register_tiled_point(space)), isa=cpu_isa).ok
 
 
 def test_cache_tiles_follow_the_order_knob():
@@ -58,24 +66,22 @@ def test_unroll_of_a_long_reduction_is_not_instantiable():
     assert [lp.unroll for lp in tree.loops if lp.var == "k"] == [False, True]
 
 
-@pytest.mark.parametrize("isa", ISAS)
-def test_register_tile_over_the_register_file_is_compile_rejected(isa):
-    space = ConfigSpace(looptune.matmul(128, 64, 128), isa)
+def test_register_tile_over_the_register_file_is_compile_rejected(cpu_isa):
+    space = ConfigSpace(looptune.matmul(128, 64, 128), cpu_isa)
     big = point(space, t1_m=128, t1_n=128, r_m=16, r_n=8, vec="n")
     need = space.requested_accumulators(big)
-    assert need > accumulator_limit(isa)
-    facts, outcome, _ = _measure.build_facts(space.instantiate(big), isa)
+    assert need > accumulator_limit(cpu_isa)
+    facts, outcome, _ = _measure.build_facts(space.instantiate(big), cpu_isa)
     assert outcome == Outcome.OK
     assert space.compile_check(big, facts)[0] == Outcome.COMPILE_REJECTED
     assert space.compile_check(big, {**facts, "code_bytes": 0})[0] == Outcome.COMPILE_REJECTED
     ok = point(space, t1_m=128, t1_n=128, r_m=2, r_n=1, vec="n")
-    facts = _measure.build_facts(space.instantiate(ok), isa)[0]
+    facts = _measure.build_facts(space.instantiate(ok), cpu_isa)[0]
     assert space.compile_check(ok, facts) == (Outcome.OK, "")
     huge = {**facts, "code_bytes": CODE_BYTES_CAP + 1}
     assert space.compile_check(ok, huge)[0] == Outcome.COMPILE_REJECTED
 
 
-@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(
     "comp",
     [
@@ -85,15 +91,15 @@ def test_register_tile_over_the_register_file_is_compile_rejected(isa):
     ],
     ids=lambda c: c.name,
 )
-def test_every_instantiable_random_point_computes_the_right_answer(comp, isa):
-    space = ConfigSpace(comp, isa)
+def test_every_instantiable_random_point_computes_the_right_answer(comp, cpu_isa):
+    space = ConfigSpace(comp, cpu_isa)
     rng = np.random.default_rng(1)
     checked = 0
     while checked < 6:
         tree, _ = space.try_instantiate(space.sample(rng))
         if tree is None:
             continue
-        result = check_tree(tree, isa=isa)
+        result = check_tree(tree, isa=cpu_isa)
         assert result.ok, (tree.dump(), str(result))
         checked += 1
 
