@@ -28,11 +28,12 @@ from looptune.costmodel.predictor import spearman
 from looptune.measure import Measurer
 
 
-def sample(n: int, lo: float, hi: float) -> list[tuple[str, looptune.Computation]]:
+def sample(n: int, lo: float, hi: float, isa: str) -> list[tuple[str, looptune.Computation]]:
     """``n`` computations, as many from each dataset, fixed by seed."""
     out = []
+    comps = training_computations(isa)
     for name, _ in DATASETS:
-        pool = [c for d, c in training_computations() if d == name and lo <= c.flops <= hi]
+        pool = [c for d, c in comps if d == name and lo <= c.flops <= hi]
         idx = np.random.default_rng(1).permutation(len(pool))[: n // len(DATASETS)]
         out += [(name, pool[i]) for i in sorted(idx)]
     return out
@@ -74,7 +75,7 @@ def main() -> None:
         if policy.isa != isa:
             raise SystemExit(f"the policy is for {policy.isa}, not {isa}")
     rows = []
-    for dataset, comp in sample(args.n, args.min_flops, args.max_flops):
+    for dataset, comp in sample(args.n, args.min_flops, args.max_flops, isa):
         rows.append({"dataset": dataset, **check_one(comp, isa, policy)})
         print(json.dumps(rows[-1]), file=sys.stderr)
     keys = [k for k in rows[0] if k.startswith(("spearman", "scaled_best", "policy_top"))]

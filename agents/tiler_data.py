@@ -47,19 +47,43 @@ def large_matmuls() -> list[looptune.Computation]:
     return out
 
 
+NARROW_SEED, NARROW_COUNT = 1213, 24  # the narrow-n matmul family (training only)
+
+
+def narrow_matmuls(lanes: int) -> list[looptune.Computation]:
+    """Narrow-n matmuls, which the default layout gives a transposed B (block 1) and the
+    kernel a vectorized reduction, drawn by rule: m log-uniform in 64..4096, k in
+    lanes..4096, n uniform in 2..2 lanes - 1 (multiples of lanes skipped), by a fixed seed.
+    The real-work train split holds only a few of them. mm_real test shapes are skipped."""
+    rng = np.random.default_rng(NARROW_SEED)
+    held = {b.computation().header() for b in datasets.get("mm_real", "test")}
+    out: list[looptune.Computation] = []
+    while len(out) < NARROW_COUNT:
+        m, k = _draw(rng, 64, 4096, False), _draw(rng, lanes, 4096, False)
+        n = int(rng.integers(2, 2 * lanes))
+        if n % lanes == 0:
+            continue
+        comp = looptune.matmul(m, k, n, layout="blocked1")
+        if comp.header() not in held:
+            out.append(comp)
+    return out
+
+
 def _draw(rng: np.random.Generator, lo: int, hi: int, round16: bool) -> int:
     x = int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
     return 16 * max(1, round(x / 16)) if round16 else x
 
 
-def training_computations() -> list[tuple[str, looptune.Computation]]:
+def training_computations(isa: str) -> list[tuple[str, looptune.Computation]]:
     """(dataset, computation) of the training sample: every k-th of each train split, then
-    the large packed matmul family."""
-    return [
-        (name, b.computation())
-        for name, every in DATASETS
-        for b in datasets.get(name, "train")[::every]
-    ] + [("mm_large", c) for c in large_matmuls()]
+    the large packed matmul family and the narrow matmul family."""
+    lanes = int(looptune._core.isa_facts(isa)["lanes"])
+    return (
+        [(name, b.computation()) for name, every in DATASETS
+         for b in datasets.get(name, "train")[::every]]
+        + [("mm_large", c) for c in large_matmuls()]
+        + [("mm_narrow", c) for c in narrow_matmuls(lanes)]
+    )
 
 
 def measure_macros(comp: looptune.Computation, measurer: Measurer, isa: str) -> list[dict]:
@@ -86,7 +110,7 @@ def main() -> None:
         done = {json.loads(line)["comp"] for line in out.read_text().splitlines() if line}
     measurer = Measurer(isa=isa, min_time=0.003, min_runs=2, max_runs=20, cache={})
     start, n = time.perf_counter(), 0
-    todo = [(d, c) for d, c in training_computations() if c.header() not in done]
+    todo = [(d, c) for d, c in training_computations(isa) if c.header() not in done]
     for dataset, comp in todo:
         if time.perf_counter() - start > args.max_seconds:
             break

@@ -125,7 +125,10 @@ def main() -> None:
         "data": {"file": args.data, "computations": len(groups),
                  "macros": int(sum(len(g) for _, _, g in groups)),
                  "datasets": "train splits of mm_real, bmm_real (every 2nd), conv2d_cnn "
-                             "(every 2nd); agents/tiler_data.py"},
+                             "(every 2nd), 16 large packed matmuls (large_matmuls, seed 1212) "
+                             "and 24 narrow-n matmuls with B transposed (narrow_matmuls, seed "
+                             "1213), drawn by rule with mm_real test shapes skipped; "
+                             "agents/tiler_data.py"},
         "reward": "GFLOP/s measured on scaled-down instances (looptune.tiler.scaled, <= 6.4e7 "
                   "flops, at least 256 matmul rows): same loops, fewer output rows / batches / "
                   "lines",

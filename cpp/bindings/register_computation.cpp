@@ -126,8 +126,9 @@ void register_computation(py::module_& m) {
         },
         py::arg("m"), py::arg("k"), py::arg("n"), py::arg("layout") = "auto",
         "C[m,n] += A[m,k] * B[k,n]. layout: 'auto' packs B in column panels [N/L][K][L] "
-        "(L: the host's vector width) when B is over 4 MiB and m >= 256, else 'plain'; "
-        "'blocked' / 'blocked<L>' force the panels.");
+        "(L: the host's vector width) when B is over 4 MiB and m >= 256, transposes B "
+        "([N][K], 'blocked1') when n is narrow (1 < n < 2L, not a multiple of L), else "
+        "'plain'; 'blocked' / 'blocked<L>' force the panels.");
   m.def("batch_matmul",
         [](int64_t b, int64_t m_, int64_t k, int64_t n) {
           return share(batch_matmul(b, m_, k, n));

@@ -43,8 +43,9 @@ def _odd(rng: random.Random, hi: int) -> int:
     return rng.choice([1, 2, 3, 5, 7, 9, 11, 13, 15, 16, 17, 19, 23, 24, 29, 31, 33, 37, 41])
 
 
-# kernel layouts of matmul and conv2d: the default rule, plain, and blocked by either ISA's width
-LAYOUTS = ("auto", "plain", "blocked16", "blocked8")
+# kernel layouts of matmul and conv2d: the default rule, plain, blocked by either ISA's width,
+# and blocks of 1 (a transposed B)
+LAYOUTS = ("auto", "plain", "blocked16", "blocked8", "blocked1")
 
 
 def random_computation(rng: random.Random) -> Any:

@@ -151,6 +151,30 @@ def packed_matmul_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
                         yield from_steps(comp, [("no", panels * no_i)] + outer_k + tile)
 
 
+def transposed_matmul_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
+    """Register tiles of a matmul with B transposed (block 1: variables no, ni with ni == 1;
+    a narrow n): both inputs are contiguous in k, so the k loop is vectorized as a reduction.
+    ``ni, m_o, no_o, k_o, m_i, no_i, k_i`` holds m_i x no_i outputs, each as kc vectors of
+    partial sums (``k_o`` steps kc vectors), in registers; they are summed at the store."""
+    ext = {v.name: v.extent for v in comp.vars}
+    if ext.get("ni") != 1:
+        return
+    lanes, acc = _lanes(isa), _acc_max(isa)
+    for kc in (1, 2):
+        kv = min(kc * lanes, ext["k"])
+        for noi in sorted({1, 2, 3, 4, ext["no"]}):
+            noi = min(noi, ext["no"])
+            for mi in (1, 2, 3, 4, 6, 8, 12):
+                mi = min(mi, ext["m"])
+                accs = mi * noi * kc
+                if accs > acc or (3 * accs < acc and mi < ext["m"]):
+                    continue
+                yield from_steps(
+                    comp,
+                    [("ni", 1), ("m", mi), ("no", noi), ("k", kv), ("m", 1), ("no", 1), ("k", 1)],
+                )
+
+
 def skinny_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
     """Memory-bound matmuls. n == 1 (matrix-vector): m_i rows with the k reduction vectorized
     (partial sums in registers), ``m_o, n, k_o, m_i, k``; m == 1 (vector-matrix): k_i rows of
@@ -190,5 +214,7 @@ def tilings(comp: Computation, isa: str) -> list[LoopTree]:
             return list(blocked_conv_tilings(comp, isa))
         return list(conv_tilings(comp, isa))
     if "ni" in names:
+        if comp.block == 1:
+            return list(transposed_matmul_tilings(comp, isa))
         return list(packed_matmul_tilings(comp, isa))
     return list(skinny_tilings(comp, isa)) + list(matmul_tilings(comp, isa))

@@ -59,7 +59,10 @@ def _ratio(log2_bytes: float, log2_cache: float) -> float:
 
 
 def vector_var(comp: _core.Computation) -> str:
-    """The variable the output is contiguous in (the one kernels vectorize)."""
+    """The variable kernels vectorize: the one the output is contiguous in, or the reduction
+    ``k`` of a matmul with B transposed (block 1), whose inputs are both contiguous in it."""
+    if comp.block == 1 and comp.kind == "matmul":
+        return "k"
     ones = [v for v, s in comp.output.strides.items() if s == 1]
     return ones[0] if ones else comp.vars[-1].name
 
