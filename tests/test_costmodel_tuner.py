@@ -7,6 +7,8 @@ import pytest
 
 import looptune
 from looptune.costmodel import ConfigSpace, Evaluator, Outcome, Tuner, tune
+from looptune.costmodel import tuner as tuner_module
+from looptune.costmodel.configspace import LANES
 from looptune.costmodel.models import Classifier, Regressor
 from looptune.costmodel.predictor import predictor, spearman
 from looptune.costmodel.records import (
@@ -33,7 +35,29 @@ def tile_cost(lanes):
     return fake
 
 
-def run(kind, isa="avx512", seed=0, budget=64, fake=None, **kw):
+# Building a point compiles it, so a space's ISA must run here: tests of behaviour that does not
+# depend on the ISA use the host's; those with exact per-ISA results use the cpu_isa fixture.
+HOST = looptune.host_isa()
+# Exact results of the fixed-seed runs below, per ISA: its lanes and registers shape the space
+# (which points instantiate or fit the register file) and the fake cost.
+EXPECTED = {
+    "avx512": {"ml2_caught": 49, "xgb_invalid": 32, "flaky": 5, "pv_crashed": 7, "slow_below": 300},
+    "avx2": {"ml2_caught": 75, "xgb_invalid": 23, "flaky": 6, "pv_crashed": 6, "slow_below": 700},
+}
+
+
+def crashes_when_unrolled(isa):
+    base = tile_cost(LANES[isa])
+
+    def fake(tree, timeout):
+        if any(lp.unroll for lp in tree.loops):
+            return 0.0, Outcome.RUNTIME_ERROR, "crashed"
+        return base(tree, timeout)
+
+    return fake
+
+
+def run(kind, isa, seed=0, budget=64, fake=None, **kw):
     space = ConfigSpace(looptune.matmul(64, 64, 64), isa)
     ev = Evaluator(
         space, measure_fn=fake or tile_cost(space.lanes), verify=False, timeout_factor=None
@@ -56,50 +80,46 @@ def test_ml2_finds_the_fake_optimum_fast():
     assert rnd.best_gflops == 808.0  # random search never gets there in 64 measurements
 
 
-def test_ml2_measures_no_point_the_compiler_rejects():
-    _, ml2 = run("ml2")
+def test_ml2_measures_no_point_the_compiler_rejects(cpu_isa):
+    _, ml2 = run("ml2", cpu_isa)
     assert ml2.measurements == 64
     assert ml2.invalid_measurements == 0
-    assert ml2.caught == 49
+    assert ml2.caught == EXPECTED[cpu_isa]["ml2_caught"]
     caught = {t.outcome for t in ml2.trials if not t.measured}
     assert caught == {Outcome.NOT_INSTANTIABLE, Outcome.COMPILE_REJECTED}
-    _, xgb = run("xgb")
-    assert xgb.invalid_measurements == 32 and xgb.caught == 0
+    _, xgb = run("xgb", cpu_isa)
+    assert xgb.invalid_measurements == EXPECTED[cpu_isa]["xgb_invalid"] and xgb.caught == 0
 
 
 def test_same_seed_same_choices():
-    _, a = run("ml2", seed=3, budget=24)
-    _, b = run("ml2", seed=3, budget=24)
+    _, a = run("ml2", HOST, seed=3, budget=24)
+    _, b = run("ml2", HOST, seed=3, budget=24)
+    assert a.measurements == 24
     assert [t.point for t in a.trials] == [t.point for t in b.trials]
 
 
-def test_failed_measurements_are_counted_not_raised():
-    base = tile_cost(16)
+def test_evaluator_refuses_an_isa_the_cpu_cannot_compile_for(monkeypatch):
+    # not a COMPILE_ERROR per point (ML² then drew pools for tens of seconds, measuring none)
+    monkeypatch.setattr(tuner_module, "isa_supported", lambda isa: False)
+    space = ConfigSpace(looptune.matmul(64, 64, 64), "avx2")
+    with pytest.raises(ValueError, match="'avx2' is not supported on this CPU"):
+        Evaluator(space, measure_fn=tile_cost(8))
 
-    def flaky(tree, timeout):
-        if any(lp.unroll for lp in tree.loops):
-            return 0.0, Outcome.RUNTIME_ERROR, "crashed"
-        return base(tree, timeout)
 
-    _, res = run("xgb", fake=flaky)
+def test_failed_measurements_are_counted_not_raised(cpu_isa):
+    _, res = run("xgb", cpu_isa, fake=crashes_when_unrolled(cpu_isa))
     assert res.measurements == 64
     errors = [t for t in res.measured if t.outcome == Outcome.RUNTIME_ERROR]
-    assert len(errors) == 5 and all(t.error == "crashed" for t in errors)
+    assert len(errors) == EXPECTED[cpu_isa]["flaky"] and all(t.error == "crashed" for t in errors)
     assert res.best_gflops > 0
 
 
-def test_v_learns_to_filter_a_class_of_invalid_points():
-    base = tile_cost(16)
-
-    def no_unroll(tree, timeout):
-        if any(lp.unroll for lp in tree.loops):
-            return 0.0, Outcome.RUNTIME_ERROR, "crashed"
-        return base(tree, timeout)
-
-    tuner, res = run("pv", fake=no_unroll, budget=96)
+def test_v_learns_to_filter_a_class_of_invalid_points(cpu_isa):
+    tuner, res = run("pv", cpu_isa, fake=crashes_when_unrolled(cpu_isa), budget=96)
     space = tuner.space
     crashed = [t for t in res.measured if t.outcome == Outcome.RUNTIME_ERROR]
-    assert len(crashed) == 7 and all(space.values(t.point)["unroll"] for t in crashed)
+    assert len(crashed) == EXPECTED[cpu_isa]["pv_crashed"]
+    assert all(space.values(t.point)["unroll"] for t in crashed)
     # V's verdict on the best point with and without unroll
     best = res.best_point
     u = [k.name for k in space.knobs].index("unroll")
@@ -112,18 +132,19 @@ def test_v_learns_to_filter_a_class_of_invalid_points():
     assert keep == [best]
 
 
-def test_timeout_cuts_off_slow_points():
+def test_timeout_cuts_off_slow_points(cpu_isa):
     calls = []
+    slow_below = EXPECTED[cpu_isa]["slow_below"]  # one of the points measured is slower
 
     def slow_unless_big(tree, timeout):
-        g, _, _ = tile_cost(16)(tree, timeout)
+        g, _, _ = tile_cost(space.lanes)(tree, timeout)
         known = ev.best_gflops
         calls.append((timeout, 10 * space.flops / (known * 1e9) if known else None))
-        if timeout is not None and g < 300:
+        if timeout is not None and g < slow_below:
             return 0.0, Outcome.TIMEOUT, "slow"
         return g, Outcome.OK, ""
 
-    space = ConfigSpace(looptune.matmul(64, 64, 64), "avx512")
+    space = ConfigSpace(looptune.matmul(64, 64, 64), cpu_isa)
     ev = Evaluator(space, measure_fn=slow_unless_big, verify=False, timeout_factor=10.0)
     res = Tuner(ev, "random", seed=0).run(32)
     # no cut-off before the first valid measurement, then 10x the best run so far
@@ -133,9 +154,12 @@ def test_timeout_cuts_off_slow_points():
 
 
 def test_wrong_answer_is_an_outcome():
-    space = ConfigSpace(looptune.matmul(64, 64, 64), "avx512")
+    space = ConfigSpace(looptune.matmul(64, 64, 64), HOST)
     ev = Evaluator(
-        space, measure_fn=tile_cost(16), check_fn=lambda tree: (False, "off"), timeout_factor=None
+        space,
+        measure_fn=tile_cost(space.lanes),
+        check_fn=lambda tree: (False, "off"),
+        timeout_factor=None,
     )
     res = Tuner(ev, "random", seed=0).run(16)
     ok_or_wrong = {t.outcome for t in res.measured} - {
@@ -157,8 +181,8 @@ def test_bad_arguments():
 
 
 def test_time_budget_stops_the_tuner():
-    space = ConfigSpace(looptune.matmul(64, 64, 64), "avx512")
-    ev = Evaluator(space, measure_fn=tile_cost(16), verify=False)
+    space = ConfigSpace(looptune.matmul(64, 64, 64), HOST)
+    ev = Evaluator(space, measure_fn=tile_cost(space.lanes), verify=False)
     res = tune(space, "xgb", measure_budget=None, time_budget=0.0, evaluator=ev)
     assert res.measurements == 0
 
@@ -185,7 +209,7 @@ def test_spearman():
 
 
 def test_records_round_trip_and_pretrain(tmp_path):
-    tuner, res = run("xgb", budget=16)
+    tuner, res = run("xgb", HOST, budget=16)
     recs = records_from(tuner.space, res)
     path = tmp_path / "r.jsonl"
     save_records(path, recs)
@@ -196,7 +220,7 @@ def test_records_round_trip_and_pretrain(tmp_path):
     assert len(rows) == 16 and pretrain_rows(loaded, kind="conv2d") == []
     assert [r[2] == Outcome.OK for r in rows] == [r[1] is not None for r in rows]
     # pre-trained P ranks from the first round: no random first batch
-    pre, res2 = run("ml2", budget=8, pretrain=rows)
+    pre, res2 = run("ml2", HOST, budget=8, pretrain=rows)
     assert pre.P.trained
     (tmp_path / "bad.jsonl").write_text('{"computation": 1}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
@@ -224,7 +248,7 @@ def test_predictor_is_deterministic_and_learns_the_fake():
 def test_ml2_draws_pools_until_one_compiles():
     # conv2d spaces are ~95% invalid: a first pool of 32 can hold no valid point; ML² keeps
     # drawing (failures caught, unmeasured) instead of stopping with nothing measured
-    space = ConfigSpace(looptune.conv2d(1, 32, 28, 28, 64, 3, 3, 1, 1), "avx512")
+    space = ConfigSpace(looptune.conv2d(1, 32, 28, 28, 64, 3, 3, 1, 1), HOST)
     ev = Evaluator(space, measure_fn=lambda tree, t: (1.0, Outcome.OK, ""), verify=False)
     res = Tuner(ev, "ml2", seed=1).run(8)
     assert res.measurements == 8 and res.invalid_measurements == 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from looptune._core import LoopTree
+from looptune._core import LoopTree, cpu_name, isa_supported
 from looptune.costmodel import _measure
 from looptune.costmodel._measure import Outcome
 from looptune.costmodel.configspace import ConfigSpace
@@ -100,6 +100,8 @@ class Evaluator:
     ``measure_fn`` and ``check_fn`` default to the real pipeline (``costmodel._measure``); tests
     inject fakes. A run slower than ``timeout_factor`` times the best run so far is cut off as
     TIMEOUT; every new best is checked against numpy (``verify``) and is WRONG_ANSWER if off.
+    Building a point compiles it for the space's ISA, so that ISA must run on this CPU even
+    with a fake ``measure_fn`` (ValueError otherwise, rather than every point a COMPILE_ERROR).
     """
 
     def __init__(
@@ -112,6 +114,11 @@ class Evaluator:
         timeout_factor: float | None = 10.0,
         verify: bool = True,
     ) -> None:
+        if not isa_supported(space.isa):
+            raise ValueError(
+                f"ISA {space.isa!r} is not supported on this CPU ({cpu_name()}): its points "
+                "cannot be compiled"
+            )
         self.space = space
         if measure_fn is None:
             if measurer is None:
