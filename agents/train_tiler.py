@@ -136,6 +136,7 @@ def main() -> None:
                      "seed": args.seed, "fit_seconds": wall},
         "evaluation": report,
         "cpu": looptune.cpu_name(),
+        "cpu_signature": looptune.cpu_signature(),
         "python": platform.python_version(),
     }
     if args.check:

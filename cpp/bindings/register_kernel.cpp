@@ -159,6 +159,8 @@ void register_kernel(py::module_& m) {
   m.def("isa_supported", [](const std::string& s) { return isa_supported(parse_isa(s)); },
         py::arg("isa"));
   m.def("cpu_name", &cpu_name);
+  m.def("cpu_signature", &cpu_signature,
+        "\"<vendor> family F model M\" from CPUID (the microarchitecture).");
   m.def(
       "measure_peak_gflops",
       [](std::optional<std::string> isa, double min_time) {

@@ -111,4 +111,20 @@ std::string cpu_name() {
   return b == std::string::npos ? "unknown x86-64" : s.substr(b, e - b + 1);
 }
 
+std::string cpu_signature() {
+  uint32_t r[4];
+  Xbyak::util::Cpu::getCpuid(0, r);
+  char vendor[13] = {0};
+  std::memcpy(vendor, &r[1], 4);  // EBX, EDX, ECX spell the vendor
+  std::memcpy(vendor + 4, &r[3], 4);
+  std::memcpy(vendor + 8, &r[2], 4);
+  Xbyak::util::Cpu::getCpuid(1, r);
+  const uint32_t base_family = (r[0] >> 8) & 0xf, base_model = (r[0] >> 4) & 0xf;
+  uint32_t family = base_family, model = base_model;
+  if (base_family == 0xf) family += (r[0] >> 20) & 0xff;
+  if (base_family == 0xf || base_family == 0x6) model += ((r[0] >> 16) & 0xf) << 4;
+  return std::string(vendor) + " family " + std::to_string(family) + " model " +
+         std::to_string(model);
+}
+
 }  // namespace looptune

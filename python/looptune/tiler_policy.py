@@ -75,12 +75,26 @@ class TilerPolicy:
         return [trees[i] for i in order], s[order]
 
 
-def default_tiler_path(isa: str | None = None) -> Path:
-    """The shipped tiling policy for ``isa`` (default: the host's)."""
+def signature_tag(signature: str) -> str:
+    """A file-name tag of a ``cpu_signature()``: "AuthenticAMD family 23 model 1" -> "amd-f23-m1"."""
+    vendor, _, family, _, model = signature.split()
+    short = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(vendor, vendor.lower())
+    return f"{short}-f{family}-m{model}"
+
+
+def default_tiler_path(isa: str | None = None, signature: str | None = None) -> Path:
+    """The shipped tiling policy for ``isa`` (default: the host's) on the CPU with
+    ``signature`` (default: the host's ``cpu_signature()``): the policy trained on that
+    microarchitecture (``policy_tiler_<isa>_<tag>``) when one is shipped, else the ISA's.
+    A scorer's ranking is the microarchitecture's: a 12 x 1-vector AVX2 tile that is among the
+    best where 256-bit loads are cheap runs at a quarter of the best tile on a core that splits
+    them (Zen 1)."""
     isa = _core.host_isa() if isa is None else isa
     if isa not in ("avx512", "avx2"):
         raise ValueError(f"unknown ISA {isa!r}; choose from ['avx512', 'avx2']")
-    return DATA_DIR / f"policy_tiler_{isa}{policy_io.SUFFIX}"
+    signature = _core.cpu_signature() if signature is None else signature
+    tuned = DATA_DIR / f"policy_tiler_{isa}_{signature_tag(signature)}{policy_io.SUFFIX}"
+    return tuned if tuned.is_file() else DATA_DIR / f"policy_tiler_{isa}{policy_io.SUFFIX}"
 
 
 def save_tiler(policy: TilerPolicy, path: str | Path, meta: dict) -> Path:
@@ -130,4 +144,4 @@ def _load(path: str, _mtime: float) -> TilerPolicy:
 
 
 __all__ = ["FORMAT", "TilerPolicy", "build_network", "default_tiler_path", "load_tiler",
-           "save_tiler"]
+           "save_tiler", "signature_tag"]

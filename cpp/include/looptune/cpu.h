@@ -16,6 +16,9 @@ std::string isa_name(Isa isa);
 Isa parse_isa(const std::string& name);  // "avx512" | "avx2"; throws std::invalid_argument
 int isa_lanes(Isa isa);                  // float32 lanes per vector register
 std::string cpu_name();                  // brand string, for cache keys and reports
+// "<vendor> family F model M" from CPUID: the microarchitecture, which a brand string under a
+// hypervisor may hide ("AMD EPYC" for several generations); selects host-tuned policies.
+std::string cpu_signature();
 
 // The one home of ISA and cache facts (Python reads them through looptune._core.isa_facts).
 struct IsaFacts {
