@@ -90,7 +90,12 @@ PLUGIN = """
 import looptune
 
 def tune(computation, budget):
-    return computation.default_schedule().down().split(8)
+    # split the first loop below the outermost with 8 iterations or more by 8: a matmul's k,
+    # a conv's k, or ki of a conv blocked by 8 lanes (ko is then a single block)
+    tree = computation.default_schedule().down()
+    while tree.loops[tree.cursor].size < 8:
+        tree = tree.down()
+    return tree.split(8)
 
 class Tuner:
     name = "my-class-tuner"
