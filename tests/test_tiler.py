@@ -29,7 +29,11 @@ def test_real_work_datasets_are_fixed_held_out_and_in_range():
         assert len(test) == round(0.2 * (len(train) + len(test)))
     # Pinned: the split must never change between runs or versions.
     assert datasets.get("mm_real", "test")[0].name == "mm320_320_320"
-    assert datasets.get("conv2d_cnn", "test")[0].name == "conv1_3_224_224_32_7_7_s2_p3_b16"
+    conv = datasets.get("conv2d_cnn", "test")[0]
+    assert conv.args == (1, 3, 224, 224, 32, 7, 7, 2, 3)
+    # in the default layout: output channels blocked by the host's vector width
+    lanes = looptune._core.isa_facts()["lanes"]
+    assert conv.name == f"conv1_3_224_224_32_7_7_s2_p3_b{lanes}"
 
 
 def test_conv_families_cover_the_issue_ranges_and_hold_out_resnet18():
@@ -42,17 +46,24 @@ def test_conv_families_cover_the_issue_ranges_and_hold_out_resnet18():
     assert len(blocked) == len(layers)  # every layer in the engine's default (blocked) layout
 
 
-def test_features_are_bounded_and_the_register_tile_reads_the_same_at_any_size():
+# the 6 x 64 register tile below: 6 rows of 64 / lanes vectors, against the register file
+# (the feature is min(accumulators / registers, 4) / 4)
+TILE_OCCUPANCY = {"avx512": 6 * 4 / 32 / 4, "avx2": 6 * 8 / 16 / 4}
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])  # features need no kernel: any host
+def test_features_are_bounded_and_the_register_tile_reads_the_same_at_any_size(isa):
     small, big = looptune.matmul(96, 64, 128), looptune.matmul(96, 4000, 128)
     steps = [("m", 6), ("n", 64), ("k", 1), ("m", 1), ("n", 1)]
     from looptune.schedules import from_steps
 
-    a, b = tile_features(from_steps(small, steps)), tile_features(from_steps(big, steps))
+    a = tile_features(from_steps(small, steps), isa)
+    b = tile_features(from_steps(big, steps), isa)
     assert a.shape == (N_FEATURES,) and a.dtype == np.float32
     assert np.all(np.abs(a) <= 1) and np.all(np.abs(b) <= 1)
     tile = slice(18, 26)  # the register-tile block
     np.testing.assert_array_equal(a[tile], b[tile])
-    assert a[tile][0] == pytest.approx(6 * 4 / 32 / 4)  # 24 accumulators of 32 registers
+    assert a[tile][0] == pytest.approx(TILE_OCCUPANCY[isa])
     with pytest.raises(TypeError):
         tile_features("not a tree")
 
