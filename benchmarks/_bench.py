@@ -29,6 +29,7 @@ def environment() -> dict:
 
     return {
         "cpu": looptune.cpu_name(),
+        "cpu_signature": looptune.cpu_signature(),
         "isa": looptune.host_isa(),
         "python": platform.python_version(),
         "blas": blas_info(),
@@ -36,8 +37,19 @@ def environment() -> dict:
     }
 
 
-def write_json(name: str, data: dict) -> Path:
-    """Write ``benchmarks/results/<name>.json`` (NaN as null)."""
+def host_results() -> Path:
+    """``benchmarks/results/<isa>_<cpu tag>/``: results of a benchmark whose figures are kept
+    per host (the host's ISA and microarchitecture, ``tiler_policy.signature_tag``)."""
+    import looptune
+    from looptune.tiler_policy import signature_tag
+
+    path = RESULTS / f"{looptune.host_isa()}_{signature_tag(looptune.cpu_signature())}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(name: str, data: dict, folder: Path = RESULTS) -> Path:
+    """Write ``<folder>/<name>.json`` (default ``benchmarks/results``; NaN as null)."""
     from looptune.tables import write_json as _write
 
-    return _write(RESULTS / f"{name}.json", data, sort_keys=True)
+    return _write(folder / f"{name}.json", data, sort_keys=True)

@@ -9,7 +9,8 @@ check (agent only, against the previous policy's figure in ``paper_table.json``)
 Per benchmark: the agent (``looptune.search.get("agent")``: its tuning time, compile and timing
 included), the best of ``--search-seconds`` of search split evenly between random search and
 beam search (rich actions, walks up to 16 loops deep; results cached in
-``results/agent_generalization_search.json`` so reruns do not search again), numpy and PyTorch.
+``results/<isa>_<cpu tag>/agent_generalization_search.json``, per host, so reruns do not
+search again), numpy and PyTorch.
 The final GFLOP/s of the agent's and the search's schedules are re-timed side by side here.
 
 Two parts, each taken under the bench lock in pieces of a few minutes:
@@ -27,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import RESULTS, environment, strip_openblas_env, write_json
+from _bench import environment, host_results, strip_openblas_env, write_json
 
 strip_openblas_env()
 
@@ -47,7 +48,9 @@ from looptune.tables import format_table, geomean
 SUITES = ("mm_real", "bmm_real", "conv2d_cnn", "engine_conv", "engine_matmul", "mm64_256_16")
 KIND = {"mm_real": "matmul", "bmm_real": "matmul", "conv2d_cnn": "conv",
         "engine_conv": "conv", "engine_matmul": "matmul", "mm64_256_16": "matmul"}
-SEARCH_CACHE = RESULTS / "agent_generalization_search.json"
+# Results are kept per host (ISA and microarchitecture): benchmarks/results/<isa>_<cpu tag>/
+HOST = host_results()
+SEARCH_CACHE = HOST / "agent_generalization_search.json"
 
 
 def suite(name: str, per_suite: int) -> list[tuple[str, looptune.Computation]]:
@@ -155,7 +158,7 @@ def final_part(name: str, items: list, seconds: float, min_time: float) -> None:
         summary["vs_previous"] = summary["agent_gflops"] / summary["previous_agent_gflops"]
     data = {"environment": {**environment(), "load_avg": os.getloadavg()},
             "search_seconds": seconds, "min_time": min_time, "summary": summary, "rows": rows}
-    write_json(f"agent_generalization_{name}", data)
+    write_json(f"agent_generalization_{name}", data, HOST)
     print(json.dumps(summary, indent=1))
 
 
@@ -170,7 +173,7 @@ def _previous_agent() -> float | None:
 def report() -> None:
     sums, rows = [], []
     for name in SUITES:
-        path = RESULTS / f"agent_generalization_{name}.json"
+        path = HOST / f"agent_generalization_{name}.json"
         if path.is_file():
             d = json.loads(path.read_text())
             sums.append(d["summary"])
@@ -185,8 +188,8 @@ def report() -> None:
            ("tune_seconds", "tune s", ".2f")]
     text += "\n\n" + format_table([r for r in rows if r["suite"] != "mm64_256_16"], per)
     print(text)
-    (RESULTS / "agent_generalization.md").write_text(text + "\n")
-    write_json("agent_generalization", {"summary": sums, "rows": rows})
+    (HOST / "agent_generalization.md").write_text(text + "\n")
+    write_json("agent_generalization", {"summary": sums, "rows": rows}, HOST)
 
 
 def main() -> None:
