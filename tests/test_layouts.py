@@ -47,7 +47,10 @@ def test_default_layout_follows_the_rules() -> None:
     assert looptune.conv2d(1, 64, 56, 56, 64, 3, 3, 1, 1).block == L
     assert looptune.conv2d(1, 3, 9, 7, L - 1, 3, 3).block == 0  # fewer channels than lanes
     assert looptune.matmul(2048, 2048, 2048).block == L  # B of 16 MiB, 2048 rows reuse it
-    assert looptune.matmul(1024, 1024, 1024).block == 0  # B of 4 MiB
+    l2 = looptune._core.isa_facts()["l2_bytes"] or 2 << 20  # B is packed above twice the L2
+    side = int((2 * l2 / 4) ** 0.5)  # a square B of exactly 2 x L2 bytes is not
+    assert looptune.matmul(side, side, side).block == 0
+    assert looptune.matmul(side, side + 8, side).block == L
     assert looptune.matmul(255, 2048, 2048).block == 0  # too little reuse
     assert looptune.matmul(4096, 4096, 1).block == 0
     assert looptune.conv2d(1, 64, 56, 56, 64, 3, 3, 1, 1, layout="plain").block == 0

@@ -121,12 +121,12 @@ void register_computation(py::module_& m) {
   m.def("matmul",
         [](int64_t m_, int64_t k, int64_t n, const std::string& layout) {
           const int lanes = layout == "plain" ? 0 : host_lanes();
-          const int64_t block = parse_layout(layout, default_matmul_block(m_, k, n, lanes), lanes);
+          const int64_t block = parse_layout(layout, default_matmul_block(m_, k, n, lanes, isa_facts(host_isa()).l2_bytes), lanes);
           return share(block ? matmul_packed(m_, k, n, block) : matmul(m_, k, n));
         },
         py::arg("m"), py::arg("k"), py::arg("n"), py::arg("layout") = "auto",
         "C[m,n] += A[m,k] * B[k,n]. layout: 'auto' packs B in column panels [N/L][K][L] "
-        "(L: the host's vector width) when B is over 4 MiB and m >= 256, transposes B "
+        "(L: the host's vector width) when B is over twice the L2 and m >= 256, transposes B "
         "([N][K], 'blocked1') when n is narrow (1 < n < 2L, not a multiple of L), else "
         "'plain'; 'blocked' / 'blocked<L>' force the panels.");
   m.def("batch_matmul",

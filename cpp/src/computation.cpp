@@ -396,11 +396,12 @@ Computation matmul_packed(int64_t m, int64_t k, int64_t n, int64_t block) {
 
 int64_t default_conv2d_block(int64_t k, int lanes) { return k >= lanes ? lanes : 0; }
 
-int64_t default_matmul_block(int64_t m, int64_t k, int64_t n, int lanes) {
+int64_t default_matmul_block(int64_t m, int64_t k, int64_t n, int lanes, int64_t l2_bytes) {
   // Narrow n: vectors along n would leave lanes idle; B transposed ([N][K], blocks of 1)
   // makes both inputs contiguous in k, so the kernel vectorizes the reduction instead.
   if (lanes > 0 && n > 1 && n < 2 * lanes && n % lanes != 0 && k >= lanes) return 1;
-  const bool large_b = k * n * 4 > (int64_t(4) << 20);
+  const int64_t l2 = l2_bytes > 0 ? l2_bytes : int64_t(2) << 20;  // CPUID may not say
+  const bool large_b = k * n * 4 > 2 * l2;
   return large_b && m >= 256 && n >= lanes ? lanes : 0;
 }
 

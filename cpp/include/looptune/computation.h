@@ -87,13 +87,14 @@ Computation conv2d_blocked(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k
 // The default block of an op ("auto" layout), given the vector lanes of the target ISA: conv2d
 // blocks output channels by `lanes` when there are at least `lanes` of them (every vector of
 // the inner block is full or nearly so); matmul packs B in panels of `lanes` when B is larger
-// than 4 MiB (it does not stay in L2, and its rows would be re-read from memory as strided
-// panels) and is reused by at least 256 rows of A (the copy costs under 1% of the work);
+// than twice the L2 (`l2_bytes`; 2 MiB when unknown: it does not stay in L2, and its rows would
+// be re-read from memory as strided panels) and is reused by at least 256 rows of A (the copy
+// costs under 1% of the work);
 // a narrow n (1 < n < 2 lanes, not a multiple of lanes; k >= lanes) transposes B (block 1:
 // [N][K]), so both inputs are contiguous in k and the kernel vectorizes the reduction.
 // 0 means the user's layouts.
 int64_t default_conv2d_block(int64_t k, int lanes);
-int64_t default_matmul_block(int64_t m, int64_t k, int64_t n, int lanes);
+int64_t default_matmul_block(int64_t m, int64_t k, int64_t n, int lanes, int64_t l2_bytes);
 // spec like "mk,kn->mn" (exactly two inputs, one letter per variable), sizes per letter.
 Computation contraction(const std::string& spec, const std::map<std::string, int64_t>& sizes);
 // Inverse of Computation::header().
