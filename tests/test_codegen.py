@@ -10,12 +10,11 @@ import random
 
 import numpy as np
 import pytest
+from isas import ISA_PARAMS
 
 import looptune
 from looptune.actions import RICH_ACTIONS
 from looptune.reference import check_tree, random_inputs
-
-ISAS = [isa for isa in ("avx512", "avx2") if looptune.isa_supported(isa)]
 
 OPS = [
     looptune.matmul(1, 1, 1),
@@ -47,7 +46,7 @@ def random_schedule(
     return tree
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("comp", OPS, ids=lambda c: c.name)
 def test_random_schedules_match_numpy(comp: looptune.Computation, isa: str) -> None:
     rng = random.Random(comp.name + isa)
@@ -63,7 +62,7 @@ def tiled(m: int, k: int, n: int, mi: int, ni: int) -> looptune.LoopTree:
     return tree.split(mi).down().down().down().split(ni).swap_up().swap_up().down().swap_down()
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize(
     "shape",
     [
@@ -85,7 +84,7 @@ def test_register_tiled_matmul(shape: tuple[int, ...], isa: str) -> None:
 TILE_FACTS = {"avx512": (64, 16, 24), "avx2": (16, 8, 12)}
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_tile_facts_describe_the_code(isa: str) -> None:
     ni, lanes, accumulators = TILE_FACTS[isa]
     facts = tiled(128, 64, 256, 6, ni).compile(isa).facts

@@ -7,12 +7,11 @@ import pickle
 
 import numpy as np
 import pytest
+from isas import ISA_PARAMS, RUNNABLE
 
 import looptune
 
 torch = pytest.importorskip("torch")
-
-ISAS = [isa for isa in ("avx512", "avx2") if looptune.isa_supported(isa)]
 
 
 def _kernel(isa: str) -> looptune.Kernel:
@@ -20,7 +19,7 @@ def _kernel(isa: str) -> looptune.Kernel:
     return tree.compile(isa)
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_torch_in_torch_out_equals_matmul(isa: str) -> None:
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(37, 29, generator=gen), torch.randn(29, 50, generator=gen)
@@ -32,7 +31,7 @@ def test_torch_in_torch_out_equals_matmul(isa: str) -> None:
 def test_torch_out_is_written_in_place_and_inputs_are_not_copied() -> None:
     a, b = torch.randn(37, 29), torch.randn(29, 50)
     out = torch.full((37, 50), 7.0)
-    k = _kernel(ISAS[0])
+    k = _kernel(RUNNABLE[0])
     assert k(a, b, out=out) is out
     torch.testing.assert_close(out, a @ b, rtol=1e-5, atol=1e-4)
     assert a.numpy().__array_interface__["data"][0] == a.data_ptr()  # the view the kernel gets
@@ -40,7 +39,7 @@ def test_torch_out_is_written_in_place_and_inputs_are_not_copied() -> None:
 
 def test_mixed_numpy_and_torch_gives_torch() -> None:
     a, b = torch.randn(37, 29), np.random.default_rng(0).standard_normal((29, 50), np.float32)
-    c = _kernel(ISAS[0])(a, b)
+    c = _kernel(RUNNABLE[0])(a, b)
     assert isinstance(c, torch.Tensor)
     np.testing.assert_allclose(c.numpy(), a.numpy() @ b, rtol=1e-5, atol=1e-4)
 
@@ -48,7 +47,7 @@ def test_mixed_numpy_and_torch_gives_torch() -> None:
 def test_numpy_in_numpy_out_unchanged() -> None:
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((37, 29), np.float32), rng.standard_normal((29, 50), np.float32)
-    c = _kernel(ISAS[0])(a, b)
+    c = _kernel(RUNNABLE[0])(a, b)
     assert type(c) is np.ndarray
     np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-4)
 
@@ -64,10 +63,10 @@ def test_numpy_in_numpy_out_unchanged() -> None:
 )
 def test_bad_tensors_raise_typed_errors(make, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
-        _kernel(ISAS[0])(make(), torch.randn(29, 50))
+        _kernel(RUNNABLE[0])(make(), torch.randn(29, 50))
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_pickle_round_trip_recompiles_the_same_kernel(isa: str) -> None:
     k = _kernel(isa)
     k2 = pickle.loads(pickle.dumps(k))

@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from isas import ISA_PARAMS
 
 import looptune
 from looptune.reference import check_tree, expected, random_inputs
 
-ISAS = [isa for isa in ("avx512", "avx2") if looptune.isa_supported(isa)]
 HOST_LANES = 16 if looptune.host_isa() == "avx512" else 8
 
 
@@ -93,7 +93,7 @@ def make(kind: str, args: tuple[int, ...], block: int) -> looptune.Computation:
     return looptune.matmul(*args, layout=f"blocked{block}")
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("block", [16, 8])
 @pytest.mark.parametrize("op", LAYOUT_OPS, ids=lambda o: f"{o[0]}{'_'.join(map(str, o[1]))}")
 def test_random_schedules_of_blocked_layouts_match_numpy(
@@ -142,7 +142,7 @@ def test_set_constant_checks_its_argument() -> None:
         kernel.set_constant(np.zeros((5, 6), np.float64))
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize(
     "comp",
     [

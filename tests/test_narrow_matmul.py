@@ -25,7 +25,8 @@ def test_auto_layout_transposes_b_for_a_narrow_n(n: int) -> None:
 
 @pytest.mark.parametrize(
     "m,k,n",
-    [(37, 64, 1), (37, 64, LANES), (37, 64, 2 * LANES), (37, LANES - 1, 3), (37, 64, 2 * LANES + 1)],
+    [(37, 64, 1), (37, 64, LANES), (37, 64, 2 * LANES), (37, LANES - 1, 3),
+     (37, 64, 2 * LANES + 1)],
 )
 def test_auto_layout_keeps_b_otherwise(m: int, k: int, n: int) -> None:
     """GEMV (n = 1), whole vectors of n, a reduction shorter than a vector, a wide n."""

@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from isas import ISA_PARAMS
 
 import looptune
 from looptune.reference import check_tree, random_inputs
 
-ISAS = [isa for isa in ("avx512", "avx2") if looptune.isa_supported(isa)]
 LANES = {"avx512": 16, "avx2": 8}
 
 
@@ -21,7 +21,7 @@ def k_innermost(m: int, k: int) -> looptune.LoopTree:
     return looptune.matmul(m, k, 1).default_schedule().down().swap_down()
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("m,k", [(1, 1), (3, 5), (7, 16), (5, 17), (13, 131), (4, 300), (2, 1000)])
 def test_gemv_reduction_is_vectorized_and_exact(m: int, k: int, isa: str) -> None:
     tree = k_innermost(m, k)
@@ -37,7 +37,7 @@ def looptune_var(tree: looptune.LoopTree, i: int) -> str:
     return tree.loops[i].var
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_split_reduction_accumulates_into_the_output(isa: str) -> None:
     # k split with a tail, its outer loop moved above m: the output is zeroed, then added to.
     tree = k_innermost(40, 1000).split(210).swap_up().swap_up()
@@ -72,7 +72,7 @@ REDUCTION_OPS = [
 ]
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("comp", REDUCTION_OPS, ids=lambda c: c.name)
 def test_random_schedules_with_reduction_vectors_match_numpy(
     comp: looptune.Computation, isa: str, random_walk: Callable[..., looptune.LoopTree]

@@ -10,13 +10,12 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from isas import ISA_PARAMS
 
 import looptune
 from looptune.fuzz import GuardedArrays
 from looptune.reference import check_tree, expected, random_inputs, reduction_length
 from looptune.schedules import from_steps, tilings
-
-ISAS = [i for i in ("avx512", "avx2") if looptune._core.isa_supported(i)]
 
 # (n, c, h, w, k, r, s, stride, pad, block): odd sizes, every channel block full
 FULL_BLOCKS = [
@@ -52,7 +51,7 @@ def assert_matches(kernel: looptune.Kernel, comp: looptune.Computation, seed: in
     assert np.all(np.isfinite(got)) and err <= 1e-5 + 2e-6 * reduction_length(comp), err
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("args", FULL_BLOCKS, ids=lambda a: "_".join(map(str, a)))
 def test_hand_tilings_store_transposed_and_match_numpy(args: tuple[int, ...], isa: str) -> None:
     comp = conv(args)
@@ -65,7 +64,7 @@ def test_hand_tilings_store_transposed_and_match_numpy(args: tuple[int, ...], is
         assert_matches(kernel, comp)
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("args", FULL_BLOCKS[:4], ids=lambda a: "_".join(map(str, a)))
 def test_random_schedules_of_blocked_outputs_match_numpy(
     args: tuple[int, ...], isa: str, random_walk: Callable[..., looptune.LoopTree]
@@ -82,7 +81,7 @@ def test_random_schedules_of_blocked_outputs_match_numpy(
     assert transposed > 0 or not comp.default_schedule().compile(isa).facts["zero_init"]
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_partial_channel_block_keeps_the_copy_pass(isa: str) -> None:
     comp = looptune.conv2d(1, 3, 7, 7, 20, 3, 3, stride=2, pad=1, layout="blocked16")
     kernel = comp.default_schedule().compile(isa)
@@ -90,7 +89,7 @@ def test_partial_channel_block_keeps_the_copy_pass(isa: str) -> None:
     assert_matches(kernel, comp)
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_reloaded_accumulators_keep_the_copy_pass(isa: str) -> None:
     # c outside the spatial loops: each output vector is loaded and stored once per channel
     comp = looptune.conv2d(1, 3, 7, 7, 32, 3, 3, stride=1, pad=1, layout="blocked16")
@@ -100,7 +99,7 @@ def test_reloaded_accumulators_keep_the_copy_pass(isa: str) -> None:
     assert_matches(kernel, comp)
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_scalar_code_writes_the_users_layout(isa: str) -> None:
     comp = looptune.conv2d(1, 3, 7, 7, 16, 3, 3, stride=3, pad=2, layout="blocked16")
     loops = [("n", 1), ("ko", 1), ("ki", 1), ("oh", 1), ("c", 1), ("r", 1), ("s", 1), ("ow", 1)]
