@@ -76,7 +76,8 @@ class TilerPolicy:
 
 
 def signature_tag(signature: str) -> str:
-    """A file-name tag of a ``cpu_signature()``: "AuthenticAMD family 23 model 1" -> "amd-f23-m1"."""
+    """A file-name tag of a ``cpu_signature()``: "AuthenticAMD family 23 model 1" ->
+    "amd-f23-m1"."""
     vendor, _, family, _, model = signature.split()
     short = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(vendor, vendor.lower())
     return f"{short}-f{family}-m{model}"
