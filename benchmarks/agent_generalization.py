@@ -173,8 +173,12 @@ def final_part(name: str, items: list, seconds: float, min_time: float, rounds: 
     rows = [final_row(lbl, comp, seconds, min_time, cache, refs, rounds) for lbl, comp in items]
     summary = summarize(name, rows)
     if name == "mm64_256_16":
-        summary["previous_agent_gflops"] = _previous_agent()
-        summary["vs_previous"] = summary["agent_gflops"] / summary["previous_agent_gflops"]
+        from looptune.search.agent import uses_paper_policy
+
+        previous = _previous_agent()
+        summary["previous_agent_gflops"] = previous
+        summary["vs_previous"] = summary["agent_gflops"] / previous if previous else None
+        summary["paper_policy_share"] = sum(uses_paper_policy(c) for _, c in items) / len(items)
     data = {"environment": {**environment(), "load_avg": os.getloadavg()},
             "search_seconds": seconds, "min_time": min_time, "rounds": rounds,
             "summary": summary, "rows": rows}
@@ -183,10 +187,15 @@ def final_part(name: str, items: list, seconds: float, min_time: float, rounds: 
 
 
 def _previous_agent() -> float | None:
-    """The shipped paper policy's recorded geomean on the mm64_256_16 test split (its JSON)."""
+    """The shipped paper policy's recorded geomean on the mm64_256_16 test split (its JSON),
+    when it was recorded on this microarchitecture (a figure from another CPU is no baseline;
+    then None, and ``paper_policy_share`` says how much of the split the unchanged paper
+    policy still tunes)."""
     from looptune.policy import default_policy_path, meta_path
 
     meta = json.loads(meta_path(default_policy_path()).read_text())
+    if meta.get("cpu_signature") != looptune.cpu_signature():
+        return None
     return meta.get("evaluations", {}).get("test_220", {}).get("geomean_agent_gflops")
 
 
