@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from isas import ALL
 
 import looptune
 from looptune.costmodel import ConfigSpace, Outcome, _measure
@@ -9,8 +10,6 @@ from looptune.costmodel.configspace import CODE_BYTES_CAP, accumulator_limit
 from looptune.costmodel.features import N_HIDDEN, cache_sizes, hidden, visible
 from looptune.errors import CompileError, IllegalActionError
 from looptune.reference import check_tree
-
-ISAS = ["avx512", "avx2"]
 
 
 def point(space, **values):
@@ -25,7 +24,7 @@ def register_tiled_point(space):
     return point(space, t1_m=96, t1_k=64, t1_n=128, r_m=4, r_n=2, vec="n", unroll=False)
 
 
-@pytest.mark.parametrize("isa", ISAS)  # no kernel runs: every ISA on any host
+@pytest.mark.parametrize("isa", ALL)  # no kernel runs: every ISA on any host
 def test_matmul_point_gives_the_register_tiled_loop_nest(isa):
     space = ConfigSpace(looptune.matmul(96, 64, 128), isa)
     lanes = space.lanes

@@ -175,6 +175,14 @@ def transposed_matmul_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]
                 )
 
 
+def blocked_matmul_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
+    """Register tiles of a matmul in a blocked layout (variables no, ni): B transposed
+    (block 1) or B in column panels."""
+    if comp.block == 1:
+        return transposed_matmul_tilings(comp, isa)
+    return packed_matmul_tilings(comp, isa)
+
+
 def skinny_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
     """Memory-bound matmuls. n == 1 (matrix-vector): m_i rows with the k reduction vectorized
     (partial sums in registers), ``m_o, n, k_o, m_i, k``; m == 1 (vector-matrix): k_i rows of
@@ -214,7 +222,5 @@ def tilings(comp: Computation, isa: str) -> list[LoopTree]:
             return list(blocked_conv_tilings(comp, isa))
         return list(conv_tilings(comp, isa))
     if "ni" in names:
-        if comp.block == 1:
-            return list(transposed_matmul_tilings(comp, isa))
-        return list(packed_matmul_tilings(comp, isa))
+        return list(blocked_matmul_tilings(comp, isa))
     return list(skinny_tilings(comp, isa)) + list(matmul_tilings(comp, isa))

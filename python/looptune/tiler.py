@@ -58,7 +58,7 @@ def _tilings(comp: _core.Computation, isa: str) -> list[_core.LoopTree]:
     if comp.kind == "conv2d":
         gens = [S.blocked_conv_tilings if "ki" in names else S.conv_tilings]
     elif "ni" in names:
-        gens = [S.transposed_matmul_tilings if comp.block == 1 else S.packed_matmul_tilings]
+        gens = [S.blocked_matmul_tilings]
     elif names - {"m", "k", "n"}:
         gens = [S.matmul_tilings]
     else:
