@@ -1,8 +1,8 @@
-"""Training callbacks: moved to ``looptune.train_callbacks`` (re-exported here for scripts)."""
+"""Training callbacks: see ``looptune.agent.train_callbacks`` (re-exported for scripts)."""
 
 from __future__ import annotations
 
-from looptune.train_callbacks import (  # noqa: F401
+from looptune.agent.train_callbacks import (  # noqa: F401
     TuneEvalCallback,
     evaluate_trees,
     held_out_trees,

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from callbacks import held_out_trees, summarize
 
-from looptune.fileio import atomic_write_text
-from looptune.tables import format_table, geomean
+from looptune.report.tables import format_table, geomean
+from looptune.util.fileio import atomic_write_text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,8 +55,8 @@ def run_search(name: str, tree, measurer) -> float:
 def evaluate(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
+    from looptune.agent.policy import load_policy
     from looptune.measure import Measurer
-    from looptune.policy import load_policy
     from looptune.search.agent import tune
 
     policy = load_policy(args.policy)
@@ -107,7 +107,7 @@ def print_table(out: dict, searches: list[str]) -> None:
 
 def record(out: dict, command: str) -> None:
     """Add the summary to the policy's metadata as ``evaluations[<split>_<n>]``."""
-    from looptune.policy import meta_path
+    from looptune.agent.policy import meta_path
 
     path = meta_path(out["policy"])
     meta = json.loads(path.read_text())

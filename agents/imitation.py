@@ -1,7 +1,7 @@
 """Behaviour cloning: pretrain a policy on action sequences found by a measured beam search.
 
     python agents/imitation.py --benchmarks 400 --save runs/bc/policy
-    python -m looptune.train --init runs/bc/policy.safetensors ...      # then fine-tune with RL
+    looptune train --init runs/bc/policy.safetensors ...   # then fine-tune with RL
 
 The expert searches schedules in "macro steps" (move the cursor, then apply one
 schedule-changing action) with a beam of measured states, counting every raw env action
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from looptune.fileio import atomic_write_text
-from looptune.tables import dumps, geomean
+from looptune.report.tables import dumps, geomean
+from looptune.util.fileio import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     from train import command_line
 
     import looptune  # noqa: F401
-    from looptune.policy import algo_class, env_spec
+    from looptune.agent.policy import algo_class, env_spec
 
     torch.manual_seed(args.seed)
     kwargs = {"dataset": args.dataset, "split": "train", **args.env_kwargs}
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
         "env_kwargs": kwargs,
         "seed": args.seed,
         **spec,
-        "command": command_line(argv).replace("-m looptune.train", "agents/imitation.py"),
+        "command": command_line(argv).replace("-m looptune.agent.train", "agents/imitation.py"),
         "imitation": {
             "benchmarks": len(demos),
             "steps": sum(len(d["actions"]) for d in demos),

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiler_data import DATASETS, SCALED_FLOPS, training_computations
 
 import looptune
-from looptune import tiler
+from looptune.agent import tiler
 from looptune.costmodel.predictor import spearman
 from looptune.measure import Measurer
 
@@ -69,7 +69,7 @@ def main() -> None:
     isa = args.isa or looptune.host_isa()
     policy = None
     if args.policy:
-        from looptune.tiler_policy import load_tiler
+        from looptune.agent.tiler_policy import load_tiler
 
         policy = load_tiler(args.policy)
         if policy.isa != isa:

@@ -1,5 +1,5 @@
 """Training data of the tiling agent: every macro of each training computation, measured on a
-scaled-down instance (``looptune.tiler.scaled``), appended to a JSON Lines file (resumable).
+scaled-down instance (``looptune.agent.tiler.scaled``), appended to a JSON Lines file (resumable).
 
     flock /tmp/looptune-bench.lock python agents/tiler_data.py --out runs/tiler/data.jsonl \
         --max-seconds 420            # one piece under the bench lock; rerun to continue
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 import looptune
-from looptune import datasets, tiler
+from looptune import datasets
+from looptune.agent import tiler
 from looptune.measure import Measurer
 
 DATASETS = (("mm_real", 1), ("bmm_real", 2), ("conv2d_cnn", 2))  # (dataset, take every k-th)

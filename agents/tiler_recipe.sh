@@ -12,7 +12,7 @@ set -e
 ISA=${1:-$(python -c "import looptune; print(looptune.host_isa())")}
 NAME=$ISA
 if [ "${2:-}" = host ]; then
-  NAME=${ISA}_$(python -c "import looptune; from looptune.tiler_policy import signature_tag; print(signature_tag(looptune.cpu_signature()))")
+  NAME=${ISA}_$(python -c "import looptune; from looptune.agent.tiler_policy import signature_tag; print(signature_tag(looptune.cpu_signature()))")
 fi
 LOCK="flock /tmp/looptune-bench.lock"
 OUT=runs/tiler_$NAME

@@ -1,11 +1,11 @@
-"""Train an SB3 agent: a thin wrapper of ``looptune.train`` (see there; also ``looptune train``).
+"""Train an SB3 agent: wraps ``looptune.agent.train`` (see there; also ``looptune train``).
 
     python agents/train.py --algo maskable_ppo --timesteps 200000 --save runs/mppo/policy
 """
 
 from __future__ import annotations
 
-from looptune.train import (  # noqa: F401  (re-exported for scripts and tests)
+from looptune.agent.train import (  # noqa: F401  (re-exported for scripts and tests)
     build_model,
     command_line,
     env_kwargs,

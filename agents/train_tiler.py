@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 import looptune
-from looptune.tile_features import tile_features
-from looptune.tiler_policy import TilerPolicy, build_network, save_tiler
+from looptune.agent.tile_features import tile_features
+from looptune.agent.tiler_policy import TilerPolicy, build_network, save_tiler
 
 HIDDEN = [128, 64]
 
@@ -129,7 +129,8 @@ def main() -> None:
                              "and 24 narrow-n matmuls with B transposed (narrow_matmuls, seed "
                              "1213), drawn by rule with mm_real test shapes skipped; "
                              "agents/tiler_data.py"},
-        "reward": "GFLOP/s measured on scaled-down instances (looptune.tiler.scaled, <= 6.4e7 "
+        "reward": "GFLOP/s measured on scaled-down instances "
+        "(looptune.agent.tiler.scaled, <= 6.4e7 "
                   "flops, at least 256 matmul rows): same loops, fewer output rows / batches / "
                   "lines",
         "training": {"epochs": args.epochs, "lr": args.lr, "temperature": args.temperature,

@@ -1,5 +1,5 @@
 """Shared plumbing of the benchmark scripts: a clean BLAS environment and the results folder.
-Tables, geomeans and JSON come from ``looptune.tables``."""
+Tables, geomeans and JSON come from ``looptune.report.tables``."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def strip_openblas_env() -> None:
 def environment() -> dict:
     """What the run measured on: CPU, ISA, numpy's BLAS kernel, unset variables."""
     import looptune
-    from looptune.reference import blas_info
+    from looptune.measure.reference import blas_info
 
     return {
         "cpu": looptune.cpu_name(),
@@ -41,7 +41,7 @@ def host_results() -> Path:
     """``benchmarks/results/<isa>_<cpu tag>/``: results of a benchmark whose figures are kept
     per host (the host's ISA and microarchitecture, ``tiler_policy.signature_tag``)."""
     import looptune
-    from looptune.tiler_policy import signature_tag
+    from looptune.agent.tiler_policy import signature_tag
 
     path = RESULTS / f"{looptune.host_isa()}_{signature_tag(looptune.cpu_signature())}"
     path.mkdir(parents=True, exist_ok=True)
@@ -50,6 +50,6 @@ def host_results() -> Path:
 
 def write_json(name: str, data: dict, folder: Path = RESULTS) -> Path:
     """Write ``<folder>/<name>.json`` (default ``benchmarks/results``; NaN as null)."""
-    from looptune.tables import write_json as _write
+    from looptune.report.tables import write_json as _write
 
     return _write(folder / f"{name}.json", data, sort_keys=True)

@@ -40,10 +40,10 @@ import time
 import looptune
 from looptune import datasets
 from looptune.measure import Measurer
-from looptune.reference import numpy_gflops
+from looptune.measure.reference import numpy_gflops
+from looptune.report.tables import format_table, geomean
 from looptune.search.beam import beam_search
 from looptune.search.random import random_search
-from looptune.tables import format_table, geomean
 
 SUITES = ("mm_real", "bmm_real", "conv2d_cnn", "engine_conv", "engine_matmul", "mm64_256_16")
 KIND = {"mm_real": "matmul", "bmm_real": "matmul", "conv2d_cnn": "conv",
@@ -76,7 +76,7 @@ def _load_cache() -> dict:
 
 
 def search_part(name: str, items: list, seconds: float) -> None:
-    from looptune.actions import RICH_ACTIONS
+    from looptune.space.actions import RICH_ACTIONS
 
     cache = _load_cache()
     for label, comp in items:
@@ -98,7 +98,7 @@ def search_part(name: str, items: list, seconds: float) -> None:
 
 
 def torch_gflops(comp: looptune.Computation, min_time: float) -> float | None:
-    from looptune.reference import torch_gflops as tg
+    from looptune.measure.reference import torch_gflops as tg
 
     if comp.kind == "batch_matmul" or comp.kind in ("matmul", "conv2d"):
         return tg(comp, min_time)
@@ -191,7 +191,7 @@ def _previous_agent() -> float | None:
     when it was recorded on this microarchitecture (a figure from another CPU is no baseline;
     then None, and ``paper_policy_share`` says how much of the split the unchanged paper
     policy still tunes)."""
-    from looptune.policy import default_policy_path, meta_path
+    from looptune.agent.policy import default_policy_path, meta_path
 
     meta = json.loads(meta_path(default_policy_path()).read_text())
     if meta.get("cpu_signature") != looptune.cpu_signature():

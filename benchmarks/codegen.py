@@ -26,9 +26,9 @@ import time
 import numpy as np
 
 import looptune
-from looptune.reference import numpy_gflops, torch_gflops
-from looptune.schedules import tilings
-from looptune.tables import format_table, geomean
+from looptune.measure.reference import numpy_gflops, torch_gflops
+from looptune.report.tables import format_table, geomean
+from looptune.space.schedules import tilings
 
 MID = [
     (64, 64, 64),
@@ -133,7 +133,7 @@ def main() -> None:
     )
     path = write_json("codegen", {"environment": environment(), "summary": summary, "rows": rows})
     print(f"wrote {path}")
-    from looptune.plots import gflops_per_benchmark
+    from looptune.report.plots import gflops_per_benchmark
 
     bars = [
         {"benchmark": r["name"], "search": k, "gflops": r.get(key)}

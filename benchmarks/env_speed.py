@@ -42,7 +42,6 @@ import looptune  # noqa: E402
 from looptune import datasets  # noqa: E402
 from looptune import search as searches  # noqa: E402
 from looptune.envs.looptune_env import LoopTuneEnv  # noqa: E402
-from looptune.evaluate import run_eval  # noqa: E402
 from looptune.measure import (  # noqa: E402
     FaultyRunner,
     KernelRunner,
@@ -51,7 +50,8 @@ from looptune.measure import (  # noqa: E402
     peak_gflops,
 )
 from looptune.measure.isolate import IsolatedRunner  # noqa: E402
-from looptune.tables import format_table as table  # noqa: E402
+from looptune.report.tables import format_table as table  # noqa: E402
+from looptune.search.evaluate import run_eval  # noqa: E402
 
 BUDGET = (0.002, 3)  # the env's default measurement budget
 

@@ -5,7 +5,7 @@ split: the base schedule, greedy with lookahead 1 and 2, beam search DFS/BFS of 
 random search (time-boxed), the trained agent (when its policy is available), and numpy with
 one OpenBLAS thread, all measured in the same process. Every search starts from the base
 schedule with an empty measurement cache; the best schedule of each is re-timed by one shared
-measurer (see looptune.evaluate).
+measurer (see looptune.search.evaluate).
 
 Targets (issue 4): the agent's geomean GFLOP/s >= numpy's, and >= 90% of the best any search
 found with its time budget per benchmark; the agent's mean tuning time < 0.5 s.
@@ -35,14 +35,14 @@ import time
 
 import looptune
 from looptune import search
-from looptune.evaluate import (
+from looptune.measure.reference import blas_info
+from looptune.search.evaluate import (
     format_table,
     load_benchmarks,
     run_eval,
     summarize,
     write_outputs,
 )
-from looptune.reference import blas_info
 
 OUT = Path(__file__).parent / "results" / "paper_table.json"
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key}: {shown}")
     print(f"wrote {args.out}")
     if not args.no_plots:
-        from looptune.plots import plot_eval
+        from looptune.report.plots import plot_eval
 
         for path in plot_eval(rows, summary, args.out.parent, f"{args.out.stem}_"):
             print(f"wrote {path}")

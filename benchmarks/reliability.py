@@ -47,7 +47,7 @@ def crafted_policy() -> dict:
 
     import looptune
     from looptune import cli, search
-    from looptune.policy import load_policy
+    from looptune.agent.policy import load_policy
     from looptune.search.agent import tune
 
     tree = looptune.matmul(32, 32, 32).default_schedule()
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import looptune
     from looptune import fuzz
-    from looptune.fileio import atomic_write_text
+    from looptune.util.fileio import atomic_write_text
 
     report = fuzz.fuzz(args.minutes, args.seed, args.schedules, progress=True)
     bad = bad_inputs()

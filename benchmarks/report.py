@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from looptune.tables import format_table
+from looptune.report.tables import format_table
 
 RESULTS = Path(__file__).parent / "results"
 README = Path(__file__).parent.parent / "README.md"
@@ -26,7 +26,7 @@ def _load(name: str) -> dict | None:
 
 
 def _md(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table of already formatted cells (``looptune.tables`` does the layout)."""
+    """A Markdown table of already formatted cells (``looptune.report.tables`` does the layout)."""
     columns = [(i, h, "") for i, h in enumerate(header)]
     return format_table([dict(enumerate(r)) for r in rows], columns, markdown=True)
 
@@ -188,7 +188,7 @@ def main() -> int:
         return 1
     head, rest = readme.split(BEGIN, 1)
     tail = rest.split(END, 1)[1] if END in rest else rest
-    from looptune.fileio import atomic_write_text
+    from looptune.util.fileio import atomic_write_text
 
     atomic_write_text(README, f"{head}{BEGIN}\n{text}\n{END}{tail}")
     print(f"rewrote the tables in {README}")

@@ -31,8 +31,8 @@ import looptune  # noqa: E402
 from looptune import datasets  # noqa: E402
 from looptune.costmodel import predictor, spearman  # noqa: E402
 from looptune.measure import Measurer  # noqa: E402
+from looptune.report.tables import format_table  # noqa: E402
 from looptune.space import ScheduleSpace  # noqa: E402
-from looptune.tables import format_table  # noqa: E402
 
 
 def walks(bench: datasets.Benchmark, space: ScheduleSpace, rng, n_walks: int, steps: int):

@@ -37,7 +37,7 @@ from looptune.costmodel import ConfigSpace, Evaluator, Outcome, Tuner, spearman 
 from looptune.costmodel._measure import check  # noqa: E402
 from looptune.costmodel.models import Classifier, Regressor  # noqa: E402
 from looptune.measure import Measurer  # noqa: E402
-from looptune.tables import format_table  # noqa: E402
+from looptune.report.tables import format_table  # noqa: E402
 
 TUNERS = ("random", "xgb", "pv", "ml2")
 LABELS = {"random": "random", "xgb": "P only (TVM-style)", "pv": "P+V", "ml2": "P+V+A (ML2)"}

@@ -18,7 +18,7 @@ def convert(src: Path) -> Path:
     import numpy as np
     import torch
 
-    from looptune.policy import load_policy, save_policy
+    from looptune.agent.policy import load_policy, save_policy
 
     old = load_policy(src, trust_pickle=True)
     meta = dict(old.meta)

@@ -9,7 +9,7 @@ import pytest
 from isas import ISA_PARAMS
 
 import looptune
-from looptune.actions import RICH_ACTIONS
+from looptune.space.actions import RICH_ACTIONS
 
 
 def walk(

@@ -17,7 +17,7 @@ import evaluate
 import imitation
 import train
 
-from looptune.policy import load_policy
+from looptune.agent.policy import load_policy
 from looptune.search.agent import tune
 
 
@@ -102,8 +102,8 @@ def test_train_rejects_bad_flags(capsys):
 def test_expert_finds_a_faster_schedule_within_the_episode():
 
     import looptune
-    from looptune.actions import PAPER_ACTIONS
     from looptune.measure import Measurer
+    from looptune.space.actions import PAPER_ACTIONS
 
     m = Measurer()
     tree = looptune.matmul(96, 128, 112).default_schedule()

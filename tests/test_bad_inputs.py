@@ -15,10 +15,10 @@ import pytest
 
 import looptune
 from looptune import cli
-from looptune.commands import load_schedule, save_schedule
+from looptune.cli.commands import load_schedule, save_schedule
 from looptune.envs.looptune_env import LoopTuneEnv
-from looptune.fileio import FileTooLargeError, NotRegularFileError
 from looptune.measure import Measurer
+from looptune.util.fileio import FileTooLargeError, NotRegularFileError
 
 MM = "# matmul m=16 k=4 n=4\n"
 STMT = "  C[m,n] += A[m,k] * B[k,n]\n"
@@ -207,7 +207,7 @@ def test_missing_env_id_fails_before_loading(tmp_path):
     import json
     import shutil
 
-    from looptune.policy import PolicyFormatError, default_policy_path, load_policy
+    from looptune.agent.policy import PolicyFormatError, default_policy_path, load_policy
 
     src = default_policy_path("avx512")
     dst = tmp_path / src.name

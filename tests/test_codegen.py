@@ -13,8 +13,8 @@ import pytest
 from isas import ISA_PARAMS
 
 import looptune
-from looptune.actions import RICH_ACTIONS
-from looptune.reference import check_tree, random_inputs
+from looptune.measure.reference import check_tree, random_inputs
+from looptune.space.actions import RICH_ACTIONS
 
 OPS = [
     looptune.matmul(1, 1, 1),

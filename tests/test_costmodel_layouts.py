@@ -11,7 +11,7 @@ from looptune.costmodel._measure import check
 from looptune.costmodel.features import ROOF_EFFICIENCY, hidden, visible
 from looptune.costmodel.layouts import to_physical, variants
 from looptune.errors import IllegalActionError
-from looptune.schedules import from_steps
+from looptune.space.schedules import from_steps
 
 COMPS = [
     lambda layout: looptune.matmul(37, 50, 70, layout),

@@ -5,7 +5,7 @@ import pytest
 import looptune
 from looptune import search
 from looptune.measure import Measurer
-from looptune.reference import check_tree
+from looptune.measure.reference import check_tree
 
 
 @pytest.mark.parametrize("name", ["ml2", "xgb"])

@@ -9,7 +9,7 @@ from looptune.costmodel import ConfigSpace, Outcome, _measure
 from looptune.costmodel.configspace import CODE_BYTES_CAP, accumulator_limit
 from looptune.costmodel.features import N_HIDDEN, cache_sizes, hidden, visible
 from looptune.errors import CompileError, IllegalActionError
-from looptune.reference import check_tree
+from looptune.measure.reference import check_tree
 
 
 def point(space, **values):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import looptune
-from looptune import graph as lg
+from looptune.space import graph as lg
 
 
 def _split_inner(tree):

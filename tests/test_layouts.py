@@ -11,7 +11,7 @@ import pytest
 from isas import ISA_PARAMS
 
 import looptune
-from looptune.reference import check_tree, expected, random_inputs
+from looptune.measure.reference import check_tree, expected, random_inputs
 
 HOST_LANES = 16 if looptune.host_isa() == "avx512" else 8
 
@@ -156,7 +156,7 @@ def test_set_constant_checks_its_argument() -> None:
     ids=lambda c: c.name,
 )
 def test_hand_tilings_of_new_layouts_match_numpy(comp: looptune.Computation, isa: str) -> None:
-    from looptune.schedules import skinny_tilings, tilings
+    from looptune.space.schedules import skinny_tilings, tilings
 
     trees = tilings(comp, isa)
     assert trees

@@ -19,11 +19,11 @@ from looptune.leaderboard import report, run, suite
 from looptune.leaderboard.entrants import Budget, PluginEntrant, SearchEntrant, deadline
 from looptune.leaderboard.isolation import EntrantCrash, EntrantTimeout, EntrantWorker
 from looptune.measure import Measurer
+from looptune.measure.deadline import DeadlineRunner
 from looptune.measure.isolate import IsolatedRunner
 from looptune.measure.result import MeasureResult, Outcome
 from looptune.measure.run import FakeRunner
 from looptune.search import greedy_search
-from looptune.search.deadline import DeadlineRunner
 
 MM = suite.Entry("mm_test", "matmul", (16, 24, 32), "tiny")
 MM2 = suite.Entry("mm_test", "matmul", (8, 8, 40), "tiny")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import looptune
-from looptune.actions import PAPER_ACTIONS, RICH_ACTIONS
+from looptune.space.actions import PAPER_ACTIONS, RICH_ACTIONS
 
 ALL_ACTIONS = RICH_ACTIONS + ("split_5", "split_17", "split_1000")
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import looptune
-from looptune import schedules, tiler
-from looptune.reference import random_inputs
-from looptune.tile_features import vector_var
+from looptune.agent import tiler
+from looptune.agent.tile_features import vector_var
+from looptune.measure.reference import random_inputs
+from looptune.space import schedules
 
 LANES = int(looptune._core.isa_facts()["lanes"])  # the host's: the "auto" layout follows it
 

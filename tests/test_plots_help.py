@@ -11,7 +11,7 @@ import pytest
 from looptune.cli import build_parser
 
 pytest.importorskip("matplotlib")
-from looptune.plots import plot_eval  # noqa: E402
+from looptune.report.plots import plot_eval  # noqa: E402
 
 ROWS = [
     {"benchmark": b, "search": s, "gflops": g, "seconds": t}
@@ -70,8 +70,8 @@ def test_eval_plot_writes_pngs(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 def test_eval_plot_without_matplotlib_fails_before_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from looptune import evaluate
     from looptune.cli import main
+    from looptune.search import evaluate
 
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if not installed
     monkeypatch.setattr(evaluate, "run_eval", lambda *a, **k: pytest.fail("ran the searches"))

@@ -1,4 +1,4 @@
-"""looptune.policy: loading the shipped policy and tuning with it."""
+"""looptune.agent.policy: loading the shipped policy and tuning with it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 pytest.importorskip("sb3_contrib")
 
 import looptune
-from looptune.actions import PAPER_ACTIONS, RICH_ACTIONS
+from looptune.agent.policy import default_policy_path, load_policy
 from looptune.measure import Measurer
-from looptune.policy import default_policy_path, load_policy
 from looptune.search.agent import rollout, tune
+from looptune.space.actions import PAPER_ACTIONS, RICH_ACTIONS
 
 
 def test_load_policy_missing_file(tmp_path):

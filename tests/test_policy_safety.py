@@ -18,7 +18,7 @@ pytest.importorskip("sb3_contrib")
 
 import looptune
 from looptune import cli, search
-from looptune.policy import (
+from looptune.agent.policy import (
     PolicyFormatError,
     UntrustedPolicyError,
     default_policy_path,

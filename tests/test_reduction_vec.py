@@ -11,7 +11,7 @@ import pytest
 from isas import ISA_PARAMS
 
 import looptune
-from looptune.reference import check_tree, random_inputs
+from looptune.measure.reference import check_tree, random_inputs
 
 LANES = {"avx512": 16, "avx2": 8}
 

@@ -1,9 +1,9 @@
-"""looptune.reference: the PyTorch reference used by the benchmarks."""
+"""looptune.measure.reference: the PyTorch reference used by the benchmarks."""
 
 import pytest
 
 import looptune
-from looptune.reference import torch_gflops
+from looptune.measure.reference import torch_gflops
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ import pytest
 
 import looptune
 from looptune import search
-from looptune.actions import PAPER_ACTIONS, RICH_ACTIONS
 from looptune.measure import Measurer
-from looptune.reference import check_tree
+from looptune.measure.reference import check_tree
 from looptune.search.base import schedule_neighbors
+from looptune.space.actions import PAPER_ACTIONS, RICH_ACTIONS
 
 SEARCH_NAMES = ["random", "greedy1", "greedy2", "beam2dfs", "beam4dfs", "beam2bfs", "beam4bfs"]
 

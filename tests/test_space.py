@@ -68,16 +68,16 @@ def test_observation_matches_graph_features_and_cursor():
     space = ScheduleSpace("paper")
     tree = looptune.matmul(64, 80, 96).default_schedule().down().split(16)
     obs = space.observe(tree)
-    assert obs.shape == (MAX_LOOPS * looptune.graph.FEATURES_PER_LOOP,)
-    np.testing.assert_array_equal(obs, looptune.graph.observation(tree, MAX_LOOPS))
+    assert obs.shape == (MAX_LOOPS * looptune.space.graph.FEATURES_PER_LOOP,)
+    np.testing.assert_array_equal(obs, looptune.space.graph.observation(tree, MAX_LOOPS))
     rows = obs.reshape(MAX_LOOPS, -1)
-    assert rows[:, looptune.graph.CURSOR_COLUMN].tolist() == [0, 1] + [0] * 8
+    assert rows[:, looptune.space.graph.CURSOR_COLUMN].tolist() == [0, 1] + [0] * 8
     assert space.observation_space().contains(obs)
 
 
 def test_shipped_policy_and_env_see_identical_observations():
     pytest.importorskip("sb3_contrib")
-    from looptune.policy import load_policy
+    from looptune.agent.policy import load_policy
     from looptune.search.agent import legal_actions, observe
 
     policy = load_policy()

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from looptune.tables import dumps, format_table, geomean, jsonable
+from looptune.report.tables import dumps, format_table, geomean, jsonable
 
 COLS = [("name", "name", ""), ("g", "GFLOP/s", ".1f"), ("x", "speedup", lambda v: f"{v:.2f}x")]
 ROWS = [{"name": "mm64", "g": 97.123, "x": 1.5}, {"name": "conv1", "g": math.nan}]

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 
 import looptune
-from looptune import datasets, families, tiler
+from looptune import datasets
+from looptune.agent import tiler
+from looptune.agent.policy_io import PolicyFormatError
+from looptune.agent.tile_features import N_FEATURES, tile_features
+from looptune.agent.tiler_policy import TilerPolicy, build_network, load_tiler, save_tiler
+from looptune.datasets import families
 from looptune.measure import FakeRunner, Measurer
-from looptune.policy_io import PolicyFormatError
-from looptune.reference import check_tree
+from looptune.measure.reference import check_tree
 from looptune.search.agent import tiler_search, uses_paper_policy
-from looptune.tile_features import N_FEATURES, tile_features
-from looptune.tiler_policy import TilerPolicy, build_network, load_tiler, save_tiler
 
 
 def test_real_work_datasets_are_fixed_held_out_and_in_range():
@@ -55,7 +57,7 @@ TILE_OCCUPANCY = {"avx512": 6 * 4 / 32 / 4, "avx2": 6 * 8 / 16 / 4}
 def test_features_are_bounded_and_the_register_tile_reads_the_same_at_any_size(isa):
     small, big = looptune.matmul(96, 64, 128), looptune.matmul(96, 4000, 128)
     steps = [("m", 6), ("n", 64), ("k", 1), ("m", 1), ("n", 1)]
-    from looptune.schedules import from_steps
+    from looptune.space.schedules import from_steps
 
     a = tile_features(from_steps(small, steps), isa)
     b = tile_features(from_steps(big, steps), isa)

@@ -7,7 +7,7 @@ import re
 import pytest
 
 import looptune
-from looptune.tiler_policy import DATA_DIR, default_tiler_path, load_tiler, signature_tag
+from looptune.agent.tiler_policy import DATA_DIR, default_tiler_path, load_tiler, signature_tag
 
 ZEN1 = "AuthenticAMD family 23 model 1"
 

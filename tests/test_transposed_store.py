@@ -14,8 +14,8 @@ from isas import ISA_PARAMS
 
 import looptune
 from looptune.fuzz import GuardedArrays
-from looptune.reference import check_tree, expected, random_inputs, reduction_length
-from looptune.schedules import from_steps, tilings
+from looptune.measure.reference import check_tree, expected, random_inputs, reduction_length
+from looptune.space.schedules import from_steps, tilings
 
 # (n, c, h, w, k, r, s, stride, pad, block): odd sizes, every channel block full
 FULL_BLOCKS = [

@@ -42,9 +42,11 @@ def contraction(spec: str, sizes: dict[str, int] | None = None, **kw: int) -> Co
     return _contraction(spec, {**(sizes or {}), **kw})
 
 
+from looptune._compat import install as _install_compat
 from looptune.envs import register_envs
 from looptune.interop import install as _install_interop
 
+_install_compat()
 register_envs()
 _install_interop()
 

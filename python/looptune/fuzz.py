@@ -90,7 +90,7 @@ def random_contraction(rng: random.Random) -> Any:
 
 
 def random_schedule(comp: Any, rng: random.Random) -> Any:
-    from looptune.actions import RICH_ACTIONS
+    from looptune.space.actions import RICH_ACTIONS
 
     tree = comp.default_schedule()
     for _ in range(rng.randint(0, 30)):
@@ -156,7 +156,7 @@ def isas() -> list[str]:
 def run_case(seed: int, index: int, schedules: int) -> dict:
     """Fuzz case ``index`` of ``seed``: returns counts and the first failures."""
     from looptune import LoopTree
-    from looptune.reference import expected, random_inputs, reduction_length
+    from looptune.measure.reference import expected, random_inputs, reduction_length
 
     rng = random.Random(seed * 1_000_003 + index)
     try:
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                   args.max_schedules, progress=True)
     text = json.dumps(asdict(report), indent=1)
     if args.json:
-        from looptune.fileio import atomic_write_text
+        from looptune.util.fileio import atomic_write_text
 
         atomic_write_text(args.json, text + "\n")
     print(text)

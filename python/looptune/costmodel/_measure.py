@@ -73,7 +73,7 @@ def measure(
 
 def check(tree: LoopTree, isa: str, seed: int = 0) -> tuple[bool, str]:
     """Compare ``tree``'s output with numpy's: ``(ok, message)``."""
-    from looptune.reference import check_tree
+    from looptune.measure.reference import check_tree
 
     try:
         result = check_tree(tree, seed=seed, isa=isa)

@@ -36,7 +36,7 @@ from looptune._core import MAX_LOOPS, Computation, LoopTree
 from looptune.costmodel._measure import Outcome
 from looptune.costmodel.layouts import Layout, logical, to_physical, variants
 from looptune.errors import IllegalActionError
-from looptune.schedules import from_steps
+from looptune.space.schedules import from_steps
 
 LANES = {"avx512": 16, "avx2": 8}
 REGISTERS = {"avx512": 32, "avx2": 16}

@@ -24,7 +24,7 @@ import numpy as np
 from looptune._core import LoopTree
 from looptune.costmodel import roofline
 from looptune.costmodel.configspace import LANES, ConfigSpace, accumulator_limit
-from looptune.graph import nest_facts
+from looptune.space.graph import nest_facts
 
 MAX_VARS = 8
 _PER_VAR = 6

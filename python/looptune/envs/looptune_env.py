@@ -17,7 +17,7 @@ from looptune.errors import UnknownBenchmarkError
 from looptune.measure import FakeRunner, Measurer, Outcome
 from looptune.measure import peak_gflops as measured_peak
 from looptune.space import MAX_LOOPS, ScheduleSpace
-from looptune.validate import action_index, finite_positive
+from looptune.util.validate import action_index, finite_positive
 
 FAILURE_REWARD = 0.0  # reward of an action whose schedule fails to measure (state unchanged)
 
@@ -86,7 +86,8 @@ class LoopTuneEnv(gym.Env):
 
     ## Observation Space
     ``observation="box"``: ``Box(-1, 1, (max_loops * 76,), float32)``, the per-loop feature rows
-    of ``looptune.graph``, padded with zero rows. ``observation="dict"``: ``Dict(loops=Box(-1, 1,
+    of ``looptune.space.graph``, padded with zero rows.
+    ``observation="dict"``: ``Dict(loops=Box(-1, 1,
     (max_loops * 16,)), tensors=Box(-1, 1, (max_loops * 60,)), action_mask=Box(0, 1,
     (n_actions,)))`` for ``MultiInputPolicy``. The networkx graph the features come from is
     ``env.unwrapped.graph()`` (and ``info["graph"]`` with ``info_graph=True``).
@@ -248,7 +249,7 @@ class LoopTuneEnv(gym.Env):
         return text
 
     def graph(self) -> nx.DiGraph:
-        """The networkx graph of the current loop nest (see ``looptune.graph.loop_graph``)."""
+        """The networkx graph of the current loop nest (see ``looptune.space.graph.loop_graph``)."""
         if self.tree is None:
             raise gym.error.ResetNeeded("call reset() before graph()")
         return self.space.graph(self.tree)
@@ -280,7 +281,7 @@ class LoopTuneEnv(gym.Env):
         """Replay ``state`` (default the current one) in a fresh env and check it: same schedule
         reached, the kernel matches numpy, and the final GFLOP/s and the return agree with the
         state within ``rel_tolerance`` (timings are noisy; the default allows 20 %)."""
-        from looptune.reference import check_tree
+        from looptune.measure.reference import check_tree
 
         state = self.state if state is None else state
         fresh = Measurer(

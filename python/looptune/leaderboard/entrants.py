@@ -30,7 +30,13 @@ import numpy as np
 from looptune._core import Computation, LoopTree
 from looptune.leaderboard.suite import Entry
 from looptune.measure import Measurer
-from looptune.reference import best_seconds, check_tree, expected, numpy_gflops, random_inputs
+from looptune.measure.reference import (
+    best_seconds,
+    check_tree,
+    expected,
+    numpy_gflops,
+    random_inputs,
+)
 
 FINAL_MIN_TIME = 0.05  # seconds of timing behind every looptune figure in the table
 FINAL_TIMINGS = 2  # best of this many such timings (numpy's single window is 0.2 s)

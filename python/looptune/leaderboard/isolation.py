@@ -8,7 +8,7 @@ next benchmark gets a fresh worker, and the run goes on.
 
 The worker answers with the schedule's text; the parent parses it and times it with the same
 final measurement as every other entrant. A search measures through a
-:class:`looptune.search.deadline.DeadlineRunner`, so a slow measurement cannot carry it past its
+:class:`looptune.measure.deadline.DeadlineRunner`, so a slow measurement cannot carry it past its
 own budget either.
 """
 
@@ -42,7 +42,7 @@ class EntrantCrash(RuntimeError):
 def _searcher(name: str) -> Any:
     from looptune import search
     from looptune.measure import Measurer
-    from looptune.search.deadline import DeadlineRunner
+    from looptune.measure.deadline import DeadlineRunner
 
     fn, runner = search.get(name), DeadlineRunner()
 

@@ -88,7 +88,7 @@ def library_versions() -> dict:
     import numpy
 
     import looptune
-    from looptune.reference import blas_info
+    from looptune.measure.reference import blas_info
 
     out: dict = {"looptune": looptune.__version__, "numpy": numpy.__version__, "blas": blas_info()}
     try:

@@ -28,7 +28,7 @@ import numpy as np
 from looptune._core import cpu_name
 from looptune.leaderboard.entrants import Budget, Entrant, failure_row, make_row
 from looptune.leaderboard.suite import Entry
-from looptune.reference import expected, random_inputs, reduction_length
+from looptune.measure.reference import expected, random_inputs, reduction_length
 
 WORKER = Path(__file__).with_name("tvm_worker.py")
 DEFAULT_RECORDS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "looptune-tvm"

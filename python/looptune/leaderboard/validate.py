@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from looptune._core import LoopTree, parse_computation
 from looptune.leaderboard.entrants import FINAL_MIN_TIME
 from looptune.measure import Measurer
-from looptune.reference import check_tree
+from looptune.measure.reference import check_tree
 
 DEFAULT_TOLERANCE = 0.25  # shared VM: ±5-10% run to run, more on small kernels
 RETIMES = 3  # best of this many separate timings: a neighbour's burst can halve one of them

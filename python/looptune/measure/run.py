@@ -38,7 +38,7 @@ class Budget:
     max_runs: int = 200
 
     def __post_init__(self) -> None:
-        from looptune.validate import check_timing
+        from looptune.util.validate import check_timing
 
         check_timing(self.min_time, self.min_runs, self.max_runs)
 
@@ -56,7 +56,7 @@ class KernelRunner:
     """Compile with :func:`build`, optionally verify against numpy, then time the kernel.
 
     Args:
-        verify: compare the kernel's output with ``looptune.reference`` first; a mismatch is
+        verify: compare the kernel's output with ``looptune.measure.reference`` first; a mismatch is
             ``WRONG_ANSWER`` (costs one numpy evaluation per fresh schedule).
     """
 
@@ -102,7 +102,7 @@ class KernelRunner:
 
 
 def _verify(kernel: _core.Kernel) -> str:
-    from looptune.reference import expected, random_inputs, reduction_length
+    from looptune.measure.reference import expected, random_inputs, reduction_length
 
     comp = kernel.tree.computation
     a, b = random_inputs(comp, 0)

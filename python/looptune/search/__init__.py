@@ -70,7 +70,7 @@ assert set(NAMES) == {*SEARCHES, "agent"}
 def _agent() -> SearchFn:
     """The agent search (imported lazily: it needs torch and the shipped policy)."""
     try:
-        from looptune.policy import load_policy
+        from looptune.agent.policy import load_policy
         from looptune.search.agent import agent_search
 
         load_policy()  # the shipped policy: load it now so a missing file is reported here

@@ -4,7 +4,7 @@ The shipped agent is a set of two policies per ISA, chosen by the computation
 (``uses_paper_policy``): the paper policy (``data/policy_<isa>``) for plain matmuls with every
 dimension in its training range 64..256, and the tiling agent (``tiler_search``,
 ``data/policy_tiler_<isa>``) for every other layer: it scores the rule-generated tile macros
-of the computation (``looptune.tiler``) and times only the best-scored few at full size.
+of the computation (``looptune.agent.tiler``) and times only the best-scored few at full size.
 When no tiling policy is shipped for the ISA, the paper policy tunes everything.
 
 The policy acts on observations only: it is rolled greedily (argmax over the legal actions)
@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from looptune import _core
+from looptune.agent.policy import LoadedPolicy, load_policy
+from looptune.agent.tiler import candidates as tiler_candidates
+from looptune.agent.tiler_policy import TilerPolicy, default_tiler_path, load_tiler
 from looptune.measure import Measurer
-from looptune.policy import LoadedPolicy, load_policy
 from looptune.search.base import BudgetExhausted, SearchResult, Tracker, run_search
 from looptune.space import ScheduleSpace
-from looptune.tiler import candidates as tiler_candidates
-from looptune.tiler_policy import TilerPolicy, default_tiler_path, load_tiler
 
 
 def policy_space(policy: LoadedPolicy) -> ScheduleSpace:
@@ -237,7 +237,7 @@ def agent_search(
     return run_search("agent", tree, measurer, time_budget, measure_budget, body)
 
 
-# The historical name (``looptune.policy.tune`` before the agent moved here).
+# The historical name (``looptune.agent.policy.tune`` before the agent moved here).
 tune = agent_search
 
 __all__ = [

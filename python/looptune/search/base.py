@@ -8,7 +8,7 @@ treat "move the cursor anywhere, then apply one schedule-changing action" as a s
 
 Every measurement goes through a :class:`looptune.measure.Measurer`; only fresh measurements
 (cache misses) count against a measurement budget, and states already timed by anyone sharing
-the cache are free. With a :class:`looptune.search.deadline.DeadlineRunner` the time budget
+the cache are free. With a :class:`looptune.measure.deadline.DeadlineRunner` the time budget
 also holds inside a measurement (a slow one is cut off at the deadline). A failed measurement
 (compile error, runtime error, timeout, ...) scores 0 GFLOP/s, is recorded by the measurer, and
 never stops a search.

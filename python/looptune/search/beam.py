@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from looptune._core import LoopTree
-from looptune.actions import PAPER_ACTIONS
 from looptune.measure import Measurer
 from looptune.search.base import (
     MAX_LOOPS,
@@ -21,6 +20,7 @@ from looptune.search.base import (
     run_search,
     schedule_neighbors,
 )
+from looptune.space.actions import PAPER_ACTIONS
 
 MAX_DEPTH = 10
 

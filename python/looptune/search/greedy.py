@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from looptune._core import LoopTree
-from looptune.actions import PAPER_ACTIONS
 from looptune.measure import Measurer
 from looptune.search.base import (
     MAX_LOOPS,
@@ -20,6 +19,7 @@ from looptune.search.base import (
     run_search,
     schedule_neighbors,
 )
+from looptune.space.actions import PAPER_ACTIONS
 
 
 def _best_first_step(

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from looptune._core import LoopTree
-from looptune.actions import PAPER_ACTIONS
 from looptune.measure import Measurer
 from looptune.search.base import (
     MAX_LOOPS,
@@ -17,6 +16,7 @@ from looptune.search.base import (
     run_search,
 )
 from looptune.space import ScheduleSpace
+from looptune.space.actions import PAPER_ACTIONS
 
 EPISODE_LENGTH = 10  # the environments' default (as in the paper)
 

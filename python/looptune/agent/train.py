@@ -1,6 +1,6 @@
 """Train an SB3 agent (PPO, DQN or sb3-contrib MaskablePPO) on a LoopTune dataset.
 
-    python -m looptune.train --algo maskable_ppo --timesteps 200000 --save runs/mppo/policy
+    python -m looptune.agent.train --algo maskable_ppo --timesteps 200000 --save runs/mppo/policy
     looptune train ...            (the same; agents/train.py is a thin wrapper of this module)
 
 One env per core (SubprocVecEnv), TensorBoard logs under --logdir, checkpoints, and a periodic
@@ -8,7 +8,7 @@ evaluation on held-out (test-split) benchmarks: the policy is rolled greedily fr
 schedule exactly as ``looptune.search.agent.tune`` does, and the mean best GFLOP/s and geomean
 speedup are logged (``eval/``) and the best model so far is kept. The saved policy gets a JSON
 file next to it (command, seed, timesteps, wall time, env id and kwargs, evaluation figures) that
-``looptune.policy.load_policy`` reads.
+``looptune.agent.policy.load_policy`` reads.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from looptune.train_callbacks import TuneEvalCallback, save_policy
+from looptune.agent.train_callbacks import TuneEvalCallback, save_policy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,7 +107,7 @@ def make_vec_env(args: argparse.Namespace):
 
 
 def build_model(args: argparse.Namespace, venv, tb_dir: str):
-    from looptune.policy import algo_class
+    from looptune.agent.policy import algo_class
 
     cls = algo_class(args.algo)
     init_meta = None
@@ -129,7 +129,7 @@ def build_model(args: argparse.Namespace, venv, tb_dir: str):
         common["policy_kwargs"] = {"net_arch": init_meta["network"]["policy_kwargs"]["net_arch"]}
     model = _new_model(cls, args, common)
     if args.init:
-        from looptune.policy_io import load_weights
+        from looptune.agent.policy_io import load_weights
 
         load_weights(model.policy, args.init)
     return model
@@ -137,7 +137,7 @@ def build_model(args: argparse.Namespace, venv, tb_dir: str):
 
 def init_network(args: argparse.Namespace) -> dict:
     """The metadata of the ``--init`` policy (a .safetensors policy of the same algorithm)."""
-    from looptune.policy import load_policy
+    from looptune.agent.policy import load_policy
 
     init = load_policy(args.init)  # refuses pickles; checks the metadata and the tensors
     if init.algo != args.algo:
@@ -167,7 +167,7 @@ def _new_model(cls, args: argparse.Namespace, common: dict):
 
 def command_line(argv: list[str] | None) -> str:
     args = sys.argv[1:] if argv is None else argv
-    return " ".join(["python", "-m", "looptune.train", *(shlex.quote(a) for a in args)])
+    return " ".join(["python", "-m", "looptune.agent.train", *(shlex.quote(a) for a in args)])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
-    from looptune.policy import env_spec
+    from looptune.agent.policy import env_spec
 
     torch.set_num_threads(1)
     run = args.run_name or f"{args.algo}_{args.dataset}_s{args.seed}"
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     meta.update(env_spec(args.env_id, meta["env_kwargs"]))
     if args.init:  # record how the starting policy was made (e.g. the imitation command)
-        from looptune.policy_io import read_meta
+        from looptune.agent.policy_io import read_meta
 
         meta["init"] = read_meta(Path(args.init).with_suffix(".json"))
     evaluator = TuneEvalCallback(

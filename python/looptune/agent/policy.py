@@ -13,10 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from looptune import _core, policy_io
-from looptune.policy_io import PolicyFormatError, UntrustedPolicyError
+from looptune import _core
+from looptune.agent import policy_io
+from looptune.agent.policy_io import PolicyFormatError, UntrustedPolicyError
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 ISAS = ("avx512", "avx2")
 
 ALGOS = ("maskable_ppo", "ppo", "dqn")
@@ -111,7 +112,7 @@ def check_env_id(meta: dict, where: object = "the policy metadata") -> str:
 def load_policy(
     path: str | Path | None = None, isa: str | None = None, trust_pickle: bool = False
 ) -> LoadedPolicy:
-    """Load a policy saved by ``looptune.train`` (default: the one shipped for ``isa``, itself
+    """Load a policy saved by ``looptune.agent.train`` (default: the one shipped for ``isa``, itself
     by default the host's ISA).
 
     A policy is ``NAME.safetensors`` (tensors only) plus ``NAME.json``; the network is rebuilt
@@ -136,7 +137,7 @@ def load_policy(
         )
     if not path.is_file():
         raise FileNotFoundError(
-            f"no trained policy at {path}; train one with `python -m looptune.train --save {path}`"
+            f"no trained policy at {path}; train one with `looptune train --save {path}`"
         )
     mpath = meta_path(path)
     if not mpath.is_file():

@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train", help="train an agent (`looptune train --help` lists its options)"
     )
-    train.add_argument("args", nargs=argparse.REMAINDER, help="options of looptune.train")
+    train.add_argument("args", nargs=argparse.REMAINDER, help="options of looptune.agent.train")
     train.set_defaults(func="train")
     return parser
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _commands():
-    from looptune import commands
+    from looptune.cli import commands
 
     return commands
 

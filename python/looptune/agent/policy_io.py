@@ -10,7 +10,7 @@ A policy is two files with the same stem:
 Loading builds the SB3 policy class named in the JSON (only names in ``POLICY_CLASSES``) with the
 stored shape and copies the tensors in with ``load_state_dict(strict=True)``. Nothing in either
 file is imported, evaluated or unpickled. SB3's own ``.zip`` files contain pickles and are
-loadable only through ``looptune.policy.load_policy(path, trust_pickle=True)``.
+loadable only through ``looptune.agent.policy.load_policy(path, trust_pickle=True)``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from looptune.fileio import atomic_write_bytes, atomic_write_text, read_text_bounded
+from looptune.util.fileio import atomic_write_bytes, atomic_write_text, read_text_bounded
 
 FORMAT = "looptune-policy-v1"
 SUFFIX = ".safetensors"

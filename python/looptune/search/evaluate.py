@@ -17,13 +17,13 @@ from pathlib import Path
 
 from looptune import search as searches_mod
 from looptune._core import Computation
-from looptune.actions import PAPER_ACTIONS
-from looptune.fileio import atomic_open
 from looptune.measure import Measurer
-from looptune.progress import bar as progress_bar
-from looptune.reference import blas_info, numpy_gflops
-from looptune.tables import Column, geomean, write_json
-from looptune.tables import format_table as _format_table
+from looptune.measure.reference import blas_info, numpy_gflops
+from looptune.report.progress import bar as progress_bar
+from looptune.report.tables import Column, geomean, write_json
+from looptune.report.tables import format_table as _format_table
+from looptune.space.actions import PAPER_ACTIONS
+from looptune.util.fileio import atomic_open
 
 SUMMARY_FIELDS = (
     "search",

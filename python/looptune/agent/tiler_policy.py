@@ -1,7 +1,7 @@
 """The tiling agent's policy: a small network scoring tile macros, saved without pickles.
 
     >>> import looptune
-    >>> from looptune.tiler_policy import load_tiler
+    >>> from looptune.agent.tiler_policy import load_tiler
     >>> pol = load_tiler()  # the one shipped for the host ISA  # doctest: +SKIP
     >>> trees, scores = pol.rank(looptune.conv2d(1, 64, 56, 56, 64, 3, 3, 1, 1))  # doctest: +SKIP
 
@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from looptune import _core, policy_io, tiler
-from looptune.policy_io import PolicyFormatError
-from looptune.tile_features import N_FEATURES, tile_features
+from looptune import _core
+from looptune.agent import policy_io, tiler
+from looptune.agent.policy_io import PolicyFormatError
+from looptune.agent.tile_features import N_FEATURES, tile_features
 
 FORMAT = "looptune-tiler-v1"
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 FEATURE_VERSION = 1
 MAX_HIDDEN = 1024
 
@@ -102,7 +103,7 @@ def save_tiler(policy: TilerPolicy, path: str | Path, meta: dict) -> Path:
     """Write ``PATH.safetensors`` and ``PATH.json`` atomically; returns the weights path."""
     from safetensors.torch import save as st_save
 
-    from looptune.fileio import atomic_write_bytes, atomic_write_text
+    from looptune.util.fileio import atomic_write_bytes, atomic_write_text
 
     path = Path(path).with_suffix(policy_io.SUFFIX)
     state = {k: v.detach().cpu().contiguous() for k, v in policy.net.state_dict().items()}

@@ -1,4 +1,5 @@
-"""Reporting helpers shared by the CLI, ``looptune.evaluate``, ``benchmarks/`` and ``agents/``:
+"""Reporting helpers shared by the CLI, ``looptune.search.evaluate``, ``benchmarks/`` and
+``agents/``:
 the geometric mean, one table formatter (plain text or Markdown) and JSON that writes NaN as null.
 """
 
@@ -68,7 +69,7 @@ def dumps(x: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
 
 def write_json(path: str | Path, x: Any, indent: int | None = 2, sort_keys: bool = False) -> Path:
     """Write ``x`` as strict JSON (NaN as null) to ``path`` atomically, creating its folder."""
-    from looptune.fileio import atomic_write_text
+    from looptune.util.fileio import atomic_write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,10 @@ import numpy as np
 from gymnasium import spaces
 
 from looptune import _core
-from looptune import graph as lgraph
-from looptune.actions import action_set
 from looptune.errors import IllegalActionError
-from looptune.validate import check_action_names
+from looptune.space import graph as lgraph
+from looptune.space.actions import action_set
+from looptune.util.validate import check_action_names
 
 MAX_LOOPS: int = _core.DEFAULT_MAX_LOOPS  # the depth cap of envs, searches and agents
 CURSOR_ACTIONS = ("up", "down")
@@ -198,7 +198,7 @@ class ScheduleSpace:
         }
 
     def graph(self, tree: _core.LoopTree) -> nx.DiGraph:
-        """The networkx graph the features come from (``looptune.graph.loop_graph``)."""
+        """The networkx graph the features come from (``looptune.space.graph.loop_graph``)."""
         return lgraph.loop_graph(tree)
 
 

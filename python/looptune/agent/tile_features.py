@@ -1,11 +1,11 @@
-"""Scale-invariant features of a schedule for the tiling agent (``looptune.tiler``).
+"""Scale-invariant features of a schedule for the tiling agent (``looptune.agent.tiler``).
 
 A feature means the same at 64 and at 4096: sizes enter as logarithms, working sets as their
 ratio to the host's cache sizes (``_core.isa_facts()``: L1, L2, L3), register tiles as the
 fraction of the vector register file their accumulators take, vector loops in lanes.
 
     >>> import looptune
-    >>> from looptune.tile_features import tile_features, N_FEATURES
+    >>> from looptune.agent.tile_features import tile_features, N_FEATURES
     >>> x = tile_features(looptune.matmul(512, 512, 512).default_schedule())
     >>> x.shape == (N_FEATURES,)
     True
@@ -32,7 +32,7 @@ from functools import cache
 import numpy as np
 
 from looptune import _core
-from looptune.graph import NestFacts, nest_facts
+from looptune.space.graph import NestFacts, nest_facts
 
 INNER_LOOPS = 14
 LOOP_COLUMNS = 8

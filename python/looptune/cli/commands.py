@@ -10,11 +10,11 @@ from pathlib import Path
 import looptune
 from looptune import search
 from looptune._core import Computation, LoopTree
-from looptune.actions import action_set
-from looptune.fileio import MAX_SCHEDULE_BYTES, atomic_write_text, read_text_bounded
 from looptune.measure import Measurer, best_tree
-from looptune.progress import search_progress
-from looptune.reference import Check, check_tree, numpy_gflops
+from looptune.measure.reference import Check, check_tree, numpy_gflops
+from looptune.report.progress import search_progress
+from looptune.space.actions import action_set
+from looptune.util.fileio import MAX_SCHEDULE_BYTES, atomic_write_text, read_text_bounded
 
 FALLBACK_SEARCH = "greedy2"
 REPORT_MIN_TIME = 0.05  # seconds of timing behind every GFLOP/s figure printed
@@ -124,7 +124,7 @@ def agent_policy(args: argparse.Namespace) -> object | None:
         return None
     if args.search not in (None, "agent"):
         raise ValueError(f"--policy is for the agent search, not --search {args.search}")
-    from looptune.policy import load_policy
+    from looptune.agent.policy import load_policy
 
     return load_policy(path, trust_pickle=getattr(args, "trust_pickle", False))
 
@@ -185,7 +185,13 @@ def show(args: argparse.Namespace) -> int:
 
 
 def eval(args: argparse.Namespace) -> int:
-    from looptune.evaluate import format_table, load_benchmarks, run_eval, summarize, write_outputs
+    from looptune.search.evaluate import (
+        format_table,
+        load_benchmarks,
+        run_eval,
+        summarize,
+        write_outputs,
+    )
 
     names = [s.strip() for s in args.searches.split(",") if s.strip()]
     unknown = [s for s in names if s not in search.NAMES]
@@ -193,7 +199,7 @@ def eval(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown search(es) {unknown}; choose from {', '.join(search.NAMES)}")
     benches = load_benchmarks(args.dataset, args.split, args.limit)
     if args.plot:  # fail before a long run, not after it
-        from looptune.plots import _pyplot
+        from looptune.report.plots import _pyplot
 
         _pyplot()
     try:
@@ -215,7 +221,7 @@ def eval(args: argparse.Namespace) -> int:
     config = {k: v for k, v in vars(args).items() if k != "func"}
     write_outputs(summary, rows, config, args.out, args.csv)
     if args.plot:
-        from looptune.plots import plot_eval
+        from looptune.report.plots import plot_eval
 
         for path in plot_eval(rows, summary, args.plot):
             print(f"wrote {path}", file=sys.stderr)
@@ -228,9 +234,10 @@ def eval(args: argparse.Namespace) -> int:
 
 
 def train_script(argv: list[str]) -> int:
-    """Run the training entry point ``looptune.train`` (a module of the installed package, never
+    """Run the training entry point ``looptune.agent.train`` (a module of the installed package,
+    never
     a script found in the current directory) with ``argv``; return its exit code."""
-    from looptune.train import main as train_main
+    from looptune.agent.train import main as train_main
 
     try:
         train_main(argv)

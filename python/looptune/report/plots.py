@@ -5,7 +5,8 @@
   numpy and the best any search found as horizontal lines.
 
 ``plot_eval(rows, summary, folder)`` writes both from the rows and summary of
-``looptune.evaluate`` (the JSON of ``looptune eval --out`` and ``benchmarks/paper_table.py``).
+``looptune.search.evaluate``
+(the JSON of ``looptune eval --out`` and ``benchmarks/paper_table.py``).
 """
 
 from __future__ import annotations

@@ -9,16 +9,17 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from looptune.fileio import atomic_write_text
+from looptune.util.fileio import atomic_write_text
 
 
 def write_meta(policy_path: Path, meta: dict) -> None:
     """Write ``meta`` next to the policy (atomically), with the ISA and CPU it was trained on
-    (the tilings a policy learns depend on the register file; ``looptune.policy`` picks a policy
+    (the tilings a policy learns depend on the register file;
+    ``looptune.agent.policy`` picks a policy
     by ISA)."""
     import looptune
-    from looptune.fileio import atomic_write_text
-    from looptune.policy import meta_path
+    from looptune.agent.policy import meta_path
+    from looptune.util.fileio import atomic_write_text
 
     meta = {"isa": looptune.host_isa(), "cpu": looptune.cpu_name(), **meta}
     atomic_write_text(meta_path(policy_path), json.dumps(meta, indent=1, sort_keys=True) + "\n")
@@ -31,7 +32,7 @@ def save_policy(model: Any, path: Path, meta: dict) -> Path:
     Resume training from the checkpoints instead (SB3 zips, which keep the optimizer state).
     """
     import looptune
-    from looptune.policy import save_policy as save_safe
+    from looptune.agent.policy import save_policy as save_safe
 
     meta = {"isa": looptune.host_isa(), "cpu": looptune.cpu_name(), **meta}
     return save_safe(model, path, meta)
@@ -69,7 +70,7 @@ def evaluate_trees(policy: Any, trees: list, measurer: Any = None) -> dict:
 
 
 def summarize(rows: list[dict]) -> dict:
-    from looptune.tables import geomean
+    from looptune.report.tables import geomean
 
     n = max(len(rows), 1)
     geo = geomean(r["agent_gflops"] for r in rows)
@@ -110,7 +111,7 @@ class TuneEvalCallback(BaseCallback):
         self.history: list[dict] = []
 
     def evaluate(self, model: Any) -> dict:
-        from looptune.policy import wrap_model
+        from looptune.agent.policy import wrap_model
 
         if self._trees is None:
             self._trees = held_out_trees(self.env_kwargs, self.n_benchmarks)

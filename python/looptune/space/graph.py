@@ -1,6 +1,6 @@
 """The loop nest as a networkx graph, and fixed-shape float32 features derived from it.
 
-    >>> import looptune, looptune.graph as lg
+    >>> import looptune, looptune.space.graph as lg
     >>> tree = looptune.matmul(128, 256, 64).default_schedule()
     >>> g = lg.loop_graph(tree)            # nx.DiGraph: loops, tensors, nesting and access edges
     >>> x = lg.observation(tree)           # float32, shape (max_loops * FEATURES_PER_LOOP,)

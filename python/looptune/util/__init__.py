@@ -1,0 +1,2 @@
+"""Small shared helpers: safe file I/O (:mod:`~looptune.util.fileio`) and argument checks
+(:mod:`~looptune.util.validate`)."""
