@@ -56,6 +56,6 @@ if "$VPY" -m pip show xgboost >/dev/null 2>&1; then
   pip_q uninstall -y "${gone[@]}"
 fi
 
-say "5/5 installing looptune[$EXTRAS] and building its C++ engine (about a minute)"
+say "5/5 installing looptune[$EXTRAS] and building its C++ engine (the longest step)"
 pip_q install --no-build-isolation -e ".[$EXTRAS]"
 say "done in ${SECONDS} s; $VENV takes $(du -sh "$VENV" | cut -f1) on disk"
