@@ -9,14 +9,17 @@ BUILD_INPUTS := pyproject.toml CMakeLists.txt scripts/install_deps.sh $(shell fi
 
 .PHONY: deps dev test bench demo clean-venv
 
+# The installer announces each of its steps itself ("[looptune setup] 3/5 ..."), so make's
+# echo of the command is left out.
 $(STAMP): $(BUILD_INPUTS)
-	PY=$(PY) VENV=$(VENV) bash scripts/install_deps.sh
-	touch $@
+	@PY=$(PY) VENV=$(VENV) bash scripts/install_deps.sh
+	@touch $@
 
 deps dev: $(STAMP)  ## venv + system and Python dependencies + the engine (idempotent)
 
+# -rs names every skipped test with its reason (on a CPU with AVX-512, nothing is skipped)
 test: $(STAMP)  ## the test suite (slow tests are deselected by default; `-m slow` runs them)
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -rs
 
 bench: $(STAMP)  ## every benchmark, one after another
 	$(VPY) benchmarks/codegen.py
