@@ -10,8 +10,8 @@ One record per line::
 
 Records are keyed by ``cpu_signature`` (vendor, family and model from CPUID: the
 microarchitecture) and ``isa``; the brand string ``cpu`` is kept for people. A record written
-before ``cpu_signature`` existed counts as this CPU's when its brand string is this CPU's
-(:func:`same_cpu`).
+before ``cpu_signature`` existed is nobody's (a brand string such as "AMD EPYC" names Zen 1 and
+Zen 4 alike): :func:`migrate` tags such a file with the signature of the CPU that measured it.
 
 Appends are one ``write`` of one line on a file opened with ``O_APPEND`` under an exclusive
 ``fcntl`` lock, so two processes appending to the same file never interleave lines. Reading
@@ -54,11 +54,36 @@ def host_cpu() -> tuple[str, str]:
     return _core.cpu_signature(), _core.cpu_name()
 
 
-def same_cpu(rec: dict, signature: str, brand: str) -> bool:
-    """True when ``rec`` was measured on a CPU with ``signature`` (an old record without one:
-    when its brand string is ``brand``)."""
-    sig = rec.get("cpu_signature")
-    return sig == signature if sig is not None else rec.get("cpu") == brand
+def same_cpu(rec: dict, signature: str, brand: str = "") -> bool:
+    """True when ``rec`` was measured on a CPU with ``signature``. A record without one (written
+    before signatures existed) never matches: its brand string does not name a
+    microarchitecture (see :func:`migrate`). ``brand`` is unused, kept for callers."""
+    del brand
+    return rec.get("cpu_signature") == signature
+
+
+def migrate(path: str | os.PathLike, signature: str) -> int:
+    """Tag every record of ``path`` that has no ``cpu_signature`` with ``signature`` (the CPUID
+    signature of the CPU that measured them, e.g. ``"AuthenticAMD family 25 model 17"``), in
+    place and atomically. Returns how many records were tagged; malformed lines are kept."""
+    from looptune.util.fileio import atomic_write_text
+
+    if not isinstance(signature, str) or " family " not in signature:
+        raise ValueError(f"expected a CPU signature like 'AuthenticAMD family 25 model 17', "
+                         f"got {signature!r}")
+    lines, n = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                lines.append(line.rstrip("\n"))
+                continue
+            if isinstance(rec, dict) and "cpu_signature" not in rec:
+                rec["cpu_signature"], n = signature, n + 1
+            lines.append(json.dumps(rec))
+    atomic_write_text(path, "".join(x + "\n" for x in lines))
+    return n
 
 
 def make_record(
