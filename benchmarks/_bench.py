@@ -4,7 +4,6 @@ Tables, geomeans and JSON come from ``looptune.report.tables``."""
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -22,19 +21,21 @@ def strip_openblas_env() -> None:
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
-def environment() -> dict:
-    """What the run measured on: CPU, ISA, numpy's BLAS kernel, unset variables."""
-    import looptune
+def environment(peak: bool = True) -> dict:
+    """What the run measured on, recorded by every benchmark's result file: CPU name, CPU
+    signature (vendor/family/model), ISA, the peak measured in this run, library versions
+    (numpy and its BLAS, PyTorch, looptune's git revision), the command line, the timing the
+    harness reports (``looptune.measure.harness.run_metadata``), and the OpenBLAS variables
+    unset for the run. A benchmark that reports in-C++ timings says so in its own JSON."""
+    from looptune.measure.harness import run_metadata
+
+    return {**run_metadata(peak=peak), "blas": _blas(), "unset_env": os.environ.get(_MARK, "")}
+
+
+def _blas() -> dict:
     from looptune.measure.reference import blas_info
 
-    return {
-        "cpu": looptune.cpu_name(),
-        "cpu_signature": looptune.cpu_signature(),
-        "isa": looptune.host_isa(),
-        "python": platform.python_version(),
-        "blas": blas_info(),
-        "unset_env": os.environ.get(_MARK, ""),
-    }
+    return blas_info()
 
 
 def host_results() -> Path:

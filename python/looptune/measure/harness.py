@@ -333,3 +333,63 @@ def torch_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+# ------------------------------------------------------------------------ run metadata
+
+
+def library_versions() -> dict:
+    """numpy (and the BLAS it uses, via threadpoolctl), PyTorch if importable, looptune's
+    version and git revision (of the checkout it runs from; None outside a git checkout)."""
+    import importlib.metadata as md
+
+    import looptune
+    from looptune.measure.reference import blas_info
+
+    out: dict = {"numpy": np.__version__, "blas": blas_info()}
+    try:
+        out["torch"] = md.version("torch")
+    except md.PackageNotFoundError:
+        out["torch"] = None
+    out["looptune"] = getattr(looptune, "__version__", None)
+    out["looptune_git"] = git_revision()
+    return out
+
+
+def git_revision() -> str | None:
+    """``git describe --always --dirty`` of the checkout this looptune runs from, or None."""
+    import subprocess
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    try:
+        res = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                             cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def run_metadata(peak: bool = True, isa: str | None = None) -> dict:
+    """What every result file records about its run: CPU name, CPU signature (vendor, family,
+    model: the microarchitecture), ISA, the measured peak in this run (``peak``), library
+    versions, the command line and the timing this harness reports."""
+    import os
+    import platform
+
+    import looptune
+
+    isa = isa or looptune.host_isa()
+    meta = {
+        "cpu": looptune.cpu_name(),
+        "cpu_signature": looptune.cpu_signature(),
+        "isa": isa,
+        "peak_gflops": looptune.measure_peak_gflops(isa) if peak else None,
+        "python": platform.python_version(),
+        "versions": library_versions(),
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "threads": THREADS,
+        "timing": TIMING,
+        "load_avg": list(os.getloadavg()),
+    }
+    return meta
