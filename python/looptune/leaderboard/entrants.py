@@ -27,8 +27,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from looptune._core import Computation, LoopTree
 from looptune.leaderboard.suite import Entry
 from looptune.measure import harness

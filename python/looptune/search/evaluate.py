@@ -17,8 +17,7 @@ from pathlib import Path
 
 from looptune import search as searches_mod
 from looptune._core import Computation
-from looptune.measure import Measurer
-from looptune.measure import harness
+from looptune.measure import Measurer, harness
 from looptune.measure.reference import blas_info, check_tree, numpy_gflops
 from looptune.report.progress import bar as progress_bar
 from looptune.report.tables import Column, geomean, write_json
