@@ -192,10 +192,15 @@ def _result(ret: object, out: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------- entrants
 
 
-def kernel_entrant(kernel: Kernel) -> Factory:
-    """A compiled looptune kernel, called as a user calls it: ``kernel(a, b, out=out)``."""
+def kernel_entrant(kernel: Kernel, prepacked: bool = False) -> Factory:
+    """A compiled looptune kernel, called as a user calls it: ``kernel(a, b, out=out)``; with
+    ``prepacked`` the constant operand is set once (``kernel.set_constant(b)``, packed) and
+    each call is ``kernel(a, out=out)``."""
 
     def factory(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> Callable[[], object]:
+        if prepacked:
+            kernel.set_constant(b)
+            return lambda: kernel(a, out=out)
         return lambda: kernel(a, b, out=out)
 
     return factory
@@ -297,12 +302,15 @@ def time_kernel(
     min_time: float = MIN_TIME,
     min_runs: int = MIN_RUNS,
     check: bool = True,
+    prepacked: bool = False,
 ) -> Timing:
-    """A looptune schedule (compiled for ``isa``) or kernel, timed as a user calls it."""
+    """A looptune schedule (compiled for ``isa``) or kernel, timed as a user calls it
+    (``prepacked``: the constant operand set once, see :func:`kernel_entrant`)."""
     kernel = tree_or_kernel.compile(isa) if isinstance(tree_or_kernel, LoopTree) else tree_or_kernel
-    return time_entrant(kernel.tree.computation, kernel_entrant(kernel), name,
+    return time_entrant(kernel.tree.computation, kernel_entrant(kernel, prepacked), name,
                         min_time=min_time, min_runs=min_runs, check=check,
-                        note="kernel(a, b, out=)")
+                        note="kernel(a, out=) after set_constant(b)" if prepacked
+                        else "kernel(a, b, out=)")
 
 
 def time_numpy(comp: Computation, min_time: float = MIN_TIME, min_runs: int = MIN_RUNS,
