@@ -5,10 +5,13 @@
 Each kernel (the base schedule and the best hand tiling of a few leaderboard-sized matmuls and
 a conv) is timed ``--repeats`` times exactly as a leaderboard row is (best of
 ``FINAL_TIMINGS`` harness timings of ``FINAL_MIN_TIME`` s, ``looptune.leaderboard.entrants``),
-and as ``--validate`` replays it (best of ``RETIMES``). The noise of a kernel is the largest
-ratio of one recorded figure to one replayed figure of the same kernel; the margin is the
-largest such ratio over all kernels, rounded up to a whole percent. Writes
-``benchmarks/results/<isa>_<cpu>/timing_noise.json`` (harness timing).
+and as ``--validate`` replays it (best of ``RETIMES``). A record and its replay come from
+different processes, often hours apart, so every invocation of this script is one more
+process: its figures are appended to the results file and the noise is taken over all the
+invocations recorded there (run it a few times, at different moments). The noise of a kernel
+is the largest ratio of one recorded figure to one replayed figure of the same kernel, any
+processes; the margin is the largest such ratio over all kernels, rounded up to a whole
+percent. Writes ``benchmarks/results/<isa>_<cpu>/timing_noise.json`` (harness timing).
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from _bench import environment, host_results, strip_openblas_env, write_json
 strip_openblas_env()
 
 import argparse
+import json
 import math
+import os
+import time
 
 import looptune
 from looptune.leaderboard.entrants import FINAL_MIN_TIME, FINAL_TIMINGS
@@ -40,47 +46,58 @@ def figure(kernel: looptune.Kernel, best_of: int) -> float:
 
 
 def best_tiling(comp: looptune.Computation) -> looptune.LoopTree:
-    return max(tilings(comp), key=lambda t: t.compile().benchmark(0.005).gflops)
+    return max(tilings(comp, looptune.host_isa()),
+               key=lambda t: t.compile().benchmark(0.005).gflops)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="two kernels, 4 repeats")
+    p.add_argument("--fresh", action="store_true", help="forget the runs already recorded")
     args = p.parse_args()
     comps = [looptune.matmul(*s) for s in SHAPES]
     comps.append(looptune.conv2d(1, 256, 14, 14, 256, 3, 3, stride=1, pad=1))
     repeats = args.repeats
     if args.quick:
         comps, repeats = comps[:2], 4
-    rows = []
+    path = host_results() / "timing_noise.json"
+    runs = json.loads(path.read_text())["runs"] if path.is_file() and not args.fresh else []
+    figures = {}
     for comp in comps:
         for label, tree in (("base", comp.default_schedule()), ("tiled", best_tiling(comp))):
             kernel = tree.compile()
-            rec = [figure(kernel, FINAL_TIMINGS) for _ in range(repeats)]
-            rep = [figure(kernel, RETIMES) for _ in range(repeats)]
-            rows.append({"kernel": f"{comp.name} {label}", "flops": comp.flops,
-                         "recorded_min": min(rec), "recorded_max": max(rec),
-                         "replayed_min": min(rep), "replayed_max": max(rep),
-                         "worst_ratio": max(rec) / min(rep), "recorded": rec, "replayed": rep})
-            print(f"  {rows[-1]['kernel']}: worst record/replay {rows[-1]['worst_ratio']:.3f}",
-                  file=sys.stderr)
+            figures[f"{comp.name} {label}"] = {
+                "recorded": [figure(kernel, FINAL_TIMINGS) for _ in range(repeats)],
+                "replayed": [figure(kernel, RETIMES) for _ in range(repeats)],
+            }
+    runs.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "load_avg": list(os.getloadavg()), "repeats": repeats, "figures": figures})
+    rows = []
+    for kernel in figures:
+        rec = [g for r in runs if kernel in r["figures"] for g in r["figures"][kernel]["recorded"]]
+        rep = [g for r in runs if kernel in r["figures"] for g in r["figures"][kernel]["replayed"]]
+        rows.append({"kernel": kernel, "recorded_min": min(rec), "recorded_max": max(rec),
+                     "replayed_min": min(rep), "replayed_max": max(rep),
+                     "worst_ratio": max(rec) / min(rep), "processes": sum(
+                         kernel in r["figures"] for r in runs)})
     worst = max(r["worst_ratio"] for r in rows)
     margin = math.ceil((worst - 1) * 100) / 100
     print(format_table(rows, [("kernel", "kernel", "s"), ("recorded_min", "rec min", ".1f"),
                               ("recorded_max", "rec max", ".1f"),
                               ("replayed_min", "replay min", ".1f"),
                               ("replayed_max", "replay max", ".1f"),
-                              ("worst_ratio", "worst rec/replay", ".3f")]))
+                              ("worst_ratio", "worst rec/replay", ".3f"),
+                              ("processes", "runs", "d")]))
     print(f"\nlargest record/replay ratio {worst:.3f}: margin {margin:.0%} "
           f"(--validate uses {DEFAULT_TOLERANCE:.0%})")
     path = write_json("timing_noise", {
         "environment": environment(),
-        "method": f"{repeats} records (best of {FINAL_TIMINGS}) and {repeats} replays (best of "
-                  f"{RETIMES}) of {FINAL_MIN_TIME} s harness timings per kernel; worst ratio "
-                  "of a record to a replay of the same kernel",
+        "method": f"per run (process): repeats x records (best of {FINAL_TIMINGS}) and replays "
+                  f"(best of {RETIMES}) of {FINAL_MIN_TIME} s harness timings per kernel; worst "
+                  "ratio of a record to a replay of the same kernel over all runs",
         "worst_ratio": worst, "margin": margin, "validate_tolerance": DEFAULT_TOLERANCE,
-        "rows": rows}, host_results())
+        "rows": rows, "runs": runs}, host_results())
     print(f"wrote {path}")
 
 
