@@ -18,9 +18,10 @@ from looptune.measure.reference import expected, random_inputs
 MIN_TIME = 0.03
 
 
-def _kernel(n: int = 64) -> looptune.Kernel:
-    # 64^3: ~5-10 µs a call, so a Python lambda (~0.1 µs) is noise but the binding's per-call
-    # cost (a few µs) is not: timing the kernel alone (in C++) would differ by well over 1.33x
+def _kernel(n: int = 16) -> looptune.Kernel:
+    # 16^3: ~0.3 µs a call, most of it the call itself, so timing the kernel alone (in C++, a
+    # special path) reads ~4x faster, while one more Python frame (the plain callable's
+    # lambda, ~0.03 µs) stays well inside the tolerance (measured: ratio ~0.91)
     return looptune.matmul(n, n, n).default_schedule().compile()
 
 
