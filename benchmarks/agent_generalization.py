@@ -50,6 +50,7 @@ KIND = {"mm_real": "matmul", "bmm_real": "matmul", "conv2d_cnn": "conv",
 # Results are kept per host (ISA and microarchitecture): benchmarks/results/<isa>_<cpu tag>/
 HOST = host_results()
 SEARCH_CACHE = HOST / "agent_generalization_search.json"
+SUFFIX = ""  # "_quick" for --quick runs: they never replace the full results
 
 
 def suite(name: str, per_suite: int) -> list[tuple[str, looptune.Computation]]:
@@ -197,7 +198,7 @@ def final_part(name: str, items: list, seconds: float, min_time: float, rounds: 
     data = {"environment": environment(), "timing": harness.TIMING,
             "search_seconds": seconds, "min_time": min_time, "rounds": rounds,
             "summary": summary, "rows": rows}
-    write_json(f"agent_generalization_{name}", data, HOST)
+    write_json(f"agent_generalization_{name}{SUFFIX}", data, HOST)
     print(json.dumps(summary, indent=1))
 
 
@@ -258,7 +259,10 @@ def main() -> None:
                    help="2 benchmarks per suite, 10 s searches, 0.1 s final timings")
     args = p.parse_args()
     if args.quick:
+        global SEARCH_CACHE, SUFFIX
         args.per_suite, args.search_seconds, args.min_time = 2, 10.0, 0.1
+        SUFFIX = "_quick"
+        SEARCH_CACHE = HOST / "agent_generalization_search_quick.json"
     if args.part == "report":
         return report()
     if args.suite is None:
