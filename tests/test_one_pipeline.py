@@ -233,7 +233,7 @@ def test_measure_result_failure_of_new_outcomes():
     assert not r.ok and r.gflops == 0.0
 
 
-def test_tvm_records_keyed_by_signature_read_old_brand_keyed_lines(tmp_path):
+def test_tvm_records_keyed_by_signature_not_by_brand(tmp_path):
     import sys
 
     from looptune.leaderboard import suite, tvm_entrant
@@ -241,11 +241,9 @@ def test_tvm_records_keyed_by_signature_read_old_brand_keyed_lines(tmp_path):
     entry = suite.Entry("mm_test", "matmul", (16, 24, 32), "tiny")
     ent = tvm_entrant.TVMEntrant(sys.executable, trials=8, records=tmp_path)
     key = ent._key(entry)
-    assert key[1] == _core.cpu_signature()
-    old = [key[0], _core.cpu_name(), 8]
+    assert key[1] == _core.cpu_signature() and key[2] == _core.host_isa()
+    old = [key[0], _core.cpu_name(), 8]  # keyed by the brand string, before signatures
     (tmp_path / "records.jsonl").write_text(json.dumps({"key": old, "gflops": 3.0}) + "\n")
-    assert ent._record(key)["gflops"] == 3.0
-    (tmp_path / "records.jsonl").write_text(
-        json.dumps({"key": [key[0], "another CPU", 8], "gflops": 3.0}) + "\n"
-    )
     assert ent._record(key) is None
+    (tmp_path / "records.jsonl").write_text(json.dumps({"key": list(key), "gflops": 4.0}) + "\n")
+    assert ent._record(key)["gflops"] == 4.0

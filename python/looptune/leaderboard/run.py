@@ -71,12 +71,15 @@ def run_leaderboard(
 
 
 def machine_info() -> dict:
-    from looptune._core import cpu_name, host_isa
-    from looptune.measure import peak_gflops
+    from looptune._core import cpu_name, cpu_signature, host_isa
+    from looptune.measure import harness, peak_gflops
 
     isa = os.environ.get("LOOPTUNE_ISA") or host_isa()
     return {
         "cpu": cpu_name(),
+        "cpu_signature": cpu_signature(),  # vendor/family/model: the microarchitecture
+        "command": " ".join(sys.argv),
+        "timing": harness.TIMING,
         "isa": isa,
         "peak_gflops": peak_gflops(isa),
         "host": platform.node(),
