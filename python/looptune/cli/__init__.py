@@ -46,7 +46,17 @@ def _size(text: str) -> tuple[str, int]:
     return name, _positive_int(value)
 
 
-_FMT = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after an option's help, except for flags and where the default is
+    None: there the help itself says what is used (never "(default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
+_FMT = {"formatter_class": _HelpFormatter}
 
 
 def _layout_option(p: argparse.ArgumentParser, blocked: str) -> None:
@@ -66,7 +76,8 @@ def _tune_options() -> argparse.ArgumentParser:
         "--search",
         choices=search.NAMES,
         default=None,
-        help="search to run (None: the shipped agent, or greedy2 if its policy is missing)",
+        help="search to run (default: the shipped agent, which runs without torch; greedy2 if "
+        "its policy cannot be loaded)",
     )
     g.add_argument(
         "--time-budget",
@@ -80,7 +91,7 @@ def _tune_options() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="at most N fresh measurements (None: unlimited)",
+        help="at most N fresh measurements (default: unlimited)",
     )
     g.add_argument(
         "--actions",
@@ -105,7 +116,10 @@ def _tune_options() -> argparse.ArgumentParser:
 def _policy_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("policy (the agent search)")
-    g.add_argument("--policy", default=None, metavar="FILE", help="a .safetensors policy")
+    g.add_argument(
+        "--policy", default=None, metavar="FILE",
+        help="a .safetensors policy (default: the one shipped for this CPU)",
+    )
     g.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -196,7 +210,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="at most N fresh measurements per search and benchmark (None: unlimited)",
+        help="at most N fresh measurements per search and benchmark (default: unlimited)",
     )
     p.add_argument(
         "--actions", choices=("paper", "rich"), default="paper", help="action set of the searches"
