@@ -300,13 +300,16 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
         description="Run the leaderboard suite (or validate / merge result files).",
     )
     p.add_argument("--part", action="append", help="suite part (repeatable; default all)")
-    p.add_argument("--quick", action="store_true", help="the quick subset of each part")
+    p.add_argument("--quick", action="store_true",
+                   help="a run of about a minute: the quick subset of each part (6 benchmarks), "
+                   "--budget 1 and --searches base,greedy2,agent unless given")
     p.add_argument("--benchmarks", default=None, metavar="NAMES",
                    help="only these comma-separated benchmarks of the selected parts")
     p.add_argument("--searches", default=None,
-                   help="comma-separated, or 'none' (default: every search)")
-    p.add_argument("--budget", type=_nonneg_float, default=10.0, metavar="SECONDS",
-                   help="tuning time per benchmark per entrant (default 10)")
+                   help="comma-separated, or 'none' (default: every search; with --quick "
+                   "base,greedy2,agent)")
+    p.add_argument("--budget", type=_nonneg_float, default=None, metavar="SECONDS",
+                   help="tuning time per benchmark per entrant (default 10; 1 with --quick)")
     p.add_argument("--entrant", action="append", default=[], metavar="MODULE:ATTR",
                    help="a plug-in tuner: tune(computation, budget) -> LoopTree (repeatable)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
