@@ -67,7 +67,9 @@ def test_training_without_the_rl_extra_names_it(capsys, monkeypatch):
 
     for name in ("looptune.agent.train", "looptune.agent.train_callbacks"):
         monkeypatch.delitem(sys.modules, name, raising=False)
-    monkeypatch.setitem(sys.modules, "stable_baselines3", None)
+    blocked = ("stable_baselines3", "sb3_contrib")  # and every submodule already imported
+    for name in [m for m in sys.modules if m.split(".")[0] in blocked] + list(blocked):
+        monkeypatch.setitem(sys.modules, name, None)
     assert main(["train", "--timesteps", "10"]) == 1
     assert "pip install 'looptune[rl]'" in capsys.readouterr().err
 
