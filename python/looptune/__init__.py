@@ -50,6 +50,17 @@ _install_compat()
 register_envs()
 _install_interop()
 
+
+
+def __getattr__(name: str):  # lazy: ``import looptune`` never imports torch
+    if name == "compile":
+        from looptune.model import compile as compile_model
+
+        globals()["compile"] = compile_model
+        return compile_model
+    raise AttributeError(f"module 'looptune' has no attribute {name!r}")
+
+
 __all__ = [
     "BufferTooLargeError",
     "CompileError",
@@ -62,6 +73,7 @@ __all__ = [
     "TimingResult",
     "UnknownBenchmarkError",
     "batch_matmul",
+    "compile",
     "contraction",
     "conv2d",
     "cpu_name",

@@ -1,0 +1,287 @@
+"""Whole PyTorch models: ``looptune.compile(model, example_inputs)`` and the ``"looptune"``
+``torch.compile`` backend.
+
+    >>> import torch, looptune
+    >>> from looptune.model.zoo import resnet18
+    >>> model = resnet18().eval()
+    >>> x = torch.randn(1, 3, 224, 224)
+    >>> fast = looptune.compile(model, x)            # doctest: +SKIP
+    >>> torch.testing.assert_close(fast(x), model(x), rtol=1e-3, atol=1e-3)  # doctest: +SKIP
+    >>> print(fast.summary)                          # doctest: +SKIP
+    looptune: 20 conv2d, 1 linear (fused: 12 bias+relu, 8 bias, ...); torch: 1 maxpool2d, ...
+
+The pipeline: capture (``torch.fx``), BatchNorm folding, lowering of conv2d / linear /
+matmul / bmm with their bias, residual add and ReLU / ReLU6 / GELU into the kernel's store
+(the engine's epilogue), tuning of each distinct layer (``looptune.model.tune``; records make a
+second compile measure nothing), weights packed once, one buffer pool for intermediates.
+Everything else runs as the torch op it was. The compiled module is for inference: it runs
+without autograd (see :class:`CompiledModel` for what it refuses and when it recompiles).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+import looptune
+from looptune.errors import LoopTuneError
+from looptune.measure import RecordStore
+from looptune.model.capture import propagate_shapes, trace
+from looptune.model.lower import Layer, Lowering
+from looptune.model.runtime import LoopOp, plan_buffers, rewrite
+from looptune.model.tune import DEFAULT_LAYER_BUDGET, TuneStats, default_records, tune
+
+
+class ModelInputError(LoopTuneError, TypeError):
+    """An input the compiled model does not take: not a tensor, not float32, not on the CPU,
+    or requiring grad under grad mode."""
+
+
+class TrainingModeError(LoopTuneError, RuntimeError):
+    """A model in training mode (``model.eval()`` first: BatchNorm folding and every fused
+    kernel assume inference)."""
+
+
+def engine_features() -> dict[str, bool]:
+    """What the engine build computes: ``epilogue`` (bias / residual / activation fused in the
+    store) and ``groups`` (grouped and depthwise conv2d)."""
+    feats = {}
+    try:
+        looptune.matmul(4, 4, 4, epilogue="bias+add+relu")
+        feats["epilogue"] = True
+    except TypeError:
+        feats["epilogue"] = False
+    try:
+        looptune.conv2d(1, 4, 4, 4, 4, 1, 1, groups=2)
+        feats["groups"] = True
+    except TypeError:
+        feats["groups"] = False
+    return feats
+
+
+def computation(layer: Layer, layout: str = "auto", epilogue: str = "") -> looptune.Computation:
+    """The looptune computation of ``layer`` (with ``epilogue`` in its store when given)."""
+    d = layer.dims
+    kw: dict[str, Any] = {"epilogue": epilogue} if epilogue else {}
+    if layer.kind == "conv2d":
+        if d["groups"] != 1:
+            kw["groups"] = d["groups"]
+        return looptune.conv2d(d["n"], d["c"], d["h"], d["w"], d["k"], d["r"], d["s"],
+                               stride=d["stride"], pad=d["pad"], layout=layout, **kw)
+    if layer.kind in ("linear", "matmul"):
+        return looptune.matmul(d["m"], d["k"], d["n"], **kw)
+    return looptune.batch_matmul(d["b"], d["m"], d["k"], d["n"], **kw)
+
+
+@dataclass
+class Plan:
+    """What a compile did: the layers, the tuning, the pool, the summary line."""
+
+    layers: list[Layer]
+    tune_stats: TuneStats
+    pool: dict
+    summary: str
+    fused: bool
+    seconds: float = 0.0  # the whole compile
+    torch_ops: Counter = field(default_factory=Counter)
+
+
+def _torch_op_name(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    if node.op == "call_module":
+        mod = gm.get_submodule(str(node.target))
+        return None if isinstance(mod, LoopOp) else type(mod).__name__.lower()
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", str(node.target))
+        return None if name in ("getitem", "getattr") else name
+    if node.op == "call_method":
+        return None if node.target in ("size", "dim") else str(node.target)
+    return None
+
+
+def summarize(gm: fx.GraphModule, layers: list[Layer], fused: bool) -> tuple[str, Counter]:
+    """The one-line summary: which ops ran where, and what the kernels fused."""
+    ops = Counter(layer.op_name for layer in layers)
+    epi = Counter(layer.epilogue for layer in layers if layer.epilogue)
+    bn = sum(layer.bn_folded for layer in layers)
+    torch_ops = Counter(n for n in (_torch_op_name(gm, node) for node in gm.graph.nodes) if n)
+    lt = ", ".join(f"{v} {k}" for k, v in ops.items()) or "nothing"
+    extras = [f"{v} {k}" for k, v in sorted(epi.items(), key=lambda kv: -kv[1])]
+    how = "fused" if fused else "unfused, by torch"
+    if extras:
+        lt += f" ({how}: {', '.join(extras)}"
+        lt += f"; {bn} batchnorm folded)" if bn else ")"
+    elif bn:
+        lt += f" ({bn} batchnorm folded)"
+    tt = ", ".join(f"{v} {k}" for k, v in torch_ops.most_common()) or "nothing"
+    return f"looptune: {lt}; torch: {tt}", torch_ops
+
+
+def lower_graph(
+    gm: fx.GraphModule,
+    constants: dict | None = None,
+    *,
+    records: Any = None,
+    search: str = "agent",
+    fuse: bool = True,
+    layout: str = "auto",
+    layer_budget: float = DEFAULT_LAYER_BUDGET,
+    quiet: bool = False,
+) -> Plan:
+    """Lowers ``gm`` (shapes propagated) in place: match, tune, pack, rewrite, pool."""
+    t0 = time.perf_counter()
+    feats = engine_features()
+    fused = fuse and feats["epilogue"]
+    layers = Lowering(gm, constants, groups_ok=feats["groups"]).layers()
+    comps = [computation(la, layout, la.epilogue if fused else "") for la in layers]
+    trees, stats = tune(comps, records, search, layer_budget, quiet)
+    kernels: dict[str, looptune.Kernel] = {}
+    ops = []
+    for layer, comp in zip(layers, comps):
+        h = comp.header()
+        if h not in kernels:
+            kernels[h] = trees[h].compile()
+        # a kernel holds one constant operand: layers of one shape share code, not weights
+        kernel = kernels[h] if layer.kind in ("matmul", "bmm") else trees[h].compile()
+        ops.append(LoopOp(layer, kernel, fused))
+    nodes = rewrite(gm, layers, ops)
+    pool = plan_buffers(gm, nodes)
+    summary, torch_ops = summarize(gm, layers, fused)
+    return Plan(layers, stats, pool, summary, fused, time.perf_counter() - t0, torch_ops)
+
+
+def _check_inputs(args: tuple) -> None:
+    for i, x in enumerate(args):
+        if not isinstance(x, torch.Tensor):
+            raise ModelInputError(f"input {i} is a {type(x).__name__}, not a torch.Tensor")
+        if x.device.type != "cpu":
+            raise ModelInputError(f"input {i} is on {x.device}; looptune runs on the CPU")
+        if x.dtype != torch.float32:
+            raise ModelInputError(f"input {i} has dtype {x.dtype}; looptune computes float32")
+        if x.requires_grad and torch.is_grad_enabled():
+            raise ModelInputError(
+                f"input {i} requires grad: the compiled model records no autograd graph; "
+                "run it under torch.no_grad() / torch.inference_mode(), or detach the input")
+
+
+class CompiledModel(nn.Module):
+    """A model compiled by :func:`compile`: ``forward`` computes what the model computes.
+
+    - Inputs must be float32 CPU tensors (else :class:`ModelInputError`); an input that
+      requires grad under grad mode raises too (nothing is differentiated here).
+    - The compiled model is an inference model: ``.train()`` makes calls raise
+      :class:`TrainingModeError`.
+    - A new input shape compiles the model again for it (with a ``RuntimeWarning``; the
+      records make that cheap for layers seen before); each shape's graph is kept.
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: tuple, options: dict) -> None:
+        super().__init__()
+        object.__setattr__(self, "_model", model)  # not a submodule: its weights are packed
+        self._options = options
+        self._graphs: dict[tuple, tuple[fx.GraphModule, Plan]] = {}
+        self.graph_module, self.plan = self._compile(example_inputs)
+        self.eval()
+
+    @staticmethod
+    def _key(args: tuple) -> tuple:
+        return tuple(tuple(x.shape) for x in args)
+
+    def _compile(self, args: tuple) -> tuple[fx.GraphModule, Plan]:
+        t0 = time.perf_counter()
+        gm = trace(self._model)
+        propagate_shapes(gm, args)
+        plan = lower_graph(gm, **self._options)
+        plan.seconds = time.perf_counter() - t0
+        self._graphs[self._key(args)] = (gm, plan)
+        return gm, plan
+
+    @property
+    def summary(self) -> str:
+        return self.plan.summary
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        if self.training:
+            raise TrainingModeError("the compiled model is for inference; call .eval()")
+        _check_inputs(args)
+        key = self._key(args)
+        entry = self._graphs.get(key)
+        if entry is None:
+            warnings.warn(f"looptune: new input shapes {key}: compiling the model for them",
+                          RuntimeWarning, stacklevel=2)
+            entry = self._compile(args)
+        gm = entry[0]
+        with torch.no_grad():
+            return gm(*args)
+
+
+def compile(
+    model: nn.Module,
+    example_inputs: torch.Tensor | tuple,
+    threads: int | None = None,
+    records: str | os.PathLike | RecordStore | None = None,
+    search: str = "agent",
+    *,
+    fuse: bool = True,
+    layout: str = "auto",
+    layer_budget: float = DEFAULT_LAYER_BUDGET,
+    quiet: bool = False,
+) -> CompiledModel:
+    """Compile ``model`` (eval mode) for inputs shaped like ``example_inputs``.
+
+    Args:
+        model: an ``nn.Module`` in eval mode; it is traced with ``torch.fx.symbolic_trace``
+            (``nn.TransformerEncoderLayer`` is decomposed first).
+        example_inputs: a tensor or a tuple of the forward's tensor arguments.
+        threads: threads of the kernels; None = ``torch.get_num_threads()``. The engine's
+            kernels run on one thread until it has ``looptune.set_num_threads``.
+        records: the tuning records (a path or ``RecordStore``); None = the default file
+            (``looptune.model.tune.default_records()``); ``False`` = none (tune every layer).
+        search: the search that tunes each distinct layer (``looptune.search.get``).
+        fuse: fuse bias / residual / activation into the kernels' store (off: torch applies
+            them after each kernel, in place; the benchmark's "fusion off").
+        layout: conv2d layout of the kernels ("auto": the engine's blocked layout, "plain").
+        layer_budget: seconds of search per distinct layer.
+        quiet: no progress bars.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if model.training:
+        raise TrainingModeError("compile a model in eval mode (call model.eval() first)")
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    with torch.no_grad():
+        _check_inputs(args)
+    if threads is None:
+        threads = torch.get_num_threads()
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    set_threads = getattr(looptune, "set_num_threads", None)
+    if set_threads is not None:
+        set_threads(threads)
+    if records is None:
+        records = default_records()
+    elif records is False:
+        records = None
+    options = dict(records=records, search=search, fuse=fuse, layout=layout,
+                   layer_budget=layer_budget, quiet=quiet)
+    compiled = CompiledModel(model, args, options)
+    compiled.threads = threads if set_threads is not None else 1
+    return compiled
+
+
+__all__ = [
+    "CompiledModel",
+    "ModelInputError",
+    "Plan",
+    "TrainingModeError",
+    "compile",
+    "computation",
+    "engine_features",
+    "lower_graph",
+]
