@@ -7,6 +7,7 @@
 #include <cstring>
 #include <iostream>
 #include <sstream>
+#include <stdexcept>
 #include <unistd.h>
 
 #include <immintrin.h>
@@ -288,7 +289,26 @@ void Kernel::execute(const float* in0, const float* in1, bool in1_packed, float*
   blocked_copy(out, r.out->p, c.out, false);
 }
 
-void Kernel::run(const float* in0, const float* in1, float* out) const {
+void Kernel::set_constant_bias(const float* bias) {
+  const Computation& c = tree_.computation();
+  if (!c.epilogue.bias) throw std::invalid_argument("this kernel's epilogue has no bias");
+  constant_bias_.assign(bias, bias + c.bias_shape()[0]);
+}
+
+void Kernel::run(const float* in0, const float* in1, float* out, const float* bias,
+                 const float* residual) const {
+  const Epilogue& e = tree_.computation().epilogue;
+  if (e.empty()) return run_body(in0, in1, out);
+  if (e.bias && !bias) {
+    if (constant_bias_.empty()) throw std::invalid_argument("no bias given and no constant bias set");
+    bias = constant_bias_.data();
+  }
+  if (e.add && !residual) throw std::invalid_argument("the epilogue needs a residual");
+  run_body(in0, in1, out);
+  apply_epilogue(tree_.computation(), out, bias, residual);
+}
+
+void Kernel::run_body(const float* in0, const float* in1, float* out) const {
   const bool packed = in1 == nullptr;
   if (packed) {
     if (!constant_) throw CompileError("no b given and no constant operand set");
@@ -316,6 +336,7 @@ void Kernel::run(const float* in0, const float* in1, float* out) const {
 // and filling. Relayout copies are part of every timed call, as they are of run().
 struct BenchBuffers {
   std::unique_ptr<AlignedFloats> a, b, o;
+  std::vector<float> bias, residual;  // the epilogue's operands (random, like a and b)
   Kernel::Relayout relayout;
   bool fits(int64_t na, int64_t nb, int64_t no) const {
     return a && a->n == na && b->n == nb && o->n == no;
@@ -333,6 +354,10 @@ struct BenchBuffers {
     };
     fill(*a);
     fill(*b);
+    bias.resize(std::max<int64_t>(1, nb));  // sized below to the computation's
+    residual.resize(no);
+    for (float& v : bias) { x ^= x << 13; x ^= x >> 17; x ^= x << 5; v = static_cast<float>(x >> 8) * (2.0f / 16777216.0f) - 1.0f; }
+    for (float& v : residual) { x ^= x << 13; x ^= x >> 17; x ^= x << 5; v = static_cast<float>(x >> 8) * (2.0f / 16777216.0f) - 1.0f; }
     std::memset(o->p, 0, sizeof(float) * no);
   }
 };
@@ -348,6 +373,16 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
   const float *a = buf.a->p, *b = prepacked ? packed->buf->p : buf.b->p;
   float* o = buf.o->p;
   const Kernel::Relayout& layout = buf.relayout;
+  // The epilogue pass is part of every timed call (its operands: random buffers).
+  const bool epi = !c.epilogue.empty();
+  if (epi && static_cast<int64_t>(buf.bias.size()) < c.bias_shape()[0])
+    buf.bias.resize(c.bias_shape()[0], 0.5f);
+  const float *bias = buf.bias.data(), *res = buf.residual.data();
+  auto execute = [&](const float* a_, const float* b_, bool packed_, float* o_,
+                     const Kernel::Relayout& l_) {
+    this->execute(a_, b_, packed_, o_, l_);
+    if (epi) apply_epilogue(c, o_, bias, res);
+  };
 
   const auto start = Clock::now();
   auto t0 = start;

@@ -55,7 +55,15 @@ class Kernel {
   // in1 == nullptr uses the constant operand kept by set_constant_in1 (CompileError if none).
   // `out` needs no zero-fill (run zeroes it when the kernel accumulates into it). Safe to call
   // from several threads at once; a kernel without relayout copies takes no lock.
-  void run(const float* in0, const float* in1, float* out) const;
+  // bias / residual: the epilogue's operands (Computation::epilogue): bias of
+  // Computation::bias_shape() (nullptr: the one kept by set_constant_bias), residual of the
+  // output's shape; both ignored when the epilogue does not name them. The epilogue is applied
+  // to the output after the reduction (see apply_epilogue).
+  void run(const float* in0, const float* in1, float* out, const float* bias = nullptr,
+           const float* residual = nullptr) const;
+  // Keeps a copy of the epilogue's bias, so calls may pass none.
+  void set_constant_bias(const float* bias);
+  bool has_constant_bias() const { return !constant_bias_.empty(); }
   // Keeps a kernel-layout (packed) copy of in1, e.g. the weights of an inference layer, so calls
   // that pass no in1 skip its relayout.
   void set_constant_in1(const float* in1);
@@ -77,6 +85,7 @@ class Kernel {
 
  private:
   void call(const float* in0, const float* in1, float* out) const;  // kernel buffers
+  void run_body(const float* in0, const float* in1, float* out) const;  // run() less the epilogue
   // in1_packed: in1 is already in the kernel's layout.
   void execute(const float* in0, const float* in1, bool in1_packed, float* out,
                const Relayout& r) const;
@@ -89,12 +98,22 @@ class Kernel {
   bool out_relaid_ = false;  // the output is computed in a blocked layout, then copied (a
                              // blocked output the kernel cannot store in the user's layout)
   std::unique_ptr<Packed> constant_;  // set_constant_in1
+  std::vector<float> constant_bias_;  // set_constant_bias
   mutable std::mutex workspace_mutex_;  // run() reuses its relayout buffers across calls
                                         // (only kernels with relayout copies have them)
   mutable std::unique_ptr<Relayout> workspace_;
   struct Code;
   std::unique_ptr<Code> code_;
 };
+
+// out = act(out + bias[channel] + residual) over the user-facing output of `c` (its epilogue;
+// nothing when it has none): one vectorized pass. bias / residual may be nullptr when the
+// epilogue does not name them.
+void apply_epilogue(const Computation& c, float* out, const float* bias, const float* residual);
+
+// GELU (exact, erf form: 0.5 x (1 + erf(x / sqrt 2))) of n floats, in place; the vectorized
+// approximation the epilogue uses (absolute error of erf under ~2e-7).
+void gelu_inplace(float* x, int64_t n);
 
 // Peak single-core FP32 FMA throughput of this ISA, measured with a JIT'd register-only loop.
 double measure_peak_gflops(Isa isa, double min_seconds = 0.05);
