@@ -275,6 +275,10 @@ def compile(
     return compiled
 
 
+from looptune.model.backend import register as _register_backend  # noqa: E402
+
+_register_backend()
+
 __all__ = [
     "CompiledModel",
     "ModelInputError",

@@ -79,6 +79,7 @@ class Lowering:
         self.gm = gm
         self.constants = constants or {}
         self.groups_ok = groups_ok  # the engine computes grouped convolutions
+        self._order: dict[fx.Node, int] = {}
 
     # --- node classification -----------------------------------------------------------
     def module(self, node: fx.Node) -> nn.Module | None:
@@ -262,7 +263,10 @@ class Lowering:
                 other = add[1] if add[0] is cur else add[0]
                 inplace_other = (nxt.op == "call_method" and nxt.target == "add_") or (
                     nxt.target is operator.iadd)
+                # the residual must exist before the anchor runs (the skip path), so in a
+                # block whose two branches meet, the branch computed last takes the add
                 if (isinstance(other, fx.Node) and shape_of(other) == layer.out_shape
+                        and self._order.get(other, -1) < self._order.get(node, -1)
                         and not (inplace_other and add[0] is not cur)):
                     layer.residual = other
                     layer.nodes.append(nxt)
@@ -278,6 +282,7 @@ class Lowering:
     def layers(self) -> list[Layer]:
         """Every layer of the graph, in graph order (chains never overlap)."""
         out, taken = [], set()
+        self._order = {n: i for i, n in enumerate(self.gm.graph.nodes)}
         for node in list(self.gm.graph.nodes):
             if node in taken:
                 continue
