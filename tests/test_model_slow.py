@@ -7,10 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_model import assert_matches  # noqa: E402
+
 import looptune  # noqa: E402
 from looptune.model import zoo  # noqa: E402
-
-from test_model import assert_matches  # noqa: E402
 
 FULL = {
     "resnet18": (zoo.resnet18, (3, 224, 224)),

@@ -1,0 +1,232 @@
+"""Whole models: eager PyTorch, torch.compile (Inductor) and looptune.compile, end to end.
+
+ResNet-18, MobileNetV2 and a BERT-base encoder layer (seq 128; ``--models`` adds
+``torch_encoder``, the same layer as ``nn.TransformerEncoderLayer``), batch 1 and 8, random
+weights (``looptune.model.zoo``), all at one thread (``torch.set_num_threads(1)``; the engine's
+kernels are single-threaded). Per model and batch:
+
+- ``eager``: the model under ``torch.no_grad()``;
+- ``inductor``: ``torch.compile(model)`` (its compile time: the first call, less one eager call);
+- ``looptune``: ``looptune.compile(model, x)`` with fresh records (cold: the whole compile and
+  the tuning in it), then again with those records (warm: nothing is measured);
+- ``no fusion``: bias / residual / activation applied by torch after each kernel (in place);
+- ``plain layout``: conv2d kernels in the plain NCHW layout instead of the engine's blocked
+  output layout (the engine takes no blocked *input*, so activations cannot stay blocked between
+  layers: every conv copies its input into a zero-padded buffer, and ``relayout_ms`` estimates
+  what those copies cost: the input copies of the padded convs plus the blocked-output copies
+  of kernels without a transposed store, each timed as a torch copy of the same size).
+
+Latency: best of ``--runs`` calls (at least ``--min-time`` seconds) after two warm-up calls;
+eager is timed first and last (the better of the two).
+Speedups are over eager; the geomeans are over the models (``report.tables.geomean``).
+
+    flock /tmp/looptune-bench.lock python benchmarks/models.py
+
+writes ``benchmarks/results/models.json`` (rows + run metadata) and ``models.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import RESULTS, environment, strip_openblas_env, write_json
+
+strip_openblas_env()
+
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import looptune  # noqa: E402
+import looptune.model  # noqa: E402
+from looptune.model import zoo  # noqa: E402
+from looptune.model.runtime import LoopOp  # noqa: E402
+from looptune.report.tables import format_table, geomean  # noqa: E402
+
+MODELS = {
+    "resnet18": (zoo.resnet18, (3, 224, 224)),
+    "mobilenet_v2": (zoo.mobilenet_v2, (3, 224, 224)),
+    "bert": (zoo.bert_layer, (128, 768)),
+    "torch_encoder": (zoo.torch_encoder_layer, (128, 768)),
+}
+GEOMEAN_MODELS = ("resnet18", "mobilenet_v2", "bert")
+
+
+def best_ms(fn, x, runs: int, min_time: float) -> float:
+    with torch.no_grad():
+        fn(x)
+        fn(x)
+        best, n, t_start = math.inf, 0, time.perf_counter()
+        while n < runs or time.perf_counter() - t_start < min_time:
+            t0 = time.perf_counter()
+            fn(x)
+            best = min(best, time.perf_counter() - t0)
+            n += 1
+            if n >= 10 * runs:
+                break
+    return best * 1e3
+
+
+def relayout_ms(compiled: looptune.model.CompiledModel, runs: int) -> float:
+    """Estimated cost of the engine's relayout copies in one call (see the module doc)."""
+    total = 0.0
+    for op in compiled.graph_module.modules():
+        if not isinstance(op, LoopOp) or op.kind != "conv2d":
+            continue
+        comp = op.kernel.tree.computation
+        if comp.conv_pad > 0:
+            x = torch.randn(op.a_shape)
+            p = comp.conv_pad
+            total += best_ms(lambda t, p=p: F.pad(t, (p, p, p, p)), x, runs, 0.0)
+        if comp.block > 0 and not op.kernel.facts.get("out_transposed"):
+            y = torch.randn(op.out_shape)
+            total += best_ms(lambda t: t.clone(), y, runs, 0.0)
+    return total
+
+
+def bench(name: str, batch: int, args: argparse.Namespace) -> dict:
+    make, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = make().eval()
+    x = torch.randn(batch, *shape)
+    row: dict = {"model": name, "batch": batch}
+    row["eager_ms"] = best_ms(model, x, args.runs, args.min_time)
+    with torch.no_grad():
+        ref = model(x)
+        t0 = time.perf_counter()
+        eager_once = (model(x), time.perf_counter() - t0)[1]
+        if not args.no_inductor:
+            torch._dynamo.reset()
+            ind = torch.compile(model)
+            t0 = time.perf_counter()
+            ind(x)
+            row["inductor_compile_s"] = time.perf_counter() - t0 - eager_once
+            row["inductor_ms"] = best_ms(ind, x, args.runs, args.min_time)
+            del ind
+            torch._dynamo.reset()
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = Path(tmp) / "records.jsonl"
+        kw = dict(records=rec, search=args.search, quiet=args.quiet, threads=1)
+        t0 = time.perf_counter()
+        cold = looptune.compile(model, x, **kw)
+        row["cold_compile_s"] = time.perf_counter() - t0
+        row["cold_tuning_s"] = cold.plan.tune_stats.seconds
+        row["cold_measured"] = cold.plan.tune_stats.measured
+        row["layers"] = cold.plan.tune_stats.layers
+        del cold
+        t0 = time.perf_counter()
+        warm = looptune.compile(model, x, **kw)
+        row["warm_compile_s"] = time.perf_counter() - t0
+        row["warm_tuning_s"] = warm.plan.tune_stats.seconds
+        row["warm_measured"] = warm.plan.tune_stats.measured
+        row["summary"] = warm.summary
+        row["fused"] = warm.plan.fused
+        row["pool"] = warm.plan.pool
+        with torch.no_grad():
+            row["max_abs_error"] = float((warm(x) - ref).abs().max())
+        row["looptune_ms"] = best_ms(warm, x, args.runs, args.min_time)
+        row["relayout_ms"] = relayout_ms(warm, 5)
+        del warm
+        off = looptune.compile(model, x, fuse=False, **kw)
+        row["nofusion_ms"] = best_ms(off, x, args.runs, args.min_time)
+        del off
+        plain = looptune.compile(model, x, layout="plain", **kw)
+        row["plain_ms"] = best_ms(plain, x, args.runs, args.min_time)
+        del plain
+    # eager again at the end: the best of both, so the order of the runs favours nobody
+    row["eager_ms"] = min(row["eager_ms"], best_ms(model, x, args.runs, args.min_time))
+    for key in ("inductor", "looptune", "nofusion", "plain"):
+        if f"{key}_ms" in row:
+            row[f"{key}_speedup"] = row["eager_ms"] / row[f"{key}_ms"]
+    if "inductor_ms" in row:
+        row["looptune_vs_inductor"] = row["inductor_ms"] / row["looptune_ms"]
+    return row
+
+
+COLUMNS = [
+    ("model", "model", ""), ("batch", "batch", "d"), ("eager_ms", "eager ms", ".2f"),
+    ("inductor_ms", "inductor ms", ".2f"), ("looptune_ms", "looptune ms", ".2f"),
+    ("nofusion_ms", "no fusion ms", ".2f"), ("plain_ms", "plain layout ms", ".2f"),
+    ("relayout_ms", "relayout ms (est.)", ".2f"), ("looptune_speedup", "x eager", ".2f"),
+    ("looptune_vs_inductor", "x inductor", ".2f"),
+    ("inductor_compile_s", "inductor compile s", ".1f"),
+    ("cold_compile_s", "looptune cold s", ".1f"), ("cold_tuning_s", "cold tuning s", ".1f"),
+    ("warm_compile_s", "warm s", ".2f"), ("warm_tuning_s", "warm tuning s", ".3f"),
+    ("warm_measured", "warm measured", "d"),
+]
+
+
+def summary(rows: list[dict]) -> dict:
+    out = {}
+    for batch in sorted({r["batch"] for r in rows}):
+        sel = [r for r in rows if r["batch"] == batch and r["model"] in GEOMEAN_MODELS]
+        for key in ("looptune_speedup", "looptune_vs_inductor", "inductor_speedup",
+                    "nofusion_speedup", "plain_speedup"):
+            g = geomean(r.get(key) for r in sel)
+            out[f"batch{batch}_{key}_geomean"] = float(g)
+            out[f"batch{batch}_{key}_n"] = g.n
+        out[f"batch{batch}_slower_than_eager"] = [
+            r["model"] for r in sel if r.get("looptune_speedup", 0) < 1.0]
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from looptune.report.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    keys = [("inductor_speedup", "Inductor"), ("looptune_speedup", "looptune"),
+            ("nofusion_speedup", "looptune, no fusion"), ("plain_speedup", "looptune, plain")]
+    labels = [f"{r['model']}\nbatch {r['batch']}" for r in rows]
+    width = 0.8 / len(keys)
+    for i, (k, lab) in enumerate(keys):
+        ax.bar([j + i * width for j in range(len(rows))],
+               [r.get(k) or 0 for r in rows], width, label=lab)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], labels, fontsize=8)
+    ax.set_ylabel("speedup over eager (1 thread)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="+", default=list(GEOMEAN_MODELS), choices=list(MODELS))
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--min-time", type=float, default=1.0)
+    p.add_argument("--search", default="agent")
+    p.add_argument("--no-inductor", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", default=str(RESULTS / "models"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if hasattr(looptune, "set_num_threads"):
+        looptune.set_num_threads(1)
+    rows = []
+    for name in args.models:
+        for batch in args.batches:
+            row = bench(name, batch, args)
+            rows.append(row)
+            print(format_table([row], COLUMNS), flush=True)
+    print()
+    print(format_table(rows, COLUMNS))
+    summ = summary(rows)
+    for k, v in summ.items():
+        print(f"{k}: {v}")
+    out = Path(args.out)
+    meta = environment()
+    meta["threads"] = 1
+    meta["engine_features"] = looptune.model.engine_features()
+    write_json(out.name, {"metadata": meta, "rows": rows, "summary": summ}, out.parent)
+    plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out}.json and {out}.png")
+
+
+if __name__ == "__main__":
+    main()
