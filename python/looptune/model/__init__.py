@@ -21,6 +21,7 @@ without autograd (see :class:`CompiledModel` for what it refuses and when it rec
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from collections import Counter
@@ -179,6 +180,8 @@ class CompiledModel(nn.Module):
       :class:`TrainingModeError`.
     - A new input shape compiles the model again for it (with a ``RuntimeWarning``; the
       records make that cheap for layers seen before); each shape's graph is kept.
+    - Calls from several threads are served one at a time (the intermediate buffers are
+      shared); results are always fresh tensors, never a pool buffer.
     """
 
     def __init__(self, model: nn.Module, example_inputs: tuple, options: dict) -> None:
@@ -186,6 +189,7 @@ class CompiledModel(nn.Module):
         object.__setattr__(self, "_model", model)  # not a submodule: its weights are packed
         self._options = options
         self._graphs: dict[tuple, tuple[fx.GraphModule, Plan]] = {}
+        self._lock = threading.Lock()  # the pool buffers serve one call at a time
         self.graph_module, self.plan = self._compile(example_inputs)
         self.eval()
 
@@ -217,7 +221,7 @@ class CompiledModel(nn.Module):
                           RuntimeWarning, stacklevel=2)
             entry = self._compile(args)
         gm = entry[0]
-        with torch.no_grad():
+        with self._lock, torch.no_grad():
             return gm(*args)
 
 

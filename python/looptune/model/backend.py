@@ -20,6 +20,7 @@ Documented fallbacks (the graph then runs as dynamo captured it, i.e. eager torc
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
@@ -82,6 +83,7 @@ def looptune_backend(gm: fx.GraphModule, example_inputs: list, **options: Any) -
     opts = {"records": default_records(), "quiet": False, **options}
     plan = lower_graph(gm, constants, **opts)
     lowered = gm.forward
+    lock = threading.Lock()  # the pool buffers serve one call at a time
     looptune_backend.last_plan = plan  # the summary of the most recent compile
 
     def run(*args: Any) -> Any:
@@ -90,7 +92,7 @@ def looptune_backend(gm: fx.GraphModule, example_inputs: list, **options: Any) -
                 warnings.warn("looptune backend: a weight changed since compilation; running "
                               "the graph in torch", RuntimeWarning, stacklevel=2)
                 return original.forward(*args)
-        with torch.no_grad():
+        with lock, torch.no_grad():
             return lowered(*args)
 
     run.plan = plan
