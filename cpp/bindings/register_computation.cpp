@@ -168,7 +168,7 @@ void register_computation(py::module_& m) {
           int64_t auto_block = default_conv2d_block(k, lanes);
           // grouped: blocks of output channels must not straddle groups
           if (groups > 1 && groups <= k && k % groups == 0 && auto_block > 0 &&
-              (k / groups) % auto_block != 0)
+              (k / groups) % auto_block != 0 && !(groups == c && groups == k))
             auto_block = 0;
           const int64_t block = parse_layout(layout, auto_block, lanes);
           Computation cp = block ? conv2d_blocked(n, c, h, w, k, r, s, stride, pad, block, groups)
@@ -184,7 +184,8 @@ void register_computation(py::module_& m) {
         "[K/L][C][R][S][L], output [N][K/L][OH][OW][L]; variables ko, ki) when k >= L, else "
         "'plain'; 'blocked' / 'blocked<L>' force it. groups: grouped convolution (weights "
         "[K][C/groups][R][S], PyTorch's layout; groups divides C and K; a blocked layout needs "
-        "L to divide K/groups, so 'auto' is plain otherwise). epilogue: " EPILOGUE_DOC);
+        "L to divide K/groups, so 'auto' is plain otherwise; depthwise, groups == C == K, blocks "
+        "the input's channels too: [N][C/L][H][W][L]). epilogue: " EPILOGUE_DOC);
   m.def("contraction",
         [](const std::string& spec, const std::map<std::string, int64_t>& sizes,
            const std::string& epilogue) {

@@ -376,9 +376,11 @@ Computation make_conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, i
     bad("groups (" + std::to_string(groups) + ") must divide the input channels c (" +
         std::to_string(c) + ") and the output channels k (" + std::to_string(k) + ")");
   const int64_t cg = c / groups, kg = k / groups;
-  if (groups > 1 && block > 0 && kg % block != 0)
+  const bool depthwise = groups > 1 && groups == c && groups == k;
+  if (groups > 1 && block > 0 && kg % block != 0 && !depthwise)
     bad("a blocked grouped conv2d needs the block (" + std::to_string(block) +
-        ") to divide the output channels per group (" + std::to_string(kg) + ")");
+        ") to divide the output channels per group (" + std::to_string(kg) +
+        "), unless it is depthwise (groups == c == k)");
   const int64_t hp = h + 2 * pad, wp = w + 2 * pad;
   if (r > hp || s > wp)
     bad("conv2d filter " + std::to_string(r) + "x" + std::to_string(s) +
@@ -425,6 +427,37 @@ Computation make_conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, i
     o.pad.assign(4, 0);
     o.strides = strides_of(cp, {{"n", k * oh * ow}, {"g", kg * oh * ow}, {"k", oh * ow},
                                 {"oh", ow}, {"ow", 1}});
+    check_tensors(cp);
+    return cp;
+  }
+  if (grouped && groups == c && groups == k) {
+    // Depthwise with blocked channels: the input, weights and output all hold blocks of L
+    // channels innermost (input [N][C/L][H+2p][W+2p][L], weights [C/L][R][S][L], output
+    // [N][C/L][OH][OW][L]), so the channel block is the vector loop of every tensor (stride
+    // 1), whatever the conv stride. Variables as a blocked conv's (c has extent 1).
+    const int64_t cb = ceil_div(c, block), L = block;
+    cp.vars = {{"n", n, false}, {"ko", cb, false}, {"oh", oh, false}, {"c", 1, true},
+               {"r", r, true},  {"s", s, true},    {"ow", ow, false}, {"ki", L, false}};
+    in.alloc_shape = {n, cb, hp, wp, L};
+    in.strides = strides_of(cp, {{"n", cb * hp * wp * L}, {"ko", hp * wp * L},
+                                 {"oh", stride * wp * L}, {"r", wp * L}, {"s", L},
+                                 {"ow", stride * L}, {"ki", 1}});
+    in.blocking = {1, c, L, 1};
+    TensorAccess& wt = cp.in1;
+    wt.name = "W";
+    wt.shape = {k, 1, r, s};
+    wt.alloc_shape = {cb, 1, r, s, L};
+    wt.pad.assign(4, 0);
+    wt.strides = strides_of(cp, {{"ko", r * s * L}, {"r", s * L}, {"s", L}, {"ki", 1}});
+    wt.blocking = {0, k, L, 0};
+    TensorAccess& o = cp.out;
+    o.name = "O";
+    o.shape = {n, k, oh, ow};
+    o.alloc_shape = {n, cb, oh, ow, L};
+    o.pad.assign(4, 0);
+    o.strides = strides_of(cp, {{"n", cb * oh * ow * L}, {"ko", oh * ow * L}, {"oh", ow * L},
+                                {"ow", L}, {"ki", 1}});
+    o.blocking = {1, k, L, 1};
     check_tensors(cp);
     return cp;
   }

@@ -125,9 +125,28 @@ void blocked_copy(const float* user, float* kern, const TensorAccess& t, bool to
   }
 }
 
+// A blocked input with conv padding (depthwise conv2d: NCHW -> [N][C/L][H+2p][W+2p][L]): each
+// row of L channels x W columns is transposed into place. Padding is never written.
+void blocked_padded_copy(const float* src, float* dst, const TensorAccess& t) {
+  const int64_t N = t.shape[0], C = t.shape[1], H = t.shape[2], W = t.shape[3];
+  const int64_t L = t.blocking.factor, CB = (C + L - 1) / L;
+  const int64_t hp = t.alloc_shape[2], wp = t.alloc_shape[3], ph = t.pad[2], pw = t.pad[3];
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t cb = 0; cb < CB; ++cb) {
+      const int64_t rows = std::min(L, C - cb * L);
+      for (int64_t h = 0; h < H; ++h)
+        transpose(src + ((n * C + cb * L) * H + h) * W, H * W,
+                  dst + (((n * CB + cb) * hp + h + ph) * wp + pw) * L, L, rows, W);
+    }
+}
+
 // The user's input in the kernel's buffer layout (conv padding, longer rows or blocking).
 void to_kernel_layout(const float* src, float* dst, const TensorAccess& t) {
-  if (t.blocking.active()) blocked_copy(src, dst, t, true);
+  // (an input blocked in dim 1 of NCHW: only the depthwise conv's; outputs never come here)
+  if (t.blocking.active() && t.blocking.dim == 1 && t.shape.size() == 4 &&
+      t.alloc_shape.size() == 5)
+    blocked_padded_copy(src, dst, t);
+  else if (t.blocking.active()) blocked_copy(src, dst, t, true);
   else copy_padded(src, dst, t);
 }
 

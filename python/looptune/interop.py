@@ -2,11 +2,12 @@
 
 Installed on ``looptune.Kernel`` at import (``install()``), so every kernel gets both:
 
-- ``kernel(a, b, out=None, *, bias=None, residual=None)`` also takes contiguous float32 torch CPU tensors (and mixes of torch
-  and numpy). A tensor is handed to the engine as a numpy view of its memory (no copy); when any
-  argument is a tensor the result is a tensor (``out`` itself when given, else a new tensor that
-  shares the result's memory). Tensors that need grad, live on another device or have another
-  dtype raise ``TypeError``; non-contiguous ones ``ValueError`` (call ``.contiguous()``).
+- ``kernel(a, b, out=None, *, bias=None, residual=None)`` also takes contiguous float32 torch
+  CPU tensors (and mixes of torch and numpy). A tensor is handed to the engine as a numpy view
+  of its memory (no copy); when any argument is a tensor the result is a tensor (``out``
+  itself when given, else a new tensor that shares the result's memory). Tensors that need
+  grad, live on another device or have another dtype raise ``TypeError``; non-contiguous ones
+  ``ValueError`` (call ``.contiguous()``).
   ``Kernel.__call__`` stays the engine's own: numpy arrays never pass through Python code here.
   The engine hands any call with an argument that is not a numpy array to
   ``Kernel._call_fallback`` (``kernel_call`` below), which converts the tensors and calls the
