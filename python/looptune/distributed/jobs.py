@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 
@@ -215,6 +216,34 @@ def run_leaderboard(
     }
 
 
+def open_pool(address: str, payload: object = None) -> WorkerPool:
+    """The pool of ``--ray ADDR`` ("local": start Ray on this machine)."""
+    return WorkerPool(None if address == "local" else address, payload=payload)
+
+
+def eval_on_ray(args: argparse.Namespace, benches: Sequence, names: Sequence[str],
+                actions: Sequence[str]) -> list[dict]:
+    """``looptune eval --ray ADDR``: :func:`run_eval` on a pool over the cluster."""
+    with open_pool(args.ray) as pool:
+        print(f"looptune: {len(pool.slots)} Ray workers, kinds "
+              f"{ {k.tag: n for k, n in pool.kinds().items()} }", file=sys.stderr)
+        return run_eval(pool, benches, names, time_budget=args.time_budget,
+                        measure_budget=args.measure_budget, actions=actions, seed=args.seed,
+                        records=getattr(args, "records", None), progress=not args.quiet)
+
+
+def leaderboard_on_ray(args: argparse.Namespace, entries: Sequence, entrants: Sequence,
+                       budget: object, *, progress: bool = True, config: dict | None = None
+                       ) -> dict:
+    """``looptune leaderboard --ray ADDR`` (the signature of the serial ``run_leaderboard``
+    after ``args``; the entrants are rebuilt on each worker)."""
+    for e in entrants:
+        e.close()
+    with open_pool(args.ray) as pool:
+        return run_leaderboard(pool, entries, args, budget.seconds, progress=progress,
+                               config=config)
+
+
 def nodes_markdown(rows: Sequence[dict]) -> str:
     """A Markdown table: which node (host, core, CPU signature) measured each row."""
     lines = ["", "### Where each row was measured", "",
@@ -230,4 +259,5 @@ def nodes_markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["deal_kinds", "nodes_markdown", "run_eval", "run_leaderboard", "where"]
+__all__ = ["deal_kinds", "eval_on_ray", "leaderboard_on_ray", "nodes_markdown", "open_pool",
+           "run_eval", "run_leaderboard", "where"]
