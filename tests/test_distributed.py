@@ -167,3 +167,81 @@ def test_distributed_eval_finds_the_serial_best_schedules(ray_local, tmp_path):
     n_measured = sum(r["measurements"] for r in rows)
     lines = rec.read_text().splitlines()
     assert len(lines) >= n_measured  # the searches' measurements, plus the final timings
+
+
+def test_two_kinds_of_node_give_two_kinds_of_records(ray_local, tmp_path):
+    """Two CPU signatures in one pool (the second relabelled on the driver, which is where
+    routing and record keys are decided): every benchmark is measured by one kind only."""
+    import dataclasses
+
+    from looptune.distributed import jobs
+    from looptune.search.evaluate import load_benchmarks
+
+    benches = load_benchmarks("mm64_256_16", "test", 4)
+    rec = tmp_path / "eval.jsonl"
+    with WorkerPool(payload=FakeRunner(fake_cost)) as pool:
+        other = dataclasses.replace(pool.slots[1].info, signature="OtherVendor family 1 model 2")
+        pool.slots[1].info = other
+        assert len(pool.kinds()) == 2
+        rows = jobs.run_eval(pool, benches, ["greedy1"], time_budget=None, measure_budget=10,
+                             final_min_time=0.0005, numpy_min_time=0.001, records=rec,
+                             progress=False)
+    by_bench: dict = {}
+    for r in rows:
+        by_bench.setdefault(r["benchmark"], set()).add(r["cpu_signature"])
+    assert all(len(s) == 1 for s in by_bench.values())  # never a mix within a benchmark
+    assert len(set().union(*by_bench.values())) == 2  # both kinds did work
+    lines = [json.loads(x) for x in rec.read_text().splitlines()]
+    kinds_per_comp: dict = {}
+    for r in lines:
+        kinds_per_comp.setdefault(r["computation"], set()).add(r["cpu_signature"])
+    assert all(len(s) == 1 for s in kinds_per_comp.values())
+
+
+def test_tiler_data_measures_its_macros_on_the_pool(ray_local):
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "agents"))
+    import tiler_data
+
+    comp = looptune.matmul(64, 256, 16)
+    isa = looptune.host_isa()
+    serial = tiler_data.measure_macros(comp, Measurer(runner=FakeRunner(fake_cost), cache={}),
+                                       isa)
+    with WorkerPool(payload=FakeRunner(fake_cost)) as pool:
+        rows = tiler_data.measure_macros(comp, Measurer(cache={}), isa, RayRunner(pool))
+    assert len(rows) == len(serial) >= 2
+    assert rows == serial
+
+
+def test_ml2_measures_through_the_ray_runner(ray_local, tmp_path):
+    from looptune import search
+
+    comp = looptune.matmul(64, 64, 64)
+    rec = tmp_path / "ml2.jsonl"
+    with WorkerPool() as pool:  # real KernelRunners on the workers
+        runner = RayRunner(pool, records=rec)
+        result = search.get("ml2")(comp.default_schedule(), Measurer(runner=runner, cache={}),
+                                   measure_budget=6, seed=0)
+        assert result.best_gflops > 0
+    lines = [json.loads(x) for x in rec.read_text().splitlines()]
+    assert len(lines) >= 6 and {r["core"] for r in lines} <= {0, 1}
+    assert all(r["cpu_signature"] == looptune.cpu_signature() for r in lines)
+
+
+def test_rllib_trains_exports_and_the_policy_tunes(ray_local, tmp_path):
+    from looptune import search
+    from looptune.agent.policy import load_policy
+    from looptune.distributed.rllib import train
+
+    meta = train("ppo", timesteps=200, num_env_runners=1, net_arch=(32, 32), batch=100,
+                 env_kwargs={"dataset": "mm64_256_16", "measure_min_time": 0.0005,
+                             "measure_min_runs": 1},
+                 save=tmp_path / "policy")
+    assert meta["timesteps"] >= 200 and meta["trainer"] == "rllib"
+    assert meta["export_check"]["same_greedy_actions"]
+    assert meta["export_check"]["max_abs_logit_diff"] < 1e-5
+    policy = load_policy(tmp_path / "policy.safetensors")
+    assert policy.algo == "ppo" and policy.meta["rllib_algo"] == "ppo"
+    comp = looptune.matmul(64, 256, 16)
+    result = search.get("agent")(comp.default_schedule(), Measurer(cache={}), time_budget=None,
+                                 measure_budget=20, policy=policy)
+    assert result.best_gflops > 0 and result.best_tree.computation == comp
