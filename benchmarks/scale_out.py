@@ -33,13 +33,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import environment, strip_openblas_env, write_json  # noqa: E402
+from _bench import environment, strip_openblas_env, write_json
 
 strip_openblas_env()
 
-import looptune  # noqa: E402
-from looptune.measure import Budget, MeasureResult, Measurer, Outcome  # noqa: E402
-from looptune.report.tables import format_table  # noqa: E402
+import looptune
+from looptune.measure import Budget, Measurer, MeasureResult, Outcome
+from looptune.report.tables import format_table
 
 SPIN = 0.002  # the "typical measurement" of the overhead section
 
@@ -218,7 +218,9 @@ def rllib_sampling(runners: int, steps: int) -> dict:
             (64, 64), 3e-4, 0.99, 0, 100)
         algo = cfg.build_algo()
         per = steps // runners
-        sample = lambda r: sum(len(e) for e in r.sample(num_timesteps=per))  # noqa: E731
+        def sample(r):
+            return sum(len(e) for e in r.sample(num_timesteps=per))
+
         algo.env_runner_group.foreach_env_runner(
             lambda r: sum(len(e) for e in r.sample(num_timesteps=20)), local_env_runner=False)
         t0 = time.perf_counter()

@@ -14,10 +14,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-import looptune  # noqa: E402
-from looptune.distributed.pool import Failed, WorkerPool  # noqa: E402
-from looptune.distributed.runner import LOST, RayRunner  # noqa: E402
-from looptune.measure import Budget, FakeRunner, Measurer, MeasureResult, Outcome  # noqa: E402
+import looptune
+from looptune.distributed.pool import Failed, WorkerPool
+from looptune.distributed.runner import LOST, RayRunner
+from looptune.measure import Budget, FakeRunner, Measurer, MeasureResult, Outcome
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fake costs travel by value
 

@@ -8,9 +8,11 @@ across Ray nodes that share one host (``ray.cluster_utils.Cluster``) and across 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from looptune.distributed import NoCoreError
@@ -32,11 +34,13 @@ def claimed_core() -> int | None:
     return next(iter(_CLAIMED), None)
 
 
-def claim_core() -> int:
+def claim_core(wait: float = 10.0) -> int:
     """Claim a free core of this host (of this process's allowed set), pin to it, and return it.
 
-    Idempotent within a process. The BLAS and OpenMP thread pools are limited to one thread so
-    a reference timing (numpy) stays on the core too.
+    Waits up to ``wait`` seconds for one to come free (a killed process's lock goes only when
+    its process has exited, a moment after ``ray.kill``). Idempotent within a process. The BLAS
+    and OpenMP thread pools are limited to one thread so a reference timing (numpy) stays on the
+    core too.
 
     Raises:
         NoCoreError: every allowed core is held by another process.
@@ -46,6 +50,20 @@ def claim_core() -> int:
         return held
     allowed = sorted(os.sched_getaffinity(0))
     directory = lock_dir()
+    deadline = time.monotonic() + wait
+    while True:
+        core = _try_claim(allowed, directory)
+        if core is not None:
+            return core
+        if time.monotonic() >= deadline:
+            raise NoCoreError(
+                f"all {len(allowed)} cores of this host ({allowed}) are claimed by other "
+                f"measuring processes (locks in {directory}); use fewer workers or env runners"
+            )
+        time.sleep(0.05)
+
+
+def _try_claim(allowed: list[int], directory: Path) -> int | None:
     for core in allowed:
         fd = os.open(directory / f"core-{core}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -59,10 +77,7 @@ def claim_core() -> int:
         _CLAIMED[core] = fd
         _single_thread()
         return core
-    raise NoCoreError(
-        f"all {len(allowed)} cores of this host ({allowed}) are claimed by other measuring "
-        f"processes (locks in {directory}); use fewer workers or env runners"
-    )
+    return None
 
 
 def release_core() -> None:
@@ -75,12 +90,10 @@ def release_core() -> None:
 def _single_thread() -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
-    try:
+    with contextlib.suppress(Exception):  # thread limits are best effort
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
-    except Exception:  # noqa: BLE001 - thread limits are best effort
-        pass
 
 
 __all__ = ["claim_core", "claimed_core", "lock_dir", "release_core"]

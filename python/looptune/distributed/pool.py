@@ -16,6 +16,7 @@ result per item.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections import deque
@@ -308,10 +309,8 @@ class WorkerPool:
         ray = require_ray()
         for s in self.slots:
             if s.alive:
-                try:
+                with contextlib.suppress(Exception):  # already gone
                     ray.kill(s.handle, no_restart=True)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
                 s.alive = False
         if self._started and ray.is_initialized():
             ray.shutdown()
