@@ -158,6 +158,7 @@ class WorkerPool:
             ray.init(address=address, **kw)
             self._started = True
         self.stats = MapStats()
+        self._fn_refs: dict = {}
         self.slots = self._start(ray, workers, payload)
 
     def _start(self, ray: Any, workers: int | None, payload: Any) -> list[_Slot]:
@@ -239,7 +240,9 @@ class WorkerPool:
         tries = [0] * len(chunks)
         pending: dict[Any, tuple[int, _Slot]] = {}
         self.stats.items += len(items)
-        fn_ref = ray.put(fn)
+        fn_ref = self._fn_refs.get(fn)
+        if fn_ref is None:  # shipped once per function, not once per map (single-item calls)
+            fn_ref = self._fn_refs[fn] = ray.put(fn)
 
         def fill() -> None:
             for slot in sorted(self.live(), key=lambda s: s.inflight):

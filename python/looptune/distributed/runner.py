@@ -29,6 +29,7 @@ from looptune.measure import Budget, KernelRunner, MeasureResult, Outcome, Recor
 from looptune.measure.store import make_record
 
 LOST = "worker lost"
+FLUSH = 16  # records written per append on the driver
 
 
 def _measure(worker: Worker, tree: _core.LoopTree, isa: str, budget: Budget, cap) -> tuple:
@@ -76,25 +77,33 @@ class RayRunner:
         on_result: Callable[[int, MeasureResult, WorkerInfo], None] | None = None,
     ) -> list[MeasureResult]:
         """Measure ``trees`` in parallel on the kind's workers; one result per tree, in order.
-        Each finished measurement is recorded as it arrives (then ``on_result(i, result,
-        worker)`` is called), so a worker that dies later loses none of them."""
+        Finished measurements are recorded on the driver as they arrive (in appends of
+        :data:`FLUSH`, the rest at the end, also when the run is interrupted), so a worker that
+        dies later loses none of them; ``on_result(i, result, worker)`` sees each one."""
         if isa != self.kind.isa and not (isa == "avx2" and self.kind.isa == "avx512"):
             return [failure(Outcome.COMPILE_ERROR, f"the {self.kind.tag} nodes cannot run {isa}")
                     for _ in trees]
+
+        pending: list[dict] = []  # records not yet on disk (flushed every FLUSH and at the end)
 
         def arrived(i: int, value: object, info: WorkerInfo) -> None:
             if isinstance(value, MeasureResult):
                 with self._lock:
                     self.where[trees[i].hash()] = info
                 if self.records is not None:
-                    self.records.append(node_record(trees[i], value, info, isa, budget))
+                    pending.append(node_record(trees[i], value, info, isa, budget))
+                    if len(pending) >= FLUSH:
+                        self._flush(pending)
                 if on_result is not None:
                     on_result(i, value, info)
 
-        done = self.pool.map(
-            _measure, [(t, isa, budget, cap_seconds) for t in trees], kind=self.kind,
-            on_result=arrived,
-        )
+        try:
+            done = self.pool.map(
+                _measure, [(t, isa, budget, cap_seconds) for t in trees], kind=self.kind,
+                on_result=arrived,
+            )
+        finally:
+            self._flush(pending)
         out = []
         for value, _ in done:
             if isinstance(value, Failed):
@@ -102,6 +111,12 @@ class RayRunner:
                 value = failure(Outcome.UNKNOWN, f"{what}: {value.error}")
             out.append(value)
         return out
+
+
+    def _flush(self, pending: list[dict]) -> None:
+        if self.records is not None and pending:
+            self.records.extend(pending)  # one locked append for the lot
+        pending.clear()
 
 
 def node_record(
