@@ -1,11 +1,13 @@
 """Type stub for the compiled engine (cpp/bindings). Keep in sync with the bindings."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-MAX_LOOPS: int  # loops per tree (split is illegal beyond this)
+MAX_TREE_LOOPS: int  # loops a tree can hold (split is illegal beyond this)
+MAX_LOOPS: int  # the old name of MAX_TREE_LOOPS
 MAX_UNROLL: int  # turning unroll on needs the cursor loop's size <= this
 MAX_EXTENT: int  # largest size of one variable
 MAX_VARS: int  # variables per computation
@@ -115,6 +117,9 @@ class Kernel:
         b: npt.NDArray[np.float32] | None = None,  # None: the constant set by set_constant()
         out: npt.NDArray[np.float32] | None = None,
     ) -> npt.NDArray[np.float32]: ...
+    # Called by __call__ for arguments that are not numpy arrays, when set (looptune.interop
+    # sets it: torch tensors); the engine raises its typed errors if this passes them on again
+    _call_fallback: ClassVar[Callable[[Kernel, Any, Any, Any], Any]]
     has_constant: bool
     def set_constant(self, b: npt.NDArray[np.float32]) -> None: ...  # keeps a packed copy
     def benchmark(
@@ -130,7 +135,10 @@ def isa_supported(isa: str) -> bool: ...
 def cpu_name() -> str: ...
 def cpu_signature() -> str: ...
 def check_action(action: str) -> None: ...  # ValueError unless a well-formed action name
+def known_isas() -> list[str]: ...  # every ISA the engine generates code for, best first
+def supported_isas() -> list[str]: ...  # those this CPU runs, best first
 def isa_facts(
     isa: str | None = None,
-) -> dict[str, int | str]: ...  # isa, lanes, vector_registers, peak_fma_chains, l1d/l2/l3_bytes
+) -> dict[str, int | str | bool]: ...  # isa, lanes, vector_registers, accumulator_registers,
+# peak_fma_chains, l1d/l2/l3_bytes (CPUID; 0 when not reported), supported (by this CPU)
 def measure_peak_gflops(isa: str | None = None, min_time: float = 0.05) -> float: ...

@@ -59,6 +59,15 @@ def _layout_option(p: argparse.ArgumentParser, blocked: str) -> None:
     )
 
 
+def _compare(text: str) -> str:
+    from looptune.cli.commands import parse_compare
+
+    try:
+        return ",".join(parse_compare(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _tune_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("tuning")
@@ -96,6 +105,14 @@ def _tune_options() -> argparse.ArgumentParser:
         "--records",
         metavar="FILE",
         help="tuning records (JSON Lines): reuse the measurements in FILE and append new ones",
+    )
+    g.add_argument(
+        "--compare",
+        type=_compare,
+        default="numpy",
+        metavar="LIBS",
+        help="references timed beside the kernel, comma-separated: numpy, torch (importing "
+        "torch adds ~2 s)",
     )
     g.add_argument("--json", action="store_true", help="print machine-readable JSON")
     g.add_argument("-q", "--quiet", action="store_true", help="no notes and no progress bar")

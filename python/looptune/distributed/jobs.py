@@ -38,6 +38,11 @@ class _Recording:
         self.records.append(node_record(tree, r, self.info, isa, budget))
         return r
 
+    def arm(self, seconds: float) -> None:
+        arm = getattr(self.inner, "arm", None)
+        if arm is not None:
+            arm(seconds)
+
 
 def _runner(worker: Worker) -> _Recording:
     inner = worker.payload if worker.payload is not None else KernelRunner()
@@ -64,17 +69,29 @@ def where(info: WorkerInfo | None) -> dict:
 
 
 # -- dataset evaluation (looptune eval --ray) -------------------------------------------------
+def _final(worker: Worker, tree: LoopTree, min_time: float) -> tuple[float, bool]:
+    """A row's figure, as ``looptune.search.evaluate.run_eval`` takes it: checked against numpy,
+    then timed by the harness; with a stand-in runner (the pool's payload), that runner's."""
+    from looptune.measure import harness
+    from looptune.measure.reference import check_tree
+
+    if worker.payload is not None:
+        r = worker.payload.run(tree, worker.info.isa, Budget(min_time, 10, 10_000), None)
+        return r.gflops, r.ok
+    if not check_tree(tree).ok:
+        return math.nan, False
+    return harness.time_kernel(tree, min_time=min_time, min_runs=10, check=False).gflops, True
+
+
 def _eval_job(worker: Worker, bench: str, comp: Computation, name: str, opts: dict) -> dict:
     from looptune import search
     from looptune.measure.reference import numpy_gflops
     from looptune.search.evaluate import _row
 
     rec = _runner(worker)
-    final = Measurer(min_time=opts["final_min_time"], min_runs=10, max_runs=10_000, cache={},
-                     runner=rec)
     base = comp.default_schedule()
     if name == "numpy":
-        base_g = final.gflops(base)
+        base_g, _ = _final(worker, base, opts["final_min_time"])
         row = _row(bench, "numpy", numpy_gflops(comp, opts["numpy_min_time"]), base_g,
                    math.nan, 0, "")
         return {"row": row, "records": rec.records}
@@ -86,9 +103,9 @@ def _eval_job(worker: Worker, bench: str, comp: Computation, name: str, opts: di
         actions=opts["actions"],
         seed=opts["seed"],
     )
-    g = final.gflops(result.best_tree)
+    g, ok = _final(worker, result.best_tree, opts["final_min_time"])
     row = _row(bench, name, g, math.nan, result.seconds, result.measurements,
-               result.best_tree.dump(), result.best_gflops, len(result.failures))
+               result.best_tree.dump(), result.best_gflops, len(result.failures), ok)
     return {"row": row, "records": rec.records}
 
 
@@ -140,7 +157,7 @@ def _eval_rows(items: list, done: list) -> list[dict]:
     rows, base = [], {}
     for (bench, _, name, _), (value, info) in zip(items, done):
         if isinstance(value, Failed):
-            row = _row(bench, name, math.nan, math.nan, math.nan, 0, "", failures=1)
+            row = _row(bench, name, math.nan, math.nan, math.nan, 0, "", failures=1, ok=False)
             row.update(status="lost" if value.lost else "failed", error=value.error)
         else:
             row = {**value["row"], "status": "ok"}

@@ -25,7 +25,15 @@ from collections.abc import Callable, Sequence
 
 from looptune import _core
 from looptune.distributed.pool import Failed, NodeKind, Worker, WorkerInfo, WorkerPool
-from looptune.measure import Budget, KernelRunner, MeasureResult, Outcome, RecordStore, failure
+from looptune.measure import (
+    Budget,
+    KernelRunner,
+    MeasureResult,
+    Outcome,
+    RecordStore,
+    RunnerBase,
+    failure,
+)
 from looptune.measure.store import make_record
 
 LOST = "worker lost"
@@ -39,8 +47,11 @@ def _measure(worker: Worker, tree: _core.LoopTree, isa: str, budget: Budget, cap
     return runner.run(tree, isa, budget, cap)
 
 
-class RayRunner:
+class RayRunner(RunnerBase):
     """Measures on the workers of ``pool`` of one node ``kind``; see the module doc.
+
+    ``arm`` (a search's time budget starting) is the no-op of ``RunnerBase``: a measurement
+    already sent is not cut off.
 
     Args:
         pool: the :class:`WorkerPool` (its workers measure with their ``payload`` runner, a
@@ -123,8 +134,8 @@ def node_record(
     tree: _core.LoopTree, result: MeasureResult, info: WorkerInfo, isa: str, budget: Budget
 ) -> dict:
     """The tuning record of a measurement made by ``info``'s worker (keyed by its CPU)."""
-    rec = make_record(tree, result, info.cpu, isa, budget)
-    rec.update(cpu_signature=info.signature, node=info.node, host=info.host, core=info.core)
+    rec = make_record(tree, result, info.cpu, isa, budget, info.signature)
+    rec.update(node=info.node, host=info.host, core=info.core)
     return rec
 
 
