@@ -13,7 +13,9 @@ Sections (one table each, all in benchmarks/results/scale_out.json):
   measured and appended to a JSON Lines file): a serial ``Measurer(records=...)`` against
   ``RayRunner(pool, records=...).run_batch`` with 1 and 2 workers.
 * overhead: Ray's cost per measurement, from a runner that spins exactly 2 ms per call:
-  (wall time per measurement on one worker) - 2 ms, as a share of 2 ms.
+  (wall time per measurement and worker) - (the same runner's time per call in this process,
+  measured in the same run), as a share of 2 ms; "batch" is ``run_batch`` (chunks of up to 16
+  per Ray task), "one at a time" is the ``Runner.run`` protocol, one Ray round trip each.
 * rllib: RLlib PPO env sampling throughput (``EnvRunner.sample`` on every remote env runner
   at once, measured env) with 1 and 2 env runners.
 * model: records/s at 8, 64 and 512 workers = min(W / (t_item + o_worker), 1 / c_driver),
@@ -153,8 +155,14 @@ def overhead(n: int) -> list[dict]:
     from looptune.distributed.pool import WorkerPool
     from looptune.distributed.runner import RayRunner
 
-    out = []
     trees = distinct_trees(n, seed=7)
+    spin, isa = Spin(SPIN), looptune.host_isa()
+    t0 = time.perf_counter()
+    for t in trees:  # the same measurements in this process: the reference of this run
+        spin.run(t, isa, Budget(), None)
+    local = (time.perf_counter() - t0) / n
+    out = [{"workers": 0, "mode": "in process", "measurements": n,
+            "ms_per_measurement": 1e3 * local, "overhead_ms": 0.0, "overhead_share": 0.0}]
     for workers in (1, 2):
         with WorkerPool(workers=workers, payload=Spin(SPIN)) as pool:
             runner = RayRunner(pool)
@@ -168,7 +176,7 @@ def overhead(n: int) -> list[dict]:
                         runner.run(t, looptune.host_isa(), Budget(), None)
                 count = n if batch else n // 4
                 per = (time.perf_counter() - t0) / count * (workers if batch else 1)
-                ms = 1e3 * (per - SPIN)
+                ms = 1e3 * (per - local)
                 out.append({"workers": workers, "mode": label, "measurements": count,
                             "ms_per_measurement": 1e3 * per, "overhead_ms": ms,
                             "overhead_share": ms / (1e3 * SPIN)})
@@ -240,7 +248,7 @@ def model(records: list[dict], over: list[dict], costs: dict) -> list[dict]:
     one = next(r for r in records if r["path"] == "ray" and r["workers"] == 1)
     t_item = one["per_record_ms"]  # mean busy time per record on a worker
     o = max(0.0, next(o for o in over if o["workers"] == 1 and o["mode"] == "batch")[
-        "overhead_ms"])
+        "overhead_ms"])  # o_worker: Ray's cost per measurement on a worker
     c = costs["driver_ms"]
     saturate = (t_item + o) / c
     rows = []
@@ -257,7 +265,8 @@ def model(records: list[dict], over: list[dict], costs: dict) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=400, help="env steps per configuration")
+    p.add_argument("--steps", type=int, default=1200, help="env steps per configuration")
+    p.add_argument("--overhead", type=int, default=800, help="spin measurements per row")
     p.add_argument("--records", type=int, default=400, help="records per configuration")
     p.add_argument("--rllib-steps", type=int, default=400, help="RLlib sampled env steps")
     p.add_argument("--out", default="scale_out")
@@ -272,7 +281,7 @@ def main() -> None:
         env_rows += [pool_env(w, args.steps) for w in (1, 2)]
         rec_rows = [serial_records(trees[8:], tmp / "serial.jsonl")]
         rec_rows += [pool_records(w, trees[8:], tmp / f"ray{w}.jsonl") for w in (1, 2)]
-        over = overhead(200)
+        over = overhead(args.overhead)
         costs = driver_costs(2000, tmp / "write.jsonl")
     finally:
         ray.shutdown()
