@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("sb3_contrib")
-
 import looptune
 from looptune.agent.policy import default_policy_path, load_policy
 from looptune.measure import Measurer

@@ -97,9 +97,11 @@ def _policy(seed: int = 0) -> TilerPolicy:
 def test_policy_round_trips_and_rejects_bad_metadata(tmp_path):
     pol = _policy()
     path = save_tiler(pol, tmp_path / "t.safetensors", {"command": "test"})
-    again = load_tiler(path)
+    again = load_tiler(path, backend="torch")
     trees = tiler.candidates(looptune.matmul(64, 32, 48), "avx2")
     np.testing.assert_array_equal(pol.scores(trees), again.scores(trees))
+    in_numpy = load_tiler(path)  # the default: scored in numpy, same scores to float rounding
+    np.testing.assert_allclose(in_numpy.scores(trees), pol.scores(trees), rtol=1e-5, atol=1e-6)
     meta = json.loads(path.with_suffix(".json").read_text())
     meta["hidden"] = [10**6]
     bad = tmp_path / "bad.safetensors"

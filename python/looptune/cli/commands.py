@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import looptune
@@ -69,8 +71,26 @@ def build_computation(args: argparse.Namespace) -> Computation:
     return looptune.contraction(args.spec, sizes)
 
 
+def wall_seconds() -> float:
+    """Seconds since this process started, interpreter start-up and imports included (Linux:
+    from /proc; elsewhere: since ``looptune.cli.commands`` was imported)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
+
+
 def resolve_search(name: str | None) -> tuple[str, search.SearchFn]:
-    """The search to run; the default (the agent) falls back to greedy2 with a note."""
+    """The search to run; the default (the agent, which runs in numpy: no torch needed) falls
+    back to greedy2 with a note when its shipped policy cannot be loaded (a missing or broken
+    policy file)."""
     if name is not None:
         return name, search.get(name)
     try:
@@ -141,6 +161,7 @@ def tune(args: argparse.Namespace) -> int:
         "note": CONV_NOTE if comp.kind == "conv2d" and "numpy" in refs else None,
         "tuning_seconds": result.seconds,
         "measurements": result.measurements,
+        "wall_seconds": None,
         "check": {
             "ok": check.ok,
             "max_abs_error": check.max_abs_error,
@@ -151,6 +172,7 @@ def tune(args: argparse.Namespace) -> int:
     if args.save and check.ok:
         save_schedule(tuned, args.save)
         report["saved"] = str(args.save)
+    report["wall_seconds"] = wall_seconds()
     print(json.dumps(report, indent=2) if args.json else format_tune(report, check))
     if not check.ok:
         print("looptune: error: the tuned kernel is wrong; nothing saved", file=sys.stderr)
@@ -165,9 +187,9 @@ def agent_policy(args: argparse.Namespace) -> object | None:
         return None
     if args.search not in (None, "agent"):
         raise ValueError(f"--policy is for the agent search, not --search {args.search}")
-    from looptune.agent.policy import load_policy
+    from looptune.agent.policy import resolve_policy
 
-    return load_policy(path, trust_pickle=getattr(args, "trust_pickle", False))
+    return resolve_policy(path, trust_pickle=getattr(args, "trust_pickle", False))
 
 
 def _label(name: str) -> str:
@@ -206,7 +228,10 @@ def format_tune(r: dict, check: Check) -> str:
             "best of ~1 ms batches, one thread)",
         ]
         + ([f"note: {r['note']}"] if r.get("note") else [])
-        + [f"tuning time: {r['tuning_seconds']:.3f} s ({r['measurements']} measurements)"]
+        + [
+            f"tuning time: {r['tuning_seconds']:.3f} s ({r['measurements']} measurements); "
+            f"command wall time {r['wall_seconds']:.2f} s (start-up, tuning, re-timing, check)"
+        ]
         + ([f"saved: {r['saved']}"] if r["saved"] else [])
     )
 
@@ -304,8 +329,13 @@ def train_script(argv: list[str]) -> int:
     """Run the training entry point ``looptune.agent.train`` (a module of the installed package,
     never
     a script found in the current directory) with ``argv``; return its exit code."""
-    from looptune.agent.train import main as train_main
-
+    try:
+        from looptune.agent.train import main as train_main
+    except ImportError as exc:
+        raise ImportError(
+            f"training needs the rl extra (torch, stable-baselines3, sb3-contrib): "
+            f"pip install 'looptune[rl]' ({exc})"
+        ) from exc
     try:
         train_main(argv)
     except SystemExit as exc:  # --help or a usage error (already printed by argparse)

@@ -15,7 +15,8 @@ Zen 4 alike): :func:`migrate` tags such a file with the signature of the CPU tha
 
 Appends are one ``write`` of one line on a file opened with ``O_APPEND`` under an exclusive
 ``fcntl`` lock, so two processes appending to the same file never interleave lines. Reading
-skips a torn or malformed line instead of failing.
+skips a torn or malformed line instead of failing, with one ``CorruptRecordWarning`` naming
+its line number.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
@@ -134,6 +136,28 @@ def record_result(rec: dict) -> MeasureResult:
     )
 
 
+class CorruptRecordWarning(UserWarning):
+    """A records file has lines that are not records (they are skipped)."""
+
+
+_WARNED: set[tuple[str, int, int]] = set()
+
+
+def _warn_skipped(path: Path, lines: list[int]) -> None:
+    """Warn once per file and set of bad lines (reading the file again does not repeat it)."""
+    key = (str(path.resolve()), lines[0], len(lines))
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    more = f" and {len(lines) - 1} more" if len(lines) > 1 else ""
+    warnings.warn(
+        f"{path}: skipped line {lines[0]}{more}: not a JSON tuning record (a torn write or "
+        f"an edit?); the other records are used",
+        CorruptRecordWarning,
+        stacklevel=3,
+    )
+
+
 class RecordStore:
     """An append-only JSON Lines file of measurements, safe for concurrent appenders."""
 
@@ -164,14 +188,21 @@ class RecordStore:
     def __iter__(self) -> Iterator[dict]:
         if not self.path.is_file():
             return
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
+        bad: list[int] = []
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
-                    continue  # a torn last line from a killed writer
+                    if line.strip():
+                        bad.append(number)  # e.g. a torn last line from a killed writer
+                    continue
                 if isinstance(rec, dict) and "schedule" in rec and "computation" in rec:
                     yield rec
+                else:
+                    bad.append(number)
+        if bad:
+            _warn_skipped(self.path, bad)
 
     def best(
         self, computation: _core.Computation, cpu: str | None = None, isa: str | None = None
@@ -242,10 +273,12 @@ class LRUCache:
 
 __all__ = [
     "CacheStats",
+    "CorruptRecordWarning",
     "LRUCache",
     "RecordStore",
     "host_cpu",
     "make_record",
+    "migrate",
     "record_result",
     "same_cpu",
 ]
