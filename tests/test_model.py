@@ -232,3 +232,19 @@ def test_import_looptune_does_not_import_torch() -> None:
             "f = looptune.compile; assert 'torch' in sys.modules; "
             "import looptune.model; assert f is looptune.model.compile")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dynamo_backend_dynamic_shapes_stay_correct(records: str) -> None:
+    model = zoo.resnet18(10, 8).eval()
+    torch._dynamo.reset()
+    fn = torch.compile(model, backend="looptune", dynamic=True,
+                       options={"records": records, "quiet": True})
+    with torch.no_grad():
+        for batch in (2, 3):
+            x = torch.randn(batch, 3, 32, 32)
+            out = fn(x)
+            plan = looptune.model.backend.looptune_backend.last_plan
+            assert_matches(out, model(x), plan)
+    # symbolic sizes: no kernel is compiled for a shape that might change
+    assert plan.summary.startswith("looptune: nothing"), plan.summary
+    torch._dynamo.reset()

@@ -14,8 +14,10 @@ call runs the original graph instead (with a ``RuntimeWarning``), never stale we
 
 Documented fallbacks (the graph then runs as dynamo captured it, i.e. eager torch):
 - grad mode with inputs or weights that require grad (training; autograd needs torch's ops);
-- non-float32 or non-CPU tensors, or dynamic (symbolic) shapes, which dynamo may pass after
-  a shape change: layers whose shapes are not concrete stay torch ops.
+- non-float32 or non-CPU tensors;
+- dynamic (symbolic) shapes, which dynamo may pass after a shape change: layers whose shapes
+  are not concrete stay torch ops; and a call whose input shapes differ from the compiled
+  ones runs the original graph (dynamo normally recompiles before that could happen).
 """
 
 from __future__ import annotations
@@ -61,12 +63,14 @@ def looptune_backend(gm: fx.GraphModule, example_inputs: list, **options: Any) -
                       "runs in torch (compile under torch.no_grad() for looptune kernels)",
                       RuntimeWarning, stacklevel=2)
         return eager
-    if any(x.device.type != "cpu" or x.dtype != torch.float32 for x in tensors):
-        warnings.warn("looptune backend: non-float32 or non-CPU tensors; the graph runs in "
-                      "torch", RuntimeWarning, stacklevel=2)
-        return eager
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != len(example_inputs):
+        return eager
+    activations = [x for n, x in zip(placeholders, example_inputs)
+                   if isinstance(x, torch.Tensor) and x.dim() > 0 and not _is_constant(n, x)]
+    if any(x.device.type != "cpu" or x.dtype != torch.float32 for x in activations):
+        warnings.warn("looptune backend: non-float32 or non-CPU inputs; the graph runs in "
+                      "torch", RuntimeWarning, stacklevel=2)
         return eager
     original = copy.deepcopy(gm)  # parameters are placeholders: no weights are copied
     constants: dict[fx.Node, torch.Tensor] = {}
@@ -75,10 +79,18 @@ def looptune_backend(gm: fx.GraphModule, example_inputs: list, **options: Any) -
         if isinstance(value, torch.Tensor) and _is_constant(node, value):
             constants[node] = value.detach()
             guards.append((i, value, value._version))
-    try:
-        propagate_shapes(gm, tuple(example_inputs))
-    except Exception:  # symbolic shapes or ops that cannot run on the examples
-        pass
+    symbolic = any(isinstance(x, torch.SymInt) for x in example_inputs) or any(
+        isinstance(d, torch.SymInt)
+        for n in placeholders
+        for d in getattr(n.meta.get("example_value"), "shape", ())
+    )
+    if not symbolic:  # dynamic shapes: only dynamo's (symbolic) metadata, so nothing lowers
+        try:
+            propagate_shapes(gm, tuple(example_inputs))
+        except Exception:  # ops that cannot run on the examples: dynamo's metadata
+            pass
+    shapes = [(i, tuple(x.shape)) for i, x in enumerate(example_inputs)
+              if isinstance(x, torch.Tensor) and not any(i == g[0] for g in guards)]
     options = {**(options.pop("options", None) or {}), **options}  # torch.compile(options=)
     opts = {"records": default_records(), "quiet": False, **options}
     plan = lower_graph(gm, constants, **opts)
@@ -87,6 +99,11 @@ def looptune_backend(gm: fx.GraphModule, example_inputs: list, **options: Any) -
     looptune_backend.last_plan = plan  # the summary of the most recent compile
 
     def run(*args: Any) -> Any:
+        for i, shape in shapes:  # kernels are compiled for these shapes only
+            if tuple(args[i].shape) != shape:
+                warnings.warn("looptune backend: an input shape changed; running the graph "
+                              "in torch", RuntimeWarning, stacklevel=2)
+                return original.forward(*args)
         for i, value, version in guards:
             if args[i] is not value or value._version != version:
                 warnings.warn("looptune backend: a weight changed since compilation; running "

@@ -98,8 +98,7 @@ def shape_of(node: fx.Node) -> tuple[int, ...] | None:
         return tuple(int(d) for d in meta.shape)
     val = node.meta.get("example_value", node.meta.get("val"))
     if isinstance(val, torch.Tensor):
-        try:
-            return tuple(int(d) for d in val.shape)
-        except TypeError:  # symbolic sizes
+        if any(not isinstance(d, int) for d in val.shape):  # symbolic sizes (SymInt)
             return None
+        return tuple(val.shape)
     return None

@@ -153,7 +153,10 @@ class Lowering:
             if mean is None or var is None or (w is not None and gamma is None) or (
                     b is not None and beta is None):
                 return None
-            return node.args[0], mean, var, gamma, beta, float(_arg(node, 7, "eps", 1e-5))
+            eps = _arg(node, 7, "eps", 1e-5)
+            if not isinstance(eps, (int, float)):  # a tensor input (dynamic shapes)
+                return None
+            return node.args[0], mean, var, gamma, beta, float(eps)
         return None
 
     def anchor(self, node: fx.Node) -> Layer | None:
