@@ -6,7 +6,8 @@ weights (``looptune.model.zoo``), all at one thread (``torch.set_num_threads(1)`
 kernels are single-threaded). Per model and batch:
 
 - ``eager``: the model under ``torch.no_grad()``;
-- ``inductor``: ``torch.compile(model)`` (its compile time: the first call, less one eager call);
+- ``inductor``: ``torch.compile(model)`` (its compile time: the first call, less one eager call,
+  with Inductor's on-disk caches off, so it is a cold compile as looptune's cold one is);
 - ``looptune``: ``looptune.compile(model, x)`` with fresh records (cold: the whole compile and
   the tuning in it), then again with those records (warm: nothing is measured);
 - ``no fusion``: bias / residual / activation applied by torch after each kernel (in place);
@@ -38,6 +39,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _bench import RESULTS, environment, strip_openblas_env, write_json
 
 strip_openblas_env()
+
+import os  # noqa: E402
+
+# Inductor's compile time is reported cold: without its on-disk caches (a warm Inductor cache
+# would be the counterpart of looptune's warm compile, which is reported separately)
+os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "0")
+os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "0")
 
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
