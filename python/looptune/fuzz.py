@@ -5,10 +5,10 @@
 Each *case* is a computation (matmul, batch matmul, conv2d with strides 1-3, pads 0-3 and
 groups (grouped and depthwise), or a random two-input contraction) with odd sizes and a random
 epilogue (bias, residual add, relu/relu6/gelu; its operands guarded too), and ``--schedules``
-random legal schedules of it (random walks over the rich action set). Every schedule is compiled for each ISA the CPU runs
-(AVX-512 and AVX2), run on inputs and an output that end exactly at a ``PROT_NONE`` guard page
-(an overrun faults instead of passing silently), and compared with numpy in float64; its dump
-is parsed back and must give the same tree.
+random legal schedules of it (random walks over the rich action set). Every schedule is
+compiled for each ISA the CPU runs (AVX-512 and AVX2), run on inputs and an output that end
+exactly at a ``PROT_NONE`` guard page (an overrun faults instead of passing silently), and
+compared with numpy in float64; its dump is parsed back and must give the same tree.
 
 Work runs in a worker subprocess that reports each case before and after it; the parent is the
 watchdog: a worker that dies is a *crash*, one silent for ``--hang-seconds`` is a *hang*, and
