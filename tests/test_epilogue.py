@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import looptune
+from looptune.agent import tiler
 from looptune.measure.reference import (
     apply_epilogue,
     epilogue_inputs,
@@ -20,7 +21,6 @@ from looptune.measure.reference import (
     random_inputs,
     reduction_length,
 )
-from looptune.agent import tiler
 from looptune.space import schedules as S
 
 SPECS = [
