@@ -289,16 +289,21 @@ def eval(args: argparse.Namespace) -> int:
 
         _pyplot()
     try:
-        rows = run_eval(
-            benches,
-            names,
-            time_budget=args.time_budget,
-            measure_budget=args.measure_budget,
-            actions=action_set(args.actions),
-            seed=args.seed,
-            skip_unavailable=args.skip_unavailable,
-            progress=not args.quiet,
-        )
+        if getattr(args, "ray", None):
+            from looptune.distributed.jobs import eval_on_ray
+
+            rows = eval_on_ray(args, benches, names, action_set(args.actions))
+        else:
+            rows = run_eval(
+                benches,
+                names,
+                time_budget=args.time_budget,
+                measure_budget=args.measure_budget,
+                actions=action_set(args.actions),
+                seed=args.seed,
+                skip_unavailable=args.skip_unavailable,
+                progress=not args.quiet,
+            )
     except search.SearchUnavailableError as exc:
         raise search.SearchUnavailableError(
             f"{exc}; pass --skip-unavailable to run the other searches"
@@ -316,6 +321,10 @@ def eval(args: argparse.Namespace) -> int:
         f"{args.time_budget:g} s per search"
     )
     print(format_table(summary))
+    if getattr(args, "ray", None):
+        from looptune.distributed.jobs import nodes_markdown
+
+        print(nodes_markdown(rows))
     return 0
 
 
