@@ -33,7 +33,7 @@ SPECS = [
 # sizes (tails), padded and strided conv2d
 COMPS = {
     "matmul": lambda e: looptune.matmul(13, 7, 37, layout="plain", epilogue=e),
-    "matmul_packed": lambda e: looptune.matmul(33, 17, 21, layout="blocked8", epilogue=e),
+    "matmul_packed": lambda e: looptune.matmul(33, 17, 40, layout="blocked8", epilogue=e),
     "matmul_transposed_b": lambda e: looptune.matmul(11, 19, 3, layout="blocked1", epilogue=e),
     "bmm": lambda e: looptune.batch_matmul(3, 7, 19, 17, epilogue=e),
     "conv_padded": lambda e: looptune.conv2d(
@@ -42,7 +42,9 @@ COMPS = {
         2, 3, 6, 7, 16, 3, 2, stride=2, pad=2, layout="blocked8", epilogue=e),
     "conv_blocked_tail": lambda e: looptune.conv2d(
         1, 2, 5, 5, 19, 2, 2, stride=1, pad=0, layout="blocked16", epilogue=e),
-    "contraction": lambda e: looptune.contraction("ab,bc->ca", a=6, b=5, c=9, epilogue=e),
+    "contraction_scalar": lambda e: looptune.contraction("ab,bc->ca", a=6, b=5, c=9,
+                                                          epilogue=e),
+    "contraction": lambda e: looptune.contraction("ab,bc->ac", a=29, b=5, c=19, epilogue=e),
 }
 
 
@@ -67,6 +69,7 @@ def _check(kernel: looptune.Kernel, seed: int = 0) -> tuple[float, float]:
 @pytest.mark.parametrize("kind", list(COMPS))
 def test_every_epilogue_matches_numpy(kind: str, cpu_isa: str) -> None:
     written_once = accumulated = 0
+    fused = {True: 0, False: 0}
     for spec in SPECS:
         comp = COMPS[kind](spec)
         assert comp.epilogue == spec
@@ -76,25 +79,36 @@ def test_every_epilogue_matches_numpy(kind: str, cpu_isa: str) -> None:
                 written_once += 1
             else:
                 accumulated += 1
+                assert not kernel.facts["epilogue_fused"]  # then a pass applies it
+            if "gelu" in spec:
+                assert not kernel.facts["epilogue_fused"]
+            fused[kernel.facts["epilogue_fused"]] += 1
             err, tol = _check(kernel)
             assert err <= tol, (kind, spec, tree.dump(), err)
     assert written_once and accumulated, (written_once, accumulated)
+    assert fused[False]  # GELU at least
+    # not fused: an output copied from a blocked layout, a vectorized reduction, scalar code
+    if kind not in ("conv_blocked_tail", "matmul_transposed_b", "contraction_scalar"):
+        assert fused[True], kind
 
 
 def test_epilogue_after_the_relayout_copy_and_transposed_store(cpu_isa: str) -> None:
     """A blocked conv output reaches the user's layout through the copy pass (tail block) or
     the in-register transposed store; the epilogue sees the final user-layout values."""
-    seen = set()
+    seen, fused_transposed = set(), 0
     for comp in (
         looptune.conv2d(1, 3, 8, 8, 16, 3, 3, pad=1, layout="blocked8", epilogue="bias+add+gelu"),
+        looptune.conv2d(1, 3, 8, 8, 16, 3, 3, pad=1, layout="blocked8",
+                        epilogue="bias+add+relu6"),
         looptune.conv2d(1, 3, 8, 8, 13, 3, 3, pad=1, layout="blocked8", epilogue="bias+relu"),
     ):
         for tree in _trees(comp, cpu_isa):
             kernel = tree.compile(cpu_isa)
             seen.add(kernel.facts["out_transposed"])
+            fused_transposed += kernel.facts["out_transposed"] and kernel.facts["epilogue_fused"]
             err, tol = _check(kernel)
             assert err <= tol
-    assert seen == {True, False}
+    assert seen == {True, False} and fused_transposed
 
 
 def test_gelu_matches_torch_exact_gelu_over_a_wide_range(cpu_isa: str) -> None:

@@ -79,6 +79,9 @@ def random_computation(rng: random.Random) -> Any:
         else:
             c = groups * rng.randint(1, 5)
             k = groups * rng.choice([1, 3, 5, 7, 8, 13, 16])
+            block = int(layout[7:] or 0) if layout.startswith("blocked") else 0
+            if groups > 1 and block and (k // groups) % block:
+                layout = "auto"  # blocks of channels may not straddle groups
         return looptune.conv2d(
             rng.randint(1, 2), c, h, w, k, r, s, stride, pad, layout=layout, groups=groups,
             epilogue=epi,
