@@ -35,6 +35,52 @@ constexpr int kStackSlots = 24;
 enum class Kind { Vec, Bcast, Scalar };
 constexpr int kPtrs = 5;  // in0, in1, out, and the fused epilogue's bias and residual
 
+// Constants of the fused GELU, each broadcast over 16 lanes (a memory operand of any width).
+// GELU(x) = 0.5 x (1 + erf(x / sqrt 2)) with erfc from Abramowitz & Stegun 7.1.26 and exp by
+// range reduction and a Taylor polynomial: the same computation as epilogue.cpp's gelu_v.
+enum GeluConst {
+  kAbsMask, kRsqrt2, kOne, kP, kA5, kA4, kA3, kA2, kA1, kNegOne, kMin, kLog2e, kLn2Hi, kLn2Lo,
+  kE7, kE6, kE5, kE4, kE3, kE2, kI127, kTwo, kZero, kHalf, kGeluConsts
+};
+struct alignas(64) Broadcast16 { uint32_t v[16]; };
+const Broadcast16* gelu_table() {
+  static const auto table = [] {
+    std::array<Broadcast16, kGeluConsts> t{};
+    auto setf = [&](int i, float f) { uint32_t b; std::memcpy(&b, &f, 4); for (auto& x : t[i].v) x = b; };
+    auto seti = [&](int i, uint32_t b) { for (auto& x : t[i].v) x = b; };
+    seti(kAbsMask, 0x7fffffffu);
+    setf(kRsqrt2, 0.70710678118654752f);
+    setf(kOne, 1.0f);
+    setf(kP, 0.3275911f);
+    setf(kA5, 1.061405429f);
+    setf(kA4, -1.453152027f);
+    setf(kA3, 1.421413741f);
+    setf(kA2, -0.284496736f);
+    setf(kA1, 0.254829592f);
+    setf(kNegOne, -1.0f);
+    setf(kMin, -87.0f);
+    setf(kLog2e, 1.44269504088896341f);
+    setf(kLn2Hi, 0.693145751953125f);
+    setf(kLn2Lo, 1.428606765330187045e-06f);
+    setf(kE7, 1.0f / 5040.0f);
+    setf(kE6, 1.0f / 720.0f);
+    setf(kE5, 1.0f / 120.0f);
+    setf(kE4, 1.0f / 24.0f);
+    setf(kE3, 1.0f / 6.0f);
+    setf(kE2, 0.5f);
+    seti(kI127, 127u);
+    setf(kTwo, 2.0f);
+    setf(kZero, 0.0f);
+    setf(kHalf, 0.5f);
+    return t;
+  }();
+  return table.data();
+}
+
+// Raised by the generator when a fused epilogue needs more scratch registers than the tile
+// leaves: the kernel is lowered again without fusion (the pass applies the epilogue).
+struct FusionUnavailable {};
+
 struct Point {
   int64_t off[3];
   int64_t boff;  // bias offset (fused epilogue)
@@ -271,7 +317,9 @@ class NestGenerator : public CodeGenerator {
   // free, the AVX2 mask register being the last).
   void fused_epilogue() {
     const int nacc = static_cast<int>(accs_.size()), t1 = nacc, t2 = nacc + 1;
-    if (low_.epi_act) zero(t2);
+    const int scratch_end = mask_reserved() ? mask_reg() : low_.nregs;
+    if (low_.epi_act == 3 && t1 + 4 > scratch_end) throw FusionUnavailable{};
+    if (low_.epi_act == 1 || low_.epi_act == 2) zero(t2);
     int six = -1;
     if (low_.epi_act == 2) {
       six = nacc + 2;
@@ -289,9 +337,51 @@ class NestGenerator : public CodeGenerator {
         load(t1, kRes, accs_[a].first, active);
         vaddps(vr(a), vr(a), vr(t1));
       }
-      if (low_.epi_act) vmaxps(vr(a), vr(a), vr(t2));
+      if (low_.epi_act == 1 || low_.epi_act == 2) vmaxps(vr(a), vr(a), vr(t2));
       if (low_.epi_act == 2) vminps(vr(a), vr(a), vr(six));
+      if (low_.epi_act == 3) gelu(a, t1, t1 + 1, t1 + 2, t1 + 3);
     }
+  }
+
+  // x = GELU(x) in place (scratch registers A, T, P, D; r11 holds the constant table).
+  void gelu(int x, int A, int T, int P, int D) {
+    auto c = [&](int i) { return ptr[r11 + i * 64]; };
+    mov(r11, reinterpret_cast<size_t>(gelu_table()));
+    const Xmm X = vr(x), a = vr(A), t = vr(T), p = vr(P), d = vr(D);
+    if constexpr (I == Isa::AVX512) vpandd(a, X, c(kAbsMask)); else vandps(a, X, c(kAbsMask));
+    vmulps(a, a, c(kRsqrt2));                      // a = |x| / sqrt 2
+    vmovups(d, c(kOne));
+    vmovups(t, c(kP));
+    vfmadd213ps(t, a, d);                          // 1 + p a
+    vdivps(t, d, t);                               // t = 1 / (1 + p a)
+    vmovups(p, c(kA5));
+    for (int k : {kA4, kA3, kA2, kA1}) vfmadd213ps(p, t, c(k));
+    vmulps(p, p, t);                               // p = poly(t) t
+    vmulps(a, a, a);
+    vmulps(a, a, c(kNegOne));
+    vmaxps(a, a, c(kMin));                         // e = max(-a^2, -87)
+    vmulps(d, a, c(kLog2e));
+    if constexpr (I == Isa::AVX512) vrndscaleps(d, d, 0); else vroundps(d, d, 0);  // n
+    vfnmadd231ps(a, d, c(kLn2Hi));
+    vfnmadd231ps(a, d, c(kLn2Lo));                 // r = e - n ln2
+    vmovups(t, c(kE7));
+    for (int k : {kE6, kE5, kE4, kE3, kE2, kOne, kOne}) vfmadd213ps(t, a, c(k));  // exp(r)
+    vcvtps2dq(d, d);
+    vpaddd(d, d, c(kI127));
+    vpslld(d, d, 23);                              // 2^n
+    vmulps(t, t, d);                               // exp(e)
+    vmulps(p, p, t);                               // erfc(|x| / sqrt 2)
+    vmovups(t, c(kTwo));
+    vsubps(t, t, p);                               // 1 + erf for x >= 0
+    if constexpr (I == Isa::AVX512) {
+      vcmpps(k2, X, c(kZero), 1);                  // x < 0 (LT_OS)
+      vmovaps(t | k2, p);                          // 1 + erf = erfc(-x / sqrt 2) for x < 0
+    } else {
+      vcmpps(d, X, c(kZero), 1);
+      vblendvps(t, t, p, d);
+    }
+    vmulps(X, X, t);
+    vmulps(X, X, c(kHalf));
   }
 
   // Reduction vector loop: the accumulators of one output element are added together, summed
@@ -445,7 +535,7 @@ class NestGenerator : public CodeGenerator {
       load(t, kRes, off, g);
       vaddps(vr(r), vr(r), vr(t));
     }
-    if (low_.epi_act) {
+    if (low_.epi_act == 1 || low_.epi_act == 2) {  // (GELU is never fused here: lowering)
       zero(t);
       vmaxps(vr(r), vr(r), vr(t));
     }
@@ -661,8 +751,19 @@ JitCode generate_for(const Lowered& low, CompileFacts& facts) {
 }  // namespace
 
 JitCode generate(const Lowered& low, CompileFacts& facts) {
-  if (low.isa == Isa::AVX512) return generate_for<Isa::AVX512>(low, facts);
-  return generate_for<Isa::AVX2>(low, facts);
+  try {
+    if (low.isa == Isa::AVX512) return generate_for<Isa::AVX512>(low, facts);
+    return generate_for<Isa::AVX2>(low, facts);
+  } catch (const FusionUnavailable&) {  // too few scratch registers: the pass applies it
+    Lowered unfused = low;
+    unfused.epi_fused = false;
+    CompileFacts f = facts;
+    f.epilogue_fused = false;
+    JitCode code = low.isa == Isa::AVX512 ? generate_for<Isa::AVX512>(unfused, f)
+                                          : generate_for<Isa::AVX2>(unfused, f);
+    facts = f;
+    return code;
+  }
 }
 
 JitCode generate_peak_loop(Isa isa, int chains) {

@@ -321,7 +321,7 @@ void Kernel::run(const float* in0, const float* in1, float* out, const float* bi
                  const float* residual) const {
   const Epilogue& e = tree_.computation().epilogue;
   if (e.empty()) return run_body(in0, in1, out);
-  const bool fused = code_->low.epi_fused;
+  const bool fused = facts_.epilogue_fused;  // (the generator may have declined)
   if (e.bias && !bias) {
     if (constant_bias_.empty()) throw std::invalid_argument("no bias given and no constant bias set");
     bias = constant_bias_.data();
@@ -408,7 +408,7 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
                      const Kernel::Relayout& l_) {
     const float* const ops[2] = {bias, res};
     this->execute(a_, b_, packed_, o_, l_, ops);
-    if (epi && !code_->low.epi_fused) apply_epilogue(c, o_, bias, res);
+    if (epi && !facts_.epilogue_fused) apply_epilogue(c, o_, bias, res);
   };
 
   const auto start = Clock::now();

@@ -153,8 +153,8 @@ void choose_output_layout(Lowered& low, const Computation& c) {
 // Decides Lowered::epi_fused and the bias strides (see there).
 void choose_epilogue_fusion(Lowered& low, const Computation& c) {
   const Epilogue& e = c.epilogue;
-  if (e.empty() || e.act == "gelu" || low.lanes == 1 || low.reduce_vec || !low.zero_init ||
-      (c.out.padded() && !low.out_user))
+  if (e.empty() || low.lanes == 1 || low.reduce_vec || !low.zero_init ||
+      (c.out.padded() && !low.out_user) || (e.act == "gelu" && low.out_transposed))
     return;
   // the output (user layout) viewed as [A][Ch][B]: a variable's bias stride is its stride's
   // component along Ch
@@ -172,7 +172,7 @@ void choose_epilogue_fusion(Lowered& low, const Computation& c) {
   low.epi_fused = true;
   low.epi_bias = e.bias;
   low.epi_add = e.add;
-  low.epi_act = e.act == "relu" ? 1 : e.act == "relu6" ? 2 : 0;
+  low.epi_act = e.act == "relu" ? 1 : e.act == "relu6" ? 2 : e.act == "gelu" ? 3 : 0;
   low.bias_stride = bs;
 }
 
