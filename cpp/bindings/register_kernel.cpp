@@ -271,6 +271,7 @@ py::dict facts_dict(const CompileFacts& f) {
   d["vectorized"] = f.vectorized;
   d["reduction_vectorized"] = f.reduction_vectorized;
   d["out_transposed"] = f.out_transposed;
+  d["epilogue_fused"] = f.epilogue_fused;
   d["tile_loops"] = f.tile_loops;
   d["tile_accumulators"] = f.tile_accumulators;
   d["tile_rows"] = f.tile_rows;

@@ -10,7 +10,9 @@
 
 namespace looptune::detail {
 
-using KernelFn = void (*)(const float* in0, const float* in1, float* out);
+// epi: {bias, residual} of an epilogue fused into the store (Lowered::epi_fused), else unused.
+using KernelFn = void (*)(const float* in0, const float* in1, float* out,
+                          const float* const* epi);
 
 // Pages holding a copy of generated code, read+execute only (never writable and executable at
 // once: the code is generated in a per-thread scratch buffer, copied, then protected).

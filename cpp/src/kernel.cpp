@@ -158,6 +158,7 @@ detail::JitCode generate_code(const detail::Lowered& low, Isa isa, CompileFacts&
   facts.vectorized = low.lanes > 1;
   facts.reduction_vectorized = low.reduce_vec;
   facts.out_transposed = low.out_transposed;
+  facts.epilogue_fused = low.epi_fused;
   facts.tile_loops = static_cast<int>(low.loops.size()) - low.tile_start;
   facts.tile_accumulators = low.tile_accumulators;
   facts.accumulators_hoisted = low.hoist_start < low.tile_start;
@@ -244,12 +245,14 @@ Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
 
 Kernel::~Kernel() = default;
 
-void Kernel::call(const float* in0, const float* in1, float* out) const {
+void Kernel::call(const float* in0, const float* in1, float* out,
+                  const float* const* epi) const {
   if (!code_->low.zero_init) {
     const TensorAccess& o = tree_.computation().out;
     std::memset(out, 0, sizeof(float) * (out_relaid_ ? o.alloc_numel() : o.numel()));
   }
-  code_->jit.fn(in0, in1, out);
+  static const float* const kNoEpilogue[2] = {nullptr, nullptr};
+  code_->jit.fn(in0, in1, out, epi ? epi : kNoEpilogue);
 }
 
 // Kernel-layout copies of the inputs whose buffer differs from the user's (conv padding,
@@ -293,7 +296,7 @@ struct Kernel::Relayout {
 };
 
 void Kernel::execute(const float* in0, const float* in1, bool in1_packed, float* out,
-                     const Relayout& r) const {
+                     const Relayout& r, const float* const* epi) const {
   const Computation& c = tree_.computation();
   if (relaid_[0]) {
     to_kernel_layout(in0, r.in[0]->p, c.in0);
@@ -303,8 +306,8 @@ void Kernel::execute(const float* in0, const float* in1, bool in1_packed, float*
     to_kernel_layout(in1, r.in[1]->p, c.in1);
     in1 = r.in[1]->p;
   }
-  if (!out_relaid_) return call(in0, in1, out);
-  call(in0, in1, r.out->p);
+  if (!out_relaid_) return call(in0, in1, out, epi);
+  call(in0, in1, r.out->p, epi);
   blocked_copy(out, r.out->p, c.out, false);
 }
 
@@ -318,16 +321,20 @@ void Kernel::run(const float* in0, const float* in1, float* out, const float* bi
                  const float* residual) const {
   const Epilogue& e = tree_.computation().epilogue;
   if (e.empty()) return run_body(in0, in1, out);
+  const bool fused = facts_.epilogue_fused;  // (the generator may have declined)
   if (e.bias && !bias) {
     if (constant_bias_.empty()) throw std::invalid_argument("no bias given and no constant bias set");
     bias = constant_bias_.data();
   }
   if (e.add && !residual) throw std::invalid_argument("the epilogue needs a residual");
+  const float* const epi[2] = {bias, residual};
+  if (fused) return run_body(in0, in1, out, epi);
   run_body(in0, in1, out);
   apply_epilogue(tree_.computation(), out, bias, residual);
 }
 
-void Kernel::run_body(const float* in0, const float* in1, float* out) const {
+void Kernel::run_body(const float* in0, const float* in1, float* out,
+                      const float* const* epi) const {
   const bool packed = in1 == nullptr;
   if (packed) {
     if (!constant_) throw CompileError("no b given and no constant operand set");
@@ -335,7 +342,7 @@ void Kernel::run_body(const float* in0, const float* in1, float* out) const {
   }
   // The common case: every buffer is the user's own (no relayout copy), so the call needs no
   // workspace, no lock and no copy of the computation.
-  if (!relaid_[0] && !(relaid_[1] && !packed) && !out_relaid_) return call(in0, in1, out);
+  if (!relaid_[0] && !(relaid_[1] && !packed) && !out_relaid_) return call(in0, in1, out, epi);
   // The kernel's workspace (relayout buffers) serves one call at a time; a concurrent call
   // on another thread uses buffers of its own. It serves this kernel's computation only, so its
   // buffers are allocated and their padding zeroed once (copies never write padding).
@@ -343,11 +350,11 @@ void Kernel::run_body(const float* in0, const float* in1, float* out) const {
   if (lock.owns_lock()) {
     if (!workspace_) workspace_ = std::make_unique<Relayout>();
     workspace_->ensure(tree_.computation(), out_relaid_, !packed);
-    return execute(in0, in1, packed, out, *workspace_);
+    return execute(in0, in1, packed, out, *workspace_, epi);
   }
   Relayout local;
   local.ensure(tree_.computation(), out_relaid_, !packed);
-  execute(in0, in1, packed, out, local);
+  execute(in0, in1, packed, out, local, epi);
 }
 
 // Timing buffers (the user's layout) are reused across calls on one thread while the shapes
@@ -399,8 +406,9 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
   const float *bias = buf.bias.data(), *res = buf.residual.data();
   auto execute = [&](const float* a_, const float* b_, bool packed_, float* o_,
                      const Kernel::Relayout& l_) {
-    this->execute(a_, b_, packed_, o_, l_);
-    if (epi) apply_epilogue(c, o_, bias, res);
+    const float* const ops[2] = {bias, res};
+    this->execute(a_, b_, packed_, o_, l_, ops);
+    if (epi && !facts_.epilogue_fused) apply_epilogue(c, o_, bias, res);
   };
 
   const auto start = Clock::now();

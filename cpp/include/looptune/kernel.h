@@ -18,6 +18,8 @@ struct CompileFacts {
   int lanes = 1;                 // 1 when the innermost loop is not vectorized
   bool vectorized = false;
   bool reduction_vectorized = false;  // the vector loop is a reduction (horizontal sum at store)
+  bool epilogue_fused = false;   // the epilogue is applied to the accumulators before the
+                                 // kernel's (only) store; otherwise in a pass after the kernel
   bool out_transposed = false;   // a blocked output stored in the user's layout by in-register
                                  // transposes (no copy pass after the kernel)
   int tile_loops = 0;            // innermost loops fully unrolled into the register tile
@@ -84,11 +86,14 @@ class Kernel {
   Isa isa() const { return isa_; }
 
  private:
-  void call(const float* in0, const float* in1, float* out) const;  // kernel buffers
-  void run_body(const float* in0, const float* in1, float* out) const;  // run() less the epilogue
+  // epi: {bias, residual} of an epilogue fused into the kernel's store (nullptr: none)
+  void call(const float* in0, const float* in1, float* out,
+            const float* const* epi = nullptr) const;  // kernel buffers
+  void run_body(const float* in0, const float* in1, float* out,
+                const float* const* epi = nullptr) const;  // run() less an unfused epilogue
   // in1_packed: in1 is already in the kernel's layout.
   void execute(const float* in0, const float* in1, bool in1_packed, float* out,
-               const Relayout& r) const;
+               const Relayout& r, const float* const* epi = nullptr) const;
   struct Packed;
   std::unique_ptr<Packed> pack_in1(const float* in1) const;
   LoopTree tree_;
