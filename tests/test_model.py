@@ -248,3 +248,16 @@ def test_dynamo_backend_dynamic_shapes_stay_correct(records: str) -> None:
     # symbolic sizes: no kernel is compiled for a shape that might change
     assert plan.summary.startswith("looptune: nothing"), plan.summary
     torch._dynamo.reset()
+
+
+def test_threads_follow_torch_when_the_engine_has_them(records: str) -> None:
+    model = nn.Sequential(nn.Linear(16, 8), nn.GELU()).eval()
+    x = torch.randn(4, 16)
+    compiled = looptune.compile(model, x, records=records, quiet=True)
+    engine_threads = hasattr(looptune, "num_threads")
+    assert compiled.threads == (torch.get_num_threads() if engine_threads else 1)
+    one = looptune.compile(model, x, threads=1, records=records, quiet=True)
+    assert one.threads == 1
+    with torch.no_grad():
+        assert_matches(compiled(x), model(x), compiled.plan)
+        assert_matches(one(x), model(x), one.plan)

@@ -20,6 +20,7 @@ without autograd (see :class:`CompiledModel` for what it refuses and when it rec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -157,6 +158,13 @@ def lower_graph(
     return Plan(layers, stats, pool, summary, fused, time.perf_counter() - t0, torch_ops)
 
 
+def _kernel_threads(n: int) -> Any:
+    """The engine's thread count set to ``n`` for a block (``looptune.num_threads``), or
+    nothing to do for an engine without threads."""
+    ctx = getattr(looptune, "num_threads", None)
+    return contextlib.nullcontext() if ctx is None else ctx(n)
+
+
 def _check_inputs(args: tuple) -> None:
     for i, x in enumerate(args):
         if not isinstance(x, torch.Tensor):
@@ -184,8 +192,10 @@ class CompiledModel(nn.Module):
       shared); results are always fresh tensors, never a pool buffer.
     """
 
-    def __init__(self, model: nn.Module, example_inputs: tuple, options: dict) -> None:
+    def __init__(self, model: nn.Module, example_inputs: tuple, options: dict,
+                 threads: int = 1) -> None:
         super().__init__()
+        self.threads = threads  # kernels are tuned and called at this count
         object.__setattr__(self, "_model", model)  # not a submodule: its weights are packed
         self._options = options
         self._graphs: dict[tuple, tuple[fx.GraphModule, Plan]] = {}
@@ -201,7 +211,8 @@ class CompiledModel(nn.Module):
         t0 = time.perf_counter()
         gm = trace(self._model)
         propagate_shapes(gm, args)
-        plan = lower_graph(gm, **self._options)
+        with _kernel_threads(self.threads):
+            plan = lower_graph(gm, **self._options)
         plan.seconds = time.perf_counter() - t0
         self._graphs[self._key(args)] = (gm, plan)
         return gm, plan
@@ -221,7 +232,7 @@ class CompiledModel(nn.Module):
                           RuntimeWarning, stacklevel=2)
             entry = self._compile(args)
         gm = entry[0]
-        with self._lock, torch.no_grad():
+        with self._lock, torch.no_grad(), _kernel_threads(self.threads):
             return gm(*args)
 
 
@@ -243,8 +254,9 @@ def compile(
         model: an ``nn.Module`` in eval mode; it is traced with ``torch.fx.symbolic_trace``
             (``nn.TransformerEncoderLayer`` is decomposed first).
         example_inputs: a tensor or a tuple of the forward's tensor arguments.
-        threads: threads of the kernels; None = ``torch.get_num_threads()``. The engine's
-            kernels run on one thread until it has ``looptune.set_num_threads``.
+        threads: threads of the kernels, tuned and called at that count (the engine's
+            ``looptune.num_threads``); None = ``torch.get_num_threads()``. With an engine
+            without threads the kernels run on one (``compiled.threads`` says which).
         records: the tuning records (a path or ``RecordStore``); None = the default file
             (``looptune.model.tune.default_records()``); ``False`` = none (tune every layer).
         search: the search that tunes each distinct layer (``looptune.search.get``).
@@ -265,18 +277,15 @@ def compile(
         threads = torch.get_num_threads()
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    set_threads = getattr(looptune, "set_num_threads", None)
-    if set_threads is not None:
-        set_threads(threads)
+    if getattr(looptune, "num_threads", None) is None:
+        threads = 1  # an engine without threads: its kernels run on one
     if records is None:
         records = default_records()
     elif records is False:
         records = None
     options = dict(records=records, search=search, fuse=fuse, layout=layout,
                    layer_budget=layer_budget, quiet=quiet)
-    compiled = CompiledModel(model, args, options)
-    compiled.threads = threads if set_threads is not None else 1
-    return compiled
+    return CompiledModel(model, args, options, threads)
 
 
 from looptune.model.backend import register as _register_backend  # noqa: E402
