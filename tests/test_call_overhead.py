@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import looptune
-from looptune.reference import expected, random_inputs, reduction_length
-from looptune.schedules import from_steps
+from looptune.measure.reference import expected, random_inputs, reduction_length
+from looptune.space.schedules import from_steps
 
 # One of each kind of call the engine makes: the relayout copies it needs (in0 / in1 / out)
 LAYOUTS = {
