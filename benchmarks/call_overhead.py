@@ -231,6 +231,8 @@ def main() -> None:
         "blas": blas,
         "threads": 1,
         "looptune_package": str(Path(looptune.__file__).parent),
+        "engine": looptune._core.__file__,
+        "pythonpath": os.environ.get("PYTHONPATH", ""),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "unset_env": os.environ.get("LOOPTUNE_BENCH_UNSET", ""),
         "timing": "Python: best of --rounds interleaved ~1 ms batches (perf_counter); "

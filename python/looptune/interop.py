@@ -84,5 +84,5 @@ def _reduce_kernel(kernel: Kernel) -> tuple:
 
 def install() -> None:
     """Give ``Kernel`` torch-aware calls and pickling (idempotent)."""
-    Kernel._call_fallback = kernel_call  # type: ignore[attr-defined]
+    Kernel._call_fallback = kernel_call
     copyreg.pickle(Kernel, _reduce_kernel)
