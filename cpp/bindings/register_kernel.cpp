@@ -45,7 +45,8 @@ bool overlap(const py::array& x, const py::array& y) {
   return lo(x) < lo(y) + y.nbytes() && lo(y) < lo(x) + x.nbytes();
 }
 
-py::array call(const Kernel& k, const py::object& a, const py::object& b, const py::object& out) {
+// The general call: validates each argument with its typed error, allocates the output.
+py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle out) {
   const Computation& c = k.tree().computation();
   py::array A = checked(a, "a", c.in0, false), B;
   if (b.is_none() && !k.has_constant_in1())
@@ -53,8 +54,7 @@ py::array call(const Kernel& k, const py::object& a, const py::object& b, const 
   if (!b.is_none()) B = checked(b, "b", c.in1, false);
   py::array O;
   if (out.is_none()) {
-    O = py::array_t<float>(c.out.shape);
-    std::fill_n(static_cast<float*>(O.mutable_data()), c.out.numel(), 0.0f);
+    O = py::array_t<float>(c.out.shape);  // no zero-fill: Kernel::run writes every element
   } else {
     O = checked(out, "out", c.out, true);
     if (overlap(O, A) || (!b.is_none() && overlap(O, B)))
@@ -68,6 +68,135 @@ py::array call(const Kernel& k, const py::object& a, const py::object& b, const 
     k.run(pa, pb, po);
   }
   return O;
+}
+
+// The fast path's test of one argument, read from numpy's array struct (no Python calls): a
+// numpy array of float32 in native byte order, C-contiguous, of the tensor's shape (and
+// writeable for `out`). Its data pointer, or nullptr for anything else (the general call then
+// converts it or raises the typed error).
+float* fast_data(PyObject* o, const TensorAccess& t, bool write) {
+  namespace d = py::detail;
+  if (!d::npy_api::get().PyArray_Check_(o)) return nullptr;
+  const d::PyArray_Proxy* a = d::array_proxy(o);
+  const d::PyArrayDescr_Proxy* dt = d::array_descriptor_proxy(a->descr);
+  const int need = d::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | (write ? d::npy_api::NPY_ARRAY_WRITEABLE_ : 0);
+  if (dt->type_num != d::npy_api::NPY_FLOAT_ || (dt->byteorder != '=' && dt->byteorder != '<') ||
+      (a->flags & need) != need || a->nd != static_cast<int>(t.shape.size()))
+    return nullptr;
+  for (int i = 0; i < a->nd; ++i)
+    if (a->dimensions[i] != t.shape[i]) return nullptr;
+  return reinterpret_cast<float*>(a->data);
+}
+
+bool is_array_or_none(py::handle h) {
+  return h.is_none() || py::detail::npy_api::get().PyArray_Check_(h.ptr());
+}
+
+// Set while a thread runs Kernel._call_fallback, so a fallback that passes on something the
+// engine cannot take gets the typed error instead of recursing.
+thread_local bool in_fallback = false;
+
+// Below this many flops (plus copied elements) a call keeps the GIL: releasing and taking it
+// back costs more than the kernel, and other Python threads wait less than one GIL switch.
+constexpr int64_t kKeepGilWork = 1 << 15;
+
+// kernel(a, b=None, out=None). The fast path (numpy float32 arrays of the right shapes,
+// C-contiguous, out not overlapping a or b) reads numpy's structs directly and allocates the
+// output without zero-fill; anything else goes to Kernel._call_fallback when one is installed
+// (looptune.interop: torch tensors) and to the general call, which raises the typed errors.
+py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py::handle out) {
+  const Computation& c = k.tree().computation();
+  const bool has_b = !b.is_none(), has_out = !out.is_none();
+  const float* pa = fast_data(a.ptr(), c.in0, false);
+  const float* pb = has_b ? fast_data(b.ptr(), c.in1, false) : nullptr;
+  float* po = has_out ? fast_data(out.ptr(), c.out, true) : nullptr;
+  if (pa && (has_b ? pb != nullptr : k.has_constant_in1()) && (po || !has_out)) {
+    const int64_t out_bytes = 4 * c.out.numel();
+    auto overlaps = [&](const float* x, int64_t bytes) {
+      const char *lo = reinterpret_cast<const char*>(x), *olo = reinterpret_cast<char*>(po);
+      return lo < olo + out_bytes && olo < lo + bytes;
+    };
+    if (!po || (!overlaps(pa, 4 * c.in0.numel()) && !(pb && overlaps(pb, 4 * c.in1.numel())))) {
+      py::object result;
+      if (po) {
+        result = py::reinterpret_borrow<py::object>(out);
+      } else {
+        const auto& api = py::detail::npy_api::get();
+        static_assert(sizeof(Py_intptr_t) == sizeof(int64_t));
+        result = py::reinterpret_steal<py::object>(api.PyArray_NewFromDescr_(
+            api.PyArray_Type_, api.PyArray_DescrFromType_(py::detail::npy_api::NPY_FLOAT_),
+            static_cast<int>(c.out.shape.size()),
+            reinterpret_cast<const Py_intptr_t*>(c.out.shape.data()), nullptr, nullptr, 0,
+            nullptr));
+        if (!result) throw py::error_already_set();
+        po = reinterpret_cast<float*>(py::detail::array_proxy(result.ptr())->data);
+      }
+      const int64_t work = c.flops() + c.in0.alloc_numel() + c.in1.alloc_numel() +
+                           c.out.alloc_numel();
+      if (work < kKeepGilWork) {
+        k.run(pa, pb, po);
+      } else {
+        py::gil_scoped_release release;
+        k.run(pa, pb, po);
+      }
+      return result;
+    }
+  }
+  if (!in_fallback && !(is_array_or_none(a) && is_array_or_none(b) && is_array_or_none(out))) {
+    py::object fallback = py::getattr(py::type::handle_of(self), "_call_fallback", py::none());
+    if (!fallback.is_none()) {
+      in_fallback = true;
+      struct Reset { ~Reset() { in_fallback = false; } } reset;
+      return fallback(self, a, b, out);
+    }
+  }
+  return checked_call(k, a, b, out);
+}
+
+constexpr const char* kCallDoc =
+    "__call__($self, /, a, b=None, out=None)\n--\n\n"
+    "Compute out = a (x) b on numpy float32 arrays; returns out (allocated when None). "
+    "b=None uses the constant operand kept by set_constant(). Arguments that are not numpy "
+    "arrays go to Kernel._call_fallback(kernel, a, b, out) when the class has one "
+    "(looptune.interop installs the torch one).";
+
+// Kernel.__call__ as a vectorcall method of the type (METH_FASTCALL): the arguments are read
+// off the stack, with no argument tuple, keyword dict or pybind11 dispatch; errors are the
+// ones Python gives for a def of the same signature.
+PyObject* call_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                      PyObject* kwnames) {
+  try {
+    static const char* const names[3] = {"a", "b", "out"};
+    PyObject* slot[3] = {nullptr, Py_None, Py_None};
+    bool given[3] = {false, false, false};
+    if (nargs > 3)
+      throw py::type_error("Kernel.__call__() takes at most 3 arguments (a, b, out), got " +
+                           std::to_string(nargs));
+    for (Py_ssize_t i = 0; i < nargs; ++i) slot[i] = args[i], given[i] = true;
+    const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t j = 0; j < nkw; ++j) {
+      PyObject* name = PyTuple_GET_ITEM(kwnames, j);
+      int idx = -1;
+      for (int i = 0; i < 3 && idx < 0; ++i)
+        if (PyUnicode_CompareWithASCIIString(name, names[i]) == 0) idx = i;
+      if (idx < 0)
+        throw py::type_error("Kernel.__call__() got an unexpected keyword argument '" +
+                             py::str(name).cast<std::string>() + "'");
+      if (given[idx])
+        throw py::type_error(std::string("Kernel.__call__() got multiple values for argument '") +
+                             names[idx] + "'");
+      slot[idx] = args[nargs + j], given[idx] = true;
+    }
+    if (!given[0]) throw py::type_error("Kernel.__call__() missing required argument 'a'");
+    const Kernel& k = py::handle(self).cast<const Kernel&>();
+    return call(self, k, slot[0], slot[1], slot[2]).release().ptr();
+  } catch (py::error_already_set& e) {
+    e.restore();
+    return nullptr;
+  } catch (...) {
+    py::detail::try_translate_exceptions();
+    return nullptr;
+  }
 }
 
 py::dict facts_dict(const CompileFacts& f) {
@@ -130,14 +259,12 @@ void register_kernel(py::module_& m) {
                ", runs=" + std::to_string(r.runs) + ")";
       });
 
-  py::class_<Kernel>(m, "Kernel", "A JIT-compiled loop tree.")
+  py::class_<Kernel> kernel(m, "Kernel", "A JIT-compiled loop tree.");
+  kernel
       .def_property_readonly("tree", [](const Kernel& k) { return k.tree(); })
       .def_property_readonly("isa", [](const Kernel& k) { return isa_name(k.isa()); })
       .def_property_readonly("facts", [](const Kernel& k) { return facts_dict(k.facts()); })
       .def_property_readonly("assembly", &Kernel::assembly)
-      .def("__call__", &call, py::arg("a"), py::arg("b") = py::none(), py::arg("out") = py::none(),
-           "Compute out = a (x) b on numpy float32 arrays; returns out (allocated when None). "
-           "b=None uses the constant operand kept by set_constant().")
       .def("set_constant",
            [](Kernel& k, const py::object& b) {
              py::array B = checked(b, "b", k.tree().computation().in1, false);
@@ -154,6 +281,15 @@ void register_kernel(py::module_& m) {
         return "<Kernel " + k.tree().computation().name() + " " + isa_name(k.isa()) + " " +
                std::to_string(k.facts().code_bytes) + " bytes>";
       });
+
+  {  // __call__ (call_method): a method descriptor, so calls skip pybind11's dispatch
+    static PyMethodDef call_def = {"__call__", reinterpret_cast<PyCFunction>(
+                                                   reinterpret_cast<void (*)()>(&call_method)),
+                                   METH_FASTCALL | METH_KEYWORDS, kCallDoc};
+    PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(kernel.ptr()), &call_def);
+    if (!descr) throw py::error_already_set();
+    kernel.attr("__call__") = py::reinterpret_steal<py::object>(descr);
+  }
 
   m.def("host_isa", [] { return isa_name(host_isa()); }, "The best ISA of this CPU.");
   m.def("isa_supported", [](const std::string& s) { return isa_supported(parse_isa(s)); },

@@ -258,6 +258,18 @@ struct Kernel::Relayout {
     }
     owner = key;
   }
+  // Allocates the buffers a call of `c` needs that are missing, their padding zeroed: for a
+  // workspace that only ever serves one computation (a kernel's own), so nothing is re-zeroed.
+  // need_in1: in1 is copied (not the packed constant operand).
+  void ensure(const Computation& c, bool out_copy, bool need_in1) {
+    if (out_copy && !out) out = std::make_unique<AlignedFloats>(c.out.alloc_numel());
+    const TensorAccess* ts[2] = {&c.in0, &c.in1};
+    for (int i = 0; i < 2; ++i) {
+      if (!ts[i]->padded() || in[i] || (i == 1 && !need_in1)) continue;
+      in[i] = std::make_unique<AlignedFloats>(ts[i]->alloc_numel());
+      std::memset(in[i]->p, 0, sizeof(float) * in[i]->n);
+    }
+  }
 };
 
 void Kernel::execute(const float* in0, const float* in1, bool in1_packed, float* out,
@@ -277,18 +289,26 @@ void Kernel::execute(const float* in0, const float* in1, bool in1_packed, float*
 }
 
 void Kernel::run(const float* in0, const float* in1, float* out) const {
-  if (!in1 && !constant_) throw CompileError("no b given and no constant operand set");
-  Computation c = tree_.computation();
-  if (!in1) c.in1.alloc_shape = c.in1.shape;  // the constant is packed: no in1 buffer needed
+  const bool packed = in1 == nullptr;
+  if (packed) {
+    if (!constant_) throw CompileError("no b given and no constant operand set");
+    in1 = constant_->buf->p;
+  }
+  // The common case: every buffer is the user's own (no relayout copy), so the call needs no
+  // workspace, no lock and no copy of the computation.
+  if (!relaid_[0] && !(relaid_[1] && !packed) && !out_relaid_) return call(in0, in1, out);
   // The kernel's workspace (relayout buffers) serves one call at a time; a concurrent call
-  // on another thread uses buffers of its own.
+  // on another thread uses buffers of its own. It serves this kernel's computation only, so its
+  // buffers are allocated and their padding zeroed once (copies never write padding).
   std::unique_lock<std::mutex> lock(workspace_mutex_, std::try_to_lock);
+  if (lock.owns_lock()) {
+    if (!workspace_) workspace_ = std::make_unique<Relayout>();
+    workspace_->ensure(tree_.computation(), out_relaid_, !packed);
+    return execute(in0, in1, packed, out, *workspace_);
+  }
   Relayout local;
-  if (lock.owns_lock() && !workspace_) workspace_ = std::make_unique<Relayout>();
-  Relayout& r = lock.owns_lock() ? *workspace_ : local;
-  r.prepare(c, out_relaid_);
-  if (!in1) return execute(in0, constant_->buf->p, true, out, r);
-  execute(in0, in1, false, out, r);
+  local.ensure(tree_.computation(), out_relaid_, !packed);
+  execute(in0, in1, packed, out, local);
 }
 
 // Timing buffers (the user's layout) are reused across calls on one thread while the shapes

@@ -1,6 +1,7 @@
 """Type stub for the compiled engine (cpp/bindings). Keep in sync with the bindings."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -115,6 +116,9 @@ class Kernel:
         b: npt.NDArray[np.float32] | None = None,  # None: the constant set by set_constant()
         out: npt.NDArray[np.float32] | None = None,
     ) -> npt.NDArray[np.float32]: ...
+    # Called by __call__ for arguments that are not numpy arrays, when set (looptune.interop
+    # sets it: torch tensors); the engine raises its typed errors if this passes them on again
+    _call_fallback: ClassVar[Callable[[Kernel, Any, Any, Any], Any]]
     has_constant: bool
     def set_constant(self, b: npt.NDArray[np.float32]) -> None: ...  # keeps a packed copy
     def benchmark(

@@ -7,6 +7,10 @@ Installed on ``looptune.Kernel`` at import (``install()``), so every kernel gets
   argument is a tensor the result is a tensor (``out`` itself when given, else a new tensor that
   shares the result's memory). Tensors that need grad, live on another device or have another
   dtype raise ``TypeError``; non-contiguous ones ``ValueError`` (call ``.contiguous()``).
+  ``Kernel.__call__`` stays the engine's own: numpy arrays never pass through Python code here.
+  The engine hands any call with an argument that is not a numpy array to
+  ``Kernel._call_fallback`` (``kernel_call`` below), which converts the tensors and calls the
+  engine again (a second fallback from there raises the engine's typed error).
 - ``pickle.dumps(kernel)`` stores the schedule text (the computation header and the loops, as
   ``LoopTree.dump()``) and the ISA; unpickling recompiles it (tens of microseconds). On a CPU
   without that ISA it compiles for the host ISA instead, with a ``RuntimeWarning``.
@@ -45,7 +49,8 @@ def _as_array(x: Any, what: str, tensor_type: type) -> Any:
 
 def kernel_call(self: Kernel, a: Any, b: Any = None, out: Any = None) -> Any:
     """``C = kernel(A, B)`` (``kernel(A)`` when B was set with ``set_constant``): numpy arrays
-    or torch CPU tensors (see the module docstring)."""
+    or torch CPU tensors (see the module docstring). Installed as ``Kernel._call_fallback``: the
+    engine calls it for arguments that are not numpy arrays."""
     tensor = _torch_tensor_type()
     if tensor is None or not any(isinstance(x, tensor) for x in (a, b, out)):
         return _native_call(self, a, b, out)
@@ -79,5 +84,5 @@ def _reduce_kernel(kernel: Kernel) -> tuple:
 
 def install() -> None:
     """Give ``Kernel`` torch-aware calls and pickling (idempotent)."""
-    Kernel.__call__ = kernel_call
+    Kernel._call_fallback = kernel_call
     copyreg.pickle(Kernel, _reduce_kernel)

@@ -53,6 +53,8 @@ class Kernel {
   // Unpadded, dense row-major buffers of the computation's shapes; any alignment. Inputs whose
   // kernel layout differs (TensorAccess::padded) are copied into it first.
   // in1 == nullptr uses the constant operand kept by set_constant_in1 (CompileError if none).
+  // `out` needs no zero-fill (run zeroes it when the kernel accumulates into it). Safe to call
+  // from several threads at once; a kernel without relayout copies takes no lock.
   void run(const float* in0, const float* in1, float* out) const;
   // Keeps a kernel-layout (packed) copy of in1, e.g. the weights of an inference layer, so calls
   // that pass no in1 skip its relayout.
@@ -88,6 +90,7 @@ class Kernel {
                              // blocked output the kernel cannot store in the user's layout)
   std::unique_ptr<Packed> constant_;  // set_constant_in1
   mutable std::mutex workspace_mutex_;  // run() reuses its relayout buffers across calls
+                                        // (only kernels with relayout copies have them)
   mutable std::unique_ptr<Relayout> workspace_;
   struct Code;
   std::unique_ptr<Code> code_;
