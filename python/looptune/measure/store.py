@@ -5,7 +5,7 @@ One record per line::
     {"computation": "<header>", "name": "mm64_64_64", "schedule": "<dump>", "hash": "0123...",
      "outcome": "ok", "gflops": 91.2, "median_gflops": 88.0, "runs": 40, "facts": {...},
      "error": "", "cpu": "...", "isa": "avx512", "min_time": 0.002, "min_runs": 3,
-     "max_runs": 200, "looptune": "0.1.0", "time": 1763895600.0}
+     "max_runs": 200, "threads": 1, "looptune": "0.1.0", "time": 1763895600.0}
 
 Appends are one ``write`` of one line on a file opened with ``O_APPEND`` under an exclusive
 ``fcntl`` lock, so two processes appending to the same file never interleave lines. Reading
@@ -65,6 +65,7 @@ def make_record(
             "min_time": budget.min_time,
             "min_runs": budget.min_runs,
             "max_runs": budget.max_runs,
+            "threads": getattr(budget, "threads", 1),
             "looptune": _version(),
             "time": time.time(),
         }
