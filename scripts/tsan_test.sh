@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Build the engine with ThreadSanitizer (-DLOOPTUNE_SANITIZE=thread) into build/tsan and run the
+# threaded tests against it, as scripts/asan_test.sh does for ASan: the tests import a copy of
+# the package (symlinks) whose _core is the sanitized one, and libtsan is preloaded into the
+# uninstrumented interpreter. Reports from libraries that are not instrumented (CPython, numpy,
+# PyTorch's OpenMP) are ignored; any report from the engine (the thread pool, the relayout and
+# zeroing passes its workers run) fails the run. The JIT'd kernels themselves are machine code
+# TSan cannot see: their disjoint writes are checked by the bit-identical tests instead.
+#
+#   PY=/path/to/venv/python scripts/tsan_test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+BUILD=${BUILD:-build/tsan}
+start=$(date +%s)
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOPTUNE_SANITIZE=thread \
+  -DPython_EXECUTABLE="$(command -v "$PY")" -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >/dev/null
+cmake --build "$BUILD"
+PKG="$BUILD/pkg/looptune"
+rm -rf "$BUILD/pkg" && mkdir -p "$PKG"
+for f in python/looptune/*; do
+  case "$(basename "$f")" in _core*.so) ;; *) ln -s "$(pwd)/$f" "$PKG/" ;; esac
+done
+cp "$BUILD"/_core*.so "$PKG/"
+LIBTSAN=$(${CXX:-c++} -print-file-name=libtsan.so)
+echo "tsan_test: built in $(( $(date +%s) - start )) s; preloading $LIBTSAN"
+REPORT="$BUILD/reports"
+rm -rf "$REPORT" && mkdir -p "$REPORT"
+tests=(tests/test_threads.py tests/test_kernel_api.py)
+status=0
+LD_PRELOAD="$LIBTSAN" \
+TSAN_OPTIONS="ignore_noninstrumented_modules=1:die_after_fork=0:exitcode=66:log_path=$REPORT/tsan" \
+PYTHONPATH="$BUILD/pkg" "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" "$@" || status=$?
+if compgen -G "$REPORT/tsan*" >/dev/null; then
+  echo "tsan_test: ThreadSanitizer reports:" && cat "$REPORT"/tsan*
+  status=1
+fi
+echo "tsan_test: total $(( $(date +%s) - start )) s, $([ $status = 0 ] && echo clean || echo FAILED)"
+exit $status
