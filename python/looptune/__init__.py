@@ -26,13 +26,6 @@ from looptune._core import (
 from looptune._core import (
     contraction as _contraction,
 )
-from looptune.threads import (
-    ThreadsWarning,
-    get_num_threads,
-    num_threads,
-    set_num_threads,
-)
-from looptune.threads import init_from_env as _threads_from_env
 from looptune.errors import (
     BufferTooLargeError,
     CompileError,
@@ -40,6 +33,13 @@ from looptune.errors import (
     LoopTuneError,
     UnknownBenchmarkError,
 )
+from looptune.threads import (
+    ThreadsWarning,
+    get_num_threads,
+    num_threads,
+    set_num_threads,
+)
+from looptune.threads import init_from_env as _threads_from_env
 
 __version__ = "0.1.0"
 
