@@ -8,6 +8,9 @@
 //     accumulators stored
 // Every range is known at compile time, so a loop's tail is emitted as a second copy of its
 // body with smaller ranges; partial vectors use opmasks (AVX-512) or vmaskmovps (AVX2).
+// The one exception is the parallel loop (Lowered::par, above the hoisted region): the function
+// takes the range [start, end) of its iterations to run (the 4th and 5th arguments), so every
+// thread calls the same code; outer loops are run by every thread in full.
 // Pointer offsets that are known statically are folded into displacements (disp_).
 #include "jit_x86.h"
 
