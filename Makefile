@@ -6,12 +6,19 @@ VPY := $(VENV)/bin/python
 # Reinstall (and rebuild the C++ engine) only when the build inputs change.
 STAMP := $(VENV)/.looptune-installed
 BUILD_INPUTS := pyproject.toml CMakeLists.txt scripts/install_deps.sh $(shell find cpp -type f)
+# The editable install maps each module to its file: a module added, moved or removed needs a
+# reinstall. MODULES lists them and changes (mtime included) only when the list does.
+MODULES := $(VENV)/.looptune-modules
 
-.PHONY: deps dev test bench demo clean-venv
+.PHONY: deps dev test bench demo clean-venv FORCE
 
 # The installer announces each of its steps itself ("[looptune setup] 3/5 ..."), so make's
 # echo of the command is left out.
-$(STAMP): $(BUILD_INPUTS)
+$(MODULES): FORCE
+	@mkdir -p $(VENV) && find python/looptune -name '*.py' | sort > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+$(STAMP): $(BUILD_INPUTS) $(MODULES)
 	@PY=$(PY) VENV=$(VENV) bash scripts/install_deps.sh
 	@touch $@
 

@@ -114,6 +114,8 @@ def matmul_case(m: int, k: int, n: int, isa: str, aligned: bool, rounds: int) ->
         "looptune(a, b)": lambda: kernel(a, b),
         "np.matmul(a, b, out=c)": lambda: np.matmul(a, b, out=c),
         "torch.matmul(a, b, out=c)": lambda: torch.matmul(ta, tb, out=tc),
+        # torch tensors through looptune (interop: tensors in, the tensor out back)
+        "looptune(ta, tb, out=tc)": lambda: kernel(ta, tb, out=tc),
     }
     name = f"matmul {m}x{k}x{n}" + (" (64-byte aligned)" if aligned else "")
     return finish(name, comp, kernel, fns, rounds, a, prepacked=False)
@@ -171,6 +173,7 @@ def print_table(rows: list[dict]) -> None:
         ("overhead out=", lambda r: r["calls"]["looptune(a, b, out=c)"]["overhead_us"]),
         ("np out=", lambda r: r["calls"].get("np.matmul(a, b, out=c)", {}).get("best_us")),
         ("torch out=", lambda r: r["calls"].get("torch.matmul(a, b, out=c)", {}).get("best_us")),
+        ("lt torch out=", lambda r: r["calls"].get("looptune(ta, tb, out=tc)", {}).get("best_us")),
         (
             "np/lt",
             lambda r: (

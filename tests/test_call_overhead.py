@@ -231,6 +231,10 @@ def test_arguments_off_the_fast_path_are_accepted_or_typed_errors(kernel: looptu
         kernel(a)
     with pytest.raises(TypeError, match="numpy float32 array, got list"):
         kernel(a.tolist(), b)
+    with pytest.raises(TypeError, match="CPU tensor, got one on meta"):
+        kernel(torch.empty((5, 3), device="meta"), b)
+    with pytest.raises(TypeError, match="dtype torch.float32, got torch.bfloat16"):
+        kernel(a, torch.from_numpy(b).to(torch.bfloat16))
     # a tensor with something the engine cannot take: the typed error, not a recursion
     with pytest.raises(TypeError, match="numpy float32 array, got list"):
         kernel(torch.from_numpy(a), b.tolist())

@@ -80,7 +80,8 @@ float* fast_data(PyObject* o, const TensorAccess& t, bool write) {
   if (!d::npy_api::get().PyArray_Check_(o)) return nullptr;
   const d::PyArray_Proxy* a = d::array_proxy(o);
   const d::PyArrayDescr_Proxy* dt = d::array_descriptor_proxy(a->descr);
-  const int need = d::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | (write ? d::npy_api::NPY_ARRAY_WRITEABLE_ : 0);
+  const int need =
+      d::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | (write ? d::npy_api::NPY_ARRAY_WRITEABLE_ : 0);
   if (dt->type_num != d::npy_api::NPY_FLOAT_ || (dt->byteorder != '=' && dt->byteorder != '<') ||
       (a->flags & need) != need || a->nd != static_cast<int>(t.shape.size()))
     return nullptr;

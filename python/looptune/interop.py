@@ -36,11 +36,12 @@ def _torch_tensor_type() -> type | None:
 def _as_array(x: Any, what: str, tensor_type: type) -> Any:
     if not isinstance(x, tensor_type):
         return x
-    if x.device.type != "cpu":
+    # is_cpu and the dtype's identity: ~0.5 us cheaper a tensor than x.device.type / str(dtype)
+    if not x.is_cpu:
         raise TypeError(f"{what} must be a CPU tensor, got one on {x.device}")
     if x.requires_grad:
         raise TypeError(f"{what} requires grad; pass {what}.detach() (kernels do not record grad)")
-    if str(x.dtype) != "torch.float32":
+    if x.dtype is not sys.modules["torch"].float32:
         raise TypeError(f"{what} must have dtype torch.float32, got {x.dtype}")
     if not x.is_contiguous():
         raise ValueError(f"{what} must be contiguous (use .contiguous())")
