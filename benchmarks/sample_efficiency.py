@@ -33,11 +33,12 @@ import numpy as np  # noqa: E402
 from _bench import RESULTS, environment, write_json  # noqa: E402
 
 import looptune  # noqa: E402
-from looptune.costmodel import ConfigSpace, Evaluator, Outcome, Tuner, spearman  # noqa: E402
-from looptune.costmodel._measure import check  # noqa: E402
+from looptune.costmodel import ConfigSpace, Evaluator, Outcome, spearman  # noqa: E402
 from looptune.costmodel.models import Classifier, Regressor  # noqa: E402
 from looptune.measure import Measurer  # noqa: E402
+from looptune.measure.reference import check_tree  # noqa: E402
 from looptune.report.tables import format_table  # noqa: E402
+from looptune.search.model_guided import Tuner  # noqa: E402
 
 TUNERS = ("random", "xgb", "pv", "ml2")
 LABELS = {"random": "random", "xgb": "P only (TVM-style)", "pv": "P+V", "ml2": "P+V+A (ML2)"}
@@ -110,7 +111,7 @@ def main() -> None:
     ap.add_argument("--min-time", type=float, default=0.001)
     args = ap.parse_args()
     isa = looptune.host_isa()
-    measurer = Measurer(isa=isa, min_time=args.min_time)
+    measurer = Measurer(isa=isa, min_time=args.min_time, verify=True, timeout_factor=10.0)
     runs, per_comp = [], {}
     t_start = time.perf_counter()
     for comp in computations():
@@ -122,7 +123,7 @@ def main() -> None:
                 res = Tuner(ev, kind, seed=seed).run(args.budget)
                 d = res.to_dict()
                 d.update(computation=comp.name, seed=seed)
-                d["outcomes"] = dict(collections.Counter(t.outcome for t in res.trials))
+                d["outcomes"] = dict(collections.Counter(t.outcome.name for t in res.trials))
                 comp_runs.append(d)
                 print(
                     f"{comp.name} seed {seed} {kind:6s} best {res.best_gflops:6.1f} "
@@ -136,15 +137,14 @@ def main() -> None:
             r["to95"] = hit
         # held-out configurations, timed with the cut-off at 10x the best run found
         ev = Evaluator(space, measurer)
-        ev.best_gflops = best
-        ev.best_seconds = comp.flops / (best * 1e9)
+        ev.best_gflops = best  # the measurer's cut-off knows the best run from the tuning
         t0 = time.perf_counter()
         rows = held_out(space, ev, args.held_out, seed=1000)
         held_seconds = time.perf_counter() - t0
-        counts = collections.Counter(r["outcome"] for r in rows)
-        invalid = {k: v for k, v in counts.items() if k != Outcome.OK}
+        counts = collections.Counter(r["outcome"].name for r in rows)
+        invalid = {k: v for k, v in counts.items() if k != Outcome.OK.name}
         valid_trees = [space.instantiate(r["point"]) for r in rows if r["outcome"] == Outcome.OK]
-        wrong = sum(not check(t, isa)[0] for t in valid_trees[:20])
+        wrong = sum(not check_tree(t, isa=isa).ok for t in valid_trees[:20])
         # compile-then-predict vs one measurement
         pts = [r["point"] for r in rows if r["outcome"] == Outcome.OK][:20]
         fresh = Evaluator(space, measurer)

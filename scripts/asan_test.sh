@@ -22,6 +22,9 @@ done
 cp "$BUILD"/_core*.so "$PKG/"
 LIBASAN=$(${CXX:-c++} -print-file-name=libasan.so)
 LIBUBSAN=$(${CXX:-c++} -print-file-name=libubsan.so)
+for lib in "$LIBASAN" "$LIBUBSAN"; do  # a bare name means the compiler has no such runtime
+  [ -f "$lib" ] || { echo "asan_test: the compiler has no $lib (install gcc's libasan/libubsan)" >&2; exit 2; }
+done
 echo "asan_test: built in $(( $(date +%s) - start )) s; preloading $LIBASAN"
 tests=(tests/test_kernel_api.py tests/test_loop_tree.py tests/test_mutations.py tests/test_codegen.py
        tests/test_relayout.py tests/test_computation.py

@@ -7,10 +7,10 @@ import pytest
 
 import looptune
 from looptune.costmodel import ConfigSpace, roofline
-from looptune.costmodel._measure import check
 from looptune.costmodel.features import ROOF_EFFICIENCY, hidden, visible
 from looptune.costmodel.layouts import to_physical, variants
 from looptune.errors import IllegalActionError
+from looptune.measure.reference import check_tree
 from looptune.space.schedules import from_steps
 
 COMPS = [
@@ -36,8 +36,8 @@ def test_every_layout_point_matches_numpy(make, isa):
         if tree is None or checked[name] >= 12:
             continue
         assert tree.computation == space.layouts[name].comp
-        ok, msg = check(tree, isa)
-        assert ok, (space.values(p), msg)
+        check = check_tree(tree, isa=isa)
+        assert check.ok, (space.values(p), str(check))
         checked[name] += 1
     assert checked == {"plain": 12, f"blocked{lanes}": 12}
 

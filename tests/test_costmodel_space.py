@@ -5,10 +5,11 @@ import pytest
 from isas import ALL
 
 import looptune
-from looptune.costmodel import ConfigSpace, Outcome, _measure
+from looptune.costmodel import ConfigSpace, Evaluator, Outcome
 from looptune.costmodel.configspace import CODE_BYTES_CAP, accumulator_limit
 from looptune.costmodel.features import N_HIDDEN, cache_sizes, hidden, visible
 from looptune.errors import CompileError, IllegalActionError
+from looptune.measure import FakeRunner, Measurer, build
 from looptune.measure.reference import check_tree
 
 
@@ -70,12 +71,13 @@ def test_register_tile_over_the_register_file_is_compile_rejected(cpu_isa):
     big = point(space, t1_m=128, t1_n=128, r_m=16, r_n=8, vec="n")
     need = space.requested_accumulators(big)
     assert need > accumulator_limit(cpu_isa)
-    facts, outcome, _ = _measure.build_facts(space.instantiate(big), cpu_isa)
-    assert outcome == Outcome.OK
+    built = build(space.instantiate(big), cpu_isa)
+    assert built.outcome is Outcome.OK
+    facts = built.facts
     assert space.compile_check(big, facts)[0] == Outcome.COMPILE_REJECTED
     assert space.compile_check(big, {**facts, "code_bytes": 0})[0] == Outcome.COMPILE_REJECTED
     ok = point(space, t1_m=128, t1_n=128, r_m=2, r_n=1, vec="n")
-    facts = _measure.build_facts(space.instantiate(ok), cpu_isa)[0]
+    facts = build(space.instantiate(ok), cpu_isa).facts
     assert space.compile_check(ok, facts) == (Outcome.OK, "")
     huge = {**facts, "code_bytes": CODE_BYTES_CAP + 1}
     assert space.compile_check(ok, huge)[0] == Outcome.COMPILE_REJECTED
@@ -155,29 +157,21 @@ def test_cache_sizes_are_increasing():
     assert 0 < l1 < l2 < l3
 
 
-class _RaisingMeasurer:
-    isa = "avx2"
-
-    def __init__(self, exc):
-        self.exc = exc
-
-    def measure(self, tree):
-        raise self.exc
-
-
-def test_measure_adapter_turns_errors_into_outcomes():
-    tree = looptune.matmul(16, 16, 16).default_schedule()
-    g, outcome, err = _measure.measure(tree, _RaisingMeasurer(CompileError("no code")))
-    assert (g, outcome, err) == (0.0, Outcome.COMPILE_ERROR, "no code")
-    g, outcome, _ = _measure.measure(tree, _RaisingMeasurer(RuntimeError("boom")))
-    assert (g, outcome) == (0.0, Outcome.RUNTIME_ERROR)
+def test_evaluator_turns_runner_failures_into_outcomes():
+    # the cost models measure through looptune.measure: a runner that raises is still an outcome
+    space = ConfigSpace(looptune.matmul(16, 16, 16), looptune.host_isa())
+    p = next(p for p in space.all_points() if space.try_instantiate(p)[0] is not None)
+    for exc, outcome in ((CompileError("no code"), Outcome.RUNTIME_ERROR),
+                         (RuntimeError("boom"), Outcome.RUNTIME_ERROR)):
+        def cost(tree, exc=exc):
+            raise exc
+        ev = Evaluator(space, Measurer(space.isa, runner=FakeRunner(cost), cache={}))
+        g, got, err = ev.measure(p)
+        assert (g, got) == (0.0, outcome) and str(exc) in err
 
 
-def test_measure_adapter_times_out_slow_runs():
-    from looptune.measure import Measurer
-
-    tree = looptune.matmul(64, 64, 64).default_schedule()
-    g, outcome, err = _measure.measure(tree, Measurer(isa="avx2", min_time=0.0), timeout=1e-12)
-    assert (g, outcome) == (0.0, Outcome.TIMEOUT) and "took" in err
-    g, outcome, _ = _measure.measure(tree, Measurer(isa="avx2", min_time=0.0), timeout=10.0)
-    assert outcome == Outcome.OK and g > 0
+def test_evaluator_default_measurer_verifies_and_times_out():
+    space = ConfigSpace(looptune.matmul(16, 16, 16), looptune.host_isa())
+    ev = Evaluator(space)
+    assert ev.measurer.runner.verify and ev.measurer.timeout_factor == 10.0
+    assert Evaluator(space, verify=False, timeout_factor=None).measurer.timeout_factor is None

@@ -1,4 +1,5 @@
-"""The tuners on a deterministic fake cost (no timing): exact choices, budgets, failures."""
+"""The model-guided search and its cost models on a deterministic fake runner (no timing):
+exact choices, budgets, failures, records."""
 
 import math
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 import looptune
-from looptune.costmodel import ConfigSpace, Evaluator, Outcome, Tuner, tune
-from looptune.costmodel import tuner as tuner_module
+from looptune.costmodel import ConfigSpace, Evaluator, Outcome
+from looptune.costmodel import evaluator as evaluator_module
 from looptune.costmodel.configspace import LANES
 from looptune.costmodel.models import Classifier, Regressor
 from looptune.costmodel.predictor import predictor, spearman
@@ -18,21 +19,29 @@ from looptune.costmodel.records import (
     records_from,
     save_records,
 )
+from looptune.measure import FakeRunner, Measurer, MeasureResult, failure
+from looptune.search.model_guided import Tuner, tune
 
 
 def tile_cost(lanes):
     """Fake GFLOP/s from the register tile of the tree: the loops inside the last reduction
     loop; 100 per accumulator plus the rows (a unique optimum value per ISA)."""
 
-    def fake(tree, timeout):
+    def fake(tree):
         loops = tree.loops
         last_red = max(i for i, lp in enumerate(loops) if lp.var == "k")
         tile = loops[last_red + 1 :]
         rows = tile[0].range if len(tile) == 2 else 1
         acc = rows * math.ceil(tile[-1].range / lanes)
-        return 100.0 * acc + rows, Outcome.OK, ""
+        return 100.0 * acc + rows
 
     return fake
+
+
+def fake_evaluator(space, cost):
+    """An evaluator whose measurer runs ``cost`` (a FakeRunner): the real pipeline otherwise."""
+    measurer = Measurer(space.isa, runner=FakeRunner(cost), cache={}, timeout_factor=None)
+    return Evaluator(space, measurer)
 
 
 # Building a point compiles it, so a space's ISA must run here: tests of behaviour that does not
@@ -41,27 +50,25 @@ HOST = looptune.host_isa()
 # Exact results of the fixed-seed runs below, per ISA: its lanes and registers shape the space
 # (which points instantiate or fit the register file) and the fake cost.
 EXPECTED = {
-    "avx512": {"ml2_caught": 49, "xgb_invalid": 32, "flaky": 5, "pv_crashed": 7, "slow_below": 300},
-    "avx2": {"ml2_caught": 75, "xgb_invalid": 23, "flaky": 6, "pv_crashed": 6, "slow_below": 700},
+    "avx512": {"ml2_caught": 49, "xgb_invalid": 32, "flaky": 5, "pv_crashed": 7, "timeouts": 2},
+    "avx2": {"ml2_caught": 75, "xgb_invalid": 23, "flaky": 6, "pv_crashed": 6, "timeouts": 2},
 }
 
 
 def crashes_when_unrolled(isa):
     base = tile_cost(LANES[isa])
 
-    def fake(tree, timeout):
+    def fake(tree):
         if any(lp.unroll for lp in tree.loops):
-            return 0.0, Outcome.RUNTIME_ERROR, "crashed"
-        return base(tree, timeout)
+            return failure(Outcome.RUNTIME_ERROR, "crashed")
+        return base(tree)
 
     return fake
 
 
 def run(kind, isa, seed=0, budget=64, fake=None, **kw):
     space = ConfigSpace(looptune.matmul(64, 64, 64), isa)
-    ev = Evaluator(
-        space, measure_fn=fake or tile_cost(space.lanes), verify=False, timeout_factor=None
-    )
+    ev = fake_evaluator(space, fake or tile_cost(space.lanes))
     tuner = Tuner(ev, kind, seed=seed, **kw)
     return tuner, tuner.run(budget)
 
@@ -100,10 +107,10 @@ def test_same_seed_same_choices():
 
 def test_evaluator_refuses_an_isa_the_cpu_cannot_compile_for(monkeypatch):
     # not a COMPILE_ERROR per point (ML² then drew pools for tens of seconds, measuring none)
-    monkeypatch.setattr(tuner_module, "isa_supported", lambda isa: False)
+    monkeypatch.setattr(evaluator_module, "isa_supported", lambda isa: False)
     space = ConfigSpace(looptune.matmul(64, 64, 64), "avx2")
     with pytest.raises(ValueError, match="'avx2' is not supported on this CPU"):
-        Evaluator(space, measure_fn=tile_cost(8))
+        Evaluator(space)
 
 
 def test_failed_measurements_are_counted_not_raised(cpu_isa):
@@ -133,34 +140,37 @@ def test_v_learns_to_filter_a_class_of_invalid_points(cpu_isa):
 
 
 def test_timeout_cuts_off_slow_points(cpu_isa):
+    # the measurer's cut-off: 10x the best run of the computation so far
     calls = []
-    slow_below = EXPECTED[cpu_isa]["slow_below"]  # one of the points measured is slower
+    comp = looptune.matmul(64, 64, 64)
+    space = ConfigSpace(comp, cpu_isa, layouts=["plain"])
+    cost = tile_cost(space.lanes)
 
-    def slow_unless_big(tree, timeout):
-        g, _, _ = tile_cost(space.lanes)(tree, timeout)
-        known = ev.best_gflops
-        calls.append((timeout, 10 * space.flops / (known * 1e9) if known else None))
-        if timeout is not None and g < slow_below:
-            return 0.0, Outcome.TIMEOUT, "slow"
-        return g, Outcome.OK, ""
+    class SlowRunner(FakeRunner):
+        def run(self, tree, isa, budget, cap_seconds):
+            g = cost(tree)
+            seconds = comp.flops / (g * 1e9)
+            known = ev.best_gflops
+            calls.append((cap_seconds, 10 * comp.flops / (known * 1e9) if known else None))
+            if cap_seconds is not None and seconds > cap_seconds:
+                return failure(Outcome.TIMEOUT, "slow")
+            return MeasureResult(Outcome.OK, g, g, 1, seconds=seconds)
 
-    space = ConfigSpace(looptune.matmul(64, 64, 64), cpu_isa)
-    ev = Evaluator(space, measure_fn=slow_unless_big, verify=False, timeout_factor=10.0)
+    measurer = Measurer(cpu_isa, runner=SlowRunner(cost), cache={}, timeout_factor=10.0,
+                        timeout_floor=0.0)
+    ev = Evaluator(space, measurer)
     res = Tuner(ev, "random", seed=0).run(32)
     # no cut-off before the first valid measurement, then 10x the best run so far
     assert calls[0] == (None, None) and calls[-1][0] is not None
     assert all(t == pytest.approx(cap) if cap else t is None for t, cap in calls)
-    assert sum(t.outcome == Outcome.TIMEOUT for t in res.measured) == 1
+    timeouts = [t for t in res.measured if t.outcome == Outcome.TIMEOUT]
+    assert len(timeouts) == EXPECTED[cpu_isa]["timeouts"]
+    assert all(cost(space.instantiate(t.point)) * 10 < ev.best_gflops for t in timeouts)
 
 
 def test_wrong_answer_is_an_outcome():
     space = ConfigSpace(looptune.matmul(64, 64, 64), HOST)
-    ev = Evaluator(
-        space,
-        measure_fn=tile_cost(space.lanes),
-        check_fn=lambda tree: (False, "off"),
-        timeout_factor=None,
-    )
+    ev = fake_evaluator(space, lambda tree: failure(Outcome.WRONG_ANSWER, "off"))
     res = Tuner(ev, "random", seed=0).run(16)
     ok_or_wrong = {t.outcome for t in res.measured} - {
         Outcome.NOT_INSTANTIABLE,
@@ -171,7 +181,7 @@ def test_wrong_answer_is_an_outcome():
 
 def test_bad_arguments():
     space = ConfigSpace(looptune.matmul(16, 16, 16), "avx2")
-    ev = Evaluator(space, measure_fn=tile_cost(8))
+    ev = fake_evaluator(space, tile_cost(8))
     with pytest.raises(ValueError, match="unknown tuner"):
         Tuner(ev, "annealing")
     with pytest.raises(ValueError, match="budget"):
@@ -182,7 +192,7 @@ def test_bad_arguments():
 
 def test_time_budget_stops_the_tuner():
     space = ConfigSpace(looptune.matmul(64, 64, 64), HOST)
-    ev = Evaluator(space, measure_fn=tile_cost(space.lanes), verify=False)
+    ev = fake_evaluator(space, tile_cost(space.lanes))
     res = tune(space, "xgb", measure_budget=None, time_budget=0.0, evaluator=ev)
     assert res.measurements == 0
 
@@ -236,7 +246,7 @@ def test_predictor_is_deterministic_and_learns_the_fake():
         if t is not None:
             trees.append(t)
     fake = tile_cost(8)
-    y = [fake(t, None)[0] for t in trees]
+    y = [fake(t) for t in trees]
     pred = predictor(trees[:40], y[:40], "avx2")
     got = [pred(t) for t in trees[40:]]
     assert got == [pred(t) for t in trees[40:]]
@@ -249,7 +259,7 @@ def test_ml2_draws_pools_until_one_compiles():
     # conv2d spaces are ~95% invalid: a first pool of 32 can hold no valid point; ML² keeps
     # drawing (failures caught, unmeasured) instead of stopping with nothing measured
     space = ConfigSpace(looptune.conv2d(1, 32, 28, 28, 64, 3, 3, 1, 1), HOST)
-    ev = Evaluator(space, measure_fn=lambda tree, t: (1.0, Outcome.OK, ""), verify=False)
+    ev = fake_evaluator(space, lambda tree: 1.0)
     res = Tuner(ev, "ml2", seed=1).run(8)
     assert res.measurements == 8 and res.invalid_measurements == 0
     assert res.caught > 32

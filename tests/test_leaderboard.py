@@ -14,7 +14,7 @@ import pytest
 
 import looptune
 from looptune.cli import main
-from looptune.leaderboard import report, run, suite, tvm_entrant, validate
+from looptune.leaderboard import replay, report, run, suite, tvm_entrant
 from looptune.leaderboard.entrants import (
     Budget,
     Entrant,
@@ -273,29 +273,29 @@ def fixed_retime(_tree: looptune.LoopTree) -> float:
 
 
 def test_validate_passes_an_honest_file(replayable):
-    verdicts = validate.validate(replayable, 0.1, retime=fixed_retime)
+    verdicts = replay.validate(replayable, 0.1, retime=fixed_retime)
     assert [v.ok for v in verdicts] == [True, True]
-    assert "2 passed, 0 failed" in validate.format_verdicts(verdicts, 0.1)
+    assert "2 passed, 0 failed" in replay.format_verdicts(verdicts, 0.1)
 
 
 def test_validate_catches_an_inflated_figure(replayable):
     replayable["rows"][0]["gflops"] = 56.0  # 12% above the replay, tolerance 10%
-    v = validate.validate(replayable, 0.1, retime=fixed_retime)
+    v = replay.validate(replayable, 0.1, retime=fixed_retime)
     assert [x.ok for x in v] == [False, True]
     assert v[0].reason == "recorded 56.0 GFLOP/s not reproduced: replayed 50.0 (tolerance 10%)"
     replayable["rows"][0]["gflops"] = 54.0  # within tolerance
-    assert validate.validate(replayable, 0.1, retime=fixed_retime)[0].ok
+    assert replay.validate(replayable, 0.1, retime=fixed_retime)[0].ok
 
 
 def test_validate_catches_tampered_schedules(replayable):
     rows = replayable["rows"]
     rows[0]["schedule"] = looptune.matmul(8, 8, 8).default_schedule().dump()
     rows[1]["schedule"] = "this is not a loop tree"
-    v = validate.validate(replayable, 0.1, retime=fixed_retime)
+    v = replay.validate(replayable, 0.1, retime=fixed_retime)
     assert not v[0].ok and v[0].reason.startswith("schedule belongs to another computation")
     assert not v[1].ok and v[1].reason.startswith("schedule does not parse")
     with pytest.raises(ValueError, match="tolerance"):
-        validate.validate(replayable, 1.5)
+        replay.validate(replayable, 1.5)
 
 
 def test_cli_validate_exit_codes(replayable, tmp_path, capsys):

@@ -53,11 +53,29 @@ PYBIND11_MODULE(_core, m) {
     py::gil_scoped_acquire gil;
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
   });
-  m.attr("MAX_LOOPS") = looptune::kMaxLoops;
+  m.attr("MAX_TREE_LOOPS") = looptune::kMaxTreeLoops;
+  m.attr("MAX_LOOPS") = looptune::kMaxTreeLoops;  // the old name of MAX_TREE_LOOPS
   m.attr("MAX_UNROLL") = looptune::kMaxUnroll;
   m.attr("DEFAULT_MAX_LOOPS") = looptune::kDefaultMaxLoops;
   m.def("check_action", &looptune::check_action_name, py::arg("action"),
         "Raise ValueError unless `action` is a well-formed action name.");
+  m.def(
+      "known_isas",
+      [] {
+        std::vector<std::string> names;
+        for (looptune::Isa i : looptune::known_isas()) names.push_back(looptune::isa_name(i));
+        return names;
+      },
+      "Every ISA the engine generates code for, best first.");
+  m.def(
+      "supported_isas",
+      [] {
+        std::vector<std::string> names;
+        for (looptune::Isa i : looptune::known_isas())
+          if (looptune::isa_supported(i)) names.push_back(looptune::isa_name(i));
+        return names;
+      },
+      "The ISAs of known_isas() this CPU runs, best first.");
   m.def(
       "isa_facts",
       [](std::optional<std::string> isa) {
@@ -68,10 +86,12 @@ PYBIND11_MODULE(_core, m) {
         d["isa"] = looptune::isa_name(chosen);
         d["lanes"] = f.lanes;
         d["vector_registers"] = f.vector_registers;
+        d["accumulator_registers"] = f.accumulator_registers;
         d["peak_fma_chains"] = f.peak_fma_chains;
         d["l1d_bytes"] = f.l1d_bytes;
         d["l2_bytes"] = f.l2_bytes;
         d["l3_bytes"] = f.l3_bytes;
+        d["supported"] = looptune::isa_supported(chosen);
         return d;
       },
       py::arg("isa") = py::none(),

@@ -19,22 +19,45 @@ const Xbyak::util::Cpu& cpu() {
   return c;
 }
 
-}  // namespace
+// The one table of ISA facts, best ISA first: a new ISA is a row here (and its generator).
+struct IsaRow {
+  Isa isa;
+  const char* name;
+  int lanes;             // float32 lanes per vector register
+  int vector_registers;  // architectural vector registers
+  int peak_fma_chains;   // independent FMA chains of the peak loop
+  bool (*supported)();   // CPUID says this CPU runs it
+};
 
-bool isa_supported(Isa isa) {
-  using C = Xbyak::util::Cpu;
-  switch (isa) {
-    case Isa::AVX512:
-      return cpu().has(C::tAVX512F);
-    case Isa::AVX2:
-      return cpu().has(C::tAVX2) && cpu().has(C::tFMA);
-  }
-  return false;
+const IsaRow kIsas[] = {
+    {Isa::AVX512, "avx512", 16, 32, 24,
+     [] { return cpu().has(Xbyak::util::Cpu::tAVX512F); }},
+    {Isa::AVX2, "avx2", 8, 16, 12,
+     [] { return cpu().has(Xbyak::util::Cpu::tAVX2) && cpu().has(Xbyak::util::Cpu::tFMA); }},
+};
+
+const IsaRow& row(Isa isa) {
+  for (const IsaRow& r : kIsas)
+    if (r.isa == isa) return r;
+  throw std::logic_error("an Isa value without a row in cpu.cpp's table");
 }
 
-std::string isa_name(Isa isa) { return isa == Isa::AVX512 ? "avx512" : "avx2"; }
+}  // namespace
 
-int isa_lanes(Isa isa) { return isa == Isa::AVX512 ? 16 : 8; }
+const std::vector<Isa>& known_isas() {
+  static const std::vector<Isa> all = [] {
+    std::vector<Isa> v;
+    for (const IsaRow& r : kIsas) v.push_back(r.isa);
+    return v;
+  }();
+  return all;
+}
+
+bool isa_supported(Isa isa) { return row(isa).supported(); }
+
+std::string isa_name(Isa isa) { return row(isa).name; }
+
+int isa_lanes(Isa isa) { return row(isa).lanes; }
 
 namespace {
 
@@ -69,14 +92,22 @@ std::array<int64_t, 4> cache_sizes() {
 
 IsaFacts isa_facts(Isa isa) {
   static const std::array<int64_t, 4> caches = cache_sizes();
-  const bool wide = isa == Isa::AVX512;
-  return IsaFacts{isa_lanes(isa), wide ? 32 : 16, wide ? 24 : 12, caches[1], caches[2], caches[3]};
+  const IsaRow& r = row(isa);
+  return IsaFacts{r.lanes,           r.vector_registers, r.vector_registers - kScratchRegisters,
+                  r.peak_fma_chains, caches[1],          caches[2],
+                  caches[3]};
+}
+
+static std::string isa_choices() {
+  std::string out;
+  for (const IsaRow& r : kIsas) out += (out.empty() ? "'" : " or '") + std::string(r.name) + "'";
+  return out;
 }
 
 Isa parse_isa(const std::string& name) {
-  if (name == "avx512") return Isa::AVX512;
-  if (name == "avx2") return Isa::AVX2;
-  throw std::invalid_argument("unknown ISA '" + name + "'; choose 'avx512' or 'avx2'");
+  for (const IsaRow& r : kIsas)
+    if (name == r.name) return r.isa;
+  throw std::invalid_argument("unknown ISA '" + name + "'; choose " + isa_choices());
 }
 
 Isa host_isa() {
@@ -85,14 +116,14 @@ Isa host_isa() {
     try {
       isa = parse_isa(forced);
     } catch (const std::invalid_argument&) {
-      throw CompileError(std::string("LOOPTUNE_ISA='") + forced + "' is not 'avx512' or 'avx2'");
+      throw CompileError(std::string("LOOPTUNE_ISA='") + forced + "' is not " + isa_choices());
     }
     if (!isa_supported(isa))
       throw CompileError(std::string("LOOPTUNE_ISA='") + forced + "' is not supported by this CPU");
     return isa;
   }
-  if (isa_supported(Isa::AVX512)) return Isa::AVX512;
-  if (isa_supported(Isa::AVX2)) return Isa::AVX2;
+  for (const IsaRow& r : kIsas)
+    if (r.supported()) return r.isa;
   throw CompileError("looptune needs AVX2+FMA or AVX-512");
 }
 

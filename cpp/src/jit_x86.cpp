@@ -595,7 +595,7 @@ class PeakGenerator : public CodeGenerator {
  public:
   PeakGenerator(int chains, uint8_t* buf) : CodeGenerator(4096, buf) {
     auto v = [](int i) -> Xmm { if constexpr (I == Isa::AVX512) return Zmm(i); else return Ymm(i); };
-    const int nregs = I == Isa::AVX512 ? 32 : 16;
+    const int nregs = isa_facts(I).vector_registers;
     for (int i = 0; i < nregs; ++i) vxorps(Xmm(i), Xmm(i), Xmm(i));
     Label top;
     L(top);

@@ -77,8 +77,8 @@ void LoopTree::validate() const {
   if (!comp_) bad("LoopTree needs a computation");
   const int nvars = static_cast<int>(comp_->vars.size());
   if (loops_.empty()) bad("a loop tree needs at least one loop");
-  if (depth() > kMaxLoops)
-    bad("a loop tree has at most " + std::to_string(kMaxLoops) + " loops, got " +
+  if (depth() > kMaxTreeLoops)
+    bad("a loop tree has at most " + std::to_string(kMaxTreeLoops) + " loops, got " +
         std::to_string(depth()));
   if (cursor_ < 0 || cursor_ >= depth())
     bad("cursor " + std::to_string(cursor_) + " is outside 0.." + std::to_string(depth() - 1));
@@ -244,7 +244,7 @@ LoopTree LoopTree::parse(const std::string& text) {
       bad("loop line '" + line + "' does not match a range of " + std::to_string(range));
     last_step[var] = loop.step;
     loops.push_back(loop);
-    if (loops.size() > static_cast<size_t>(kMaxLoops)) bad("too many loops in dump");
+    if (loops.size() > static_cast<size_t>(kMaxTreeLoops)) bad("too many loops in dump");
   }
   if (cursor < 0) bad("a loop tree dump marks the cursor with '<-'");
   return LoopTree(std::move(comp), std::move(loops), cursor);

@@ -176,8 +176,9 @@ Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user) {
   const bool vec = plain_vec || low.reduce_vec;
   low.lanes = vec ? isa_lanes(isa) : 1;
   low.vec_var = vec ? tree.loops().back().var : -1;
-  low.nregs = (isa == Isa::AVX512 && vec) ? 32 : 16;
-  low.acc_max = low.nregs - 4;
+  // scalar code keeps to the 16 registers every ISA encodes (VEX); vector code has the ISA's
+  low.nregs = vec ? isa_facts(isa).vector_registers : 16;
+  low.acc_max = low.nregs - kScratchRegisters;
 
   int n = static_cast<int>(low.loops.size());
   low.vec_range = full_ranges_at(low, n - 1)[low.loops.back().var];

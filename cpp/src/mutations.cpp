@@ -47,7 +47,7 @@ std::string var_at(const LoopTree& t, int i) {
 }
 
 // True when `a` is legal in `t`; otherwise false and, if `why` is given, the reason.
-bool check(const LoopTree& t, const Action& a, std::string* why, int cap = kMaxLoops) {
+bool check(const LoopTree& t, const Action& a, std::string* why, int cap = kMaxTreeLoops) {
   const int c = t.cursor(), d = t.depth();
   auto fail = [&](auto&& make) {
     if (why) *why = a.name + ": " + make();
@@ -212,8 +212,8 @@ std::vector<bool> legal_mask(const LoopTree& t, const std::vector<std::string>& 
 namespace {
 
 int checked_cap(int max_loops) {
-  if (max_loops < 1 || max_loops > kMaxLoops)
-    throw std::invalid_argument("max_loops must be in [1, " + std::to_string(kMaxLoops) +
+  if (max_loops < 1 || max_loops > kMaxTreeLoops)
+    throw std::invalid_argument("max_loops must be in [1, " + std::to_string(kMaxTreeLoops) +
                                 "], got " + std::to_string(max_loops));
   return max_loops;
 }

@@ -36,6 +36,9 @@ MOVED: dict[str, str] = {
         "tile_features": "agent.tile_features",
         "train": "agent.train",
         "train_callbacks": "agent.train_callbacks",
+        "costmodel.tuner": "search.model_guided",
+        "costmodel.search": "search.model_guided",
+        "leaderboard.validate": "leaderboard.replay",
     }.items()
 }
 

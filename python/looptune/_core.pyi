@@ -6,7 +6,8 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-MAX_LOOPS: int  # loops per tree (split is illegal beyond this)
+MAX_TREE_LOOPS: int  # loops a tree can hold (split is illegal beyond this)
+MAX_LOOPS: int  # the old name of MAX_TREE_LOOPS
 MAX_UNROLL: int  # turning unroll on needs the cursor loop's size <= this
 MAX_EXTENT: int  # largest size of one variable
 MAX_VARS: int  # variables per computation
@@ -142,7 +143,10 @@ def isa_supported(isa: str) -> bool: ...
 def cpu_name() -> str: ...
 def cpu_signature() -> str: ...
 def check_action(action: str) -> None: ...  # ValueError unless a well-formed action name
+def known_isas() -> list[str]: ...  # every ISA the engine generates code for, best first
+def supported_isas() -> list[str]: ...  # those this CPU runs, best first
 def isa_facts(
     isa: str | None = None,
-) -> dict[str, int | str]: ...  # isa, lanes, vector_registers, peak_fma_chains, l1d/l2/l3_bytes
+) -> dict[str, int | str | bool]: ...  # isa, lanes, vector_registers, accumulator_registers,
+# peak_fma_chains, l1d/l2/l3_bytes (CPUID; 0 when not reported), supported (by this CPU)
 def measure_peak_gflops(isa: str | None = None, min_time: float = 0.05) -> float: ...

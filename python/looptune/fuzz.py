@@ -182,7 +182,7 @@ class GuardedArrays:
 def isas() -> list[str]:
     from looptune import _core
 
-    return [i for i in ("avx512", "avx2") if _core.isa_supported(i)]
+    return _core.supported_isas()
 
 
 def run_case(seed: int, index: int, schedules: int) -> dict:

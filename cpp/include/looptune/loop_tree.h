@@ -30,7 +30,7 @@
 
 namespace looptune {
 
-constexpr int kMaxLoops = 16;  // loops per tree (split is illegal beyond this)
+constexpr int kMaxTreeLoops = 16;  // loops per tree (split is illegal beyond this)
 
 struct Loop {
   int var = 0;         // index into Computation::vars

@@ -13,7 +13,7 @@ namespace looptune {
 
 constexpr int64_t kMaxUnroll = 64;  // turning unroll on needs size(cursor) <= this
 // The depth cap of the environments, searches and agents (the LoopTune paper's 10 loops):
-// a split that would make a tree deeper than the cap is illegal. At most kMaxLoops.
+// a split that would make a tree deeper than the cap is illegal. At most kMaxTreeLoops.
 constexpr int kDefaultMaxLoops = 10;
 
 // Legality of a whole action list under a depth cap, in one call: mask[i] is true when

@@ -18,7 +18,7 @@ from looptune.agent import policy_io
 from looptune.agent.policy_io import PolicyFormatError, UntrustedPolicyError
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-ISAS = ("avx512", "avx2")
+ISAS = tuple(_core.known_isas())  # the engine's list, best first
 
 ALGOS = ("maskable_ppo", "ppo", "dqn")
 

@@ -105,7 +105,7 @@ def _tile_features(facts: NestFacts, vec: str, isa: str | None) -> list[float]:
         math.log2(max(width, 1) / lanes) / 8,
         waste,
         len(tile) / 8,
-        len(loops) / _core.MAX_LOOPS,
+        len(loops) / _core.MAX_TREE_LOOPS,
         tails,
     ]
 

@@ -44,7 +44,7 @@ def candidates(comp: _core.Computation, isa: str) -> list[_core.LoopTree]:
         raise TypeError(f"expected a looptune Computation, got {type(comp).__name__}")
     out, seen = [], set()
     for tree in [comp.default_schedule(), *_tilings(comp, isa)]:
-        if tree.depth <= _core.MAX_LOOPS and tree.hash() not in seen:
+        if tree.depth <= _core.MAX_TREE_LOOPS and tree.hash() not in seen:
             seen.add(tree.hash())
             out.append(tree)
     return out

@@ -92,8 +92,8 @@ def default_tiler_path(isa: str | None = None, signature: str | None = None) -> 
     best where 256-bit loads are cheap runs at a quarter of the best tile on a core that splits
     them (Zen 1)."""
     isa = _core.host_isa() if isa is None else isa
-    if isa not in ("avx512", "avx2"):
-        raise ValueError(f"unknown ISA {isa!r}; choose from ['avx512', 'avx2']")
+    if isa not in _core.known_isas():
+        raise ValueError(f"unknown ISA {isa!r}; choose from {_core.known_isas()}")
     signature = _core.cpu_signature() if signature is None else signature
     tuned = DATA_DIR / f"policy_tiler_{isa}_{signature_tag(signature)}{policy_io.SUFFIX}"
     return tuned if tuned.is_file() else DATA_DIR / f"policy_tiler_{isa}{policy_io.SUFFIX}"
@@ -137,7 +137,7 @@ def _load(path: str, _mtime: float) -> TilerPolicy:
         raise PolicyFormatError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
     if meta.get("feature_version") != FEATURE_VERSION or meta.get("n_features") != N_FEATURES:
         raise PolicyFormatError(f"{path} was trained on other features than this version's")
-    if meta.get("isa") not in ("avx512", "avx2"):
+    if meta.get("isa") not in _core.known_isas():
         raise PolicyFormatError(f"{path}: unknown isa {meta.get('isa')!r}")
     net = build_network(meta.get("hidden"))
     policy_io.load_weights(net, path)

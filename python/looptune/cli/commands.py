@@ -10,7 +10,7 @@ from pathlib import Path
 import looptune
 from looptune import search
 from looptune._core import Computation, LoopTree
-from looptune.measure import Measurer, best_tree
+from looptune.measure import Measurer, best_tree, final_measurer
 from looptune.measure.reference import Check, check_tree, numpy_gflops
 from looptune.report.progress import search_progress
 from looptune.space.actions import action_set
@@ -74,7 +74,7 @@ def tune(args: argparse.Namespace) -> int:
         )
     # Re-time both schedules at length so the printed figures are not a lucky short run; if the
     # search's pick does not hold up against the base, keep the base (never return a slowdown).
-    meter = Measurer(min_time=REPORT_MIN_TIME, min_runs=10, max_runs=100_000, cache={})
+    meter = final_measurer(REPORT_MIN_TIME)
     tuned, base_g = result.best_tree, meter.gflops(base)
     tuned_g = meter.gflops(tuned)
     if records:  # reuse: the best schedule ever recorded for this computation competes too
@@ -177,7 +177,7 @@ def show(args: argparse.Namespace) -> int:
     if not args.benchmark:
         return 0
     check = check_tree(tree)
-    meter = Measurer(min_time=REPORT_MIN_TIME, min_runs=10, max_runs=100_000, cache={})
+    meter = final_measurer(REPORT_MIN_TIME)
     g, ref = meter.gflops(tree), numpy_gflops(comp)
     print(f"\ncorrectness: {check}")
     print(f"GFLOP/s: {g:.1f}, numpy (1 thread) {ref:.1f}, ratio {g / ref:.2f}")

@@ -32,16 +32,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from looptune._core import MAX_LOOPS, Computation, LoopTree
-from looptune.costmodel._measure import Outcome
+from looptune._core import MAX_TREE_LOOPS, Computation, LoopTree, isa_facts, known_isas
 from looptune.costmodel.layouts import Layout, logical, to_physical, variants
 from looptune.errors import IllegalActionError
+from looptune.measure.result import Outcome
 from looptune.space.schedules import from_steps
 
-LANES = {"avx512": 16, "avx2": 8}
-REGISTERS = {"avx512": 32, "avx2": 16}
-# Registers kept free for the loaded vectors and broadcasts of the register tile's body.
-SCRATCH_REGISTERS = 4
+# Per ISA the engine knows (looptune._core.isa_facts is the one source).
+LANES = {isa: int(isa_facts(isa)["lanes"]) for isa in known_isas()}
+REGISTERS = {isa: int(isa_facts(isa)["vector_registers"]) for isa in known_isas()}
+# Accumulators a register tile may hold (the engine keeps the other registers for the loaded
+# vectors and broadcasts of the tile's body).
+ACCUMULATORS = {isa: int(isa_facts(isa)["accumulator_registers"]) for isa in known_isas()}
 CODE_BYTES_CAP = 16 * 1024  # half the 32 KiB L1 instruction cache
 TILE1_SIZES = (8, 16, 24, 32, 48, 64, 96, 128, 256)
 REG_UNITS = (1, 2, 3, 4, 6, 8, 12, 16)
@@ -49,7 +51,7 @@ REG_UNITS = (1, 2, 3, 4, 6, 8, 12, 16)
 
 def accumulator_limit(isa: str) -> int:
     """Accumulator registers a register tile may use on ``isa``."""
-    return REGISTERS[isa] - SCRATCH_REGISTERS
+    return ACCUMULATORS[isa]
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class ConfigSpace:
         """``layouts``: names of the layouts to offer (default: every one the op has, ``comp``'s
         own first); see :func:`looptune.costmodel.layouts.variants`."""
         if isa not in LANES:
-            raise ValueError(f"unknown isa {isa!r}; choose avx512 or avx2")
+            raise ValueError(f"unknown isa {isa!r}; choose {' or '.join(LANES)}")
         self.comp, self.isa, self.lanes = comp, isa, LANES[isa]
         names = tuple(layouts) if layouts is not None else None
         self.layouts: dict[str, Layout] = {
@@ -179,8 +181,8 @@ class ConfigSpace:
                 f"not {vals['vec']}"
             )
         steps = to_physical(self.steps(point), lay)
-        if len(steps) > MAX_LOOPS:
-            raise IllegalActionError(f"{len(steps)} loops > MAX_LOOPS={MAX_LOOPS}")
+        if len(steps) > MAX_TREE_LOOPS:
+            raise IllegalActionError(f"{len(steps)} loops > MAX_TREE_LOOPS={MAX_TREE_LOOPS}")
         try:
             tree = from_steps(lay.comp, steps)
         except ValueError as exc:
@@ -199,7 +201,7 @@ class ConfigSpace:
         except IllegalActionError as exc:
             return None, str(exc)
 
-    def compile_check(self, point: tuple[int, ...], facts: dict) -> tuple[str, str]:
+    def compile_check(self, point: tuple[int, ...], facts: dict) -> tuple[Outcome, str]:
         """``(outcome, error)`` of the compile-time limits for ``point`` compiled to ``facts``."""
         need, limit = self.requested_accumulators(point), accumulator_limit(self.isa)
         if need > limit:

@@ -16,12 +16,11 @@ microseconds).
 from __future__ import annotations
 
 import math
-import os
 from functools import cache
 
 import numpy as np
 
-from looptune._core import LoopTree
+from looptune._core import LoopTree, isa_facts
 from looptune.costmodel import roofline
 from looptune.costmodel.configspace import LANES, ConfigSpace, accumulator_limit
 from looptune.space.graph import nest_facts
@@ -30,28 +29,17 @@ MAX_VARS = 8
 _PER_VAR = 6
 
 
+# Used when CPUID does not report a level (a hypervisor may hide it).
+DEFAULT_CACHE_BYTES = (32 * 1024, 1024 * 1024, 32 * 1024 * 1024)
+
+
 @cache
 def cache_sizes() -> tuple[int, int, int]:
-    """(L1d, L2, L3) bytes of cpu0 from sysfs; 32 KiB / 1 MiB / 32 MiB if unreadable."""
-    sizes = {1: 32 * 1024, 2: 1024 * 1024, 3: 32 * 1024 * 1024}
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        for idx in sorted(os.listdir(base)):
-            if not idx.startswith("index"):
-                continue
-            with open(f"{base}/{idx}/level") as f:
-                level = int(f.read())
-            with open(f"{base}/{idx}/type") as f:
-                kind = f.read().strip()
-            with open(f"{base}/{idx}/size") as f:
-                text = f.read().strip().upper()
-            mult = {"K": 1024, "M": 1024**2}.get(text[-1:], 1)
-            num = int(text.rstrip("KM"))
-            if kind != "Instruction" and level in sizes:
-                sizes[level] = num * mult
-    except (OSError, ValueError):
-        pass
-    return sizes[1], sizes[2], sizes[3]
+    """(L1d, L2, L3) bytes from the engine's CPUID read (``_core.isa_facts``); a level it
+    cannot tell takes :data:`DEFAULT_CACHE_BYTES`."""
+    f = isa_facts()
+    got = (f["l1d_bytes"], f["l2_bytes"], f["l3_bytes"])
+    return tuple(int(b) if b else d for b, d in zip(got, DEFAULT_CACHE_BYTES))
 
 
 def _log2(x: float) -> float:

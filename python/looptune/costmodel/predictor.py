@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from looptune._core import MAX_LOOPS, LoopTree
-from looptune.costmodel._measure import build_facts
+from looptune._core import MAX_TREE_LOOPS, LoopTree
 from looptune.costmodel.features import N_HIDDEN, _tree_features, hidden
 from looptune.costmodel.models import Regressor
+from looptune.measure.build import build
 
 
 def tree_features(tree: LoopTree, isa: str) -> np.ndarray:
@@ -28,14 +28,14 @@ def tree_features(tree: LoopTree, isa: str) -> np.ndarray:
     cache footprints and strides, and the hidden compile-time features."""
     red = {v.name: v.reduction for v in tree.computation.vars}
     loops = []
-    for i in range(MAX_LOOPS):
+    for i in range(MAX_TREE_LOOPS):
         if i < len(tree.loops):
             lp = tree.loops[i]
             loops += [math.log2(lp.step), math.log2(max(lp.range, 1)), red[lp.var], lp.unroll]
         else:
             loops += [0.0] * 4
-    facts = build_facts(tree, isa)[0]
-    hid = hidden(facts, isa, tree) if facts is not None else np.zeros(N_HIDDEN, np.float32)
+    built = build(tree, isa)
+    hid = hidden(built.facts, isa, tree) if built.ok else np.zeros(N_HIDDEN, np.float32)
     return np.concatenate([np.asarray(loops + _tree_features(tree), np.float32), hid])
 
 

@@ -1,9 +1,11 @@
 """Tuning records on disk (JSON lines) and pre-training rows built from them.
 
 One record per line: ``{"computation": header, "isa": ..., "config": {knob: value},
-"outcome": ..., "gflops": ...}``. Knob values (not indices) are stored, so records of one
-computation pre-train the models of another of the same kind: features are computed in the
-record's own space, and they are sizes and ratios, comparable across shapes.
+"outcome": "OK" | "NOT_INSTANTIABLE" | ..., "gflops": ...}`` (the outcome is the name of a
+:class:`looptune.measure.Outcome`; reading accepts its value, "ok", too). Knob values (not
+indices) are stored, so records of one computation pre-train the models of another of the
+same kind: features are computed in the record's own space, and they are sizes and ratios,
+comparable across shapes.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from looptune._core import parse_computation
-from looptune.costmodel._measure import Outcome
 from looptune.costmodel.configspace import ConfigSpace
 from looptune.costmodel.features import hidden, visible
+from looptune.measure.build import build
+from looptune.measure.result import Outcome
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,12 @@ class Record:
     computation: str  # Computation.header()
     isa: str
     config: dict
-    outcome: str
+    outcome: Outcome
     gflops: float
+
+    def to_json(self) -> dict:
+        """The record's line: the outcome by name ("OK", "COMPILE_REJECTED", ...), as ever."""
+        return {**self.__dict__, "outcome": Outcome.parse(self.outcome).name}
 
 
 def records_from(space: ConfigSpace, result: object) -> list[Record]:
@@ -41,7 +48,7 @@ def records_from(space: ConfigSpace, result: object) -> list[Record]:
 def save_records(path: str | Path, records: list[Record]) -> None:
     with open(path, "a") as f:
         for r in records:
-            f.write(json.dumps(r.__dict__, sort_keys=True) + "\n")
+            f.write(json.dumps(r.to_json(), sort_keys=True) + "\n")
 
 
 def load_records(path: str | Path) -> list[Record]:
@@ -54,8 +61,8 @@ def load_records(path: str | Path) -> list[Record]:
             try:
                 d = json.loads(line)
                 out.append(
-                    Record(d["computation"], d["isa"], dict(d["config"]), d["outcome"],
-                           float(d["gflops"]))
+                    Record(d["computation"], d["isa"], dict(d["config"]),
+                           Outcome.parse(d["outcome"]), float(d["gflops"]))
                 )
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{n}: not a tuning record ({exc})") from exc
@@ -77,8 +84,6 @@ def pretrain_rows(
     """``(visible, hidden, outcome, gflops)`` rows for :class:`Tuner`'s ``pretrain`` from the
     records of computations of ``kind`` (all kinds if None); hidden features are recomputed by
     compiling the record's tree (None for invalid configurations)."""
-    from looptune.costmodel._measure import build_facts
-
     spaces: dict[tuple[str, str], ConfigSpace] = {}
     rows = []
     for r in records:
@@ -88,9 +93,10 @@ def pretrain_rows(
         space = spaces.setdefault((r.computation, r.isa), ConfigSpace(comp, r.isa))
         point = point_of(space, r.config)
         hid = None
-        if r.outcome == Outcome.OK:
+        outcome = Outcome.parse(r.outcome)
+        if outcome is Outcome.OK:
             tree, _ = space.try_instantiate(point)
-            facts = build_facts(tree, r.isa)[0] if tree is not None else None
-            hid = hidden(facts, r.isa, tree) if facts is not None else None
-        rows.append((visible(space, point), hid, r.outcome, r.gflops))
+            built = build(tree, r.isa) if tree is not None else None
+            hid = hidden(built.facts, r.isa, tree) if built is not None and built.ok else None
+        rows.append((visible(space, point), hid, outcome, r.gflops))
     return rows

@@ -16,7 +16,7 @@ from looptune import _core, datasets
 from looptune.errors import UnknownBenchmarkError
 from looptune.measure import FakeRunner, Measurer, Outcome
 from looptune.measure import peak_gflops as measured_peak
-from looptune.space import MAX_LOOPS, ScheduleSpace
+from looptune.space import DEFAULT_MAX_LOOPS, ScheduleSpace
 from looptune.util.validate import action_index, finite_positive
 
 FAILURE_REWARD = 0.0  # reward of an action whose schedule fails to measure (state unchanged)
@@ -112,7 +112,7 @@ class LoopTuneEnv(gym.Env):
 
     ## Arguments
     dataset ("mm64_256_16"), split ("train"/"test"/"all"), actions ("paper", "rich" or a list
-    of action names), max_loops (the depth cap, default ``looptune.space.MAX_LOOPS``),
+    of action names), max_loops (the depth cap, default ``looptune.space.DEFAULT_MAX_LOOPS``),
     observation ("box"/"dict"), isa (None = the host's best), measure_min_time (0.002 s),
     measure_min_runs (3), peak_gflops (None = measured), measurer (a ``Measurer`` to use),
     cost_model (a callable ``tree -> GFLOP/s`` used instead of timing: the cost-model reward
@@ -140,7 +140,7 @@ class LoopTuneEnv(gym.Env):
         dataset: str = "mm64_256_16",
         split: str = "train",
         actions: str | Sequence[str] = "paper",
-        max_loops: int = MAX_LOOPS,
+        max_loops: int = DEFAULT_MAX_LOOPS,
         observation: str = "box",
         isa: str | None = None,
         measure_min_time: float = 0.002,

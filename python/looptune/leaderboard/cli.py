@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from looptune.leaderboard import report, run, suite, validate
+from looptune.leaderboard import replay, report, run, suite
 from looptune.leaderboard.entrants import (
     Budget,
     Entrant,
@@ -115,7 +115,7 @@ def _write(doc: dict, args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    tol = validate.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
-    verdicts = validate.validate(run.load_json(args.validate), tol)
-    print(validate.format_verdicts(verdicts, tol))
+    tol = replay.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    verdicts = replay.validate(run.load_json(args.validate), tol)
+    print(replay.format_verdicts(verdicts, tol))
     return 0 if all(v.ok for v in verdicts) else 1

@@ -20,16 +20,14 @@ worker process: one that runs past ``2 * budget + 5`` seconds is killed and its 
 
 from __future__ import annotations
 
-import importlib
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from looptune._core import Computation, LoopTree
+from looptune.leaderboard.plugin import Budget, PluginError, load_plugin  # noqa: F401
 from looptune.leaderboard.suite import Entry
-from looptune.measure import Measurer
+from looptune.measure import final_measurer
 from looptune.measure.reference import (
     best_seconds,
     check_tree,
@@ -41,17 +39,6 @@ from looptune.measure.reference import (
 FINAL_MIN_TIME = 0.05  # seconds of timing behind every looptune figure in the table
 FINAL_TIMINGS = 2  # best of this many such timings (numpy's single window is 0.2 s)
 TIMEOUT_FACTOR, TIMEOUT_GRACE = 2.0, 5.0  # a tuner past factor*budget+grace is killed
-
-
-class PluginError(ValueError):
-    """A ``--entrant`` spec that cannot be loaded or does not follow the protocol."""
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What an entrant may spend on one benchmark: ``seconds`` of wall time."""
-
-    seconds: float
 
 
 def make_row(entry: Entry, entrant: str, kind: str, **fields: object) -> dict:
@@ -99,7 +86,7 @@ def final_measure(
         status = "timeout"
     m = max(
         (
-            Measurer(min_time=FINAL_MIN_TIME, min_runs=10, max_runs=100_000, cache={}).measure(tree)
+            final_measurer(FINAL_MIN_TIME).measure(tree)
             for _ in range(FINAL_TIMINGS)
         ),
         key=lambda x: x.gflops,
@@ -198,35 +185,6 @@ class PluginEntrant(WorkerEntrant):
         owner = getattr(fn, "__self__", fn)
         self.name = str(getattr(owner, "name", None) or spec)
         super().__init__("plugin", spec, grace)
-
-
-def load_plugin(spec: str) -> Callable[[Computation, Budget], LoopTree]:
-    """Import ``module:attribute``; a class is instantiated and its ``tune`` method returned.
-
-    Raises:
-        PluginError: malformed spec, import failure, missing attribute, or not callable.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise PluginError(f"--entrant expects MODULE:ATTRIBUTE (e.g. mypkg.mod:tune), got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise PluginError(f"cannot import entrant module {module_name!r}: {exc}") from exc
-    obj: object = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise PluginError(f"entrant module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if isinstance(obj, type):
-        try:
-            obj = obj()
-        except Exception as exc:
-            raise PluginError(f"cannot instantiate entrant class {attr!r}: {exc}") from exc
-        obj = getattr(obj, "tune", None)
-    if not callable(obj):
-        raise PluginError(f"entrant {spec!r} is not callable (and has no tune method)")
-    return obj
 
 
 class NumpyEntrant(Entrant):

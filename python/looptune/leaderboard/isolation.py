@@ -65,7 +65,7 @@ def _searcher(name: str) -> Any:
 
 
 def _plugin(spec: str) -> Any:
-    from looptune.leaderboard.entrants import Budget, load_plugin
+    from looptune.leaderboard.plugin import Budget, load_plugin
 
     fn = load_plugin(spec)
 

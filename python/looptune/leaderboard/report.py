@@ -6,17 +6,12 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from looptune.leaderboard.rows import finite as _finite
+from looptune.leaderboard.rows import fmt as _fmt
+from looptune.leaderboard.rows import ok as _ok
+from looptune.report.tables import format_table, geomean
+
 BEST = "best looptune"
-
-
-def geomean(values: Sequence[float]) -> float:
-    vals = [v for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
-    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else math.nan
-
-
-def _ok(row: dict) -> bool:
-    g = row.get("gflops")
-    return row.get("status") == "ok" and isinstance(g, (int, float)) and math.isfinite(g)
 
 
 def with_best(rows: Sequence[dict]) -> list[dict]:
@@ -72,33 +67,21 @@ def summarize(rows: Sequence[dict], peak: float | None) -> list[dict]:
     return out
 
 
-def _finite(x: object) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
 def _ratio(good: Sequence[dict], ref: dict[str, float]) -> float:
     return geomean([r["gflops"] / ref[r["benchmark"]] for r in good if r["benchmark"] in ref])
 
 
-def _fmt(x: float, spec: str) -> str:
-    return "-" if not _finite(x) else format(x, spec)
-
-
 def markdown_table(summary: Sequence[dict]) -> str:
-    lines = [
-        "| entrant | kind | ok/n | geomean GFLOP/s | / numpy | / PyTorch | / peak "
-        "| mean tuning s | failures |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for s in summary:
-        fails = ", ".join(f"{n} {k}" for k, n in sorted(s["failures"].items())) or "0"
-        lines.append(
-            f"| {s['entrant']} | {s['kind']} | {s['ok']}/{s['benchmarks']} "
-            f"| {_fmt(s['geomean_gflops'], '.1f')} | {_fmt(s['vs_numpy'], '.2f')} "
-            f"| {_fmt(s['vs_pytorch'], '.2f')} | {_fmt(s['vs_peak'], '.2f')} "
-            f"| {_fmt(s['mean_tuning_seconds'], '.2f')} | {fails} |"
-        )
-    return "\n".join(lines)
+    rows = [{**s, "ok/n": f"{s['ok']}/{s['benchmarks']}",
+             "fails": ", ".join(f"{n} {k}" for k, n in sorted(s["failures"].items())) or "0"}
+            for s in summary]
+    cols = [("entrant", "entrant", ""), ("kind", "kind", ""), ("ok/n", "ok/n", ""),
+            *((k, h, lambda x, f=f: _fmt(x, f)) for k, h, f in (
+                ("geomean_gflops", "geomean GFLOP/s", ".1f"), ("vs_numpy", "/ numpy", ".2f"),
+                ("vs_pytorch", "/ PyTorch", ".2f"), ("vs_peak", "/ peak", ".2f"),
+                ("mean_tuning_seconds", "mean tuning s", ".2f"))),
+            ("fails", "failures", "")]
+    return format_table(rows, cols, markdown=True, align="lllrrrrrl")
 
 
 def parts_of(doc: dict) -> list[str]:

@@ -17,13 +17,13 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from looptune.leaderboard import suite
 from looptune.leaderboard.entrants import Budget, Entrant, failure_row
+from looptune.report import tables
 
 SCHEMA = 1
 
@@ -114,34 +114,9 @@ def git_revision() -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
-def jsonable(x: object) -> object:
-    """NaN and infinities are not JSON: write null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    return x
-
-
 def write_json(doc: dict, path: str | Path) -> Path:
-    """Write ``doc`` atomically: a temp file in the same directory, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(jsonable(doc), f, indent=1)
-            f.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a result file is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``doc`` atomically (NaN as null; see ``looptune.report.tables.write_json``)."""
+    return tables.write_json(path, doc, indent=1)
 
 
 REQUIRED_FIELDS = ("schema", "suite_version", "machine", "libraries", "git_revision", "rows")

@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from looptune.leaderboard.report import _fmt, _ok, geomean
+from looptune.leaderboard.rows import fmt as _fmt
+from looptune.leaderboard.rows import ok as _ok
+from looptune.report.tables import format_table, geomean
 
 AGENT = "agent"
 
@@ -119,23 +121,26 @@ def tvm_table(rows: Sequence[dict]) -> str:
     cols = [("numpy", False), ("pytorch", False), (AGENT, True), ("best looptune", True),
             ("tvm-default", False), (ms_name, True)]
     figs = {n: _figures(rows, n) for n, _ in cols}
-    head = "| benchmark | " + " | ".join(n + (" (s)" if t else "") for n, t in cols) + " |"
-    lines = [head, "|---|" + "---:|" * len(cols)]
-    for b in ms:
-        cells = []
-        for n, timed in cols:
-            r = figs[n].get(b)
-            cell = _fmt(r["gflops"], ".1f") if r else "-"
-            if r and n == "best looptune":
-                cell += f" {r.get('from', '')}"
-            if r and timed:
-                cell += f" ({_fmt(r.get('tuning_seconds') or math.nan, '.3g')})"
-            cells.append(cell)
-        lines.append(f"| {b} | " + " | ".join(cells) + " |")
-    geo = [_fmt(geomean([figs[n][b]["gflops"] for b in ms if b in figs[n]]), ".1f")
-           for n, _ in cols]
-    lines.append("| geomean | " + " | ".join(geo) + " |")
-    return "\n".join(lines)
+    names = [n + (" (s)" if t else "") for n, t in cols]
+
+    def cell_of(n: str, timed: bool, b: str) -> str:
+        r = figs[n].get(b)
+        if not r:
+            return "-"
+        text = _fmt(r["gflops"], ".1f")
+        if n == "best looptune":
+            text += f" {r.get('from', '')}"
+        if timed:
+            text += f" ({_fmt(r.get('tuning_seconds') or math.nan, '.3g')})"
+        return text
+
+    table = [{"benchmark": b, **{h: cell_of(n, t, b) for h, (n, t) in zip(names, cols)}}
+             for b in ms]
+    table.append({"benchmark": "geomean", **{
+        h: _fmt(geomean([figs[n][b]["gflops"] for b in ms if b in figs[n]]), ".1f")
+        for h, (n, _) in zip(names, cols)}})
+    columns = [("benchmark", "benchmark", ""), *((h, h, "") for h in names)]
+    return format_table(table, columns, markdown=True, align="l" + "r" * len(cols))
 
 
 def targets_markdown(rows: Sequence[dict]) -> str:

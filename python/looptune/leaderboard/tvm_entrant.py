@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from looptune._core import cpu_name
+from looptune._core import cpu_name, cpu_signature
 from looptune.leaderboard.entrants import Budget, Entrant, failure_row, make_row
 from looptune.leaderboard.suite import Entry
 from looptune.measure.reference import expected, random_inputs, reduction_length
@@ -72,16 +72,20 @@ class TVMEntrant(Entrant):
         self.name = f"tvm-ms{trials}"
 
     def _key(self, entry: Entry) -> tuple[str, str, int]:
-        return (math_key(entry), cpu_name(), self.trials)
+        """Records are this CPU's by its CPUID signature (the microarchitecture)."""
+        return (math_key(entry), cpu_signature(), self.trials)
 
     def _record(self, key: tuple) -> dict | None:
+        """The last record of ``key``; a record keyed before the signature existed (by the
+        CPU's brand string) counts as this CPU's when the brand string is this CPU's."""
         path = self.records / "records.jsonl"
         if not path.exists():
             return None
+        old = (key[0], cpu_name(), key[2])
         found = None
         for line in path.read_text().splitlines():
             rec = json.loads(line)
-            if tuple(rec["key"]) == key:
+            if tuple(rec["key"]) in (key, old):
                 found = rec
         return found
 

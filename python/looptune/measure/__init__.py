@@ -4,7 +4,8 @@
 * ``run``    (:mod:`looptune.measure.run`): time under a budget with a typed ``Outcome``; the
   ``Runner`` protocol lets a cost model or a deterministic fake stand in.
 * ``store``  (:mod:`looptune.measure.store`): JSON Lines tuning records and the bounded cache.
-* ``Measurer`` (:mod:`looptune.measure.measurer`) composes them. A failed measurement is
+* ``Measurer`` (:mod:`looptune.measure.measurer`) composes them; :func:`final_measurer` is the
+  longer timing behind every reported figure. A failed measurement is
   returned (``result.outcome``, GFLOP/s 0) and recorded, never raised.
 
     >>> import looptune
@@ -23,13 +24,23 @@ from looptune import _core
 from looptune.measure.build import BuildResult, build
 from looptune.measure.measurer import (
     DEFAULT_CACHE_SIZE,
+    FINAL_MIN_TIME,
     Measurer,
     MeasureStats,
+    final_measurer,
     peak_gflops,
     shared_cache,
 )
 from looptune.measure.result import Measurement, MeasureResult, Outcome, failure
-from looptune.measure.run import Budget, FakeRunner, FaultyRunner, KernelRunner, Runner
+from looptune.measure.run import (
+    Budget,
+    FakeRunner,
+    FaultyRunner,
+    KernelRunner,
+    Runner,
+    RunnerBase,
+    TimingBudget,
+)
 from looptune.measure.store import LRUCache, RecordStore
 
 
@@ -63,6 +74,7 @@ def best_kernel(
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
+    "FINAL_MIN_TIME",
     "Budget",
     "BuildResult",
     "FakeRunner",
@@ -76,10 +88,13 @@ __all__ = [
     "Outcome",
     "RecordStore",
     "Runner",
+    "RunnerBase",
+    "TimingBudget",
     "best_kernel",
     "best_tree",
     "build",
     "failure",
+    "final_measurer",
     "peak_gflops",
     "shared_cache",
 ]

@@ -11,7 +11,8 @@ gives every measurement only the time left before the deadline, at least ``floor
     greedy_search(tree, measurer, time_budget=2.0)   # the Tracker arms the deadline
 
 A measurement cut off at the deadline is a ``TIMEOUT`` (0 GFLOP/s), so the search stops at its
-next budget check. Once armed with :meth:`arm`, the deadline holds until re-armed.
+next budget check. Once armed with :meth:`arm` (the ``Runner`` protocol's hook, which the
+search's ``Tracker`` calls through ``Measurer.arm``), the deadline holds until re-armed.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import time
 
 from looptune._core import LoopTree
 from looptune.measure.result import MeasureResult
-from looptune.measure.run import Budget, Runner
+from looptune.measure.run import Runner, RunnerBase, TimingBudget
 
 
-class DeadlineRunner:
+class DeadlineRunner(RunnerBase):
     """Runs ``inner`` (default an ``IsolatedRunner``) with its hard timeout bounded by the
     time left before the deadline (never below ``floor`` seconds).
 
@@ -57,7 +58,7 @@ class DeadlineRunner:
         return self.deadline - time.perf_counter()
 
     def run(
-        self, tree: LoopTree, isa: str, budget: Budget, cap_seconds: float | None
+        self, tree: LoopTree, isa: str, budget: TimingBudget, cap_seconds: float | None
     ) -> MeasureResult:
         self.inner.hard_timeout = min(self.limit, max(self.remaining, self.floor))
         return self.inner.run(tree, isa, budget, cap_seconds)

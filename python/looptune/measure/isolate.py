@@ -22,7 +22,7 @@ from typing import Any
 
 from looptune import _core
 from looptune.measure.result import MeasureResult, Outcome, failure
-from looptune.measure.run import Budget, KernelRunner, Runner
+from looptune.measure.run import KernelRunner, Runner, RunnerBase, TimingBudget
 
 
 def _worker(conn: Any, inner: Runner) -> None:
@@ -71,7 +71,7 @@ class WorkerProcess:
             pass
 
 
-class IsolatedRunner(WorkerProcess):
+class IsolatedRunner(WorkerProcess, RunnerBase):
     """Runs ``inner`` (default ``KernelRunner(verify)``) in a forked worker process.
 
     Args:
@@ -109,7 +109,7 @@ class IsolatedRunner(WorkerProcess):
         self.restarts += 1
 
     def run(
-        self, tree: _core.LoopTree, isa: str, budget: Budget, cap_seconds: float | None
+        self, tree: _core.LoopTree, isa: str, budget: TimingBudget, cap_seconds: float | None
     ) -> MeasureResult:
         if self._proc is None or not self._proc.is_alive():
             if self._proc is not None:

@@ -8,8 +8,15 @@ from functools import cache
 
 from looptune import _core
 from looptune.measure.result import MeasureResult, Outcome
-from looptune.measure.run import Budget, KernelRunner, Runner
-from looptune.measure.store import LRUCache, RecordStore, make_record, record_result
+from looptune.measure.run import KernelRunner, Runner, TimingBudget
+from looptune.measure.store import (
+    LRUCache,
+    RecordStore,
+    host_cpu,
+    make_record,
+    record_result,
+    same_cpu,
+)
 
 DEFAULT_CACHE_SIZE = 16384  # measurements kept in memory (about 3 KB each)
 
@@ -24,8 +31,8 @@ class MeasureStats:
 
 
 @cache
-def _cpu() -> str:
-    return _core.cpu_name()
+def _cpu() -> tuple[str, str]:
+    return host_cpu()  # (CPUID signature, brand string)
 
 
 _SHARED = LRUCache(DEFAULT_CACHE_SIZE)
@@ -42,12 +49,13 @@ class Measurer:
 
     Args:
         isa: "avx512" or "avx2"; default the host's best.
-        min_time, min_runs, max_runs: the timing budget per schedule (see ``Budget``).
+        min_time, min_runs, max_runs: the timing budget per schedule (see ``TimingBudget``).
         cache: an ``LRUCache``; None = the process-wide bounded one; ``{}`` = a private one.
-            Keys are (schedule hash, CPU, ISA, min_time, min_runs, max_runs, runner id), so
-            measurers with different budgets or runners never share a figure.
+            Keys are (schedule hash, CPU signature, ISA, min_time, min_runs, max_runs, runner
+            id), so measurers with different budgets or runners never share a figure.
         records: a path or ``RecordStore``: every fresh measurement is appended, and the
-            records of this CPU/ISA/budget warm the cache at construction.
+            records of this CPU (its CPUID signature) / ISA / budget warm the cache at
+            construction.
         runner: what measures (default ``KernelRunner(verify)``); see ``looptune.measure.run``.
         verify: check each fresh kernel against numpy (``WRONG_ANSWER`` on mismatch).
         threads: threads a kernel with a parallel loop runs on (None: ``looptune.get_num_threads()``
@@ -76,7 +84,7 @@ class Measurer:
         if not _core.isa_supported(self.isa):
             raise ValueError(f"ISA {self.isa!r} is not supported on this CPU")
         threads = _core.get_num_threads() if threads is None else threads
-        self.budget = Budget(min_time, min_runs, max_runs, threads)
+        self.budget = TimingBudget(min_time, min_runs, max_runs, threads)
         if isinstance(cache, dict):
             cache = LRUCache(DEFAULT_CACHE_SIZE)
         self._cache = _SHARED if cache is None else cache
@@ -112,7 +120,8 @@ class Measurer:
 
     def _key(self, h: int) -> tuple:
         b = self.budget
-        return (h, _cpu(), self.isa, b.min_time, b.min_runs, b.max_runs, b.threads, self._runner_id)
+        return (h, _cpu()[0], self.isa, b.min_time, b.min_runs, b.max_runs, b.threads,
+                self._runner_id)
 
     def cached(self, tree: _core.LoopTree) -> bool:
         """True when measuring ``tree`` would cost nothing (its figure is in the cache)."""
@@ -141,8 +150,16 @@ class Measurer:
             self._best_seconds[header] = result.seconds if old is None else min(old, result.seconds)
         self._cache.put(key, result)
         if self.records is not None:
-            self.records.append(make_record(tree, result, _cpu(), self.isa, self.budget))
+            sig, brand = _cpu()
+            self.records.append(make_record(tree, result, brand, self.isa, self.budget, sig))
         return result
+
+    def arm(self, seconds: float) -> None:
+        """A search's time budget starts now (``seconds``): passed on to the runner's
+        :meth:`~looptune.measure.run.Runner.arm` (a no-op for most runners)."""
+        arm = getattr(self.runner, "arm", None)
+        if arm is not None:  # a user's runner written before the hook existed
+            arm(seconds)
 
     def gflops(self, tree: _core.LoopTree) -> float:
         """Best-run GFLOP/s of ``tree`` (0.0 when its measurement failed)."""
@@ -152,10 +169,10 @@ class Measurer:
         """Load the records of this CPU, ISA and budget into the cache; returns how many."""
         if self._runner_id != (KernelRunner, False) and self._runner_id != (KernelRunner, True):
             return 0  # records are real timings; a fake runner's figures must not mix with them
-        n, b, cpu = 0, self.budget, _cpu()
+        n, b, (sig, brand) = 0, self.budget, _cpu()
         for rec in records:
             if (
-                rec.get("cpu") == cpu
+                same_cpu(rec, sig, brand)
                 and rec.get("isa") == self.isa
                 and rec.get("min_time") == b.min_time
                 and rec.get("min_runs") == b.min_runs
@@ -180,10 +197,38 @@ class Measurer:
             s.failures[r.outcome] = s.failures.get(r.outcome, 0) + 1
 
 
+FINAL_MIN_TIME = 0.05  # seconds of timing behind every reported ("final") figure
+FINAL_MIN_RUNS = 10
+FINAL_MAX_RUNS = 100_000
+
+
+def final_measurer(
+    min_time: float = FINAL_MIN_TIME, isa: str | None = None, max_runs: int = FINAL_MAX_RUNS
+) -> Measurer:
+    """The measurer of a reported figure: a longer timing than a search's (``min_time``
+    seconds, at least ten runs) and a private cache. Searches find schedules with
+    short timings; tables, the CLI's report and the leaderboard re-time the winner with this."""
+    return Measurer(
+        isa,
+        min_time=min_time,
+        min_runs=FINAL_MIN_RUNS,
+        max_runs=max_runs,
+        cache={},
+    )
+
+
 @cache
 def peak_gflops(isa: str | None = None) -> float:
     """This machine's measured single-core FMA peak (measured once per process)."""
     return _core.measure_peak_gflops(isa or _core.host_isa(), 0.05)
 
 
-__all__ = ["DEFAULT_CACHE_SIZE", "MeasureStats", "Measurer", "peak_gflops", "shared_cache"]
+__all__ = [
+    "DEFAULT_CACHE_SIZE",
+    "FINAL_MIN_TIME",
+    "MeasureStats",
+    "Measurer",
+    "final_measurer",
+    "peak_gflops",
+    "shared_cache",
+]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from looptune._core import Computation, LoopTree
+from looptune._core import Computation, Kernel, LoopTree
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,14 @@ def check_tree(tree: LoopTree, seed: int = 0, isa: str | None = None) -> Check:
 
     The tolerance grows with the reduction length (float32 sums of that many products).
     """
-    comp = tree.computation
+    return check_kernel(tree.compile(isa), seed)
+
+
+def check_kernel(kernel: Kernel, seed: int = 0) -> Check:
+    """Compare a compiled kernel's output with numpy on random inputs (see :func:`check_tree`)."""
+    comp = kernel.tree.computation
     a, b = random_inputs(comp, seed)
-    got = np.asarray(tree.compile(isa)(a, b), dtype=np.float64)
+    got = np.asarray(kernel(a, b), dtype=np.float64)
     want = expected(comp, a, b)
     tol = 1e-5 + 2e-6 * reduction_length(comp)
     err = float(np.max(np.abs(got - want))) if got.size else 0.0

@@ -10,11 +10,25 @@ class Outcome(str, enum.Enum):
     """How a measurement ended. Only ``OK`` carries a meaningful GFLOP/s figure."""
 
     OK = "ok"
+    NOT_INSTANTIABLE = "not_instantiable"  # a template point that gives no loop tree
+    COMPILE_REJECTED = "compile_rejected"  # compiled, but over a register or code-size limit
     COMPILE_ERROR = "compile_error"
     RUNTIME_ERROR = "runtime_error"
     TIMEOUT = "timeout"
     WRONG_ANSWER = "wrong_answer"
     UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, text: object) -> Outcome:
+        """The outcome spelled ``text``: its value ("ok") or its name ("OK", as the cost
+        models' records store it); ``UNKNOWN`` for one this version lacks."""
+        if isinstance(text, Outcome):
+            return text
+        s = str(text)
+        try:
+            return cls(s.lower())
+        except ValueError:
+            return cls.__members__.get(s.upper(), cls.UNKNOWN)
 
 
 @dataclass(frozen=True)

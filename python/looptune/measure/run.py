@@ -25,11 +25,12 @@ import numpy as np
 
 from looptune import _core
 from looptune.measure.build import _why, build
+from looptune.measure.reference import check_kernel
 from looptune.measure.result import MeasureResult, Outcome, failure
 
 
 @dataclass(frozen=True)
-class Budget:
+class TimingBudget:
     """How long to time one schedule: at least ``min_time`` seconds and ``min_runs`` runs, at
     most ``max_runs`` runs (after one warm-up run), on ``threads`` threads (a kernel without a
     parallel loop runs on one)."""
@@ -49,16 +50,33 @@ class Budget:
             raise TypeError(f"threads must be an int, got {type(self.threads).__name__}")
 
 
+Budget = TimingBudget  # the old name (not looptune.leaderboard.Budget, an entrant's seconds)
+
+
 @runtime_checkable
 class Runner(Protocol):
-    """Measures one schedule. Must not raise for a bad schedule: return a failed result."""
+    """Measures one schedule. Must not raise for a bad schedule: return a failed result.
+
+    ``arm(seconds)`` is told when a search's time budget starts (``Measurer.arm``): a runner
+    that can cut a measurement off (``looptune.measure.deadline.DeadlineRunner``) keeps every
+    measurement inside it; for the others it is a no-op (:class:`RunnerBase`)."""
 
     def run(
-        self, tree: _core.LoopTree, isa: str, budget: Budget, cap_seconds: float | None
+        self, tree: _core.LoopTree, isa: str, budget: TimingBudget, cap_seconds: float | None
     ) -> MeasureResult: ...
 
+    def arm(self, seconds: float) -> None: ...
 
-class KernelRunner:
+
+class RunnerBase:
+    """The hooks every runner has, as no-ops: subclass it and write ``run``."""
+
+    def arm(self, seconds: float) -> None:
+        """A time budget of ``seconds`` starts now (ignored: this runner cannot cut off)."""
+        del seconds
+
+
+class KernelRunner(RunnerBase):
     """Compile with :func:`build`, optionally verify against numpy, then time the kernel.
 
     Args:
@@ -70,7 +88,7 @@ class KernelRunner:
         self.verify = verify
 
     def run(
-        self, tree: _core.LoopTree, isa: str, budget: Budget, cap_seconds: float | None
+        self, tree: _core.LoopTree, isa: str, budget: TimingBudget, cap_seconds: float | None
     ) -> MeasureResult:
         built = build(tree, isa)
         if not built.ok:
@@ -79,9 +97,10 @@ class KernelRunner:
         t0 = time.perf_counter()
         try:
             if self.verify:
-                bad = _verify(kernel)
-                if bad:
-                    return failure(Outcome.WRONG_ANSWER, bad, compile_seconds=cs, facts=built.facts)
+                check = check_kernel(kernel)
+                if not check.ok:
+                    why = str(check)
+                    return failure(Outcome.WRONG_ANSWER, why, compile_seconds=cs, facts=built.facts)
             threads = getattr(budget, "threads", 1)
             r = kernel.benchmark(budget.min_time, budget.min_runs, budget.max_runs, threads=threads)
             if cap_seconds is not None and r.min_seconds > cap_seconds:
@@ -108,21 +127,7 @@ class KernelRunner:
         )
 
 
-def _verify(kernel: _core.Kernel) -> str:
-    from looptune.measure.reference import expected, random_inputs, reduction_length
-
-    comp = kernel.tree.computation
-    a, b = random_inputs(comp, 0)
-    got = np.asarray(kernel(a, b), dtype=np.float64)
-    want = expected(comp, a, b)
-    tol = 1e-5 + 2e-6 * reduction_length(comp)
-    err = float(np.max(np.abs(got - want))) if got.size else 0.0
-    if got.shape != want.shape or not np.all(np.isfinite(got)) or err > tol:
-        return f"max abs error {err:.3g} over tolerance {tol:.3g}"
-    return ""
-
-
-class FakeRunner:
+class FakeRunner(RunnerBase):
     """A deterministic stand-in: ``cost(tree) -> GFLOP/s`` (no compile, no run).
 
     ``cost`` may also return a :class:`MeasureResult` (e.g. a failure) or raise: an exception
@@ -134,7 +139,7 @@ class FakeRunner:
         self.calls = 0
 
     def run(
-        self, tree: _core.LoopTree, isa: str, budget: Budget, cap_seconds: float | None
+        self, tree: _core.LoopTree, isa: str, budget: TimingBudget, cap_seconds: float | None
     ) -> MeasureResult:
         del isa, budget, cap_seconds
         self.calls += 1
@@ -153,7 +158,7 @@ class FakeRunner:
 FAULTS = (Outcome.COMPILE_ERROR, Outcome.RUNTIME_ERROR, Outcome.TIMEOUT)
 
 
-class FaultyRunner:
+class FaultyRunner(RunnerBase):
     """Wraps a runner and fails a seeded ``rate`` of the schedules it runs, cycling through
     compile error, runtime error and timeout (the benchmark's fault run)."""
 
@@ -166,7 +171,7 @@ class FaultyRunner:
         self._next = 0
 
     def run(
-        self, tree: _core.LoopTree, isa: str, budget: Budget, cap_seconds: float | None
+        self, tree: _core.LoopTree, isa: str, budget: TimingBudget, cap_seconds: float | None
     ) -> MeasureResult:
         if self.rng.random() < self.rate:
             outcome = FAULTS[self._next % len(FAULTS)]
@@ -175,5 +180,19 @@ class FaultyRunner:
             return failure(outcome, f"injected {outcome.value}")
         return self.inner.run(tree, isa, budget, cap_seconds)
 
+    def arm(self, seconds: float) -> None:
+        arm = getattr(self.inner, "arm", None)
+        if arm is not None:
+            arm(seconds)
 
-__all__ = ["FAULTS", "Budget", "FakeRunner", "FaultyRunner", "KernelRunner", "Runner"]
+
+__all__ = [
+    "FAULTS",
+    "Budget",
+    "TimingBudget",
+    "FakeRunner",
+    "FaultyRunner",
+    "KernelRunner",
+    "Runner",
+    "RunnerBase",
+]

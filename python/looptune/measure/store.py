@@ -4,8 +4,15 @@ One record per line::
 
     {"computation": "<header>", "name": "mm64_64_64", "schedule": "<dump>", "hash": "0123...",
      "outcome": "ok", "gflops": 91.2, "median_gflops": 88.0, "runs": 40, "facts": {...},
-     "error": "", "cpu": "...", "isa": "avx512", "min_time": 0.002, "min_runs": 3,
-     "max_runs": 200, "threads": 1, "looptune": "0.1.0", "time": 1763895600.0}
+     "error": "", "cpu": "<brand string>", "cpu_signature": "GenuineIntel family 6 model 85",
+     "isa": "avx512", "min_time": 0.002, "min_runs": 3, "max_runs": 200, "threads": 1,
+     "looptune": "0.1.0", "time": 1763895600.0}
+
+Records are keyed by ``cpu_signature`` (vendor, family and model from CPUID: the
+microarchitecture) and ``isa``; the brand string ``cpu`` is kept for people. A record written
+before ``cpu_signature`` existed counts as this CPU's when its brand string is this CPU's
+(:func:`same_cpu`). ``threads`` is the thread count of the timing (absent in records written
+before threads existed: 1).
 
 Appends are one ``write`` of one line on a file opened with ``O_APPEND`` under an exclusive
 ``fcntl`` lock, so two processes appending to the same file never interleave lines. Reading
@@ -43,10 +50,28 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def host_cpu() -> tuple[str, str]:
+    """``(cpu_signature, brand string)`` of this CPU."""
+    return _core.cpu_signature(), _core.cpu_name()
+
+
+def same_cpu(rec: dict, signature: str, brand: str) -> bool:
+    """True when ``rec`` was measured on a CPU with ``signature`` (an old record without one:
+    when its brand string is ``brand``)."""
+    sig = rec.get("cpu_signature")
+    return sig == signature if sig is not None else rec.get("cpu") == brand
+
+
 def make_record(
-    tree: _core.LoopTree, result: MeasureResult, cpu: str, isa: str, budget: Any
+    tree: _core.LoopTree,
+    result: MeasureResult,
+    cpu: str,
+    isa: str,
+    budget: Any,
+    signature: str | None = None,
 ) -> dict:
-    """The record of one measurement (see the module doc for the fields)."""
+    """The record of one measurement (see the module doc for the fields); ``cpu`` is the
+    brand string, ``signature`` the CPUID signature (default this host's)."""
     comp = tree.computation
     return _clean(
         {
@@ -61,6 +86,7 @@ def make_record(
             "facts": result.facts,
             "error": result.error,
             "cpu": cpu,
+            "cpu_signature": _core.cpu_signature() if signature is None else signature,
             "isa": isa,
             "min_time": budget.min_time,
             "min_runs": budget.min_runs,
@@ -74,10 +100,7 @@ def make_record(
 
 def record_result(rec: dict) -> MeasureResult:
     """The MeasureResult a record stands for (``UNKNOWN`` for an outcome this version lacks)."""
-    try:
-        outcome = Outcome(rec.get("outcome"))
-    except ValueError:
-        outcome = Outcome.UNKNOWN
+    outcome = Outcome.parse(rec.get("outcome"))
     return MeasureResult(
         outcome,
         float(rec.get("gflops") or 0.0),
@@ -131,16 +154,19 @@ class RecordStore:
         self, computation: _core.Computation, cpu: str | None = None, isa: str | None = None
     ) -> dict | None:
         """The fastest OK record of ``computation`` on ``cpu`` / ``isa`` (default: this host's
-        CPU and best ISA), or None."""
+        CPU and best ISA), or None. ``cpu`` is a CPU signature (``_core.cpu_signature()``) or,
+        for old records, a brand string."""
         header = computation.header()
-        cpu = _core.cpu_name() if cpu is None else cpu
+        sig, brand = host_cpu()
+        if cpu is not None:
+            sig = brand = cpu
         isa = _core.host_isa() if isa is None else isa
         best = None
         for rec in self:
             if (
                 rec.get("computation") == header
                 and rec.get("outcome") == Outcome.OK.value
-                and rec.get("cpu") == cpu
+                and same_cpu(rec, sig, brand)
                 and rec.get("isa") == isa
                 and (best is None or (rec.get("gflops") or 0) > (best.get("gflops") or 0))
             ):
@@ -191,4 +217,12 @@ class LRUCache:
         self._data.clear()
 
 
-__all__ = ["CacheStats", "LRUCache", "RecordStore", "make_record", "record_result"]
+__all__ = [
+    "CacheStats",
+    "LRUCache",
+    "RecordStore",
+    "host_cpu",
+    "make_record",
+    "record_result",
+    "same_cpu",
+]

@@ -30,14 +30,21 @@ def cell(value: Any, fmt: str | Callable[[Any], str] = "") -> str:
 
 
 def format_table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], markdown: bool = False
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    markdown: bool = False,
+    align: str | None = None,
 ) -> str:
     """A table of ``rows`` (dicts): aligned plain text (first column left, the rest right), or
-    GitHub Markdown with ``markdown=True``."""
+    GitHub Markdown with ``markdown=True`` (``align``: one ``l`` or ``r`` per column for the
+    Markdown alignment row; default none)."""
     header = [h for _, h, _ in columns]
     body = [[cell(r.get(k), f) for k, _, f in columns] for r in rows]
     if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        if align is not None and (len(align) != len(columns) or set(align) - {"l", "r"}):
+            raise ValueError(f"align needs one 'l' or 'r' per column, got {align!r}")
+        rule = "".join("---:|" if a == "r" else "---|" for a in align or "l" * len(columns))
+        lines = ["| " + " | ".join(header) + " |", "|" + rule]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 

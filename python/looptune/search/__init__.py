@@ -59,8 +59,8 @@ NAMES: tuple[str, ...] = (
     "agent",
 )
 
-# Cost-model tuners over the template configuration space (looptune.costmodel).
-from looptune.costmodel.search import ml2_search, xgb_search  # noqa: E402
+# Model-guided searches over the template configuration space (looptune.costmodel's models).
+from looptune.search.model_guided import ml2_search, xgb_search  # noqa: E402
 
 SEARCHES.update({"ml2": ml2_search, "xgb": xgb_search})
 NAMES = (*NAMES, "ml2", "xgb")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from looptune._core import LoopTree
 from looptune.measure import Measurer, MeasureResult
-from looptune.space import CURSOR_ACTIONS, MAX_LOOPS, ScheduleSpace, at_cursor
+from looptune.space import CURSOR_ACTIONS, DEFAULT_MAX_LOOPS, MAX_LOOPS, ScheduleSpace, at_cursor
 
 
 @dataclass
@@ -78,9 +78,8 @@ class Tracker:
         ):
             raise ValueError(f"measure_budget must be an int >= 0, got {measure_budget!r}")
         self.measurer = measurer
-        arm = getattr(getattr(measurer, "runner", None), "arm", None)  # DeadlineRunner
-        if time_budget is not None and callable(arm):
-            arm(time_budget)
+        if time_budget is not None:
+            measurer.arm(time_budget)  # the runner's hook: a DeadlineRunner starts its clock
         self.time_budget = time_budget
         self.measure_budget = measure_budget
         self.start = time.perf_counter()
@@ -172,14 +171,14 @@ def check_actions(actions: Sequence[str]) -> tuple[str, ...]:
 
 
 def successors(
-    tree: LoopTree, actions: Sequence[str], max_loops: int = MAX_LOOPS
+    tree: LoopTree, actions: Sequence[str], max_loops: int = DEFAULT_MAX_LOOPS
 ) -> list[tuple[str, LoopTree]]:
     """Legal ``(action, tree)`` pairs one action away, skipping splits beyond ``max_loops``."""
     return ScheduleSpace(actions, max_loops).successors(tree)
 
 
 def schedule_neighbors(
-    tree: LoopTree, actions: Sequence[str], max_loops: int = MAX_LOOPS
+    tree: LoopTree, actions: Sequence[str], max_loops: int = DEFAULT_MAX_LOOPS
 ) -> list[LoopTree]:
     """Distinct schedules reachable by free cursor moves plus one schedule-changing action
     (see :meth:`looptune.space.ScheduleSpace.neighbors`)."""
@@ -188,6 +187,7 @@ def schedule_neighbors(
 
 __all__ = [
     "CURSOR_ACTIONS",
+    "DEFAULT_MAX_LOOPS",
     "MAX_LOOPS",
     "BudgetExhausted",
     "SearchResult",

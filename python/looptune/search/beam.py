@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from looptune._core import LoopTree
 from looptune.measure import Measurer
 from looptune.search.base import (
-    MAX_LOOPS,
+    DEFAULT_MAX_LOOPS,
     SearchResult,
     Tracker,
     check_actions,
@@ -71,7 +71,7 @@ def beam_search(
     measure_budget: int | None = None,
     actions: Sequence[str] = PAPER_ACTIONS,
     seed: int = 0,
-    max_loops: int = MAX_LOOPS,
+    max_loops: int = DEFAULT_MAX_LOOPS,
     max_depth: int = MAX_DEPTH,
 ) -> SearchResult:
     """Beam search of ``width`` to ``max_depth`` steps; ``mode`` is "dfs" or "bfs".

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from looptune import search as searches_mod
 from looptune._core import Computation
-from looptune.measure import Measurer
+from looptune.measure import Measurer, final_measurer
 from looptune.measure.reference import blas_info, numpy_gflops
 from looptune.report.progress import bar as progress_bar
 from looptune.report.tables import Column, geomean, write_json
@@ -99,7 +99,7 @@ def run_eval(
     ``make_measurer`` builds each search's measurer (default: a fresh ``Measurer`` with a
     private cache); a failed measurement is a row's ``failures``, never an exception."""
     fns = available_searches(names, skip_unavailable)
-    final = Measurer(min_time=final_min_time, min_runs=10, max_runs=10_000, cache={})
+    final = final_measurer(final_min_time, max_runs=10_000)
     rows: list[dict] = []
     bar = progress_bar(len(benchmarks) * len(fns), quiet=not progress, unit="search")
     for bench, comp in benchmarks:

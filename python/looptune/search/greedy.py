@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from looptune._core import LoopTree
 from looptune.measure import Measurer
 from looptune.search.base import (
-    MAX_LOOPS,
+    DEFAULT_MAX_LOOPS,
     SearchResult,
     Tracker,
     check_actions,
@@ -45,7 +45,7 @@ def greedy_search(
     measure_budget: int | None = None,
     actions: Sequence[str] = PAPER_ACTIONS,
     seed: int = 0,
-    max_loops: int = MAX_LOOPS,
+    max_loops: int = DEFAULT_MAX_LOOPS,
     max_steps: int = 20,
 ) -> SearchResult:
     """Greedy hill climbing with ``lookahead`` steps of lookahead (1 or 2 in the paper).

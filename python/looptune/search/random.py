@@ -9,7 +9,7 @@ import numpy as np
 from looptune._core import LoopTree
 from looptune.measure import Measurer
 from looptune.search.base import (
-    MAX_LOOPS,
+    DEFAULT_MAX_LOOPS,
     SearchResult,
     Tracker,
     check_actions,
@@ -29,7 +29,7 @@ def random_search(
     measure_budget: int | None = None,
     actions: Sequence[str] = PAPER_ACTIONS,
     seed: int = 0,
-    max_loops: int = MAX_LOOPS,
+    max_loops: int = DEFAULT_MAX_LOOPS,
     episode_length: int = EPISODE_LENGTH,
 ) -> SearchResult:
     """Repeat random walks of ``episode_length`` legal actions from ``tree`` (uniform over the

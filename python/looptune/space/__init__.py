@@ -32,7 +32,8 @@ from looptune.space import graph as lgraph
 from looptune.space.actions import action_set
 from looptune.util.validate import check_action_names
 
-MAX_LOOPS: int = _core.DEFAULT_MAX_LOOPS  # the depth cap of envs, searches and agents
+DEFAULT_MAX_LOOPS: int = _core.DEFAULT_MAX_LOOPS  # the depth cap of envs, searches and agents
+MAX_LOOPS = DEFAULT_MAX_LOOPS  # the old name of DEFAULT_MAX_LOOPS (not _core.MAX_TREE_LOOPS)
 CURSOR_ACTIONS = ("up", "down")
 OBSERVATIONS = ("box", "dict")
 _FEATURE_CACHE_SIZE = 8192
@@ -51,21 +52,21 @@ class ScheduleSpace:
     Args:
         actions: "paper", "rich" or a sequence of action names.
         max_loops: the depth cap (a split making a tree deeper is illegal) and the number of
-            feature rows of an observation; at most ``_core.MAX_LOOPS``.
+            feature rows of an observation; at most ``_core.MAX_TREE_LOOPS``.
         observation: "box" (flat per-loop features) or "dict" (loops, tensors, action_mask).
     """
 
     def __init__(
         self,
         actions: str | Sequence[str] = "paper",
-        max_loops: int = MAX_LOOPS,
+        max_loops: int = DEFAULT_MAX_LOOPS,
         observation: str = "box",
     ) -> None:
         self.actions = action_names(actions)
         if not isinstance(max_loops, int) or isinstance(max_loops, bool) or max_loops < 1:
             raise ValueError(f"max_loops must be a positive int, got {max_loops!r}")
-        if max_loops > _core.MAX_LOOPS:
-            raise ValueError(f"max_loops must be <= {_core.MAX_LOOPS}, got {max_loops}")
+        if max_loops > _core.MAX_TREE_LOOPS:
+            raise ValueError(f"max_loops must be <= {_core.MAX_TREE_LOOPS}, got {max_loops}")
         if observation not in OBSERVATIONS:
             raise ValueError(f"observation must be 'box' or 'dict', got {observation!r}")
         self.max_loops, self.observation = max_loops, observation
@@ -211,4 +212,11 @@ def at_cursor(tree: _core.LoopTree, position: int) -> _core.LoopTree:
     return tree
 
 
-__all__ = ["CURSOR_ACTIONS", "MAX_LOOPS", "ScheduleSpace", "action_names", "at_cursor"]
+__all__ = [
+    "CURSOR_ACTIONS",
+    "DEFAULT_MAX_LOOPS",
+    "MAX_LOOPS",
+    "ScheduleSpace",
+    "action_names",
+    "at_cursor",
+]

@@ -226,7 +226,9 @@ def _row(lp: LoopFacts, i: int, last: int, max_loops: int) -> list[float]:
     return row
 
 
-def features(facts: NestFacts, max_loops: int = 10, cursor: bool = True) -> np.ndarray:
+def features(
+    facts: NestFacts, max_loops: int = _core.DEFAULT_MAX_LOOPS, cursor: bool = True
+) -> np.ndarray:
     """The (max_loops, FEATURES_PER_LOOP) float32 matrix of ``facts`` (see the module doc).
 
     With ``cursor=False`` the cursor column is left zero (the rest does not depend on it).
@@ -243,7 +245,7 @@ def features(facts: NestFacts, max_loops: int = 10, cursor: bool = True) -> np.n
     return out
 
 
-def observation(tree: _core.LoopTree, max_loops: int = 10) -> np.ndarray:
+def observation(tree: _core.LoopTree, max_loops: int = _core.DEFAULT_MAX_LOOPS) -> np.ndarray:
     """Flat float32 features of ``tree``, shape ``(max_loops * FEATURES_PER_LOOP,)``, in [-1, 1]."""
     if not isinstance(max_loops, int) or max_loops < 1:
         raise ValueError(f"max_loops must be a positive int, got {max_loops!r}")

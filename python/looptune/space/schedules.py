@@ -35,7 +35,8 @@ def from_steps(comp: Computation, loops: Sequence[tuple[str, int]], cursor: int 
     return LoopTree.parse("\n".join(lines) + "\n")
 
 
-# Register tiles (rows x floats of the vector variable) worth trying per ISA.
+# Register tiles (rows x floats of the vector variable) worth trying, hand-picked per ISA; an
+# ISA without a list gets the tiles of :func:`register_tiles` (the rule, from the engine's facts).
 TILES = {
     "avx512": [(4, 64), (6, 64), (8, 48), (6, 48), (12, 32), (14, 32), (8, 32), (4, 96), (24, 16)],
     "avx2": [(6, 16), (4, 24), (3, 32), (8, 8), (12, 8), (2, 48)],
@@ -50,7 +51,7 @@ def matmul_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
         return
     ext = {v.name: v.extent for v in comp.vars}
     batch = [(v, 1) for v in names if v not in ("m", "k", "n")]
-    for mi, ni in TILES[isa]:
+    for mi, ni in TILES.get(isa) or register_tiles(isa):
         mi, ni = min(mi, ext["m"]), min(ni, ext["n"])
         for kb in (None, 128, 256):
             if kb is not None and kb >= ext["k"]:
@@ -96,11 +97,19 @@ def conv_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:
 
 
 def _acc_max(isa: str) -> int:
-    return 28 if isa == "avx512" else 12
+    return int(isa_facts(isa)["accumulator_registers"])
 
 
 def _lanes(isa: str) -> int:
-    return 16 if isa == "avx512" else 8
+    return int(isa_facts(isa)["lanes"])
+
+
+def register_tiles(isa: str) -> list[tuple[int, int]]:
+    """(rows, floats) tiles that fill at least half the accumulator registers of ``isa``, the
+    widest first (the rule for an ISA without a hand-picked :data:`TILES` list)."""
+    lanes, acc = _lanes(isa), _acc_max(isa)
+    tiles = [(acc // v, v * lanes) for v in range(1, 5) if acc // v >= 1]
+    return [(r, f) for r, f in tiles if r * (f // lanes) * 2 >= acc]
 
 
 def blocked_conv_tilings(comp: Computation, isa: str) -> Iterator[LoopTree]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from looptune._core import LoopTree, parse_computation
 from looptune.leaderboard.entrants import FINAL_MIN_TIME
-from looptune.measure import Measurer
+from looptune.measure import final_measurer
 from looptune.measure.reference import check_tree
 
 DEFAULT_TOLERANCE = 0.25  # shared VM: ±5-10% run to run, more on small kernels
@@ -35,7 +35,7 @@ class Verdict:
 
 def _retime(tree: LoopTree) -> float:
     return max(
-        Measurer(min_time=FINAL_MIN_TIME, min_runs=10, max_runs=100_000, cache={}).gflops(tree)
+        final_measurer(FINAL_MIN_TIME).gflops(tree)
         for _ in range(RETIMES)
     )
 
