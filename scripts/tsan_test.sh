@@ -2,10 +2,13 @@
 # Build the engine with ThreadSanitizer (-DLOOPTUNE_SANITIZE=thread) into build/tsan and run the
 # threaded tests against it, as scripts/asan_test.sh does for ASan: the tests import a copy of
 # the package (symlinks) whose _core is the sanitized one, and libtsan is preloaded into the
-# uninstrumented interpreter. Reports from libraries that are not instrumented (CPython, numpy,
-# PyTorch's OpenMP) are ignored; any report from the engine (the thread pool, the relayout and
-# zeroing passes its workers run) fails the run. The JIT'd kernels themselves are machine code
-# TSan cannot see: their disjoint writes are checked by the bit-identical tests instead.
+# uninstrumented interpreter (CPython, numpy and PyTorch synchronize through pthreads, which TSan
+# intercepts). Any report fails the run: the thread pool, and the relayout, zeroing and copy
+# passes its workers run (memcpy/memset are intercepted, so two threads writing one buffer is
+# caught: a sanity check of this setup, two Python threads calling one accumulating kernel with
+# the same `out`, is reported). TSAN_OPTIONS must not set ignore_noninstrumented_modules: it
+# hides exactly such races on numpy-allocated buffers. The JIT'd kernels themselves are machine
+# code TSan cannot see: their disjoint writes are checked by the bit-identical tests instead.
 #
 #   PY=/path/to/venv/python scripts/tsan_test.sh [extra pytest args]
 set -euo pipefail
@@ -29,7 +32,7 @@ rm -rf "$REPORT" && mkdir -p "$REPORT"
 tests=(tests/test_threads.py tests/test_kernel_api.py)
 status=0
 LD_PRELOAD="$LIBTSAN" \
-TSAN_OPTIONS="ignore_noninstrumented_modules=1:die_after_fork=0:exitcode=66:log_path=$REPORT/tsan" \
+TSAN_OPTIONS="die_after_fork=0:exitcode=66:log_path=$REPORT/tsan" \
 PYTHONPATH="$BUILD/pkg" "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" "$@" || status=$?
 if compgen -G "$REPORT/tsan*" >/dev/null; then
   echo "tsan_test: ThreadSanitizer reports:" && cat "$REPORT"/tsan*
