@@ -34,6 +34,25 @@ status=0
 LD_PRELOAD="$LIBTSAN" \
 TSAN_OPTIONS="die_after_fork=0:exitcode=66:log_path=$REPORT/tsan" \
 PYTHONPATH="$BUILD/pkg" "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" "$@" || status=$?
+# Self-check: a real race (two Python threads zeroing one `out` through an accumulating kernel)
+# must be reported, or the setup above would pass anything.
+LD_PRELOAD="$LIBTSAN" TSAN_OPTIONS="exitcode=0:log_path=$REPORT/selfcheck" PYTHONPATH="$BUILD/pkg" \
+"$PY" - <<'PYEOF'
+import threading
+import numpy as np
+import looptune
+k = looptune.matmul(64, 64, 64).default_schedule().swap_down().compile()  # out zeroed first
+a = b = np.ones((64, 64), np.float32)
+out = np.empty((64, 64), np.float32)
+ts = [threading.Thread(target=lambda: [k(a, b, out) for _ in range(50)]) for _ in range(2)]
+for t in ts: t.start()
+for t in ts: t.join()
+PYEOF
+if ! grep -qs "data race" "$REPORT"/selfcheck*; then
+  echo "tsan_test: the self-check race was not reported: ThreadSanitizer is not active"
+  status=1
+fi
+rm -f "$REPORT"/selfcheck*
 if compgen -G "$REPORT/tsan*" >/dev/null; then
   echo "tsan_test: ThreadSanitizer reports:" && cat "$REPORT"/tsan*
   status=1
