@@ -3,8 +3,11 @@
     flock /tmp/looptune-bench.lock python agents/tiler_check.py --out runs/tiler/check.json \
         [--policy python/looptune/data/policy_tiler_avx512.safetensors]
 
-For a fixed sample of training computations that the reward does scale down (flops between
-``--min-flops`` and ``--max-flops``, every dataset), every macro is timed at full size and on
+For a fixed sample of held-out computations (the test splits of the datasets the tiler trains
+on, ``--split test``, the default; ``--split train`` for the training sample) that the reward
+does scale down (flops between ``--min-flops`` and ``--max-flops``, every dataset), every macro
+is timed at full size (in-C++ timing, ``Kernel.benchmark``: these are the tuner's own ranking
+decisions, not figures against another library) and on
 its scaled instance; reported per computation and in the mean: Spearman's rho, and the
 full-size GFLOP/s of the scaled reward's best macro relative to the full-size best. With
 ``--policy`` the same for the policy's scores against full-size timings.
@@ -23,15 +26,25 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiler_data import DATASETS, SCALED_FLOPS, training_computations
 
 import looptune
+from looptune import datasets
 from looptune.agent import tiler
 from looptune.costmodel.predictor import spearman
 from looptune.measure import Measurer
 
 
-def sample(n: int, lo: float, hi: float, isa: str) -> list[tuple[str, looptune.Computation]]:
-    """``n`` computations, as many from each dataset, fixed by seed."""
+def held_out_computations() -> list[tuple[str, looptune.Computation]]:
+    """(dataset, computation) of the test splits of the tiler's datasets: never trained on."""
+    return [(name, b.computation()) for name, _ in DATASETS
+            for b in datasets.get(name, "test")]
+
+
+def sample(
+    n: int, lo: float, hi: float, isa: str, split: str = "test"
+) -> list[tuple[str, looptune.Computation]]:
+    """``n`` computations, as many from each dataset, fixed by seed: from the held-out test
+    splits (``split="test"``) or the training sample (``split="train"``)."""
     out = []
-    comps = training_computations(isa)
+    comps = held_out_computations() if split == "test" else training_computations(isa)
     for name, _ in DATASETS:
         pool = [c for d, c in comps if d == name and lo <= c.flops <= hi]
         idx = np.random.default_rng(1).permutation(len(pool))[: n // len(DATASETS)]
@@ -65,6 +78,8 @@ def main() -> None:
     p.add_argument("--max-flops", type=float, default=1.5e9)
     p.add_argument("--policy", default=None)
     p.add_argument("--isa", default=None)
+    p.add_argument("--split", choices=("test", "train"), default="test",
+                   help="held-out test splits (default) or the training sample")
     args = p.parse_args()
     isa = args.isa or looptune.host_isa()
     policy = None
@@ -75,12 +90,14 @@ def main() -> None:
         if policy.isa != isa:
             raise SystemExit(f"the policy is for {policy.isa}, not {isa}")
     rows = []
-    for dataset, comp in sample(args.n, args.min_flops, args.max_flops, isa):
+    for dataset, comp in sample(args.n, args.min_flops, args.max_flops, isa, args.split):
         rows.append({"dataset": dataset, **check_one(comp, isa, policy)})
         print(json.dumps(rows[-1]), file=sys.stderr)
     keys = [k for k in rows[0] if k.startswith(("spearman", "scaled_best", "policy_top"))]
     summary = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     out = {"command": "python " + " ".join(sys.argv), "isa": isa, "n": len(rows),
+           "split": args.split, "cpu": looptune.cpu_name(),
+           "cpu_signature": looptune.cpu_signature(), "timing": "in-C++ (Kernel.benchmark)",
            "scaled_flops": SCALED_FLOPS, "mean": summary, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))

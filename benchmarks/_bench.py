@@ -4,7 +4,6 @@ Tables, geomeans and JSON come from ``looptune.report.tables``."""
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -22,19 +21,33 @@ def strip_openblas_env() -> None:
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
-def environment() -> dict:
-    """What the run measured on: CPU, ISA, numpy's BLAS kernel, unset variables."""
-    import looptune
+def environment(peak: bool = True, timing: str | None = None) -> dict:
+    """What the run measured on, recorded by every benchmark's result file: CPU name, CPU
+    signature (vendor/family/model), ISA, the peak measured in this run, library versions
+    (numpy and its BLAS, PyTorch, looptune's git revision), the command line, the timing the
+    harness reports (``looptune.measure.harness.run_metadata``), and the OpenBLAS variables
+    unset for the run. ``timing`` says which timing the benchmark reports (default: the
+    harness, ``looptune.measure.harness.TIMING``; a benchmark of the tuners' own in-C++
+    timings passes ``CPP_TIMING``)."""
+    from looptune.measure.harness import run_metadata
+
+    meta = run_metadata(peak=peak)
+    if timing is not None:
+        meta["timing"] = timing
+    return {**meta, "blas": _blas(), "unset_env": os.environ.get(_MARK, "")}
+
+
+def cpp_timing(why: str) -> str:
+    """The ``timing`` of a benchmark that reports the in-C++ timing, with the reason."""
+    from looptune.measure.harness import CPP_TIMING
+
+    return f"{CPP_TIMING}: {why}"
+
+
+def _blas() -> dict:
     from looptune.measure.reference import blas_info
 
-    return {
-        "cpu": looptune.cpu_name(),
-        "cpu_signature": looptune.cpu_signature(),
-        "isa": looptune.host_isa(),
-        "python": platform.python_version(),
-        "blas": blas_info(),
-        "unset_env": os.environ.get(_MARK, ""),
-    }
+    return blas_info()
 
 
 def host_results() -> Path:

@@ -34,13 +34,12 @@ strip_openblas_env()
 
 import argparse
 import json
-import os
 import time
 
 import looptune
 from looptune import datasets
-from looptune.measure import Measurer
-from looptune.measure.reference import numpy_gflops
+from looptune.measure import Measurer, harness
+from looptune.measure.reference import check_tree, numpy_gflops
 from looptune.report.tables import format_table, geomean
 from looptune.search.beam import beam_search
 from looptune.search.random import random_search
@@ -51,6 +50,7 @@ KIND = {"mm_real": "matmul", "bmm_real": "matmul", "conv2d_cnn": "conv",
 # Results are kept per host (ISA and microarchitecture): benchmarks/results/<isa>_<cpu tag>/
 HOST = host_results()
 SEARCH_CACHE = HOST / "agent_generalization_search.json"
+SUFFIX = ""  # "_quick" for --quick runs: they never replace the full results
 
 
 def suite(name: str, per_suite: int) -> list[tuple[str, looptune.Computation]]:
@@ -129,42 +129,58 @@ def final_row(label: str, comp: looptune.Computation, seconds: float, min_time: 
     row = {"name": label, "flops": comp.flops, "tune_seconds": tune_s,
            "agent_measurements": res.measurements, "agent_tree": res.best_tree.dump()}
     share = min_time / rounds
+    # Every schedule is checked against numpy before it is timed; a wrong one has no figure
+    # (counted as a failure by the suite's geomean). All figures: the harness (Python call).
+    row["agent_ok"] = check_tree(res.best_tree, isa=isa).ok
     kernel = res.best_tree.compile(isa)
-    timers = {"agent": lambda: kernel.benchmark(share).gflops}
-    row["base"] = comp.default_schedule().compile(isa).benchmark(min_time / 4).gflops
+    timers = {"agent": _timer(kernel, share, row["agent_ok"])}
+    row["base"] = harness.time_kernel(comp.default_schedule(), isa=isa, min_time=min_time / 4,
+                                      check=False).gflops
     hit = cache.get(f"{comp.header()}|{seconds:g}")
     if hit:
         best = max(hit["found"], key=lambda f: f["gflops"])
-        found = looptune.LoopTree.parse(best["tree"]).compile(isa)
-        timers["search"] = lambda: found.benchmark(share).gflops
+        found_tree = looptune.LoopTree.parse(best["tree"])
+        row["search_ok"] = check_tree(found_tree, isa=isa).ok
+        timers["search"] = _timer(found_tree.compile(isa), share, row["search_ok"])
         row["search_by"] = best["search"]
     if refs:
         timers["numpy"] = lambda: numpy_gflops(comp, share)
         timers["torch"] = lambda: torch_gflops(comp, share)
     row.update(best_of_rounds(timers, rounds))
+    a = row["agent"]
     if hit:
-        row["agent_vs_search"] = row["agent"] / row["search"]
+        row["agent_vs_search"] = a / row["search"] if a and row["search"] else None
     if refs:
-        row["vs_numpy"] = row["agent"] / row["numpy"]
-        row["vs_torch"] = row["agent"] / row["torch"] if row["torch"] else None
-    print(f"  {label}: agent {row['agent']:.1f} ({tune_s:.2f} s) search "
+        row["vs_numpy"] = a / row["numpy"] if a and row["numpy"] else None
+        row["vs_torch"] = a / row["torch"] if a and row["torch"] else None
+    print(f"  {label}: agent {row['agent'] or float('nan'):.1f} ({tune_s:.2f} s) search "
           f"{row.get('search', float('nan')):.1f} numpy {row.get('numpy', float('nan')):.1f} "
           f"torch {row.get('torch') or float('nan'):.1f}", file=sys.stderr)
     return row
 
 
-def summarize(name: str, rows: list[dict]) -> dict:
-    def g(key: str) -> float | None:
-        values = [r[key] for r in rows if r.get(key)]
-        return geomean(values) if values else None
+def _timer(kernel: looptune.Kernel, min_time: float, ok: bool):
+    """GFLOP/s of ``kernel`` by the harness; None for a schedule that failed its check."""
+    if not ok:
+        return lambda: None
+    return lambda: harness.time_kernel(kernel, min_time=min_time, check=False).gflops
 
-    return {
-        "suite": name, "kind": KIND[name], "n": len(rows),
-        "agent_gflops": g("agent"), "search_gflops": g("search"),
-        "agent_vs_search": g("agent_vs_search"), "vs_numpy": g("vs_numpy"),
-        "vs_torch": g("vs_torch"),
-        "mean_tune_seconds": sum(r["tune_seconds"] for r in rows) / len(rows),
-    }
+
+def summarize(name: str, rows: list[dict]) -> dict:
+    """Geomeans over the suite's fixed set of rows: a failed or missing figure is counted
+    (``<key>_failed``), never averaged away."""
+    out = {"suite": name, "kind": KIND[name], "n": len(rows)}
+    for key, field in (("agent", "agent_gflops"), ("search", "search_gflops"),
+                       ("agent_vs_search", "agent_vs_search"), ("vs_numpy", "vs_numpy"),
+                       ("vs_torch", "vs_torch")):
+        if not any(key in r for r in rows):
+            out[field], out[f"{field}_failed"] = None, None
+            continue
+        gm = geomean(r.get(key) for r in rows)
+        out[field], out[f"{field}_failed"] = float(gm), gm.failed
+    out["mean_tune_seconds"] = sum(r["tune_seconds"] for r in rows) / len(rows)
+    out["timing"] = harness.TIMING
+    return out
 
 
 def final_part(name: str, items: list, seconds: float, min_time: float, rounds: int) -> None:
@@ -179,10 +195,10 @@ def final_part(name: str, items: list, seconds: float, min_time: float, rounds: 
         summary["previous_agent_gflops"] = previous
         summary["vs_previous"] = summary["agent_gflops"] / previous if previous else None
         summary["paper_policy_share"] = sum(uses_paper_policy(c) for _, c in items) / len(items)
-    data = {"environment": {**environment(), "load_avg": os.getloadavg()},
+    data = {"environment": environment(), "timing": harness.TIMING,
             "search_seconds": seconds, "min_time": min_time, "rounds": rounds,
             "summary": summary, "rows": rows}
-    write_json(f"agent_generalization_{name}", data, HOST)
+    write_json(f"agent_generalization_{name}{SUFFIX}", data, HOST)
     print(json.dumps(summary, indent=1))
 
 
@@ -205,9 +221,12 @@ def report() -> None:
         path = HOST / f"agent_generalization_{name}.json"
         if path.is_file():
             d = json.loads(path.read_text())
-            sums.append(d["summary"])
+            sm = d["summary"]
+            failed = sm.get("agent_gflops_failed")
+            sm["agent_ok"] = "?" if failed is None else f"{sm['n'] - failed}/{sm['n']}"
+            sums.append(sm)
             rows += [{"suite": name, **r} for r in d["rows"]]
-    cols = [("suite", "suite", "s"), ("n", "n", "d"), ("agent_gflops", "agent", ".1f"),
+    cols = [("suite", "suite", "s"), ("agent_ok", "ok/n", "s"), ("agent_gflops", "agent", ".1f"),
             ("search_gflops", "search", ".1f"), ("agent_vs_search", "vs search", ".2f"),
             ("vs_numpy", "vs numpy", ".2f"), ("vs_torch", "vs torch", ".2f"),
             ("mean_tune_seconds", "tune s", ".2f")]
@@ -218,7 +237,10 @@ def report() -> None:
     text += "\n\n" + format_table([r for r in rows if r["suite"] != "mm64_256_16"], per)
     print(text)
     (HOST / "agent_generalization.md").write_text(text + "\n")
-    write_json("agent_generalization", {"summary": sums, "rows": rows}, HOST)
+    write_json("agent_generalization", {"environment": environment(peak=False),
+                                        "note": "each suite's run environment is in its own "
+                                                "agent_generalization_<suite>.json",
+                                        "summary": sums, "rows": rows}, HOST)
 
 
 def main() -> None:
@@ -233,7 +255,14 @@ def main() -> None:
                    help="seconds of final timed runs per entrant, split over the rounds")
     p.add_argument("--rounds", type=int, default=3,
                    help="final timings alternate between the entrants this many times (best)")
+    p.add_argument("--quick", action="store_true",
+                   help="2 benchmarks per suite, 10 s searches, 0.1 s final timings")
     args = p.parse_args()
+    if args.quick:
+        global SEARCH_CACHE, SUFFIX
+        args.per_suite, args.search_seconds, args.min_time = 2, 10.0, 0.1
+        SUFFIX = "_quick"
+        SEARCH_CACHE = HOST / "agent_generalization_search_quick.json"
     if args.part == "report":
         return report()
     if args.suite is None:

@@ -235,6 +235,7 @@ def main() -> None:
         "threads": 1,
         "looptune_package": str(Path(looptune.__file__).parent),
         "engine": looptune._core.__file__,
+        "looptune_git": _git_revision(),
         "pythonpath": os.environ.get("PYTHONPATH", ""),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "unset_env": os.environ.get("LOOPTUNE_BENCH_UNSET", ""),
@@ -254,6 +255,15 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.output} (run {args.label!r})")
+
+
+def _git_revision() -> str | None:
+    """looptune's git revision (the shared result-file metadata of issue 22)."""
+    try:
+        from looptune.measure.harness import git_revision
+    except ImportError:  # an engine before the harness
+        return None
+    return git_revision()
 
 
 if __name__ == "__main__":

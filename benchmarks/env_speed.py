@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import RESULTS, environment, strip_openblas_env, write_json  # noqa: E402
+from _bench import RESULTS, cpp_timing, environment, strip_openblas_env, write_json  # noqa: E402
 
 strip_openblas_env()
 
@@ -250,7 +250,8 @@ def main() -> None:
     before = json.loads(before_path.read_text()) if before_path.is_file() else {}
     peak = peak_gflops()
     tmp = Path(tempfile.mkdtemp(prefix="looptune-bench-"))
-    result = {"environment": environment(), "peak_gflops": peak}
+    why = "environment step and measurement throughput, no entrant comparison"
+    result = {"environment": environment(timing=cpp_timing(why)), "peak_gflops": peak}
     result["speed"] = speed(args.steps, args.seed, peak)
     result["speed"]["before"] = _before(before)
     result["memory"] = memory(args.memory_steps, args.seed, peak)

@@ -75,6 +75,14 @@ def crafted_policy() -> dict:
         return {"entry_points": rows, "code_ran": any(r["code_ran"] for r in rows)}
 
 
+def _environment() -> dict:
+    """The shared result-file metadata (benchmarks/_bench.py); no speed is reported here."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _bench import environment
+
+    return environment(timing="none: correctness and robustness only, no speed reported")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=6.0)
@@ -94,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "command": "nice -n 19 python benchmarks/reliability.py " + " ".join(argv or sys.argv[1:]),
         "host": {"cpu": looptune.cpu_name(), "isa": looptune.host_isa(), "node": platform.node()},
+        "environment": _environment(),
         "fuzz": asdict(report),
         "bad_inputs": bad,
         "crafted_policy": policy,

@@ -32,7 +32,25 @@ def _md(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _f(x: float | None, fmt: str = ".1f") -> str:
-    return "-" if x is None else format(x, fmt)
+    return "-" if x is None or x != x else format(x, fmt)
+
+
+OLD_TIMING = ("before the one harness: looptune kernels timed in C++ (Kernel.benchmark), numpy "
+              "and PyTorch through Python calls; ratios on small kernels flatter looptune")
+
+
+def source(name: str, env: dict, folder: str = "", old_timing: str = OLD_TIMING) -> str:
+    """The line under every table: which file, which host, which timing, which command."""
+    sig = env.get("cpu_signature") or "signature not recorded"
+    peak = env.get("peak_gflops")
+    peak = peak if isinstance(peak, (int, float)) else None
+    parts = [f"`benchmarks/results/{folder}{name}.json`",
+             f"{env.get('cpu', '?')} ({sig}), {env.get('isa', '?')}"
+             + (f", peak {peak:.1f} measured in the run" if peak else ""),
+             f"timing: {env.get('timing') or old_timing}"]
+    if env.get("command"):
+        parts.append(f"command: `{env['command']}`")
+    return "Source: " + "; ".join(parts) + "."
 
 
 def codegen(d: dict) -> str:
@@ -84,6 +102,8 @@ def codegen(d: dict) -> str:
                 f"JIT latency: median {s['jit_latency_us_median']:.0f} us, "
                 f"p90 {s['jit_latency_us_p90']:.0f} us over {s['kernels_compiled']} kernels."
             ),
+            "",
+            source("codegen", env),
         ]
     )
 
@@ -113,6 +133,9 @@ def env_speed(d: dict) -> str:
             ),
             "",
             _md(["measure", "result"], rows),
+            "",
+            source("env_speed", d["environment"],
+                   old_timing="in-C++ measurements (environment throughput, no comparison)"),
         ]
     )
 
@@ -122,8 +145,9 @@ def paper_table(d: dict) -> str:
     rows = [
         [
             s["search"],
-            f"{s['geomean_gflops']:.1f}",
-            f"{s['mean_gflops']:.1f}",
+            f"{s['ok']}/{s['benchmarks']}" if "ok" in s else f"?/{s['benchmarks']}",
+            _f(s["geomean_gflops"]),
+            _f(s["mean_gflops"]),
             f"{s['geomean_speedup']:.2f}x",
             _f(s["mean_seconds"], ".3f"),
             _f(s["mean_measurements"], ".0f"),
@@ -139,14 +163,15 @@ def paper_table(d: dict) -> str:
                 f"{len(cfg['benchmarks'])} benchmarks spread over the `{cfg['dataset']}` "
                 f"{cfg['split']} split; time-boxed searches get {cfg['budget_s']:g} s each "
                 f"(random {cfg['random_budget_s']:g} s); every search starts from the base "
-                "schedule with an empty cache and its best schedule is re-timed by one shared "
-                "measurer; numpy with one thread in the same run. "
+                "schedule with an empty cache and its best schedule is checked against numpy "
+                "and re-timed; numpy with one thread in the same run. "
                 f"Wall time {cfg['wall_seconds'] / 60:.0f} min."
             ),
             "",
             _md(
                 [
                     "search",
+                    "ok/n",
                     "geomean GFLOP/s",
                     "mean GFLOP/s",
                     "speedup vs base",
@@ -160,7 +185,9 @@ def paper_table(d: dict) -> str:
             + ", ".join(
                 f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in targets.items()
             )
-            + ".",
+            + ". ok/n: schedules that matched numpy (\"?\": a run before the check was made).",
+            "",
+            source("paper_table", {**cfg, "timing": cfg.get("timing")}),
         ]
     )
 

@@ -30,7 +30,7 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _bench import RESULTS, environment, write_json  # noqa: E402
+from _bench import RESULTS, cpp_timing, environment, write_json  # noqa: E402
 
 import looptune  # noqa: E402
 from looptune.costmodel import ConfigSpace, Evaluator, Outcome, spearman  # noqa: E402
@@ -184,7 +184,8 @@ def main() -> None:
         print(comp.name, per_comp[comp.name], flush=True)
     summary = summarize(runs, args.budget)
     data = {
-        "environment": environment(),
+        "environment": environment(timing=cpp_timing(
+            "searches are compared by the measurer they tune with")),
         "args": vars(args),
         "total_seconds": time.perf_counter() - t_start,
         "summary": summary,

@@ -9,7 +9,10 @@ from that best tiling, PyTorch (best of a few fresh allocations: alignment matte
 (OpenBLAS, one thread). Kernel figures are per call (every layout conversion included) and
 prepacked (the constant operand, weights or B, packed once). The default layout of each op is
 used (blocked output channels for convs, B panels for large matmuls). GFLOP/s count the
-user's flops (no padding). Writes benchmarks/results/workloads.json.
+user's flops (no padding). Every figure is timed by the one harness (looptune.measure.harness:
+called from Python, output preallocated, one thread); ``best_cpp`` is the same kernel timed
+in C++ (Kernel.benchmark), for comparison only. The chosen schedule is checked against numpy
+before it is timed (``ok``). Writes benchmarks/results/workloads.json.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import statistics
 import time
 
 import looptune
-from looptune.measure import Measurer
-from looptune.measure.reference import numpy_gflops, torch_gflops
+from looptune.measure import Measurer, harness
+from looptune.measure.reference import check_tree, numpy_gflops, torch_gflops
 from looptune.report.tables import format_table as table
 from looptune.report.tables import geomean
 from looptune.search.random import random_search
@@ -70,7 +73,7 @@ def jit_latency_us(tree: looptune.LoopTree, isa: str) -> float:
 def measure(comp: looptune.Computation, isa: str, seconds: float, min_time: float) -> dict:
     row: dict = {"layout": comp.header(), "flops": comp.flops}
     base = comp.default_schedule()
-    row["base"] = base.compile(isa).benchmark(min_time).gflops
+    row["base"] = harness.time_kernel(base, isa=isa, min_time=min_time, check=False).gflops
     latencies, best, best_tree = [], row["base"], base
     screen = Measurer(isa=isa, min_time=min_time / 5, min_runs=1, max_runs=200)
     for tree in tilings(comp, isa):
@@ -85,9 +88,14 @@ def measure(comp: looptune.Computation, isa: str, seconds: float, min_time: floa
             best_tree = found.best_tree
         row["search_measured"] = found.measurements
     kernel = best_tree.compile(isa)
-    row["best"] = kernel.benchmark(min_time).gflops
-    row["best_prepacked"] = kernel.benchmark(min_time, prepacked=True).gflops
     row["best_tree"] = best_tree.dump()
+    row["ok"] = check_tree(best_tree, isa=isa).ok  # a wrong kernel gets no figure
+    row["best"] = row["best_prepacked"] = row["best_cpp"] = None
+    if row["ok"]:
+        row["best"] = harness.time_kernel(kernel, min_time=min_time, check=False).gflops
+        row["best_prepacked"] = harness.time_kernel(kernel, min_time=min_time, check=False,
+                                                    prepacked=True).gflops
+        row["best_cpp"] = kernel.benchmark(min_time).gflops
     row["numpy"] = numpy_gflops(comp, min_time)
     row["torch"] = torch_gflops(comp, min_time)
     row["jit_us"] = latencies
@@ -121,21 +129,26 @@ def main() -> None:
             comp, isa, args.seconds, args.min_time
         )}
         latencies += row.pop("jit_us")
-        row["vs_torch"] = row["best"] / row["torch"] if row["torch"] else None
-        row["vs_numpy"] = row["best"] / row["numpy"]
-        row["prepacked_vs_torch"] = row["best_prepacked"] / row["torch"] if row["torch"] else None
+        best, pre = row["best"], row["best_prepacked"]
+        row["vs_torch"] = best / row["torch"] if best and row["torch"] else None
+        row["vs_numpy"] = best / row["numpy"] if best else None
+        row["prepacked_vs_torch"] = pre / row["torch"] if pre and row["torch"] else None
         rows.append(row)
-        print(f"  {name}: best {row['best']:.1f} GFLOP/s (load {load:.2f})", file=sys.stderr)
+        print(f"  {name}: best {best or float('nan'):.1f} GFLOP/s (load {load:.2f})",
+              file=sys.stderr)
     convs = [r for r in rows if r["group"] == "conv"]
     summary = {
         "isa": isa,
         "peak_gflops": peak,
         "seconds_of_search": args.seconds,
-        "conv_geomean_vs_torch": geomean([r["vs_torch"] for r in convs if r["vs_torch"]]),
+        # geomeans over every conv: a failed one is counted (``_failed``), never dropped
+        "conv_geomean_vs_torch": geomean(r["vs_torch"] for r in convs),
+        "conv_geomean_vs_torch_failed": geomean(r["vs_torch"] for r in convs).failed,
         "conv_min_vs_torch": min((r["vs_torch"] for r in convs if r["vs_torch"]), default=None),
-        "conv_geomean_prepacked_vs_torch": geomean(
-            [r["prepacked_vs_torch"] for r in convs if r["prepacked_vs_torch"]]
-        ),
+        "conv_geomean_prepacked_vs_torch": geomean(r["prepacked_vs_torch"] for r in convs),
+        "conv_ok": sum(bool(r["ok"]) for r in convs),
+        "conv_n": len(convs),
+        "timing": harness.TIMING,
         "jit_latency_us_median": statistics.median(latencies) if latencies else None,
         "kernels_compiled": len(latencies),
         "load_avg_end": os.getloadavg(),
@@ -145,6 +158,7 @@ def main() -> None:
         ("base", "base", ".1f"),
         ("best", "best", ".1f"),
         ("best_prepacked", "prepacked", ".1f"),
+        ("best_cpp", "in-C++", ".1f"),
         ("torch", "torch", ".1f"),
         ("numpy", "numpy", ".1f"),
         ("vs_torch", "vs torch", ".2f"),
@@ -155,11 +169,13 @@ def main() -> None:
     print(f"\nISA {isa}, peak {peak:.1f} GFLOP/s, {args.seconds:g} s of search per workload")
     if convs:  # --group large/gemv have no convs
         print(
-            f"ResNet-18 convs vs PyTorch: geomean {summary['conv_geomean_vs_torch']:.2f}x per "
+            "ResNet-18 convs vs PyTorch: geomean "
+            f"{summary['conv_geomean_vs_torch'].describe('.2f')} per "
             f"call ({summary['conv_geomean_prepacked_vs_torch']:.2f}x prepacked), "
             f"min {summary['conv_min_vs_torch']:.2f}x"
         )
     print(f"JIT latency median {summary['jit_latency_us_median']:.0f} us")
+    print("timing: " + harness.TIMING + " (in-C++ column: Kernel.benchmark, for comparison)")
     env = {**environment(), "load_avg_start": rows[0]["load_avg_1m"] if rows else None}
     name = f"workloads_{args.group}" if args.group else "workloads"
     if args.quick:  # a smoke run never replaces the full results

@@ -105,11 +105,16 @@ def test_expert_finds_a_faster_schedule_within_the_episode():
     from looptune.measure import Measurer
     from looptune.space.actions import PAPER_ACTIONS
 
-    m = Measurer()
     tree = looptune.matmul(96, 128, 112).default_schedule()
-    best, path = imitation.expert(tree, PAPER_ACTIONS, 10, 10, m, width=0)
-    assert 1 <= len(path) <= 10 and best > 1.2 * m.gflops(tree)
-    assert m.gflops(imitation.replay(tree, path)) == best
+    _, path = imitation.expert(tree, PAPER_ACTIONS, 10, 10, Measurer(), width=0)
+    assert 1 <= len(path) <= 10
+    end = imitation.replay(tree, path)
+    assert end is not None and end.hash() != tree.hash()
+    # the schedule the path reaches, re-timed by fresh measurers against the start (interleaved,
+    # best of three: load slows both), is faster: ~2x here, asserted with a wide margin
+    pairs = [(Measurer(cache={}).gflops(tree), Measurer(cache={}).gflops(end)) for _ in range(3)]
+    start_g, end_g = max(p[0] for p in pairs), max(p[1] for p in pairs)
+    assert end_g > 1.2 * start_g, (end_g, start_g)
 
 
 def test_imitation_then_fine_tune(tmp_path):

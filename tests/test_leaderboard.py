@@ -388,6 +388,15 @@ def test_tvm_cached_only_never_tunes_and_shows_not_run(tmp_path, monkeypatch):
     assert rows["tvm-ms8"]["tuning_seconds"] == 40.0
 
 
+def test_tvm_records_are_keyed_by_microarchitecture_and_isa():
+    entrant = tvm_entrant.TVMEntrant.__new__(tvm_entrant.TVMEntrant)
+    entrant.trials = 64
+    key = entrant._key(TINY[0])
+    assert key == (tvm_entrant.math_key(TINY[0]), looptune.cpu_signature(), looptune.host_isa(),
+                   64)
+    assert looptune.cpu_signature() != looptune.cpu_name()  # not the brand string
+
+
 def test_tvm_records_key_names_the_math_not_looptunes_layout():
     assert tvm_entrant.math_key(TINY[0]) == "matmul mk,kn->mn 16x24 24x32"
     assert tvm_entrant.math_key(TINY[1]) == "conv2d nchw,kcrs->nkhw 1x3x9x9 8x3x3x3 stride=2 pad=1"

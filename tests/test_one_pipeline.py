@@ -26,6 +26,7 @@ from looptune.measure import (
     final_measurer,
 )
 from looptune.measure.reference import check_kernel, check_tree
+from looptune.measure.store import migrate
 from looptune.search.base import Tracker
 
 PKG = Path(looptune.__file__).parent
@@ -59,23 +60,32 @@ def test_ml2_records_keep_their_format_and_old_lines_read(tmp_path):
     ]
 
 
-def test_records_are_keyed_by_cpu_signature_and_old_ones_still_warm(tmp_path):
+def test_records_are_keyed_by_cpu_signature_and_old_ones_need_a_migration(tmp_path):
     tree = looptune.matmul(32, 32, 32).default_schedule()
     path = tmp_path / "r.jsonl"
     m = Measurer(min_time=0.0, min_runs=1, max_runs=1, cache={}, records=path)
     g = m.gflops(tree)
     rec = json.loads(path.read_text())
     assert rec["cpu_signature"] == _core.cpu_signature() and rec["cpu"] == _core.cpu_name()
-    # an old record (brand string only) of this CPU warms; another microarchitecture's does not
+    # another microarchitecture's record does not warm; neither does an old one (brand string
+    # only: "AMD EPYC" names Zen 1 and Zen 4 alike) until migrate() tags it with a signature
     old = {k: v for k, v in rec.items() if k != "cpu_signature"}
     other = {**rec, "cpu_signature": "OtherVendor family 1 model 2", "gflops": 1e6}
-    for r, warms in ((old, True), (other, False)):
-        p = tmp_path / f"{warms}.jsonl"
+    for name, r in (("old", old), ("other", other)):
+        p = tmp_path / f"{name}.jsonl"
         RecordStore(p).append(r)
         fresh = Measurer(min_time=0.0, min_runs=1, max_runs=1, cache={}, records=p)
-        assert fresh.cached(tree) is warms
-    assert RecordStore(tmp_path / "True.jsonl").best(tree.computation)["gflops"] == g
-    assert RecordStore(tmp_path / "False.jsonl").best(tree.computation) is None
+        assert not fresh.cached(tree)
+        assert RecordStore(p).best(tree.computation) is None
+    with open(tmp_path / "old.jsonl", "a") as f:
+        f.write("not json\n")
+    assert migrate(tmp_path / "old.jsonl", _core.cpu_signature()) == 1
+    assert "not json" in (tmp_path / "old.jsonl").read_text()  # kept
+    fresh = Measurer(min_time=0.0, min_runs=1, max_runs=1, cache={}, records=tmp_path / "old.jsonl")
+    assert fresh.cached(tree)
+    assert RecordStore(tmp_path / "old.jsonl").best(tree.computation)["gflops"] == g
+    with pytest.raises(ValueError, match="CPU signature"):
+        migrate(tmp_path / "old.jsonl", "AMD EPYC")
 
 
 class _Arming(FakeRunner):
@@ -223,7 +233,7 @@ def test_measure_result_failure_of_new_outcomes():
     assert not r.ok and r.gflops == 0.0
 
 
-def test_tvm_records_keyed_by_signature_read_old_brand_keyed_lines(tmp_path):
+def test_tvm_records_keyed_by_signature_not_by_brand(tmp_path):
     import sys
 
     from looptune.leaderboard import suite, tvm_entrant
@@ -231,11 +241,9 @@ def test_tvm_records_keyed_by_signature_read_old_brand_keyed_lines(tmp_path):
     entry = suite.Entry("mm_test", "matmul", (16, 24, 32), "tiny")
     ent = tvm_entrant.TVMEntrant(sys.executable, trials=8, records=tmp_path)
     key = ent._key(entry)
-    assert key[1] == _core.cpu_signature()
-    old = [key[0], _core.cpu_name(), 8]
+    assert key[1] == _core.cpu_signature() and key[2] == _core.host_isa()
+    old = [key[0], _core.cpu_name(), 8]  # keyed by the brand string, before signatures
     (tmp_path / "records.jsonl").write_text(json.dumps({"key": old, "gflops": 3.0}) + "\n")
-    assert ent._record(key)["gflops"] == 3.0
-    (tmp_path / "records.jsonl").write_text(
-        json.dumps({"key": [key[0], "another CPU", 8], "gflops": 3.0}) + "\n"
-    )
     assert ent._record(key) is None
+    (tmp_path / "records.jsonl").write_text(json.dumps({"key": list(key), "gflops": 4.0}) + "\n")
+    assert ent._record(key)["gflops"] == 4.0

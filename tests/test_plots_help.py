@@ -36,8 +36,8 @@ def test_plot_eval_writes_two_pngs(tmp_path: Path) -> None:
     paths = plot_eval(ROWS, SUMMARY, tmp_path / "plots", prefix="run_")
     assert [p.name for p in paths] == ["run_gflops_per_benchmark.png", "run_quality_vs_time.png"]
     width, height = _png_size(paths[1])
-    assert (width, height) == (round(6.4 * 110), round(4.2 * 110))
-    assert _png_size(paths[0])[0] >= 6 * 110
+    assert 6.4 * 110 <= width <= 9.5 * 110 and 4 * 110 <= height <= 4.6 * 110  # legend outside
+    assert _png_size(paths[0])[0] >= 5 * 110  # cropped to its content (bbox_inches="tight")
 
 
 def _actions(parser: argparse.ArgumentParser, path: str = "looptune"):

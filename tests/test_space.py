@@ -76,7 +76,6 @@ def test_observation_matches_graph_features_and_cursor():
 
 
 def test_shipped_policy_and_env_see_identical_observations():
-    pytest.importorskip("sb3_contrib")
     from looptune.agent.policy import load_policy
     from looptune.search.agent import legal_actions, observe
 

@@ -13,9 +13,16 @@ COLS = [("name", "name", ""), ("g", "GFLOP/s", ".1f"), ("x", "speedup", lambda v
 ROWS = [{"name": "mm64", "g": 97.123, "x": 1.5}, {"name": "conv1", "g": math.nan}]
 
 
-def test_geomean_skips_nonpositive_and_nan() -> None:
-    assert math.isclose(geomean([2.0, 8.0, 0.0, math.nan, -1.0]), 4.0)
-    assert math.isnan(geomean([]))
+def test_geomean_counts_failures_instead_of_dropping_them() -> None:
+    g = geomean([2.0, 8.0, 0.0, math.nan, -1.0, None])
+    assert math.isclose(g, 4.0)  # over the good values
+    assert (g.n, g.failed, g.ok) == (6, 4, 2)  # the failures are counted, not averaged away
+    assert str(g) == "4.0 (n=6, 4 failed)"
+    assert geomean([3.0, 3.0]).describe(".2f") == "3.00 (n=2)"
+    empty = geomean([])
+    assert math.isnan(empty) and (empty.n, empty.failed) == (0, 0)
+    assert str(geomean([0.0])) == "- (n=1, 1 failed)"
+    assert json.loads(dumps({"g": g})) == {"g": 4.0}
     assert math.isclose(geomean(iter([1.0, 10.0, 100.0])), 10.0)
 
 

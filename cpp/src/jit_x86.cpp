@@ -72,6 +72,20 @@ class NestGenerator : public CodeGenerator {
     if (low_.lanes == 1) return Xmm(i);
     if constexpr (I == Isa::AVX512) return Zmm(i); else return Ymm(i);
   }
+  // The register of a partial vector's arithmetic, as narrow as its active lanes allow: a
+  // tail of <= 4 (xmm) or <= 8 (ymm, AVX-512) floats needs no full-width FMA. A 512-bit FMA
+  // on a 256-bit datapath (Zen 4) or on the one 512-bit port costs twice a 256-bit one, so a
+  // 17-column tile (16 + 1 lanes) loses a third of its time to the tail otherwise. Loads and
+  // stores stay masked at full width; VEX/EVEX writes zero the accumulator's unused lanes,
+  // which nothing reads (stores are masked to the active lanes). Not for a vectorized
+  // reduction or a transposed store, whose lanes are all combined or shuffled.
+  Xmm narrow(int i, int active) const {
+    if (low_.lanes == 1 || low_.reduce_vec || low_.out_transposed || active >= low_.lanes)
+      return vr(i);
+    if (active <= 4) return Xmm(i);
+    if constexpr (I == Isa::AVX512) { if (active <= 8) return Ymm(i); }
+    return vr(i);
+  }
   Address mem(int t, int64_t elem_off) {
     return ptr[ptr_reg(t) + static_cast<int32_t>(disp_[t] + elem_off * 4)];
   }
@@ -508,10 +522,10 @@ class NestGenerator : public CodeGenerator {
     if constexpr (I == Isa::AVX512) vmovups(mem(kOut, off) | k1, vr(reg));
     else vmaskmovps(mem(kOut, off), Ymm(mask_reg()), vr(reg));
   }
-  void fma_reg(int acc, int a, int b) {
+  void fma_reg(int acc, int a, int b, int active) {
     ++facts_.fma;
     if (low_.lanes == 1) vfmadd231ss(Xmm(acc), Xmm(a), Xmm(b));
-    else vfmadd231ps(vr(acc), vr(a), vr(b));
+    else vfmadd231ps(narrow(acc, active), narrow(a, active), narrow(b, active));
   }
   // acc += reg(a) * memory operand, when the operand can be read straight from memory.
   bool fma_mem(int acc, int a, int t, int64_t off, int active) {
@@ -520,7 +534,8 @@ class NestGenerator : public CodeGenerator {
     if (k == Kind::Scalar) vfmadd231ss(Xmm(acc), Xmm(a), dword[ptr_reg(t) + d]);
     else if (k == Kind::Vec && active == low_.lanes) vfmadd231ps(vr(acc), vr(a), ptr[ptr_reg(t) + d]);
     else if (k == Kind::Bcast && I == Isa::AVX512) {
-      vfmadd231ps(vr(acc), vr(a), ptr_b[ptr_reg(t) + d]);
+      const int lanes = accs_[acc].second;  // the accumulator's active lanes
+      vfmadd231ps(narrow(acc, lanes), narrow(a, lanes), ptr_b[ptr_reg(t) + d]);
       ++facts_.broadcasts;
     } else return false;
     ++facts_.fma;
@@ -573,7 +588,7 @@ class NestGenerator : public CodeGenerator {
             fma_mem(pts[g[users[0]]].acc, preg(users[0]), s, vals[s][sv], act[s][sv]))
           continue;
         load(temp, s, vals[s][sv], act[s][sv]);
-        for (size_t q : users) fma_reg(pts[g[q]].acc, preg(q), temp);
+        for (size_t q : users) fma_reg(pts[g[q]].acc, preg(q), temp, pts[g[q]].active);
       }
     }
   }

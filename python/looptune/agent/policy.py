@@ -21,6 +21,7 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 ISAS = tuple(_core.known_isas())  # the engine's list, best first
 
 ALGOS = ("maskable_ppo", "ppo", "dqn")
+BACKENDS = ("numpy", "torch")
 
 
 @dataclass
@@ -110,13 +111,18 @@ def check_env_id(meta: dict, where: object = "the policy metadata") -> str:
 
 
 def load_policy(
-    path: str | Path | None = None, isa: str | None = None, trust_pickle: bool = False
+    path: str | Path | None = None,
+    isa: str | None = None,
+    trust_pickle: bool = False,
+    backend: str = "numpy",
 ) -> LoadedPolicy:
     """Load a policy saved by ``looptune.agent.train`` (default: the one shipped for ``isa``, itself
     by default the host's ISA).
 
-    A policy is ``NAME.safetensors`` (tensors only) plus ``NAME.json``; the network is rebuilt
-    from a fixed list of SB3 classes, and nothing is unpickled or imported from either file.
+    A policy is ``NAME.safetensors`` (tensors only) plus ``NAME.json``; nothing is unpickled or
+    imported from either file. With ``backend="numpy"`` (the default) the network runs in numpy
+    (``looptune.agent.inference.NumpyPolicy``: no torch needed); with ``backend="torch"`` it is
+    rebuilt from a fixed list of SB3 classes (``model.policy`` is the SB3 policy).
 
     ``trust_pickle=True`` also accepts an SB3 ``.zip``. **Loading a zip unpickles it, which runs
     any code the file's author put in it**: pass it only for files you made yourself.
@@ -126,8 +132,10 @@ def load_policy(
         UntrustedPolicyError: ``path`` is not a ``.safetensors`` policy and ``trust_pickle`` is
             False (checked before the file is opened).
         PolicyFormatError: the metadata is malformed or names an env that is not LoopTune's.
-        ValueError: ``isa`` is not "avx512" or "avx2".
+        ValueError: ``isa`` is not "avx512" or "avx2", or an unknown ``backend``.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
     path = Path(path) if path is not None else default_policy_path(isa)
     if path.suffix != policy_io.SUFFIX and not trust_pickle:
         raise UntrustedPolicyError(
@@ -150,24 +158,58 @@ def load_policy(
             RuntimeWarning,
             stacklevel=2,
         )
-    return _load_cached(str(path), path.stat().st_mtime, json.dumps(meta, sort_keys=True))
+    if path.suffix != policy_io.SUFFIX:
+        backend = "torch"  # an SB3 zip is an SB3 model
+    meta_json = json.dumps(meta, sort_keys=True)
+    return _load_cached(str(path), path.stat().st_mtime, meta_json, backend)
 
 
-@lru_cache(maxsize=4)
-def _load_cached(path: str, _mtime: float, meta_json: str) -> LoadedPolicy:
+def resolve_policy(
+    policy: LoadedPolicy | str | Path | None = None,
+    isa: str | None = None,
+    trust_pickle: bool = False,
+) -> LoadedPolicy:
+    """The one way the agent gets its paper policy: ``policy`` itself when it is already loaded,
+    else ``load_policy(policy)`` (a path), else the policy shipped for ``isa`` (default: the
+    host's). Loads are cached, so checking availability first and tuning later reads the files
+    once."""
+    if isinstance(policy, LoadedPolicy):
+        return policy
+    if policy is None:
+        return load_policy(None, isa=isa)
+    return load_policy(policy, trust_pickle=trust_pickle)
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str, _mtime: float, meta_json: str, backend: str) -> LoadedPolicy:
     meta = json.loads(meta_json)
     algo = meta.get("algo", "maskable_ppo")
     if algo not in ALGOS:
         raise PolicyFormatError(f"unknown algorithm {algo!r} in {path}; choose from {list(ALGOS)}")
+    if backend == "numpy":
+        from looptune.agent.inference import NumpyPolicy, read_tensors
+
+        model: Any = NumpyPolicy(meta.get("network"), algo, read_tensors(path))
+    else:
+        try:
+            model = _torch_model(path, meta, algo)
+        except ImportError as exc:
+            raise ImportError(
+                f"loading {path} with torch (an SB3 .zip, or backend='torch') needs the rl "
+                f"extra: pip install 'looptune[rl]' ({exc})"
+            ) from exc
+    return wrap_model(model, algo, meta["env_id"], meta.get("env_kwargs", {}), path, meta)
+
+
+def _torch_model(path: str, meta: dict, algo: str) -> Any:
     if path.endswith(policy_io.SUFFIX):
         net = policy_io.build_policy(meta.get("network"), algo)
         policy_io.load_weights(net, path)
         net.set_training_mode(False)
-        model: Any = policy_io.SafeModel(net, algo)
-    else:  # trust_pickle=True was checked by load_policy
-        model = algo_class(algo).load(path, device="cpu")
-        model.policy.set_training_mode(False)
-    return wrap_model(model, algo, meta["env_id"], meta.get("env_kwargs", {}), path, meta)
+        return policy_io.SafeModel(net, algo)
+    model = algo_class(algo).load(path, device="cpu")  # trust_pickle=True: load_policy checked
+    model.policy.set_training_mode(False)
+    return model
 
 
 def save_policy(model: Any, path: str | Path, meta: dict) -> Path:
@@ -235,6 +277,7 @@ __all__ = [
     "env_spec",
     "load_policy",
     "meta_path",
+    "resolve_policy",
     "save_policy",
     "wrap_model",
 ]

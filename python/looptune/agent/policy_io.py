@@ -124,8 +124,19 @@ def network_spec(model: Any, algo: str) -> dict:
 
 
 def _policy_kwargs(raw: Any) -> dict:
+    """``network.policy_kwargs`` checked (``check_policy_kwargs``), with the activation name
+    turned into its torch class."""
     import torch.nn as nn
 
+    out = check_policy_kwargs(raw)
+    if "activation_fn" in out:
+        out["activation_fn"] = getattr(nn, out["activation_fn"])
+    return out
+
+
+def check_policy_kwargs(raw: Any) -> dict:
+    """The allowed ``network.policy_kwargs`` (net_arch, an activation name from
+    ``ACTIVATIONS``, the boolean flags), checked without importing torch."""
     if not isinstance(raw, dict):
         raise PolicyFormatError("network.policy_kwargs must be an object")
     unknown = set(raw) - {"net_arch", "activation_fn", *BOOL_KWARGS}
@@ -141,13 +152,35 @@ def _policy_kwargs(raw: Any) -> dict:
             raise PolicyFormatError(
                 f"activation_fn must be one of {list(ACTIVATIONS)}, got {raw['activation_fn']!r}"
             )
-        out["activation_fn"] = getattr(nn, raw["activation_fn"])
+        out["activation_fn"] = raw["activation_fn"]
     for k in BOOL_KWARGS:
         if k in raw:
             if not isinstance(raw[k], bool):
                 raise PolicyFormatError(f"network.policy_kwargs.{k} must be true or false")
             out[k] = raw[k]
     return out
+
+
+def check_network(network: Any, algo: str) -> tuple[Any, Any, dict]:
+    """The ``network`` object of a policy's JSON checked against ``algo``: its policy class is
+    the one of ``POLICY_CLASSES`` (never a name taken from the file), its spaces parse, its
+    kwargs are allowed. Returns (observation space, action space, checked policy_kwargs).
+
+    Raises:
+        PolicyFormatError: anything else.
+    """
+    if algo not in POLICY_CLASSES:
+        raise PolicyFormatError(f"unknown algorithm {algo!r}; choose from {list(POLICY_CLASSES)}")
+    if not isinstance(network, dict):
+        raise PolicyFormatError("the policy metadata has no 'network' object")
+    name = POLICY_CLASSES[algo][0]
+    if network.get("policy_class") != name:
+        raise PolicyFormatError(
+            f"algorithm {algo!r} uses the policy class {name}, not {network.get('policy_class')!r}"
+        )
+    obs = _space_from_json(network.get("observation_space"))
+    act = _space_from_json(network.get("action_space"))
+    return obs, act, check_policy_kwargs(network.get("policy_kwargs", {}))
 
 
 class SafeModel:
@@ -169,18 +202,9 @@ def build_policy(network: Any, algo: str) -> Any:
     """A freshly initialised SB3 policy of the class and shape described by ``network``."""
     import importlib
 
-    if algo not in POLICY_CLASSES:
-        raise PolicyFormatError(f"unknown algorithm {algo!r}; choose from {list(POLICY_CLASSES)}")
-    if not isinstance(network, dict):
-        raise PolicyFormatError("the policy metadata has no 'network' object")
+    obs, act, _ = check_network(network, algo)
     name, module = POLICY_CLASSES[algo]
-    if network.get("policy_class") != name:
-        raise PolicyFormatError(
-            f"algorithm {algo!r} uses the policy class {name}, not {network.get('policy_class')!r}"
-        )
     cls = getattr(importlib.import_module(module), name)  # fixed table, never from the file
-    obs = _space_from_json(network.get("observation_space"))
-    act = _space_from_json(network.get("action_space"))
     kwargs = _policy_kwargs(network.get("policy_kwargs", {}))
     return cls(obs, act, lambda _: 0.0, **kwargs)
 
@@ -236,6 +260,8 @@ __all__ = [
     "SafeModel",
     "UntrustedPolicyError",
     "build_policy",
+    "check_network",
+    "check_policy_kwargs",
     "load_weights",
     "network_spec",
     "read_meta",

@@ -9,6 +9,8 @@ A policy is ``policy_tiler_<isa>.safetensors`` (tensors only) plus a ``.json`` w
 sizes, the feature version, the ISA and its provenance (command, data, wall time, rank
 correlations). The network is an MLP (ReLU) from ``tile_features`` to one score per macro; the
 macros of a computation are ranked by score (a softmax over them is the policy's distribution).
+A loaded policy scores in numpy (``looptune.agent.inference.Mlp``: no torch); training builds
+the torch network of ``build_network``, and ``TilerPolicy`` scores with either.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from looptune import _core
 from looptune.agent import policy_io, tiler
+from looptune.agent.inference import Mlp, read_tensors, sequential_layers
 from looptune.agent.policy_io import PolicyFormatError
 from looptune.agent.tile_features import N_FEATURES, tile_features
 
@@ -36,10 +39,7 @@ def build_network(hidden: list[int], n_features: int = N_FEATURES) -> Any:
     """The scoring MLP: ``n_features -> hidden... -> 1`` with ReLU between layers."""
     import torch.nn as nn
 
-    if not (isinstance(hidden, list) and 1 <= len(hidden) <= 4):
-        raise PolicyFormatError(f"hidden must be a list of 1-4 layer sizes, got {hidden!r}")
-    if not all(isinstance(h, int) and 1 <= h <= MAX_HIDDEN for h in hidden):
-        raise PolicyFormatError(f"layer sizes must be ints in 1..{MAX_HIDDEN}, got {hidden!r}")
+    _check_hidden(hidden)
     layers: list[Any] = []
     width = n_features
     for h in hidden:
@@ -47,6 +47,13 @@ def build_network(hidden: list[int], n_features: int = N_FEATURES) -> Any:
         width = h
     layers.append(nn.Linear(width, 1))
     return nn.Sequential(*layers)
+
+
+def _check_hidden(hidden: Any) -> None:
+    if not (isinstance(hidden, list) and 1 <= len(hidden) <= 4):
+        raise PolicyFormatError(f"hidden must be a list of 1-4 layer sizes, got {hidden!r}")
+    if not all(isinstance(h, int) and 1 <= h <= MAX_HIDDEN for h in hidden):
+        raise PolicyFormatError(f"layer sizes must be ints in 1..{MAX_HIDDEN}, got {hidden!r}")
 
 
 @dataclass
@@ -60,11 +67,13 @@ class TilerPolicy:
 
     def scores(self, trees: list[_core.LoopTree]) -> np.ndarray:
         """One score per tree (higher = expected faster), from ``tile_features``."""
-        import torch
-
         if not trees:
             return np.zeros(0, np.float32)
         x = np.stack([tile_features(t, self.isa) for t in trees])
+        if isinstance(self.net, Mlp):
+            return self.net(x).reshape(-1)
+        import torch
+
         with torch.no_grad():
             return self.net(torch.from_numpy(x)).squeeze(-1).numpy()
 
@@ -114,8 +123,12 @@ def save_tiler(policy: TilerPolicy, path: str | Path, meta: dict) -> Path:
     return path
 
 
-def load_tiler(path: str | Path | None = None, isa: str | None = None) -> TilerPolicy:
-    """Load a tiling policy (default: the one shipped for ``isa``, itself the host's).
+def load_tiler(
+    path: str | Path | None = None, isa: str | None = None, backend: str = "numpy"
+) -> TilerPolicy:
+    """Load a tiling policy (default: the one shipped for ``isa``, itself the host's); its
+    network runs in numpy (``backend="numpy"``, no torch) or is a torch ``nn.Sequential``
+    (``backend="torch"``, for further training).
 
     Raises:
         FileNotFoundError: no policy or no metadata at ``path``.
@@ -127,11 +140,13 @@ def load_tiler(path: str | Path | None = None, isa: str | None = None) -> TilerP
         raise PolicyFormatError(f"{path} is not a {policy_io.SUFFIX} tiling policy")
     if not path.is_file() or not path.with_suffix(".json").is_file():
         raise FileNotFoundError(f"no tiling policy (and metadata) at {path}")
-    return _load(str(path), path.stat().st_mtime)
+    if backend not in ("numpy", "torch"):
+        raise ValueError(f"unknown backend {backend!r}; choose from ['numpy', 'torch']")
+    return _load(str(path), path.stat().st_mtime, backend)
 
 
-@lru_cache(maxsize=4)
-def _load(path: str, _mtime: float) -> TilerPolicy:
+@lru_cache(maxsize=8)
+def _load(path: str, _mtime: float, backend: str) -> TilerPolicy:
     meta = policy_io.read_meta(Path(path).with_suffix(".json"))
     if meta.get("format") != FORMAT:
         raise PolicyFormatError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
@@ -139,9 +154,21 @@ def _load(path: str, _mtime: float) -> TilerPolicy:
         raise PolicyFormatError(f"{path} was trained on other features than this version's")
     if meta.get("isa") not in _core.known_isas():
         raise PolicyFormatError(f"{path}: unknown isa {meta.get('isa')!r}")
-    net = build_network(meta.get("hidden"))
-    policy_io.load_weights(net, path)
-    net.eval()
+    hidden = meta.get("hidden")
+    if backend == "numpy":
+        _check_hidden(hidden)
+        layers = sequential_layers(read_tensors(path))
+        sizes = [w.shape[0] for w, _ in layers]
+        if sizes != [*hidden, 1] or layers[0][0].shape[1] != N_FEATURES:
+            raise PolicyFormatError(
+                f"{path}: tensors of layer sizes {sizes} do not fit hidden {hidden} "
+                f"with {N_FEATURES} features"
+            )
+        net: Any = Mlp(layers, "ReLU")
+    else:
+        net = build_network(hidden)
+        policy_io.load_weights(net, path)
+        net.eval()
     return TilerPolicy(net, meta["isa"], meta, Path(path))
 
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from looptune.agent.train_callbacks import TuneEvalCallback, save_policy
+from looptune.report.progress import enabled as progress_enabled
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,7 +59,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-benchmarks", type=int, default=12)
     p.add_argument("--checkpoint-freq", type=int, default=50_000)
     p.add_argument("--run-name", default=None)
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument(
+        "--progress", action="store_true", help="show a progress bar (only on a terminal)"
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="print the full result as JSON (per-benchmark rows and schedules of the final "
+        "evaluation) instead of a short summary",
+    )
     args = p.parse_args(argv)
     try:
         args.env_kwargs = json.loads(args.env_kwargs)
@@ -214,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.timesteps,
         callback=CallbackList([ckpt, evaluator]),
         tb_log_name=run,
-        progress_bar=args.progress,
+        progress_bar=args.progress and progress_enabled(),
     )
     wall = time.perf_counter() - t0
     venv.close()
@@ -226,9 +234,37 @@ def main(argv: list[str] | None = None) -> dict:
         final_eval=final,
         best_eval=evaluator.best,
     )
-    save_policy(model, save, meta)
-    print(json.dumps({k: meta[k] for k in ("timesteps", "wall_seconds", "final_eval")}, indent=1))
+    saved = save_policy(model, save, meta)
+    if args.verbose:
+        print(json.dumps({k: meta[k] for k in ("timesteps", "wall_seconds", "final_eval")},
+                         indent=1))
+    else:
+        print(summary(meta, saved))
     return meta
+
+
+def summary(meta: dict, saved: str | Path) -> str:
+    """The few lines ``looptune train`` prints at the end (``--verbose``: the full JSON)."""
+    final = meta.get("final_eval") or {}
+    lines = [
+        f"trained {meta['algo']} for {meta['timesteps']} timesteps in "
+        f"{meta['wall_seconds']:.1f} s ({meta['steps_per_second']:.0f} steps/s)",
+    ]
+    if final.get("n"):
+        lines.append(
+            f"held-out evaluation ({final['n']} benchmarks): geomean "
+            f"{final['geomean_agent_gflops']:.1f} GFLOP/s, {final['geomean_speedup']:.2f}x "
+            f"over the base schedules"
+        )
+    best = meta.get("best_eval")
+    if best:
+        lines.append(
+            f"best evaluation: {best['geomean_agent_gflops']:.1f} GFLOP/s at "
+            f"{best['timesteps']} timesteps"
+        )
+    weights = Path(saved)
+    lines.append(f"saved {weights} and {weights.with_suffix('.json')} (details: --verbose)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,17 @@ def _size(text: str) -> tuple[str, int]:
     return name, _positive_int(value)
 
 
-_FMT = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after an option's help, except for flags and where the default is
+    None: there the help itself says what is used (never "(default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
+_FMT = {"formatter_class": _HelpFormatter}
 
 
 def _layout_option(p: argparse.ArgumentParser, blocked: str) -> None:
@@ -59,6 +69,15 @@ def _layout_option(p: argparse.ArgumentParser, blocked: str) -> None:
     )
 
 
+def _compare(text: str) -> str:
+    from looptune.cli.commands import parse_compare
+
+    try:
+        return ",".join(parse_compare(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _tune_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("tuning")
@@ -66,7 +85,8 @@ def _tune_options() -> argparse.ArgumentParser:
         "--search",
         choices=search.NAMES,
         default=None,
-        help="search to run (None: the shipped agent, or greedy2 if its policy is missing)",
+        help="search to run (default: the shipped agent, which runs without torch; greedy2 if "
+        "its policy cannot be loaded)",
     )
     g.add_argument(
         "--time-budget",
@@ -80,7 +100,7 @@ def _tune_options() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="at most N fresh measurements (None: unlimited)",
+        help="at most N fresh measurements (default: unlimited)",
     )
     g.add_argument(
         "--actions",
@@ -97,6 +117,14 @@ def _tune_options() -> argparse.ArgumentParser:
         metavar="FILE",
         help="tuning records (JSON Lines): reuse the measurements in FILE and append new ones",
     )
+    g.add_argument(
+        "--compare",
+        type=_compare,
+        default="numpy",
+        metavar="LIBS",
+        help="references timed beside the kernel, comma-separated: numpy, torch (importing "
+        "torch adds ~2 s)",
+    )
     g.add_argument("--json", action="store_true", help="print machine-readable JSON")
     g.add_argument("-q", "--quiet", action="store_true", help="no notes and no progress bar")
     return p
@@ -105,7 +133,10 @@ def _tune_options() -> argparse.ArgumentParser:
 def _policy_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("policy (the agent search)")
-    g.add_argument("--policy", default=None, metavar="FILE", help="a .safetensors policy")
+    g.add_argument(
+        "--policy", default=None, metavar="FILE",
+        help="a .safetensors policy (default: the one shipped for this CPU)",
+    )
     g.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -196,7 +227,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="at most N fresh measurements per search and benchmark (None: unlimited)",
+        help="at most N fresh measurements per search and benchmark (default: unlimited)",
     )
     p.add_argument(
         "--actions", choices=("paper", "rich"), default="paper", help="action set of the searches"
@@ -286,13 +317,16 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
         description="Run the leaderboard suite (or validate / merge result files).",
     )
     p.add_argument("--part", action="append", help="suite part (repeatable; default all)")
-    p.add_argument("--quick", action="store_true", help="the quick subset of each part")
+    p.add_argument("--quick", action="store_true",
+                   help="a run of about a minute: the quick subset of each part (6 benchmarks), "
+                   "--budget 1 and --searches base,greedy2,agent unless given")
     p.add_argument("--benchmarks", default=None, metavar="NAMES",
                    help="only these comma-separated benchmarks of the selected parts")
     p.add_argument("--searches", default=None,
-                   help="comma-separated, or 'none' (default: every search)")
-    p.add_argument("--budget", type=_nonneg_float, default=10.0, metavar="SECONDS",
-                   help="tuning time per benchmark per entrant (default 10)")
+                   help="comma-separated, or 'none' (default: every search; with --quick "
+                   "base,greedy2,agent)")
+    p.add_argument("--budget", type=_nonneg_float, default=None, metavar="SECONDS",
+                   help="tuning time per benchmark per entrant (default 10; 1 with --quick)")
     p.add_argument("--entrant", action="append", default=[], metavar="MODULE:ATTR",
                    help="a plug-in tuner: tune(computation, budget) -> LoopTree (repeatable)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")

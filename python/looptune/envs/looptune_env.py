@@ -6,10 +6,9 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
-import networkx as nx
 import numpy as np
 
 from looptune import _core, datasets
@@ -18,6 +17,9 @@ from looptune.measure import FakeRunner, Measurer, Outcome
 from looptune.measure import peak_gflops as measured_peak
 from looptune.space import DEFAULT_MAX_LOOPS, ScheduleSpace
 from looptune.util.validate import action_index, finite_positive
+
+if TYPE_CHECKING:  # networkx is imported only when a graph is built
+    import networkx as nx
 
 FAILURE_REWARD = 0.0  # reward of an action whose schedule fails to measure (state unchanged)
 

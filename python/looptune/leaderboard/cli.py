@@ -64,7 +64,24 @@ def build_entrants(args: argparse.Namespace) -> list[Entrant]:
     return entrants
 
 
+# --quick: a run of about a minute (6 benchmarks, three searches, 1 s budgets)
+QUICK_SEARCHES = "base,greedy2,agent"
+QUICK_BUDGET = 1.0
+BUDGET = 10.0
+
+
+def apply_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill ``--budget`` and ``--searches`` when not given: the full defaults, or the short
+    ones of ``--quick``."""
+    if getattr(args, "budget", None) is None:
+        args.budget = QUICK_BUDGET if args.quick else BUDGET
+    if args.searches is None and args.quick:
+        args.searches = QUICK_SEARCHES
+    return args
+
+
 def main(args: argparse.Namespace) -> int:
+    apply_defaults(args)
     if args.validate:
         return _validate(args)
     if args.merge:

@@ -1,8 +1,10 @@
 """Leaderboard entrants: looptune's searches, the numpy and PyTorch references, and plug-ins.
 
 An entrant turns one suite entry into result rows (:func:`make_row`). Every looptune-made
-schedule is re-timed by the same final measurer and checked against numpy, so entrants are
-compared on equal terms whatever they measured while tuning.
+schedule is checked against numpy and re-timed, and numpy and PyTorch are timed, by the one
+harness (:mod:`looptune.measure.harness`: called from Python with preallocated outputs, the
+same warm-up, batches, best-of and one thread), so entrants are compared on equal terms
+whatever they measured while tuning. Rows say which timing they report (``timing``).
 
 Plug-in protocol (``looptune leaderboard --entrant mypkg.mod:tune``)::
 
@@ -22,22 +24,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from looptune._core import Computation, LoopTree
+from looptune._core import LoopTree
 from looptune.leaderboard.plugin import Budget, PluginError, load_plugin  # noqa: F401
 from looptune.leaderboard.suite import Entry
-from looptune.measure import final_measurer
-from looptune.measure.reference import (
-    best_seconds,
-    check_tree,
-    expected,
-    numpy_gflops,
-    random_inputs,
-)
+from looptune.measure import harness
+from looptune.measure.reference import check_tree
 
 FINAL_MIN_TIME = 0.05  # seconds of timing behind every looptune figure in the table
-FINAL_TIMINGS = 2  # best of this many such timings (numpy's single window is 0.2 s)
+FINAL_TIMINGS = 2  # best of this many such timings
 TIMEOUT_FACTOR, TIMEOUT_GRACE = 2.0, 5.0  # a tuner past factor*budget+grace is killed
 
 
@@ -84,17 +78,12 @@ def final_measure(
     status = "ok" if check.ok else "wrong"
     if seconds > TIMEOUT_FACTOR * budget + TIMEOUT_GRACE:
         status = "timeout"
+    kernel = tree.compile()
     m = max(
-        (
-            final_measurer(FINAL_MIN_TIME).measure(tree)
-            for _ in range(FINAL_TIMINGS)
-        ),
+        (harness.time_kernel(kernel, min_time=FINAL_MIN_TIME, min_runs=10, check=False)
+         for _ in range(FINAL_TIMINGS)),
         key=lambda x: x.gflops,
     )
-    outcome = getattr(getattr(m, "outcome", None), "value", "ok")  # typed outcomes of measure/
-    if outcome != "ok":
-        status = "failed"
-        kw["error"] = f"final measurement: {outcome} {getattr(m, 'error', '')}".strip()
     return make_row(
         entry,
         entrant,
@@ -104,6 +93,7 @@ def final_measure(
         measured_gflops=m.gflops,
         median_gflops=m.median_gflops,
         runs=m.runs,
+        timing=m.timing,
         tuning_seconds=seconds,
         schedule=tree.dump(),
         max_abs_error=check.max_abs_error,
@@ -188,7 +178,7 @@ class PluginEntrant(WorkerEntrant):
 
 
 class NumpyEntrant(Entrant):
-    """numpy with one BLAS thread (conv2d as im2col + matmul)."""
+    """numpy with one BLAS thread (conv2d as an im2col GEMM), timed by the harness."""
 
     name = kind = "numpy"
 
@@ -197,19 +187,20 @@ class NumpyEntrant(Entrant):
 
     def run(self, entry: Entry, budget: Budget) -> list[dict]:
         try:
-            g = numpy_gflops(entry.computation(), self.min_time)
-            return [make_row(entry, self.name, self.kind, gflops=g)]
+            t = harness.time_numpy(entry.computation(), self.min_time)
+            return [_reference_row(entry, self.name, self.kind, t)]
         except Exception as exc:
             return [failure_row(entry, self.name, self.kind, exc)]
 
 
 class TorchEntrant(Entrant):
-    """PyTorch on the CPU with one thread; the best of ``allocations`` fresh input buffers (a
-    buffer's alignment moves its speed), each timed as :func:`best_seconds` does."""
+    """PyTorch on the CPU with one thread, timed by the harness: the best of ``allocations``
+    fresh buffers (a buffer's alignment moves its speed); ``torch.matmul(out=)`` for matmuls."""
 
     name = kind = "pytorch"
 
-    def __init__(self, min_time: float = 0.1, allocations: int = 3) -> None:
+    def __init__(self, min_time: float = 0.1, allocations: int = harness.TORCH_ALLOCATIONS
+                 ) -> None:
         self.min_time, self.allocations = min_time, allocations
 
     def run(self, entry: Entry, budget: Budget) -> list[dict]:
@@ -218,43 +209,29 @@ class TorchEntrant(Entrant):
         except ImportError as exc:
             return [failure_row(entry, self.name, self.kind, exc)]
         try:
-            return [self._run(torch, entry)]
+            t = harness.time_torch(entry.computation(), self.min_time,
+                                   allocations=self.allocations)
+            return [_reference_row(entry, self.name, self.kind, t,
+                                   library_version=torch.__version__)]
         except Exception as exc:
             return [failure_row(entry, self.name, self.kind, exc)]
 
-    def _run(self, torch, entry: Entry) -> dict:
-        comp = entry.computation()
-        a, b = random_inputs(comp)
-        want = expected(comp, a, b)
-        fn = _torch_fn(torch, comp)
-        old = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            best, runs, err = math.inf, [], 0.0
-            with torch.no_grad():
-                for _ in range(self.allocations):
-                    ta, tb = torch.from_numpy(a.copy()), torch.from_numpy(b.copy())
-                    err = float(np.max(np.abs(fn(ta, tb).numpy().astype(np.float64) - want)))
-                    s = best_seconds(lambda: fn(ta, tb), self.min_time)
-                    runs.append(comp.flops / s / 1e9)
-                    best = min(best, s)
-        finally:
-            torch.set_num_threads(old)
-        return make_row(
-            entry,
-            self.name,
-            self.kind,
-            gflops=comp.flops / best / 1e9,
-            allocation_gflops=runs,
-            max_abs_error=err,
-            library_version=torch.__version__,
-        )
 
-
-def _torch_fn(torch, comp: Computation):
-    if comp.kind == "conv2d":
-        stride, pad = comp.conv_stride, comp.conv_pad
-        return lambda x, w: torch.nn.functional.conv2d(x, w, stride=stride, padding=pad)
-    if comp.kind in ("matmul", "batch_matmul"):
-        return torch.matmul
-    return lambda a, b: torch.einsum(comp.spec, a, b)
+def _reference_row(entry: Entry, name: str, kind: str, t: harness.Timing, **kw) -> dict:
+    """The row of a reference library timed by the harness; a wrong output is "wrong"."""
+    return make_row(
+        entry,
+        name,
+        kind,
+        status="ok" if t.ok else "wrong",
+        gflops=t.gflops if t.ok else math.nan,
+        measured_gflops=t.gflops,
+        median_gflops=t.median_gflops,
+        allocation_gflops=t.allocation_gflops,
+        max_abs_error=t.max_abs_error,
+        tolerance=t.tolerance,
+        runs=t.runs,
+        timing=t.timing,
+        call=t.note,
+        **kw,
+    )

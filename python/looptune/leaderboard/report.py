@@ -118,50 +118,37 @@ def report_markdown(doc: dict) -> str:
 
 
 def plot(doc: dict, out_dir: str | Path, stem: str = "leaderboard") -> list[Path]:
-    """Two PNGs: GFLOP/s per benchmark per entrant, and quality against tuning time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Two PNGs (``looptune.report.plots``, legends outside the axes): GFLOP/s per benchmark
+    per entrant, and quality against tuning time."""
+    from looptune.report import plots
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows = doc["rows"]
-    benches = list(dict.fromkeys(r["benchmark"] for r in rows))
-    names = list(dict.fromkeys(r["entrant"] for r in rows))
-    width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(min(24, max(8, 0.6 * len(benches))), 5.5))
-    cmap = plt.get_cmap("tab20")
-    for j, name in enumerate(names):
-        got = {r["benchmark"]: r["gflops"] for r in rows if r["entrant"] == name and _ok(r)}
-        xs = [i + j * width for i, b in enumerate(benches) if b in got]
-        ax.bar(xs, [got[b] for b in benches if b in got], width, label=name, color=cmap(j % 20))
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(benches))])
-    ax.set_xticklabels(benches, rotation=70, ha="right", fontsize=7)
-    ax.set_ylabel("GFLOP/s (one core)")
-    ax.set_title(f"looptune leaderboard {doc['suite_version']}: {doc['machine'].get('cpu')}")
-    ax.legend(fontsize=7, ncol=4)
-    fig.tight_layout()
-    bars = out_dir / f"{stem}_gflops.png"
-    fig.savefig(bars, dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 5))
+    bars = plots.gflops_per_benchmark(
+        [{**r, "gflops": r["gflops"] if _ok(r) else math.nan} for r in rows],
+        out_dir / f"{stem}_gflops.png",
+        f"looptune leaderboard {doc['suite_version']}: {doc['machine'].get('cpu')}, one core",
+        series="entrant",
+        width=min(24.0, max(8.0, 0.6 * len({r["benchmark"] for r in rows}))),
+    )
+    plt = plots._pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    points = []
     for s in summarize(with_best(rows), doc["machine"].get("peak_gflops")):
         # y: per-benchmark ratio to numpy, so entrants run on different subsets compare fairly
         t, q = s["mean_tuning_seconds"], s["vs_numpy"]
         if _finite(q):
-            t = max(t, 1e-3) if _finite(t) else 1e-3
-            ax.scatter([t], [q])
-            ax.annotate(f"{s['entrant']} ({s['ok']})", (t, q), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+            tuned = _finite(t) and t > 1e-3
+            t = t if tuned else 1e-3
+            when = f"{t:.3g} s" if tuned else "no tuning"
+            points.append((f"{s['entrant']} ({s['ok']}): {q:.2f}x numpy, {when}", t, q))
+    plots.labelled_points(ax, points)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("mean tuning time per benchmark, s (references at 1e-3)")
     ax.set_ylabel("geomean GFLOP/s ratio to numpy (benchmarks run)")
     ax.set_title("quality against tuning time (n benchmarks in brackets)")
-    fig.tight_layout()
-    scatter = out_dir / f"{stem}_time.png"
-    fig.savefig(scatter, dpi=110)
-    plt.close(fig)
+    ax.grid(True, which="both", alpha=0.3)
+    plots.outside_legend(ax)
+    scatter = plots._save(fig, out_dir / f"{stem}_time.png")
     return [bars, scatter]

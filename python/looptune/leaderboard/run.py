@@ -37,13 +37,12 @@ def run_leaderboard(
     config: dict | None = None,
     machine: dict | None = None,
 ) -> dict:
-    """Every entrant on every entry, in order; returns the result document."""
-    from tqdm import tqdm
+    """Every entrant on every entry, in order; returns the result document. The progress bar
+    is drawn only when ``progress`` and stderr is a terminal (``looptune.report.progress``)."""
+    from looptune.report.progress import bar as progress_bar
 
     rows: list[dict] = []
-    bar = tqdm(
-        total=len(entries) * len(entrants), disable=not progress, unit="run", file=sys.stderr
-    )
+    bar = progress_bar(len(entries) * len(entrants), quiet=not progress, unit="run", delay=0)
     try:
         for entry in entries:
             for entrant in entrants:
@@ -71,12 +70,15 @@ def run_leaderboard(
 
 
 def machine_info() -> dict:
-    from looptune._core import cpu_name, host_isa
-    from looptune.measure import peak_gflops
+    from looptune._core import cpu_name, cpu_signature, host_isa
+    from looptune.measure import harness, peak_gflops
 
     isa = os.environ.get("LOOPTUNE_ISA") or host_isa()
     return {
         "cpu": cpu_name(),
+        "cpu_signature": cpu_signature(),  # vendor/family/model: the microarchitecture
+        "command": " ".join(sys.argv),
+        "timing": harness.TIMING,
         "isa": isa,
         "peak_gflops": peak_gflops(isa),
         "host": platform.node(),

@@ -1,6 +1,7 @@
-"""The TVM comparison table and the targets of the leaderboard issue, computed from a run.
+"""The TVM comparison table and the leaderboard's goals, checked on a run.
 
-Targets (issue 15), each evaluated on the rows of one result document:
+The goals (set when the leaderboard was built, issue 15), each evaluated on the rows of one
+result document:
 
 * per suite part: a single looptune entrant, correct on every benchmark of the part, at or
   above numpy and PyTorch in geomean GFLOP/s over the part's benchmarks;
@@ -22,6 +23,7 @@ from looptune.leaderboard.rows import ok as _ok
 from looptune.report.tables import format_table, geomean
 
 AGENT = "agent"
+GOALS_HEADING = "Goals: looptune against numpy, PyTorch and MetaSchedule (checked on this run)"
 
 
 def _n(count: int) -> str:
@@ -148,7 +150,7 @@ def targets_markdown(rows: Sequence[dict]) -> str:
     return "\n".join([
         "### TVM MetaSchedule against looptune (benchmarks where MetaSchedule ran)", "",
         tvm_table(rows), "",
-        "### Targets of issue 15, as computed from this run", "",
+        f"### {GOALS_HEADING}", "",
         *part_targets(rows), *tvm_targets(rows),
     ]) + "\n"
 

@@ -7,9 +7,11 @@ or crash becomes a "timeout"/"failed" row. The worker is ``tvm_worker.py``.
 
 MetaSchedule (``tune_tir``, XGBoost cost model, ``trials`` trials, one thread, llvm target for
 the host's CPU) is slow to tune, so its results are kept: a records file (JSON lines) holds one
-record per (computation, CPU, trials) with the tuning time, and a work directory per
+record per (computation, CPU signature, ISA, trials) with the tuning time, and a work directory per
 record holds MetaSchedule's database. A rerun rebuilds the best schedule from the database and
 re-times it without tuning again (the row keeps the original tuning time, ``cached: true``).
+TVM's functions are timed as the other entrants are: called from Python by the harness's rule
+(``looptune.measure.harness``), outputs preallocated.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from looptune._core import cpu_name, cpu_signature
+from looptune._core import cpu_signature, host_isa
 from looptune.leaderboard.entrants import Budget, Entrant, failure_row, make_row
 from looptune.leaderboard.suite import Entry
+from looptune.measure import harness
 from looptune.measure.reference import expected, random_inputs, reduction_length
 
 WORKER = Path(__file__).with_name("tvm_worker.py")
@@ -71,21 +74,22 @@ class TVMEntrant(Entrant):
         self.records = Path(records) if records else DEFAULT_RECORDS
         self.name = f"tvm-ms{trials}"
 
-    def _key(self, entry: Entry) -> tuple[str, str, int]:
-        """Records are this CPU's by its CPUID signature (the microarchitecture)."""
-        return (math_key(entry), cpu_signature(), self.trials)
+    def _key(self, entry: Entry) -> tuple[str, str, str, int]:
+        """(computation, CPU signature (vendor/family/model: the microarchitecture, not the
+        brand string shared by Zen 1 and Zen 4), ISA, trials): one host's tuned schedules
+        never pre-load another's."""
+        return (math_key(entry), cpu_signature(), host_isa(), self.trials)
 
     def _record(self, key: tuple) -> dict | None:
-        """The last record of ``key``; a record keyed before the signature existed (by the
-        CPU's brand string) counts as this CPU's when the brand string is this CPU's."""
+        """The last record of ``key`` (an old record keyed by a brand string matches no CPU:
+        the brand does not name a microarchitecture)."""
         path = self.records / "records.jsonl"
         if not path.exists():
             return None
-        old = (key[0], cpu_name(), key[2])
         found = None
         for line in path.read_text().splitlines():
             rec = json.loads(line)
-            if tuple(rec["key"]) in (key, old):
+            if tuple(rec["key"]) == tuple(key):
                 found = rec
         return found
 
@@ -114,6 +118,9 @@ class TVMEntrant(Entrant):
             "work_dir": work_dir,
             "modes": list(modes),
             "min_time": self.min_time,
+            "timing_rule": {"warmup": harness.WARMUP_CALLS,
+                            "batch_seconds": harness.BATCH_SECONDS,
+                            "min_runs": harness.MIN_RUNS},
         }
         a, b = random_inputs(comp)
         for name, arr in (("a", a), ("b", b), ("expected", expected(comp, a, b))):
@@ -164,6 +171,7 @@ class TVMEntrant(Entrant):
                     status="ok" if e["ok"] else "wrong",
                     gflops=e["gflops"] if e["ok"] else math.nan,
                     measured_gflops=e["gflops"],
+                    timing=harness.TIMING,
                     tuning_seconds=seconds,
                     max_abs_error=e["max_abs_error"],
                     **extra,

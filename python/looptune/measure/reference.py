@@ -8,7 +8,6 @@ Convolution uses im2col + matmul, the usual way to run a conv2d on a BLAS.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -107,73 +106,33 @@ def check_kernel(kernel: Kernel, seed: int = 0) -> Check:
 
 
 def best_seconds(fn: Callable[[], object], min_time: float = 0.1, min_runs: int = 5) -> float:
-    """Best per-call wall time of ``fn()``: calls are timed in batches of about 1 ms (so timer
-    overhead does not count), best batch of at least ``min_runs`` and ``min_time`` seconds,
-    after a warm-up."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    inner = max(1, int(1e-3 / max(time.perf_counter() - t0, 1e-7)))
-    best, runs, start = float("inf"), 0, time.perf_counter()
-    while runs < min_runs or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / inner)
-        runs += 1
-    return best
+    """Best per-call wall time of ``fn()``, timed by the one harness
+    (:func:`looptune.measure.harness.best_seconds`: warm-up, ~1 ms batches, best batch)."""
+    from looptune.measure.harness import best_seconds as _best
+
+    return _best(fn, min_time, min_runs)
 
 
 def numpy_gflops(comp: Computation, min_time: float = 0.1, seed: int = 0) -> float:
-    """numpy's GFLOP/s on ``comp`` with one BLAS thread (best of repeated runs; matmuls write
-    into a preallocated output, as a tuned kernel does)."""
-    from threadpoolctl import threadpool_limits
+    """numpy's GFLOP/s on ``comp`` with one BLAS thread, timed by the harness
+    (:func:`looptune.measure.harness.time_numpy`: preallocated output, best batch)."""
+    from looptune.measure.harness import numpy_entrant, time_entrant
 
-    a, b = random_inputs(comp, seed)
-    if comp.kind in ("matmul", "batch_matmul"):
-        out = np.empty(comp.output.shape, np.float32)
-
-        def call() -> object:
-            return np.matmul(a, b, out=out)
-    else:
-        fn = numpy_fn(comp)
-
-        def call() -> object:
-            return fn(a, b)
-    with threadpool_limits(limits=1):
-        seconds = best_seconds(call, min_time)
-    return comp.flops / seconds / 1e9
+    factory, note = numpy_entrant(comp)
+    return time_entrant(comp, factory, "numpy", min_time=min_time, check=False, note=note,
+                        seed=seed).gflops
 
 
 def torch_gflops(comp: Computation, min_time: float = 0.1, tries: int = 3) -> float | None:
-    """PyTorch's GFLOP/s on ``comp`` with one thread (``conv2d`` for convolutions, ``matmul``
-    otherwise): the best of ``tries`` fresh input allocations, since their alignment changes
-    PyTorch's speed. ``None`` when torch is not installed."""
+    """PyTorch's GFLOP/s on ``comp`` with one thread, timed by the harness
+    (:func:`looptune.measure.harness.time_torch`): the best of ``tries`` fresh allocations,
+    since their alignment changes PyTorch's speed. ``None`` when torch is not installed."""
+    from looptune.measure.harness import time_torch
+
     try:
-        import torch
+        return time_torch(comp, min_time, allocations=tries, check=False).gflops
     except ImportError:
         return None
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    best = 0.0
-    try:
-        for seed in range(tries):
-            a, b = (torch.from_numpy(x.copy()) for x in random_inputs(comp, seed))
-            if comp.kind == "conv2d":
-                stride, pad = conv_params(comp)
-
-                def call() -> object:
-                    return torch.nn.functional.conv2d(a, b, stride=stride, padding=pad)
-            else:
-                out = torch.empty(comp.output.shape, dtype=torch.float32)
-
-                def call() -> object:
-                    return torch.matmul(a, b, out=out)
-            with torch.no_grad():
-                best = max(best, comp.flops / best_seconds(call, min_time) / 1e9)
-    finally:
-        torch.set_num_threads(old)
-    return best
 
 
 def blas_info() -> dict:

@@ -10,13 +10,15 @@ One record per line::
 
 Records are keyed by ``cpu_signature`` (vendor, family and model from CPUID: the
 microarchitecture) and ``isa``; the brand string ``cpu`` is kept for people. A record written
-before ``cpu_signature`` existed counts as this CPU's when its brand string is this CPU's
-(:func:`same_cpu`). ``threads`` is the thread count of the timing (absent in records written
-before threads existed: 1).
+before ``cpu_signature`` existed is nobody's (a brand string such as "AMD EPYC" names Zen 1 and
+Zen 4 alike): :func:`migrate` tags such a file with the signature of the CPU that measured it.
+``threads`` is the thread count of the timing (absent in records written before threads
+existed: 1).
 
 Appends are one ``write`` of one line on a file opened with ``O_APPEND`` under an exclusive
 ``fcntl`` lock, so two processes appending to the same file never interleave lines. Reading
-skips a torn or malformed line instead of failing.
+skips a torn or malformed line instead of failing, with one ``CorruptRecordWarning`` naming
+its line number.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
@@ -55,11 +58,36 @@ def host_cpu() -> tuple[str, str]:
     return _core.cpu_signature(), _core.cpu_name()
 
 
-def same_cpu(rec: dict, signature: str, brand: str) -> bool:
-    """True when ``rec`` was measured on a CPU with ``signature`` (an old record without one:
-    when its brand string is ``brand``)."""
-    sig = rec.get("cpu_signature")
-    return sig == signature if sig is not None else rec.get("cpu") == brand
+def same_cpu(rec: dict, signature: str, brand: str = "") -> bool:
+    """True when ``rec`` was measured on a CPU with ``signature``. A record without one (written
+    before signatures existed) never matches: its brand string does not name a
+    microarchitecture (see :func:`migrate`). ``brand`` is unused, kept for callers."""
+    del brand
+    return rec.get("cpu_signature") == signature
+
+
+def migrate(path: str | os.PathLike, signature: str) -> int:
+    """Tag every record of ``path`` that has no ``cpu_signature`` with ``signature`` (the CPUID
+    signature of the CPU that measured them, e.g. ``"AuthenticAMD family 25 model 17"``), in
+    place and atomically. Returns how many records were tagged; malformed lines are kept."""
+    from looptune.util.fileio import atomic_write_text
+
+    if not isinstance(signature, str) or " family " not in signature:
+        raise ValueError(f"expected a CPU signature like 'AuthenticAMD family 25 model 17', "
+                         f"got {signature!r}")
+    lines, n = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                lines.append(line.rstrip("\n"))
+                continue
+            if isinstance(rec, dict) and "cpu_signature" not in rec:
+                rec["cpu_signature"], n = signature, n + 1
+            lines.append(json.dumps(rec))
+    atomic_write_text(path, "".join(x + "\n" for x in lines))
+    return n
 
 
 def make_record(
@@ -111,6 +139,28 @@ def record_result(rec: dict) -> MeasureResult:
     )
 
 
+class CorruptRecordWarning(UserWarning):
+    """A records file has lines that are not records (they are skipped)."""
+
+
+_WARNED: set[tuple[str, int, int]] = set()
+
+
+def _warn_skipped(path: Path, lines: list[int]) -> None:
+    """Warn once per file and set of bad lines (reading the file again does not repeat it)."""
+    key = (str(path.resolve()), lines[0], len(lines))
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    more = f" and {len(lines) - 1} more" if len(lines) > 1 else ""
+    warnings.warn(
+        f"{path}: skipped line {lines[0]}{more}: not a JSON tuning record (a torn write or "
+        f"an edit?); the other records are used",
+        CorruptRecordWarning,
+        stacklevel=3,
+    )
+
+
 class RecordStore:
     """An append-only JSON Lines file of measurements, safe for concurrent appenders."""
 
@@ -141,14 +191,21 @@ class RecordStore:
     def __iter__(self) -> Iterator[dict]:
         if not self.path.is_file():
             return
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
+        bad: list[int] = []
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
-                    continue  # a torn last line from a killed writer
+                    if line.strip():
+                        bad.append(number)  # e.g. a torn last line from a killed writer
+                    continue
                 if isinstance(rec, dict) and "schedule" in rec and "computation" in rec:
                     yield rec
+                else:
+                    bad.append(number)
+        if bad:
+            _warn_skipped(self.path, bad)
 
     def best(
         self, computation: _core.Computation, cpu: str | None = None, isa: str | None = None
@@ -219,10 +276,12 @@ class LRUCache:
 
 __all__ = [
     "CacheStats",
+    "CorruptRecordWarning",
     "LRUCache",
     "RecordStore",
     "host_cpu",
     "make_record",
+    "migrate",
     "record_result",
     "same_cpu",
 ]

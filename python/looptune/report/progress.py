@@ -11,9 +11,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
+if TYPE_CHECKING:  # tqdm is imported when a bar is made
+    from tqdm import tqdm
 
 DELAY = 1.0  # seconds before a bar appears
 
@@ -24,7 +25,10 @@ def enabled(quiet: bool = False) -> bool:
 
 
 def bar(total: float | None = None, quiet: bool = False, **kw: Any) -> tqdm:
-    """A tqdm bar on stderr, shown after ``DELAY`` seconds and only when ``enabled(quiet)``."""
+    """A tqdm bar on stderr, shown after ``DELAY`` seconds and only when ``enabled(quiet)``
+    (every progress bar of looptune is made here, so none is drawn into a file or a pipe)."""
+    from tqdm import tqdm
+
     kw.setdefault("delay", DELAY)
     kw.setdefault("leave", False)
     return tqdm(total=total, disable=not enabled(quiet), file=sys.stderr, **kw)

@@ -16,10 +16,54 @@ from typing import Any
 Column = tuple[str, str, "str | Callable[[Any], str]"]
 
 
-def geomean(values: Iterable[float]) -> float:
-    """Geometric mean of the positive finite values (others are skipped); NaN when none are."""
-    vals = [float(v) for v in values if v is not None and v > 0 and math.isfinite(v)]
-    return statistics.geometric_mean(vals) if vals else math.nan
+class Geomean(float):
+    """A geometric mean that remembers the set it was taken over: ``n`` values in the set,
+    ``failed`` of them not positive and finite (None, NaN, inf, zero or negative: a failure,
+    counted, never averaged away). Behaves as the float of the geomean of the ``n - failed``
+    good values (NaN when none is good); ``str()`` says all of it, e.g.
+    ``"97.5 (n=25, 1 failed)"``."""
+
+    n: int
+    failed: int
+
+    def __new__(cls, value: float, n: int, failed: int) -> Geomean:
+        obj = super().__new__(cls, value)
+        obj.n, obj.failed = n, failed
+        return obj
+
+    @property
+    def ok(self) -> int:
+        """Values the geomean is taken over."""
+        return self.n - self.failed
+
+    def describe(self, fmt: str = ".1f") -> str:
+        """The value with its count, e.g. ``"97.5 (n=25, 1 failed)"`` or ``"97.5 (n=25)"``."""
+        value = "-" if math.isnan(self) else format(float(self), fmt)
+        return f"{value} (n={self.n}" + (f", {self.failed} failed)" if self.failed else ")")
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __repr__(self) -> str:
+        return f"Geomean({float(self)!r}, n={self.n}, failed={self.failed})"
+
+    def __reduce__(self):  # pickles (and deep-copies) with its counts
+        return (Geomean, (float(self), self.n, self.failed))
+
+
+def geomean(values: Iterable[float | None]) -> Geomean:
+    """Geometric mean over a fixed set of values: the positive finite ones are averaged, the
+    others (None, NaN, inf, zero, negative: failures) are counted in ``.failed``, never
+    silently dropped; NaN when no value is good. See :class:`Geomean`."""
+    vals = [None if v is None else float(v) for v in values]
+    good = [v for v in vals if v is not None and v > 0 and math.isfinite(v)]
+    value = statistics.geometric_mean(good) if good else math.nan
+    return Geomean(value, len(vals), len(vals) - len(good))
+
+
+def geomean_fields(g: Geomean, key: str) -> dict:
+    """``{key: value, key_n: n, key_failed: failed}`` for a result row or JSON summary."""
+    return {key: float(g), f"{key}_n": g.n, f"{key}_failed": g.failed}
 
 
 def cell(value: Any, fmt: str | Callable[[Any], str] = "") -> str:
@@ -60,8 +104,8 @@ def jsonable(x: Any) -> Any:
     """``x`` with NaN/inf floats as None (JSON has no NaN) and numpy scalars/arrays as Python."""
     if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):  # numpy arrays and scalars
         x = x.tolist()
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
+    if isinstance(x, float):  # a Geomean too: its counts go in fields of their own
+        return float(x) if math.isfinite(x) else None
     if isinstance(x, Mapping):
         return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

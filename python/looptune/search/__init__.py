@@ -68,12 +68,12 @@ assert set(NAMES) == {*SEARCHES, "agent"}
 
 
 def _agent() -> SearchFn:
-    """The agent search (imported lazily: it needs torch and the shipped policy)."""
+    """The agent search (imported lazily; it runs the shipped policy in numpy, no torch)."""
     try:
-        from looptune.agent.policy import load_policy
+        from looptune.agent.policy import resolve_policy
         from looptune.search.agent import agent_search
 
-        load_policy()  # the shipped policy: load it now so a missing file is reported here
+        resolve_policy()  # the shipped policy: load it now so a missing file is reported here
     except Exception as exc:  # ImportError, or a broken/missing policy file
         raise SearchUnavailableError(f"the trained agent is unavailable: {exc}") from exc
     return agent_search

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from looptune import _core
-from looptune.agent.policy import LoadedPolicy, load_policy
+from looptune.agent.policy import LoadedPolicy, resolve_policy
 from looptune.agent.tiler import candidates as tiler_candidates
 from looptune.agent.tiler_policy import TilerPolicy, default_tiler_path, load_tiler
 from looptune.measure import Measurer
@@ -60,7 +60,10 @@ def observe(policy: LoadedPolicy, tree: _core.LoopTree) -> Any:
 
 
 def action_scores(model: Any, obs: Any) -> np.ndarray:
-    """Per-action preference of ``model`` for one observation: log-probabilities or Q-values."""
+    """Per-action preference of ``model`` for one observation: log-probabilities or Q-values
+    (a loaded policy computes them in numpy; an SB3 model being trained, with torch)."""
+    if hasattr(model, "action_scores"):
+        return model.action_scores(obs)
     import torch
 
     obs_t, _ = model.policy.obs_to_tensor(obs)
@@ -209,8 +212,7 @@ def agent_search(
         return tiler_search(tree, measurer, time_budget=time_budget,
                             measure_budget=measure_budget)
     measurer = measurer if measurer is not None else Measurer()
-    if not isinstance(policy, LoadedPolicy):
-        policy = load_policy(policy, isa=measurer.isa if policy is None else None)
+    policy = resolve_policy(policy, isa=measurer.isa)
     if policy.isa is not None and policy.isa != measurer.isa:
         warnings.warn(
             f"the policy {policy.path.name} was trained on {policy.isa} kernels but tunes "

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from looptune import search as searches_mod
 from looptune._core import Computation
-from looptune.measure import Measurer, final_measurer
-from looptune.measure.reference import blas_info, numpy_gflops
+from looptune.measure import Measurer, harness
+from looptune.measure.reference import blas_info, check_tree, numpy_gflops
 from looptune.report.progress import bar as progress_bar
 from looptune.report.tables import Column, geomean, write_json
 from looptune.report.tables import format_table as _format_table
@@ -28,6 +28,7 @@ from looptune.util.fileio import atomic_open
 SUMMARY_FIELDS = (
     "search",
     "benchmarks",
+    "ok",
     "mean_gflops",
     "geomean_gflops",
     "geomean_speedup",
@@ -97,14 +98,31 @@ def run_eval(
     """Run every search on every benchmark; one row per (benchmark, search), plus a "numpy"
     row per benchmark. ``time_budgets`` overrides ``time_budget`` per search name.
     ``make_measurer`` builds each search's measurer (default: a fresh ``Measurer`` with a
-    private cache); a failed measurement is a row's ``failures``, never an exception."""
+    private cache); a failed measurement is a row's ``failures``, never an exception.
+
+    Every schedule a row reports is checked against numpy first (a wrong one has ``ok``
+    False and GFLOP/s NaN, counted as a failure by the summary's geomean), then timed by the
+    harness (:mod:`looptune.measure.harness`), as numpy is: called from Python."""
     fns = available_searches(names, skip_unavailable)
-    final = final_measurer(final_min_time, max_runs=10_000)
+
+    timed: dict[int, tuple[float, bool]] = {}  # per benchmark: one figure per distinct schedule
+
+    def final(tree: object) -> tuple[float, bool]:
+        key = tree.hash()
+        if key not in timed:
+            if not check_tree(tree).ok:
+                timed[key] = (math.nan, False)
+            else:
+                t = harness.time_kernel(tree, min_time=final_min_time, min_runs=10, check=False)
+                timed[key] = (t.gflops, True)
+        return timed[key]
+
     rows: list[dict] = []
     bar = progress_bar(len(benchmarks) * len(fns), quiet=not progress, unit="search")
     for bench, comp in benchmarks:
         base = comp.default_schedule()
-        base_g = final.gflops(base)
+        timed.clear()
+        base_g, _ = final(base)
         np_g = numpy_gflops(comp, numpy_min_time)
         rows.append(_row(bench, "numpy", np_g, base_g, math.nan, 0, ""))
         for name, fn in fns.items():
@@ -117,7 +135,7 @@ def run_eval(
                 actions=actions,
                 seed=seed,
             )
-            g = final.gflops(result.best_tree)
+            g, ok = final(result.best_tree)
             rows.append(
                 _row(
                     bench,
@@ -129,6 +147,7 @@ def run_eval(
                     result.best_tree.dump(),
                     result.best_gflops,
                     len(result.failures),
+                    ok,
                 )
             )
             bar.update()
@@ -146,10 +165,13 @@ def _row(
     schedule: str,
     search_gflops: float = math.nan,
     failures: int = 0,
+    ok: bool = True,
 ) -> dict:
     return {
         "benchmark": bench,
         "search": name,
+        "ok": ok,
+        "timing": harness.TIMING,
         "gflops": gflops,
         "base_gflops": base,
         "speedup": gflops / base if base > 0 else math.nan,
@@ -169,7 +191,10 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     tuned = [r for r in rows if r["search"] != "numpy"]
     best: dict[str, dict] = {}
     for r in tuned:
-        if r["benchmark"] not in best or r["gflops"] > best[r["benchmark"]]["gflops"]:
+        b = best.get(r["benchmark"])
+        if b is None or (math.isnan(b["gflops"]) and not math.isnan(r["gflops"])) or (
+            r["gflops"] > b["gflops"]
+        ):
             best[r["benchmark"]] = r
     if best:
         row = _summary("best", list(best.values()))
@@ -179,12 +204,18 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
 
 
 def _summary(name: str, rows: Sequence[dict]) -> dict:
-    g = [r["gflops"] for r in rows]
+    """One search's summary over its fixed set of benchmarks: a wrong or failed row is
+    counted (``ok`` of ``benchmarks``, ``geomean_failed``), never averaged away; the mean
+    GFLOP/s is over the good rows."""
+    gm = geomean(r["gflops"] for r in rows)
+    good = [r["gflops"] for r in rows if math.isfinite(r["gflops"]) and r["gflops"] > 0]
     return {
         "search": name,
         "benchmarks": len(rows),
-        "mean_gflops": sum(g) / len(g),
-        "geomean_gflops": geomean(g),
+        "ok": len(good),
+        "mean_gflops": sum(good) / len(good) if good else math.nan,
+        "geomean_gflops": gm,
+        "geomean_failed": gm.failed,
         "geomean_speedup": geomean(r["speedup"] for r in rows),
         "mean_seconds": sum(r["seconds"] for r in rows) / len(rows),
         "mean_measurements": sum(r["measurements"] for r in rows) / len(rows),
@@ -193,6 +224,7 @@ def _summary(name: str, rows: Sequence[dict]) -> dict:
 
 SUMMARY_COLUMNS: list[Column] = [
     ("search", "search", ""),
+    ("ok", "ok", "d"),
     ("benchmarks", "n", "d"),
     ("mean_gflops", "mean GF/s", ".1f"),
     ("geomean_gflops", "geomean GF/s", ".1f"),

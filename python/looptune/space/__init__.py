@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 from gymnasium import spaces
 
@@ -31,6 +30,9 @@ from looptune.errors import IllegalActionError
 from looptune.space import graph as lgraph
 from looptune.space.actions import action_set
 from looptune.util.validate import check_action_names
+
+if TYPE_CHECKING:  # networkx is imported only when a graph is built
+    import networkx as nx
 
 DEFAULT_MAX_LOOPS: int = _core.DEFAULT_MAX_LOOPS  # the depth cap of envs, searches and agents
 MAX_LOOPS = DEFAULT_MAX_LOOPS  # the old name of DEFAULT_MAX_LOOPS (not _core.MAX_TREE_LOOPS)

@@ -38,11 +38,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from looptune import _core
+
+if TYPE_CHECKING:  # networkx is imported only when a graph is built
+    import networkx as nx
 
 # Feature scales, not host facts: the working-set columns compare against these fixed sizes so
 # that a trained policy sees the same inputs on every machine. The host's real cache sizes,
@@ -149,6 +152,8 @@ def loop_graph(tree: _core.LoopTree, facts: NestFacts | None = None) -> nx.DiGra
     (elements per iteration of the loop), footprint (bytes touched below the loop) and reuse.
     """
     f = facts or nest_facts(tree)
+    import networkx as nx
+
     g = nx.DiGraph(name=f.name, cursor=f.cursor)
     for j, (tname, nbytes) in enumerate(zip(f.tensors, f.tensor_bytes)):
         g.add_node(
