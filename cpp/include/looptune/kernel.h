@@ -33,6 +33,8 @@ struct CompileFacts {
           branches = 0;          // static instruction counts by kind
   int64_t tail_bodies = 0;       // partial-tile bodies emitted for loop tails
   int spills = 0;                // accumulators that did not fit in registers (always 0 today)
+  int parallel_loop = -1;        // the tree's parallel loop (-1: none; the kernel runs serially)
+  int64_t parallel_iterations = 0;  // its iterations (tail included): the work split over threads
   double compile_seconds = 0.0;
 };
 
@@ -55,7 +57,10 @@ class Kernel {
   // in1 == nullptr uses the constant operand kept by set_constant_in1 (CompileError if none).
   // `out` needs no zero-fill (run zeroes it when the kernel accumulates into it). Safe to call
   // from several threads at once; a kernel without relayout copies takes no lock.
-  void run(const float* in0, const float* in1, float* out) const;
+  // threads: how many threads share the parallel loop (0: num_threads(), thread_pool.h); a
+  // kernel without a parallel loop runs on the calling thread whatever it is. The result is
+  // bit-identical at every thread count.
+  void run(const float* in0, const float* in1, float* out, int threads = 0) const;
   // Keeps a kernel-layout (packed) copy of in1, e.g. the weights of an inference layer, so calls
   // that pass no in1 skip its relayout.
   void set_constant_in1(const float* in1);
@@ -66,8 +71,12 @@ class Kernel {
   // are taken (at most max_runs). Kernels under ~20 us run in batches, one sample per batch;
   // a slower kernel's warm-up is its first sample (a cold run never lowers the best time).
   // With `prepacked`, in1 is packed once before timing (the constant-weights case).
+  // threads: as for run() (0: num_threads()).
   TimingResult benchmark(double min_seconds, int64_t min_runs, int64_t max_runs,
-                         bool prepacked = false) const;
+                         bool prepacked = false, int threads = 0) const;
+  // The threads a call with `threads` (0: num_threads()) uses: 1 without a parallel loop, at
+  // most the parallel loop's iterations.
+  int threads_used(int threads = 0) const;
 
   const LoopTree& tree() const { return tree_; }
   const CompileFacts& facts() const { return facts_; }
@@ -76,10 +85,11 @@ class Kernel {
   Isa isa() const { return isa_; }
 
  private:
-  void call(const float* in0, const float* in1, float* out) const;  // kernel buffers
+  // kernel buffers; `threads` already resolved by threads_used()
+  void call(const float* in0, const float* in1, float* out, int threads) const;
   // in1_packed: in1 is already in the kernel's layout.
   void execute(const float* in0, const float* in1, bool in1_packed, float* out,
-               const Relayout& r) const;
+               const Relayout& r, int threads) const;
   struct Packed;
   std::unique_ptr<Packed> pack_in1(const float* in1) const;
   LoopTree tree_;
