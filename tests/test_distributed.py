@@ -11,8 +11,7 @@ import sys
 import time
 
 import pytest
-
-ray = pytest.importorskip("ray")
+import ray  # collected only where ray is installed (conftest.py)
 
 import looptune
 from looptune.distributed.pool import Failed, WorkerPool

@@ -165,7 +165,9 @@ class WorkerPool:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1]
-        plan = [(n["NodeID"], i) for i in range(64) for n in nodes if i < int(n["Resources"]["CPU"])]
+        plan = [
+            (n["NodeID"], i) for i in range(64) for n in nodes if i < int(n["Resources"]["CPU"])
+        ]
         plan = plan[:workers] if workers is not None else plan
         if not plan:
             raise WorkerLostError("the Ray cluster has no node with a free CPU")
@@ -213,10 +215,11 @@ class WorkerPool:
         chunk: int | None = None,
     ) -> list[tuple[Any, WorkerInfo | None]]:
         """``fn(worker, *item)`` for every item on workers of ``kind`` (default
-        :meth:`default_kind`; or one kind per item); returns ``(result or Failed, WorkerInfo or None)`` per item, in
-        order. ``on_result(index, result, info)`` is called as each one arrives (on the
-        driver, in this thread). Items travel ``chunk`` to a task (default: enough to give
-        every worker a few tasks, at most 16), which spreads Ray's cost per task over them."""
+        :meth:`default_kind`; or one kind per item); returns ``(result or Failed, WorkerInfo or
+        None)`` per item, in order. ``on_result(index, result, info)`` is called as each one
+        arrives (on the driver, in this thread). Items travel ``chunk`` to a task (default:
+        enough to give every worker a few tasks, at most 16), which spreads Ray's cost per task
+        over them."""
         ray = require_ray()
         from ray.exceptions import RayError, RayTaskError
 

@@ -80,8 +80,10 @@ class LoopTuneEnv(gym.Env):
     ## Action Space
     ``Discrete(len(actions))``. ``actions="paper"``: up, down, swap_up, swap_down, split_4,
     split_8, split_16 (LoopTune). ``actions="rich"``: also split_2/3/6/12/32/64, merge, unroll,
-    vectorize. An illegal action (e.g. splitting beyond ``max_loops`` loops or by more than the
-    loop size) leaves the state unchanged, gives reward 0, costs no measurement, and sets
+    vectorize, parallel (marks the cursor loop parallel; schedules are timed on
+    ``looptune.get_num_threads()`` threads as of the env's creation, 1 by default). An illegal
+    action (e.g. splitting beyond ``max_loops`` loops or by more than the loop size) leaves the
+    state unchanged, gives reward 0, costs no measurement, and sets
     ``info["illegal"] = True`` with ``info["reason"]``. ``action_masks()`` returns the legal
     actions as a bool array; through ``gym.make``'s wrappers call
     ``env.get_wrapper_attr("action_masks")()`` (what sb3-contrib's MaskablePPO does).
@@ -132,7 +134,8 @@ class LoopTuneEnv(gym.Env):
     ## Version History
     * v0: initial version; episode length moved to the registration's ``max_episode_steps``,
       ``nondeterministic=True`` in the spec (rewards are timings), failed measurements leave
-      the state unchanged, ``state``/``replay``/``validate`` added.
+      the state unchanged, ``state``/``replay``/``validate`` added; the rich action set
+      gained ``parallel`` (17 actions).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
