@@ -38,11 +38,12 @@ def build_entrants(args: argparse.Namespace) -> list[Entrant]:
     unknown = [n for n in names if n not in search.NAMES]
     if unknown:
         raise ValueError(f"unknown search {unknown[0]!r}; choose from {', '.join(search.NAMES)}")
-    entrants: list[Entrant] = [NumpyEntrant()]
+    threads = getattr(args, "threads", 1)
+    entrants: list[Entrant] = [NumpyEntrant(threads=threads)]
     if not args.no_torch:
-        entrants.append(TorchEntrant())
-    entrants += [SearchEntrant(n) for n in names]
-    entrants += [PluginEntrant(spec) for spec in args.entrant]
+        entrants.append(TorchEntrant(threads=threads))
+    entrants += [SearchEntrant(n, threads=threads) for n in names]
+    entrants += [PluginEntrant(spec, threads=threads) for spec in args.entrant]
     if not args.no_tvm:
         from looptune.leaderboard.tvm_entrant import TVMEntrant, check_python, tvm_python
 
@@ -93,11 +94,12 @@ def main(args: argparse.Namespace) -> int:
         doc = run.run_leaderboard(
             entries,
             build_entrants(args),
-            Budget(args.budget),
+            Budget(args.budget, getattr(args, "threads", 1)),
             progress=not args.no_progress,
             config={
                 "parts": _parts(args.part) or list(suite.PARTS),
                 "quick": args.quick,
+                "threads": getattr(args, "threads", 1),
                 "tvm_trials": None if args.no_tvm else args.tvm_trials,
                 "command": " ".join(sys.argv),
             },
