@@ -215,7 +215,8 @@ def format_tune(r: dict, check: Check) -> str:
     ratios = [f"speedup over base: {r['speedup']:.2f}x"]
     for name, v in refs.items():
         if v["gflops"] is None:
-            figures.append(f"{_label(name, threads)} unavailable ({v.get('error') or 'wrong result'})")
+            why = v.get("error") or "wrong result"
+            figures.append(f"{_label(name, threads)} unavailable ({why})")
             continue
         figures.append(f"{_label(name, threads)} {v['gflops']:.1f}")
         ratios.append(f"tuned / {name}: {v['ratio']:.2f}")

@@ -109,7 +109,8 @@ class LoopTuneEnv(gym.Env):
     actions and cursor moves give 0. A schedule whose measurement fails (compile error,
     runtime error, timeout, wrong answer) is not entered: the state stays as it was, the
     reward is ``FAILURE_REWARD`` (0.0), and ``info["outcome"]`` names the failure. So the
-    rewards of an episode always sum to ``(gflops(final) - gflops(base)) / peak``: no reward is paid twice or missed.
+    rewards of an episode always sum to ``(gflops(final) - gflops(base)) / peak``: no reward
+    is paid twice or missed.
 
     ## Episode End
     Never terminates. Truncated by Gymnasium's ``TimeLimit`` after the registration's

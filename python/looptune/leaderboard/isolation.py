@@ -131,7 +131,9 @@ class EntrantWorker(WorkerProcess):
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_serve, args=(child, self.kind, self.arg, self.threads))
+        self._proc = self._ctx.Process(
+            target=_serve, args=(child, self.kind, self.arg, self.threads)
+        )
         self._proc.start()
         child.close()
         self._conn = parent
