@@ -44,7 +44,12 @@ import looptune
 k = looptune.matmul(64, 64, 64).default_schedule().swap_down().compile()  # out zeroed first
 a = b = np.ones((64, 64), np.float32)
 out = np.empty((64, 64), np.float32)
-ts = [threading.Thread(target=lambda: [k(a, b, out) for _ in range(50)]) for _ in range(2)]
+start = threading.Barrier(2)
+def calls():
+    start.wait()  # both threads call at once (the GIL is released around each call)
+    for _ in range(1000):
+        k(a, b, out)
+ts = [threading.Thread(target=calls) for _ in range(2)]
 for t in ts: t.start()
 for t in ts: t.join()
 PYEOF
