@@ -87,14 +87,20 @@ def training_computations(isa: str) -> list[tuple[str, looptune.Computation]]:
     )
 
 
-def measure_macros(comp: looptune.Computation, measurer: Measurer, isa: str) -> list[dict]:
+def measure_macros(
+    comp: looptune.Computation, measurer: Measurer, isa: str, runner: object = None
+) -> list[dict]:
+    """Every macro of ``comp`` measured on its scaled instance; with ``runner`` (a
+    ``looptune.distributed.RayRunner``) all of them at once, spread over its workers."""
     small = tiler.scaled(comp, SCALED_FLOPS)
-    rows = []
-    for tree in tiler.candidates(comp, isa):
-        g = measurer.gflops(tiler.transfer(tree, small))
-        rows.append({"comp": comp.header(), "small": small.header(), "tree": tree.dump(),
-                     "gflops": g})
-    return rows
+    trees = list(tiler.candidates(comp, isa))
+    smalls = [tiler.transfer(tree, small) for tree in trees]
+    if runner is not None:
+        gs = [r.gflops for r in runner.run_batch(smalls, isa, measurer.budget)]
+    else:
+        gs = [measurer.gflops(s) for s in smalls]
+    return [{"comp": comp.header(), "small": small.header(), "tree": tree.dump(), "gflops": g}
+            for tree, g in zip(trees, gs)]
 
 
 def main() -> None:
@@ -102,6 +108,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/tiler/data.jsonl")
     p.add_argument("--max-seconds", type=float, default=420.0, help="stop after this long")
     p.add_argument("--isa", default=None)
+    p.add_argument("--ray", default=None, metavar="ADDR",
+                   help="measure on a Ray cluster ('local' or an address; the ray extra)")
     args = p.parse_args()
     isa = args.isa or looptune.host_isa()
     out = Path(args.out)
@@ -110,16 +118,26 @@ def main() -> None:
     if out.is_file():
         done = {json.loads(line)["comp"] for line in out.read_text().splitlines() if line}
     measurer = Measurer(isa=isa, min_time=0.003, min_runs=2, max_runs=20, cache={})
+    runner, signature = None, looptune.cpu_signature()
+    if args.ray:  # every row measured on nodes of one kind (CPU signature + ISA)
+        from looptune.distributed.jobs import open_pool
+        from looptune.distributed.runner import RayRunner
+
+        runner = RayRunner(open_pool(args.ray))
+        signature = runner.kind.signature
     start, n = time.perf_counter(), 0
     todo = [(d, c) for d, c in training_computations(isa) if c.header() not in done]
     for dataset, comp in todo:
         if time.perf_counter() - start > args.max_seconds:
             break
-        rows = measure_macros(comp, measurer, isa)
+        rows = measure_macros(comp, measurer, isa, runner)
         with out.open("a") as f:
             for r in rows:
-                f.write(json.dumps({"dataset": dataset, "isa": isa, **r}) + "\n")
+                row = {"dataset": dataset, "isa": isa, "cpu_signature": signature, **r}
+                f.write(json.dumps(row) + "\n")
         n += 1
+    if runner is not None:
+        runner.pool.close()
     left = len(todo) - n
     print(f"measured {n} computations in {time.perf_counter() - start:.0f} s; {left} left",
           file=sys.stderr)

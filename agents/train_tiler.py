@@ -32,14 +32,15 @@ HIDDEN = [128, 64]
 
 
 def load_groups(path: Path, isa: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(computation header, features (n, F), GFLOP/s (n,)) per computation of the data file."""
-    rows: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    """(computation header, features (n, F), GFLOP/s (n,)) per computation of the data file
+    and kind of CPU that measured it (rows of two CPU signatures never share a group)."""
+    rows: dict[tuple[str, str], list[tuple[str, float]]] = defaultdict(list)
     for line in path.read_text().splitlines():
         r = json.loads(line)
         if r.get("isa", isa) == isa:
-            rows[r["comp"]].append((r["tree"], float(r["gflops"])))
+            rows[r["comp"], r.get("cpu_signature") or ""].append((r["tree"], float(r["gflops"])))
     groups = []
-    for comp, items in sorted(rows.items()):
+    for (comp, _), items in sorted(rows.items()):
         g = np.array([x[1] for x in items], np.float32)
         if g.max() <= 0:
             continue

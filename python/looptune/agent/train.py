@@ -27,7 +27,13 @@ from looptune.report.progress import enabled as progress_enabled
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--algo", choices=("maskable_ppo", "ppo", "dqn"), default="maskable_ppo")
+    p.add_argument("--algo", choices=("maskable_ppo", "ppo", "dqn", "appo"), default=None,
+                   help="default maskable_ppo (sb3) or appo (rllib); appo needs --backend rllib")
+    p.add_argument("--backend", choices=("sb3", "rllib"), default="sb3",
+                   help="rllib: train on Ray RLlib (the ray extra; looptune.distributed.rllib)")
+    p.add_argument("--num-env-runners", type=int, default=1,
+                   help="rllib: env runners, each measuring on its own core")
+    p.add_argument("--address", default=None, help="rllib: Ray cluster address (default local)")
     p.add_argument("--env-id", default="LoopTune-v0")
     p.add_argument("--env-kwargs", default="{}", help="JSON dict passed to gym.make")
     p.add_argument("--dataset", default="mm64_256_16")
@@ -80,6 +86,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--net-arch must be comma-separated integers, got {args.net_arch!r}")
     if args.timesteps < 1 or args.n_envs < 1:
         p.error("--timesteps and --n-envs must be positive")
+    if args.algo is None:
+        args.algo = "appo" if args.backend == "rllib" else "maskable_ppo"
+    rllib_algos = ("ppo", "appo", "dqn")
+    if args.backend == "rllib" and args.algo not in rllib_algos:
+        p.error(f"--backend rllib trains {', '.join(rllib_algos)}, not {args.algo}")
+    if args.backend == "sb3" and args.algo == "appo":
+        p.error("--algo appo needs --backend rllib")
+    if args.num_env_runners < 0:
+        p.error("--num-env-runners must be >= 0")
     return args
 
 
@@ -180,6 +195,10 @@ def command_line(argv: list[str] | None) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.backend == "rllib":
+        from looptune.distributed.rllib import main as rllib_main
+
+        return rllib_main(args, argv)
     import torch
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 

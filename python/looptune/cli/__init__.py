@@ -269,7 +269,19 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-q", "--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar"
     )
+    _ray_option(p, "searches", records=True)
     p.set_defaults(func="eval")
+
+
+def _ray_option(p: argparse.ArgumentParser, what: str, records: bool = False) -> None:
+    p.add_argument(
+        "--ray", default=None, metavar="ADDR",
+        help=f"run the {what} on a Ray cluster (the ray extra), one per core of every node: "
+        "ADDR is a cluster address (auto, HOST:6379, ray://HOST:10001) or 'local'",
+    )
+    if records:
+        p.add_argument("--records", default=None, metavar="JSONL",
+                       help="with --ray: append every measurement, keyed by the node's CPU")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,4 +386,5 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="merge result files into --out instead of running")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _ray_option(p, "entrants")
     p.set_defaults(func="leaderboard")

@@ -300,17 +300,24 @@ def eval(args: argparse.Namespace) -> int:
 
         _pyplot()
     try:
-        rows = run_eval(
-            benches,
-            names,
-            time_budget=args.time_budget,
-            measure_budget=args.measure_budget,
-            actions=action_set(args.actions),
-            seed=args.seed,
-            skip_unavailable=args.skip_unavailable,
-            progress=not args.quiet,
-            threads=getattr(args, "threads", 1),
-        )
+        if getattr(args, "ray", None):
+            from looptune.distributed.jobs import eval_on_ray
+
+            if getattr(args, "threads", 1) != 1:
+                raise ValueError("--threads is for local runs: a Ray worker has one core")
+            rows = eval_on_ray(args, benches, names, action_set(args.actions))
+        else:
+            rows = run_eval(
+                benches,
+                names,
+                time_budget=args.time_budget,
+                measure_budget=args.measure_budget,
+                actions=action_set(args.actions),
+                seed=args.seed,
+                skip_unavailable=args.skip_unavailable,
+                progress=not args.quiet,
+                threads=getattr(args, "threads", 1),
+            )
     except search.SearchUnavailableError as exc:
         raise search.SearchUnavailableError(
             f"{exc}; pass --skip-unavailable to run the other searches"
@@ -328,6 +335,10 @@ def eval(args: argparse.Namespace) -> int:
         f"{args.time_budget:g} s per search, {_threads_text(getattr(args, 'threads', 1))}"
     )
     print(format_table(summary))
+    if getattr(args, "ray", None):
+        from looptune.distributed.jobs import nodes_markdown
+
+        print(nodes_markdown(rows))
     return 0
 
 

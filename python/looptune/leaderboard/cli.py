@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -91,7 +92,15 @@ def main(args: argparse.Namespace) -> int:
         entries = suite.select(_parts(args.part), args.quick)
         if args.benchmarks:
             entries = _only_named(entries, args.benchmarks.split(","))
-        doc = run.run_leaderboard(
+        run_fn = run.run_leaderboard
+        if getattr(args, "ray", None):  # the same document, its rows measured on a Ray cluster
+            from looptune.distributed.jobs import leaderboard_on_ray
+
+            if getattr(args, "threads", 1) != 1:
+                raise ValueError("--threads is for local runs: a Ray worker has one core")
+
+            run_fn = functools.partial(leaderboard_on_ray, args)
+        doc = run_fn(
             entries,
             build_entrants(args),
             Budget(args.budget, getattr(args, "threads", 1)),
@@ -122,6 +131,10 @@ def _parts(values: list[str] | None) -> list[str]:
 def _write(doc: dict, args: argparse.Namespace) -> int:
     path = run.write_json(doc, args.out)
     text = report.report_markdown(doc)
+    if "nodes" in doc:  # measured on a Ray cluster: which node measured each row
+        from looptune.distributed.jobs import nodes_markdown
+
+        text += nodes_markdown(doc["rows"])
     print(text)
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
