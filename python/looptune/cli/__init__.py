@@ -3,6 +3,7 @@ dataset (the paper's table), train an agent.
 
     looptune tune matmul 128 256 64
     looptune tune conv2d 1 64 56 56 64 3 3 --pad 1 --search greedy2 --save conv.lt
+    looptune tune matmul 128 768 3072 --threads 2 --compare numpy,torch   # all at 2 threads
     looptune show conv.lt --benchmark
     looptune eval --dataset mm64_256_16 --split test --limit 25 --out results.json
 
