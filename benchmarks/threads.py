@@ -203,10 +203,12 @@ def summarize(rows: list[dict], threads: list[int], counts: list[int]) -> dict:
             "speedup_geomean": geomean([sp(r) for r in rs]),
             "tuning_ratio": tt / t1 if t1 else math.nan,
         }
-        for c in counts:
+        for c in counts:  # imbalance over the layers that run parallel at c threads
             sims = [r["simulate"][str(c)] for r in rs]
-            s[f"sim{c}_imbalance_mean"] = sum(x["imbalance"] for x in sims) / len(sims)
-            s[f"sim{c}_imbalance_max"] = max(x["imbalance"] for x in sims)
+            par = [x for x in sims if x["loop"] is not None] or [{"imbalance": math.nan}]
+            s[f"sim{c}_imbalance_mean"] = sum(x["imbalance"] for x in par) / len(par)
+            s[f"sim{c}_imbalance_max"] = max(x["imbalance"] for x in par)
+            s[f"sim{c}_serial"] = sum(x["loop"] is None for x in sims)
             s[f"sim{c}_bound_geomean"] = geomean([x["bound"] for x in sims])
         out["suites"][suite] = s
     return out
@@ -227,7 +229,10 @@ def tables(rows: list[dict], summary: dict, threads: list[int], counts: list[int
             "-" if b["parallel_loop"] is None else str(b["parallel_loop"]),
             f"{a['tuning_seconds']:.2f}/{b['tuning_seconds']:.2f}",
         ])
-    text = [f"GFLOP/s, harness timing (kernel(a, b, out=c) from Python), threads {lo} and {hi}",
+    loads = [r["load_avg_1m"] for r in rows]
+    text = [f"GFLOP/s, harness timing (kernel(a, b, out=c) from Python), threads {lo} and {hi}; "
+            f"1-minute load average during the run {min(loads):.2f}-{max(loads):.2f} "
+            f"(threaded figures mean something only near 0 on a {os.cpu_count()}-core host)",
             "", table(head, body), ""]
     s = summary
     text.append(
@@ -242,12 +247,16 @@ def tables(rows: list[dict], summary: dict, threads: list[int], counts: list[int
               ", ".join(v["below_0.9_pytorch"]) or "-"] for k, v in s["suites"].items()]
     text += ["", table(head2, body2)]
     if counts:
-        head3 = ["suite"] + [f"{c}: imb mean/max, bound" for c in counts]
+        head3 = ["suite"] + [f"{c}: imbalance mean/max, serial, bound" for c in counts]
         body3 = [[k] + [f"{v[f'sim{c}_imbalance_mean']:.3f}/{v[f'sim{c}_imbalance_max']:.3f}, "
-                        f"{v[f'sim{c}_bound_geomean']:.1f}x" for c in counts]
+                        f"{v[f'sim{c}_serial']}, {v[f'sim{c}_bound_geomean']:.1f}x"
+                        for c in counts]
                  for k, v in s["suites"].items()]
-        text += ["", "load-balance model (compute only: memory bandwidth not modelled)",
-                 table(head3, body3)]
+        text += ["", "load-balance model (compute balance only: memory bandwidth, shared caches "
+                 "and fork/join not modelled). imbalance = busiest thread / mean over the "
+                 "layers run parallel; serial = layers the rule keeps serial (under "
+                 f"{tiler.MIN_FLOPS_PER_THREAD / 1e6:g} MFLOP per thread); bound = geomean "
+                 "of S / imbalance (1 for serial layers)", table(head3, body3)]
     return "\n".join(text) + "\n"
 
 
@@ -269,7 +278,8 @@ def plot(rows: list[dict], threads: list[int], path: Path) -> Path | None:
     ax[0].set_ylabel(f"looptune {hi} / {lo} threads")
     ax[1].bar(range(len(rows)), vt, color="tab:orange")
     ax[1].axhline(1.0, color="k", lw=0.5)
-    ax[1].set_ylabel(f"looptune / PyTorch at {hi}")
+    ax[1].set_yscale("log")
+    ax[1].set_ylabel(f"looptune / PyTorch at {hi} (log)")
     ax[1].set_xticks(range(len(rows)), names, rotation=90, fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
