@@ -56,13 +56,14 @@ _SHRINK = {"matmul": "m", "batch_matmul": "b", "conv2d": "h"}
 
 
 # Work a thread must get for a layer to run parallel. Measured on the 2-core Zen 4 host (AVX-512,
-# ~118 GFLOP/s per core): a kernel call that finds the pool's workers asleep (the usual case
-# between a network's layers) pays ~20-120 us to wake one (more when the other core is busy),
-# while back-to-back calls pay ~0.2 us. 2 MFLOP is ~17 us of one core's work: below it a
-# sleeping worker's wake-up costs more than the thread saves, and a layer under 4 MFLOP (a
-# 64x128x128 matmul: 2.1 MFLOP) stays serial at 2 threads. Above it the agent times the parallel
-# variants AND the best serial macro and keeps the fastest, so a layer where threads do not pay
-# (memory-bound GEMVs, measured at 0.66-1.2x) stays serial too.
+# ~118 GFLOP/s per core; other sessions were running, so the figures are rough): back-to-back
+# calls (timing loops, the harness) pay ~0.2 us to share a loop and gained even at 0.26 MFLOP
+# (1.67x), but a call that finds the pool's workers asleep (between a network's layers) paid
+# ~100-120 us more than a serial call with the other core busy (idle cores not measured). 2 MFLOP
+# is ~17 us of one core's work: below it no thread count can pay for a wake-up, and a layer
+# under 4 MFLOP (a 64x128x128 matmul: 2.1 MFLOP) stays serial at 2 threads. Above it the agent
+# times the parallel variants AND the best serial macro and keeps the fastest, so a layer where
+# threads do not pay (memory-bound GEMVs, measured at 0.66-1.2x) stays serial too.
 MIN_FLOPS_PER_THREAD = 2e6
 
 
