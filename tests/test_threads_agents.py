@@ -313,3 +313,17 @@ def test_leaderboard_threads_wiring(tmp_path) -> None:
     row = final_measure(entry, "x", "looptune", tree, 0.01, 1.0, threads=2)
     assert row["threads"] == 2 and math.isfinite(row["gflops"])
     assert isinstance(args, argparse.Namespace)
+
+
+def test_leaderboard_report_says_the_thread_count() -> None:
+    from looptune.leaderboard import report
+
+    doc = {"suite_version": "v", "machine": {"cpu": "c", "isa": "avx2", "peak_gflops": 100.0},
+           "libraries": {}, "config": {"threads": 2},
+           "rows": [{"benchmark": "b", "part": "p", "entrant": "agent", "kind": "looptune",
+                     "status": "ok", "gflops": 150.0, "tuning_seconds": 0.1}]}
+    text = report.report_markdown(doc)
+    assert "2 threads (every entrant" in text and "one core" not in text
+    assert "0.75" in text  # 150 GFLOP/s over 2 x 100 of peak
+    doc["config"] = {}
+    assert "one core" in report.report_markdown(doc)
