@@ -109,7 +109,8 @@ def report_markdown(doc: dict) -> str:
         f"(git {str(doc.get('git_revision'))[:10]})",
         "",
         f"Machine: {m.get('cpu')}, ISA {m.get('isa')}, {_threads(doc)}, measured FMA peak "
-        f"{_fmt(peak or math.nan, '.0f')} GFLOP/s per core (/ peak: over the cores used); numpy {libs.get('numpy')} "
+        f"{_fmt(peak or math.nan, '.0f')} GFLOP/s per core (/ peak: over the cores used); "
+        f"numpy {libs.get('numpy')} "
         f"({(libs.get('blas') or {}).get('internal_api', '?')} "
         f"{(libs.get('blas') or {}).get('version', '')}), torch {libs.get('torch')}.",
         "Geomean over each entrant's correct rows; ratios are geomeans of per-benchmark ratios "
