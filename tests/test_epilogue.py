@@ -297,3 +297,40 @@ def test_fused_gelu_needs_four_scratch_registers_else_the_pass_applies_it() -> N
         err, tol = _check(kernel)
         assert err <= tol
     assert fused == [False, True]
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_epilogue_with_a_parallel_loop_is_exact_at_every_thread_count(threads: int,
+                                                                       cpu_isa: str) -> None:
+    """A parallel outer loop (fused epilogue: each thread's range carries the bias and residual
+    pointers; the pass: rows shared among threads) gives the 1-thread result bit for bit."""
+    ran = fused = 0
+    for comp in (
+        looptune.matmul(67, 32, 48, layout="plain", epilogue="bias+add+relu6"),
+        looptune.matmul(67, 32, 48, layout="plain", epilogue="bias+gelu"),
+        looptune.conv2d(2, 4, 11, 9, 16, 3, 3, pad=1, layout="blocked8",
+                        epilogue="bias+add+relu"),
+        looptune.conv2d(1, 24, 13, 11, 24, 3, 3, stride=2, pad=1, groups=24,
+                        epilogue="bias+relu6"),
+    ):
+        for tree in _trees(comp, cpu_isa)[2:6]:
+            try:
+                par = tree.toggle_parallel()  # the cursor's loop: the outermost
+            except looptune.IllegalActionError:  # a reduction loop
+                continue
+            kernel = par.compile(cpu_isa)
+            ran += kernel.threads_used(threads) > 1
+            fused += kernel.facts["epilogue_fused"]
+            a, b = random_inputs(comp, 5)
+            extra = epilogue_inputs(comp, 5)
+            one = kernel(a, b, **extra)
+            old = looptune._core.get_num_threads()
+            looptune._core.set_num_threads(threads)
+            try:
+                many = kernel(a, b, **extra)
+            finally:
+                looptune._core.set_num_threads(old)
+            np.testing.assert_array_equal(one, many)
+            want = expected(comp, a, b, **extra)
+            assert np.max(np.abs(one - want)) <= 1e-5 + 2e-6 * reduction_length(comp)
+    assert ran >= 4 and fused >= 2, (ran, fused)

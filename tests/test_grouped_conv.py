@@ -164,3 +164,14 @@ def test_tiling_agent_and_cli_handle_depthwise(capsys: pytest.CaptureFixture[str
                  "--groups", "16", "--epilogue", "bias+relu", "--search", "base"]) == 0
     out = capsys.readouterr().out
     assert "groups=16" in out and "matches numpy" in out
+
+
+def test_every_search_takes_a_grouped_conv() -> None:
+    """The model-guided searches build layout variants: a grouped conv whose groups' channels
+    the vector block does not divide has no blocked variant (and no error)."""
+    from looptune.search import get
+
+    comp = looptune.conv2d(1, 16, 9, 9, 12, 3, 3, pad=1, groups=4, epilogue="bias+relu")
+    for name in ("ml2", "greedy1"):
+        res = get(name)(comp.default_schedule(), measure_budget=3, time_budget=5)
+        assert res.best_tree.computation == comp and res.best_gflops > 0

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "looptune/kernel.h"
+#include "looptune/thread_pool.h"
 #include "register.h"
 
 namespace looptune::bindings {
@@ -107,7 +108,7 @@ py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle o
   float* po = static_cast<float*>(O.mutable_data());
   {
     py::gil_scoped_release release;
-    k.run(pa, pb, po, pbias, pres);
+    k.run(pa, pb, po, 0, pbias, pres);
   }
   return O;
 }
@@ -195,10 +196,10 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
       const int64_t work = c.flops() + c.in0.alloc_numel() + c.in1.alloc_numel() +
                            c.out.alloc_numel();
       if (work < kKeepGilWork) {
-        k.run(pa, pb, po, pbias, pres);
+        k.run(pa, pb, po, 0, pbias, pres);
       } else {
         py::gil_scoped_release release;
-        k.run(pa, pb, po, pbias, pres);
+        k.run(pa, pb, po, 0, pbias, pres);
       }
       return result;
     }
@@ -291,6 +292,8 @@ py::dict facts_dict(const CompileFacts& f) {
   d["branches"] = f.branches;
   d["tail_bodies"] = f.tail_bodies;
   d["spills"] = f.spills;
+  d["parallel_loop"] = f.parallel_loop;
+  d["parallel_iterations"] = f.parallel_iterations;
   d["compile_seconds"] = f.compile_seconds;
   return d;
 }
@@ -298,8 +301,22 @@ py::dict facts_dict(const CompileFacts& f) {
 constexpr double kMaxMinTime = 60.0;  // seconds of timing per call at most
 constexpr int64_t kMaxRuns = 100'000'000;
 
+// None: the process-wide count; otherwise 1..kMaxThreads (ValueError, TypeError for a non-int).
+int checked_threads(const py::object& threads) {
+  if (threads.is_none()) return 0;
+  if (!py::isinstance<py::int_>(threads) || py::isinstance<py::bool_>(threads))
+    throw py::type_error("threads must be an int or None, got " +
+                         py::str(py::type::of(threads).attr("__name__")).cast<std::string>());
+  const long long t = threads.cast<long long>();
+  if (t < 1 || t > kMaxThreads)
+    throw py::value_error("threads must be in 1.." + std::to_string(kMaxThreads) + ", got " +
+                          std::to_string(t));
+  return static_cast<int>(t);
+}
+
 TimingResult bench(const Kernel& k, double min_time, int64_t min_runs, int64_t max_runs,
-                   bool prepacked) {
+                   bool prepacked, const py::object& threads_arg) {
+  const int threads = checked_threads(threads_arg);
   if (!std::isfinite(min_time) || min_time < 0 || min_time > kMaxMinTime)
     throw py::value_error("min_time must be in [0, 60] seconds, got " + std::to_string(min_time));
   if (min_runs < 1 || max_runs < min_runs || max_runs > kMaxRuns)
@@ -307,7 +324,7 @@ TimingResult bench(const Kernel& k, double min_time, int64_t min_runs, int64_t m
                           std::to_string(min_runs) + ", max_runs=" + std::to_string(max_runs) +
                           " (max_runs at most 10**8)");
   py::gil_scoped_release release;
-  return k.benchmark(min_time, min_runs, max_runs, prepacked);
+  return k.benchmark(min_time, min_runs, max_runs, prepacked, threads);
 }
 
 }  // namespace
@@ -351,8 +368,16 @@ void register_kernel(py::module_& m) {
       .def_property_readonly("has_constant", &Kernel::has_constant_in1)
       .def("benchmark", &bench, py::arg("min_time") = 0.01, py::arg("min_runs") = 3,
            py::arg("max_runs") = 100000, py::arg("prepacked") = false,
+           py::arg("threads") = py::none(),
            "Time the kernel on its own aligned buffers (relayout copies included); "
-           "prepacked=True packs b once before timing (constant weights).")
+           "prepacked=True packs b once before timing (constant weights); threads: how many "
+           "threads share the parallel loop (None: looptune.get_num_threads(); a kernel "
+           "without a parallel loop runs on one).")
+      .def("threads_used",
+           [](const Kernel& k, const py::object& t) { return k.threads_used(checked_threads(t)); },
+           py::arg("threads") = py::none(),
+           "Threads a call with `threads` uses: 1 without a parallel loop, at most its "
+           "iterations.")
       .def("__repr__", [](const Kernel& k) {
         return "<Kernel " + k.tree().computation().name() + " " + isa_name(k.isa()) + " " +
                std::to_string(k.facts().code_bytes) + " bytes>";
@@ -367,6 +392,10 @@ void register_kernel(py::module_& m) {
     kernel.attr("__call__") = py::reinterpret_steal<py::object>(descr);
   }
 
+  m.def("set_num_threads", &set_num_threads, py::arg("n"),
+        "Set the engine's thread count (1..MAX_THREADS); use looptune.set_num_threads.");
+  m.def("get_num_threads", &num_threads, "The engine's thread count.");
+  m.attr("MAX_THREADS") = kMaxThreads;
   m.def("host_isa", [] { return isa_name(host_isa()); }, "The best ISA of this CPU.");
   m.def("isa_supported", [](const std::string& s) { return isa_supported(parse_isa(s)); },
         py::arg("isa"));

@@ -16,7 +16,7 @@ namespace {
 struct LoopView {
   std::string var;
   int64_t step, size, tail, range;
-  bool unroll, vectorize;
+  bool unroll, vectorize, parallel;
 };
 
 std::vector<LoopView> loop_views(const LoopTree& t) {
@@ -24,7 +24,7 @@ std::vector<LoopView> loop_views(const LoopTree& t) {
   for (int i = 0; i < t.depth(); ++i) {
     const Loop& l = t.loops()[i];
     out.push_back({t.computation().vars[l.var].name, l.step, t.size(i), t.tail(i), t.range(i),
-                   l.unroll, l.vectorize});
+                   l.unroll, l.vectorize, l.parallel});
   }
   return out;
 }
@@ -33,7 +33,8 @@ std::string repr_loop(const LoopView& l) {
   auto b = [](bool v) { return v ? std::string("True") : std::string("False"); };
   return "Loop(var='" + l.var + "', step=" + std::to_string(l.step) +
          ", size=" + std::to_string(l.size) + ", tail=" + std::to_string(l.tail) +
-         ", unroll=" + b(l.unroll) + ", vectorize=" + b(l.vectorize) + ")";
+         ", unroll=" + b(l.unroll) + ", vectorize=" + b(l.vectorize) +
+         (l.parallel ? ", parallel=True" : "") + ")";
 }
 
 std::string repr_tree(const LoopTree& t) {
@@ -61,6 +62,9 @@ void register_mutations(py::class_<LoopTree>& c) {
       .def("merge", &merge, "Fold the cursor loop into the next loop of its variable below.")
       .def("toggle_unroll", &toggle_unroll)
       .def("toggle_vectorize", &toggle_vectorize)
+      .def("toggle_parallel", &toggle_parallel,
+           "Mark the cursor loop parallel (or serial again); IllegalActionError for a "
+           "reduction loop, the innermost loop or a second parallel loop.")
       .def("apply", &apply, py::arg("action"), "Apply a named action (see looptune.actions).")
       .def("try_apply",
            py::overload_cast<const LoopTree&, const std::string&>(&try_apply),
@@ -96,6 +100,7 @@ void register_loop_tree(py::module_& m) {
       .def_readonly("range", &LoopView::range, "elements covered per iteration of its parent")
       .def_readonly("unroll", &LoopView::unroll)
       .def_readonly("vectorize", &LoopView::vectorize)
+      .def_readonly("parallel", &LoopView::parallel, "iterations shared among threads")
       .def("__repr__", &repr_loop);
 
   py::class_<LoopTree> c(m, "LoopTree", "A schedule: ordered loops over a computation + cursor.");
@@ -104,6 +109,13 @@ void register_loop_tree(py::module_& m) {
       .def_property_readonly("loops", &loop_views, "outer to inner")
       .def_property_readonly("cursor", &LoopTree::cursor)
       .def_property_readonly("depth", &LoopTree::depth)
+      .def_property_readonly(
+          "parallel_loop",
+          [](const LoopTree& t) -> std::optional<int> {
+            const int p = t.parallel_loop();
+            return p < 0 ? std::nullopt : std::optional<int>(p);
+          },
+          "index of the parallel loop, None if the tree has none")
       .def("dump", &LoopTree::dump)
       .def_static("parse", &LoopTree::parse, py::arg("text"), "Inverse of dump().")
       .def("hash", &LoopTree::hash, "Schedule identity (ignores the cursor); stable.")

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "looptune/kernel.h"
+#include "looptune/thread_pool.h"
 
 namespace looptune {
 namespace {
@@ -101,7 +102,7 @@ __attribute__((target("avx2,fma"))) void span(float* x, const float* res, const 
 }
 
 template <int A>
-void apply(const Computation& c, float* out, const float* bias, const float* res) {
+void apply(const Computation& c, float* out, const float* bias, const float* res, int threads) {
   const int bd = c.bias_dim();
   int64_t outer = 1, inner = 1;
   for (int d = 0; d < static_cast<int>(c.out.shape.size()); ++d) {
@@ -111,27 +112,31 @@ void apply(const Computation& c, float* out, const float* bias, const float* res
   const int64_t ch = c.out.shape[bd];
   const bool use_bias = c.epilogue.bias && bias, use_res = c.epilogue.add && res;
   if (inner == 1) {  // channels last: rows of ch, the bias a vector along each row
-    for (int64_t a = 0; a < outer; ++a)
-      span<A>(out + a * ch, use_res ? res + a * ch : nullptr, use_bias ? bias : nullptr, 0.0f,
-              ch);
+    parallel_for(outer, threads, [&](int64_t a0, int64_t a1) {
+      for (int64_t a = a0; a < a1; ++a)
+        span<A>(out + a * ch, use_res ? res + a * ch : nullptr, use_bias ? bias : nullptr,
+                0.0f, ch);
+    });
     return;
   }
-  for (int64_t a = 0; a < outer; ++a)
-    for (int64_t k = 0; k < ch; ++k) {
-      const int64_t o = (a * ch + k) * inner;
+  parallel_for(outer * ch, threads, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t k = i % ch, o = i * inner;
       span<A>(out + o, use_res ? res + o : nullptr, nullptr, use_bias ? bias[k] : 0.0f, inner);
     }
+  });
 }
 
 }  // namespace
 
-void apply_epilogue(const Computation& c, float* out, const float* bias, const float* residual) {
+void apply_epilogue(const Computation& c, float* out, const float* bias, const float* residual,
+                    int threads) {
   if (c.epilogue.empty()) return;
   switch (act_of(c.epilogue)) {
-    case kRelu: return apply<kRelu>(c, out, bias, residual);
-    case kRelu6: return apply<kRelu6>(c, out, bias, residual);
-    case kGelu: return apply<kGelu>(c, out, bias, residual);
-    default: return apply<kNone>(c, out, bias, residual);
+    case kRelu: return apply<kRelu>(c, out, bias, residual, threads);
+    case kRelu6: return apply<kRelu6>(c, out, bias, residual, threads);
+    case kGelu: return apply<kGelu>(c, out, bias, residual, threads);
+    default: return apply<kNone>(c, out, bias, residual, threads);
   }
 }
 

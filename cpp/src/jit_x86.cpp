@@ -8,6 +8,9 @@
 //     accumulators stored
 // Every range is known at compile time, so a loop's tail is emitted as a second copy of its
 // body with smaller ranges; partial vectors use opmasks (AVX-512) or vmaskmovps (AVX2).
+// The one exception is the parallel loop (Lowered::par, above the hoisted region): the function
+// takes the range [start, end) of its iterations to run (the 4th and 5th arguments), so every
+// thread calls the same code; outer loops are run by every thread in full.
 // Pointer offsets that are known statically are folded into displacements (disp_).
 #include "jit_x86.h"
 
@@ -30,7 +33,12 @@ using namespace Xbyak;
 
 alignas(64) const int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 constexpr int64_t kFlushDisp = int64_t(1) << 30;
-constexpr int kStackSlots = 24;
+constexpr int kStackSlots = 24;  // loop counters beyond the registers
+// Further stack slots: the parallel range (the 4th and 5th arguments), the five pointers
+// (tensors and the fused epilogue's) saved at the parallel loop, and a scratch slot for a large
+// pointer advance.
+constexpr int kSlotStart = kStackSlots, kSlotEnd = kStackSlots + 1, kSlotPtr = kStackSlots + 2,
+              kSlotTmp = kStackSlots + 7, kFrameSlots = kStackSlots + 8;
 
 enum class Kind { Vec, Bcast, Scalar };
 constexpr int kPtrs = 5;  // in0, in1, out, and the fused epilogue's bias and residual
@@ -139,14 +147,16 @@ class NestGenerator : public CodeGenerator {
 
   void prologue() {
     for (const Reg64& r : callee_saved()) push(r);
-    sub(rsp, 8 * kStackSlots);
-    if (low_.epi_fused) {  // the 4th argument: {bias, residual}
-      mov(r14, qword[rcx]);
-      mov(r15, qword[rcx + 8]);
+    sub(rsp, 8 * kFrameSlots);
+    mov(qword[rsp + 8 * kSlotStart], rcx);  // rcx and r8 become loop counters
+    mov(qword[rsp + 8 * kSlotEnd], r8);
+    if (low_.epi_fused) {  // the 6th argument: {bias, residual}
+      mov(r14, qword[r9]);
+      mov(r15, qword[r9 + 8]);
     }
   }
   void epilogue() {
-    add(rsp, 8 * kStackSlots);
+    add(rsp, 8 * kFrameSlots);
     auto regs = callee_saved();
     for (auto it = regs.rbegin(); it != regs.rend(); ++it) pop(*it);
     vzeroupper();
@@ -194,6 +204,7 @@ class NestGenerator : public CodeGenerator {
   // ---- loops --------------------------------------------------------------------------
   void emit_level(int i) {
     if (i == low_.hoist_start) return emit_hoisted_region();
+    if (i == low_.par) return emit_parallel_loop(i, [&] { emit_level(i + 1); });
     emit_loop(i, [&] { emit_level(i + 1); });
   }
   void emit_hoisted(int i) {
@@ -262,6 +273,83 @@ class NestGenerator : public CodeGenerator {
     }
     for (int64_t j = 0; j < rest; ++j) { body(); shift(adv, 1); }
     return n;
+  }
+
+  // The parallel loop: runs its iterations [start, end) (clipped to the n full iterations it
+  // has in this context), then the tail iteration if its index n is in the range. The tensor
+  // pointers are saved at entry and restored at exit, so the static displacements stay exact
+  // whatever range the thread was given.
+  template <class Body>
+  void emit_parallel_loop(int i, Body&& body) {
+    const LoweredLoop& P = low_.loops[i];  // (L() is xbyak's label method)
+    const int v = P.var;
+    const int64_t range = ranges_[v], n = range / P.step, tail = range % P.step;
+    std::array<int64_t, kPtrs> adv{};
+    for (int t = 0; t < 3; ++t) adv[t] = low_.stride[v][t] * P.step * 4;
+    if (low_.epi_fused) {
+      adv[kBias] = low_.bias_stride[v] * P.step * 4;
+      adv[kRes] = adv[kOut];
+    }
+    const int nptr = low_.epi_fused ? kPtrs : 3;
+    const Address start = qword[rsp + 8 * kSlotStart], end = qword[rsp + 8 * kSlotEnd];
+    settle({});
+    for (int t = 0; t < nptr; ++t) mov(qword[rsp + 8 * (kSlotPtr + t)], ptr_reg(t));
+    auto restore = [&] {
+      for (int t = 0; t < nptr; ++t) mov(ptr_reg(t), qword[rsp + 8 * (kSlotPtr + t)]);
+      disp_ = {};
+    };
+    ++facts_.runtime_loops;
+    ranges_[v] = P.step;
+    if (n > 0) {
+      for (int t = 0; t < nptr; ++t) {  // pointers += start * advance
+        if (adv[t] == 0) continue;
+        mov(r11, start);
+        if (adv[t] >= INT32_MIN && adv[t] <= INT32_MAX) {
+          imul(r11, r11, static_cast<int32_t>(adv[t]));
+        } else {
+          mov(qword[rsp + 8 * kSlotTmp], r11);
+          mov(r11, adv[t]);
+          imul(r11, qword[rsp + 8 * kSlotTmp]);
+        }
+        add(ptr_reg(t), r11);
+        ++facts_.pointer_updates;
+      }
+      Label clipped, skip, top;
+      mov(r11, end);  // trips = min(end, n) - start
+      cmp(r11, static_cast<int32_t>(n));
+      jle(clipped);
+      mov(r11, n);
+      L(clipped);
+      sub(r11, start);
+      jle(skip, T_NEAR);
+      Counter c = acquire_counter();
+      if (c.in_reg) mov(c.reg, r11);
+      else mov(qword[rsp + 8 * c.slot], r11);
+      L(top);
+      body();
+      shift(adv, 1);
+      settle({});
+      count_down(c, top);
+      --counter_depth_;
+      L(skip);
+      ++facts_.branches;
+    }
+    if (tail > 0) {  // iteration n: run by the thread whose range holds it
+      Label done;
+      cmp(start, static_cast<int32_t>(n));
+      jg(done, T_NEAR);
+      cmp(end, static_cast<int32_t>(n));
+      jle(done, T_NEAR);
+      restore();
+      shift(adv, n);
+      ranges_[v] = tail;
+      ++facts_.tail_bodies;
+      body();
+      L(done);
+      facts_.branches += 2;
+    }
+    restore();
+    ranges_[v] = range;
   }
 
   // ---- tile ---------------------------------------------------------------------------

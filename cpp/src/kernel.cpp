@@ -16,6 +16,7 @@
 #include "jit_x86.h"
 #include "looptune/errors.h"
 #include "looptune/safety.h"
+#include "looptune/thread_pool.h"
 #include "lowering.h"
 
 namespace looptune {
@@ -39,21 +40,31 @@ struct AlignedFloats {
   int64_t n;
 };
 
-// Copies a dense tensor of `shape` into a zeroed buffer of `alloc` shape at offset `pad`.
-void copy_padded(const float* src, float* dst, const TensorAccess& t) {
-  const size_t nd = t.shape.size();
+// Copies a dense tensor of `shape` into a zeroed buffer of `alloc` shape at offset `pad`, its
+// rows (the last dimension) shared among `threads`.
+void copy_padded(const float* src, float* dst, const TensorAccess& t, int threads) {
+  const int nd = static_cast<int>(t.shape.size());
   std::vector<int64_t> dst_stride(nd, 1), src_stride(nd, 1);
-  for (size_t d = nd - 1; d-- > 0;) {
+  int64_t rows = 1, base = 0;
+  for (int d = nd - 1; d-- > 0;) {
     dst_stride[d] = dst_stride[d + 1] * t.alloc_shape[d + 1];
     src_stride[d] = src_stride[d + 1] * t.shape[d + 1];
   }
-  auto rec = [&](auto&& self, size_t d, const float* s, float* o) -> void {
-    o += t.pad[d] * dst_stride[d];
-    if (d + 1 == nd) { std::memcpy(o, s, sizeof(float) * t.shape[d]); return; }
-    for (int64_t i = 0; i < t.shape[d]; ++i)
-      self(self, d + 1, s + i * src_stride[d], o + i * dst_stride[d]);
-  };
-  rec(rec, 0, src, dst);
+  for (int d = 0; d < nd; ++d) base += t.pad[d] * dst_stride[d];
+  for (int d = 0; d + 1 < nd; ++d) rows *= t.shape[d];
+  const size_t row_bytes = sizeof(float) * t.shape[nd - 1];
+  parallel_for(rows, threads, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t s = 0, o = base, rest = r;
+      for (int d = nd - 2; d >= 0; --d) {
+        const int64_t i = rest % t.shape[d];
+        rest /= t.shape[d];
+        s += i * src_stride[d];
+        o += i * dst_stride[d];
+      }
+      std::memcpy(dst + o, src + s, row_bytes);
+    }
+  });
 }
 
 // dst[j][i] = src[i][j] for an 8x8 tile (row strides in elements). Every CPU the JIT runs on
@@ -92,8 +103,10 @@ void transpose(const float* src, int64_t ss, float* dst, int64_t ds, int64_t row
 
 // Copies between the user's dense layout and a blocked kernel layout (see Blocking): the user's
 // tensor is viewed as [A][size][B], the kernel's as [A][blocks][B][factor] or
-// [blocks][A][B][factor]. The zero padding of the last block is never written.
-void blocked_copy(const float* user, float* kern, const TensorAccess& t, bool to_kernel) {
+// [blocks][A][B][factor]. The zero padding of the last block is never written. The blocks are
+// shared among `threads`.
+void blocked_copy(const float* user, float* kern, const TensorAccess& t, bool to_kernel,
+                  int threads) {
   const Blocking& b = t.blocking;
   int64_t A = 1, B = 1;
   for (int d = 0; d < static_cast<int>(t.shape.size()); ++d) {
@@ -104,50 +117,50 @@ void blocked_copy(const float* user, float* kern, const TensorAccess& t, bool to
   auto base = [&](int64_t a, int64_t bo) {
     return (b.outer_pos == 0 ? bo * A + a : a * blocks + bo) * B * L;
   };
-  for (int64_t a = 0; a < A; ++a) {
-    if (B == 1) {  // the blocked dim is the last one: runs of L contiguous elements
-      for (int64_t bo = 0; bo < blocks; ++bo) {
+  parallel_for(A * blocks, threads, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t a = i / blocks, bo = i % blocks;
+      float* k = kern + base(a, bo);
+      if (B == 1) {  // the blocked dim is the last one: runs of L contiguous elements
         const size_t bytes = sizeof(float) * std::min(L, D - bo * L);
-        float* k = kern + base(a, bo);
         const float* u = user + a * D + bo * L;
         if (to_kernel) std::memcpy(k, u, bytes);
         else std::memcpy(const_cast<float*>(u), k, bytes);
+        continue;
       }
-      continue;
-    }
-    for (int64_t bo = 0; bo < blocks; ++bo) {  // one block: [B][L] <-> L user rows of B
+      // one block: [B][L] <-> L user rows of B
       const int64_t width = std::min(L, D - bo * L);
-      float* k = kern + base(a, bo);
       float* u = const_cast<float*>(user) + (a * D + bo * L) * B;
       if (to_kernel) transpose(u, B, k, L, width, B);
       else transpose(k, L, u, B, B, width);
     }
-  }
+  });
 }
 
 // A blocked input with conv padding (depthwise conv2d: NCHW -> [N][C/L][H+2p][W+2p][L]): each
 // row of L channels x W columns is transposed into place. Padding is never written.
-void blocked_padded_copy(const float* src, float* dst, const TensorAccess& t) {
+void blocked_padded_copy(const float* src, float* dst, const TensorAccess& t, int threads) {
   const int64_t N = t.shape[0], C = t.shape[1], H = t.shape[2], W = t.shape[3];
   const int64_t L = t.blocking.factor, CB = (C + L - 1) / L;
   const int64_t hp = t.alloc_shape[2], wp = t.alloc_shape[3], ph = t.pad[2], pw = t.pad[3];
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t cb = 0; cb < CB; ++cb) {
-      const int64_t rows = std::min(L, C - cb * L);
+  parallel_for(N * CB, threads, [&](int64_t i0, int64_t i1) {  // blocks shared by threads
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / CB, cb = i % CB, rows = std::min(L, C - cb * L);
       for (int64_t h = 0; h < H; ++h)
         transpose(src + ((n * C + cb * L) * H + h) * W, H * W,
                   dst + (((n * CB + cb) * hp + h + ph) * wp + pw) * L, L, rows, W);
     }
+  });
 }
 
 // The user's input in the kernel's buffer layout (conv padding, longer rows or blocking).
-void to_kernel_layout(const float* src, float* dst, const TensorAccess& t) {
+void to_kernel_layout(const float* src, float* dst, const TensorAccess& t, int threads) {
   // (an input blocked in dim 1 of NCHW: only the depthwise conv's; outputs never come here)
   if (t.blocking.active() && t.blocking.dim == 1 && t.shape.size() == 4 &&
       t.alloc_shape.size() == 5)
-    blocked_padded_copy(src, dst, t);
-  else if (t.blocking.active()) blocked_copy(src, dst, t, true);
-  else copy_padded(src, dst, t);
+    blocked_padded_copy(src, dst, t, threads);
+  else if (t.blocking.active()) blocked_copy(src, dst, t, true, threads);
+  else copy_padded(src, dst, t, threads);
 }
 
 // Fills the facts lowering decided and generates the code (the generator adds its counts).
@@ -171,6 +184,8 @@ detail::JitCode generate_code(const detail::Lowered& low, Isa isa, CompileFacts&
     facts.tile_vectors = 1;
   }
   facts.tile_rows = std::max(1, low.tile_accumulators / std::max(1, facts.tile_vectors));
+  facts.parallel_loop = low.par;  // (lowering inserts loops below it only)
+  facts.parallel_iterations = low.par < 0 ? 0 : low.par_iterations;
   return detail::generate(low, facts);
 }
 
@@ -200,7 +215,7 @@ std::unique_ptr<Kernel::Packed> Kernel::pack_in1(const float* in1) const {
   p->buf = std::make_unique<AlignedFloats>(n);
   if (relaid_[1]) {
     std::memset(p->buf->p, 0, sizeof(float) * n);
-    to_kernel_layout(in1, p->buf->p, t);
+    to_kernel_layout(in1, p->buf->p, t, threads_used());
   } else {
     std::memcpy(p->buf->p, in1, sizeof(float) * n);
   }
@@ -245,14 +260,29 @@ Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
 
 Kernel::~Kernel() = default;
 
-void Kernel::call(const float* in0, const float* in1, float* out,
+int Kernel::threads_used(int threads) const {
+  if (code_->low.par < 0) return 1;
+  const int64_t t = threads > 0 ? threads : num_threads();
+  return static_cast<int>(std::min<int64_t>(t, code_->low.par_iterations));
+}
+
+// The output is zeroed first when the kernel accumulates into it (in 16 KiB chunks per thread),
+// then each thread runs its share of the parallel loop's iterations.
+void Kernel::call(const float* in0, const float* in1, float* out, int threads,
                   const float* const* epi) const {
+  const detail::KernelFn fn = code_->jit.fn;
   if (!code_->low.zero_init) {
     const TensorAccess& o = tree_.computation().out;
-    std::memset(out, 0, sizeof(float) * (out_relaid_ ? o.alloc_numel() : o.numel()));
+    const int64_t n = out_relaid_ ? o.alloc_numel() : o.numel(), chunk = 4096;
+    parallel_for((n + chunk - 1) / chunk, threads, [&](int64_t c0, int64_t c1) {
+      std::memset(out + c0 * chunk, 0, sizeof(float) * (std::min(n, c1 * chunk) - c0 * chunk));
+    });
   }
   static const float* const kNoEpilogue[2] = {nullptr, nullptr};
-  code_->jit.fn(in0, in1, out, epi ? epi : kNoEpilogue);
+  if (!epi) epi = kNoEpilogue;
+  if (threads <= 1) return fn(in0, in1, out, 0, code_->low.par_iterations, epi);
+  parallel_for(code_->low.par_iterations, threads,
+               [&](int64_t b, int64_t e) { fn(in0, in1, out, b, e, epi); });
 }
 
 // Kernel-layout copies of the inputs whose buffer differs from the user's (conv padding,
@@ -296,19 +326,19 @@ struct Kernel::Relayout {
 };
 
 void Kernel::execute(const float* in0, const float* in1, bool in1_packed, float* out,
-                     const Relayout& r, const float* const* epi) const {
+                     const Relayout& r, int threads, const float* const* epi) const {
   const Computation& c = tree_.computation();
   if (relaid_[0]) {
-    to_kernel_layout(in0, r.in[0]->p, c.in0);
+    to_kernel_layout(in0, r.in[0]->p, c.in0, threads);
     in0 = r.in[0]->p;
   }
   if (relaid_[1] && !in1_packed) {
-    to_kernel_layout(in1, r.in[1]->p, c.in1);
+    to_kernel_layout(in1, r.in[1]->p, c.in1, threads);
     in1 = r.in[1]->p;
   }
-  if (!out_relaid_) return call(in0, in1, out, epi);
-  call(in0, in1, r.out->p, epi);
-  blocked_copy(out, r.out->p, c.out, false);
+  if (!out_relaid_) return call(in0, in1, out, threads, epi);
+  call(in0, in1, r.out->p, threads, epi);
+  blocked_copy(out, r.out->p, c.out, false, threads);
 }
 
 void Kernel::set_constant_bias(const float* bias) {
@@ -317,10 +347,11 @@ void Kernel::set_constant_bias(const float* bias) {
   constant_bias_.assign(bias, bias + c.bias_shape()[0]);
 }
 
-void Kernel::run(const float* in0, const float* in1, float* out, const float* bias,
+void Kernel::run(const float* in0, const float* in1, float* out, int threads, const float* bias,
                  const float* residual) const {
+  threads = threads_used(threads);
   const Epilogue& e = tree_.computation().epilogue;
-  if (e.empty()) return run_body(in0, in1, out);
+  if (e.empty()) return run_body(in0, in1, out, threads);
   const bool fused = facts_.epilogue_fused;  // (the generator may have declined)
   if (e.bias && !bias) {
     if (constant_bias_.empty()) throw std::invalid_argument("no bias given and no constant bias set");
@@ -328,12 +359,12 @@ void Kernel::run(const float* in0, const float* in1, float* out, const float* bi
   }
   if (e.add && !residual) throw std::invalid_argument("the epilogue needs a residual");
   const float* const epi[2] = {bias, residual};
-  if (fused) return run_body(in0, in1, out, epi);
-  run_body(in0, in1, out);
-  apply_epilogue(tree_.computation(), out, bias, residual);
+  if (fused) return run_body(in0, in1, out, threads, epi);
+  run_body(in0, in1, out, threads);
+  apply_epilogue(tree_.computation(), out, bias, residual, threads);
 }
 
-void Kernel::run_body(const float* in0, const float* in1, float* out,
+void Kernel::run_body(const float* in0, const float* in1, float* out, int threads,
                       const float* const* epi) const {
   const bool packed = in1 == nullptr;
   if (packed) {
@@ -342,7 +373,8 @@ void Kernel::run_body(const float* in0, const float* in1, float* out,
   }
   // The common case: every buffer is the user's own (no relayout copy), so the call needs no
   // workspace, no lock and no copy of the computation.
-  if (!relaid_[0] && !(relaid_[1] && !packed) && !out_relaid_) return call(in0, in1, out, epi);
+  if (!relaid_[0] && !(relaid_[1] && !packed) && !out_relaid_)
+    return call(in0, in1, out, threads, epi);
   // The kernel's workspace (relayout buffers) serves one call at a time; a concurrent call
   // on another thread uses buffers of its own. It serves this kernel's computation only, so its
   // buffers are allocated and their padding zeroed once (copies never write padding).
@@ -350,11 +382,11 @@ void Kernel::run_body(const float* in0, const float* in1, float* out,
   if (lock.owns_lock()) {
     if (!workspace_) workspace_ = std::make_unique<Relayout>();
     workspace_->ensure(tree_.computation(), out_relaid_, !packed);
-    return execute(in0, in1, packed, out, *workspace_, epi);
+    return execute(in0, in1, packed, out, *workspace_, threads, epi);
   }
   Relayout local;
   local.ensure(tree_.computation(), out_relaid_, !packed);
-  execute(in0, in1, packed, out, local, epi);
+  execute(in0, in1, packed, out, local, threads, epi);
 }
 
 // Timing buffers (the user's layout) are reused across calls on one thread while the shapes
@@ -389,8 +421,9 @@ struct BenchBuffers {
 };
 
 TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max_runs,
-                               bool prepacked) const {
+                               bool prepacked, int threads) const {
   const Computation& c = tree_.computation();
+  threads = threads_used(threads);
   thread_local BenchBuffers buf;
   if (!buf.fits(c.in0.numel(), c.in1.numel(), c.out.numel()))
     buf.reset(c.in0.numel(), c.in1.numel(), c.out.numel());
@@ -405,15 +438,15 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
     buf.bias.resize(c.bias_shape()[0], 0.5f);
   const float *bias = buf.bias.data(), *res = buf.residual.data();
   auto execute = [&](const float* a_, const float* b_, bool packed_, float* o_,
-                     const Kernel::Relayout& l_) {
+                     const Kernel::Relayout& l_, int threads_) {
     const float* const ops[2] = {bias, res};
-    this->execute(a_, b_, packed_, o_, l_, ops);
-    if (epi && !facts_.epilogue_fused) apply_epilogue(c, o_, bias, res);
+    this->execute(a_, b_, packed_, o_, l_, threads_, ops);
+    if (epi && !facts_.epilogue_fused) apply_epilogue(c, o_, bias, res, threads_);
   };
 
   const auto start = Clock::now();
   auto t0 = start;
-  execute(a, b, prepacked, o, layout);  // warm-up (code, caches, TLB); its time sizes the batches
+  execute(a, b, prepacked, o, layout, threads);  // warm-up (code, caches, TLB); its time sizes the batches
   const double estimate = std::max(seconds_since(t0), 1e-9);
   // batch very short kernels so each sample is >= ~20 us of work (clock overhead < 1%)
   const int64_t batch = std::max<int64_t>(1, static_cast<int64_t>(2e-5 / estimate));
@@ -425,7 +458,7 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
          (static_cast<int64_t>(samples.size()) < min_runs || seconds_since(start) < min_seconds)) {
     poll_interrupt();  // Ctrl-C: throws within ~20 ms plus one batch
     t0 = Clock::now();
-    for (int64_t i = 0; i < batch; ++i) execute(a, b, prepacked, o, layout);
+    for (int64_t i = 0; i < batch; ++i) execute(a, b, prepacked, o, layout, threads);
     samples.push_back(seconds_since(t0) / static_cast<double>(batch));
   }
   std::sort(samples.begin(), samples.end());

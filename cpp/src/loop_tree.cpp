@@ -95,6 +95,16 @@ void LoopTree::validate() const {
           std::to_string(l.step) + ", outside 1.." + std::to_string(range));
     last_step[l.var] = l.step;
   }
+  int parallel = -1;
+  for (int i = 0; i < depth(); ++i) {
+    if (!loops_[i].parallel) continue;
+    if (parallel >= 0)
+      bad("loops " + std::to_string(parallel) + " and " + std::to_string(i) +
+          " are both parallel; a tree has at most one parallel loop");
+    parallel = i;
+    const std::string why = parallel_illegal(i);
+    if (!why.empty()) bad(why);
+  }
   for (int v = 0; v < nvars; ++v) {
     if (!last_step[v]) bad("variable '" + comp_->vars[v].name + "' has no loop");
     if (last_step[v] != 1)
@@ -108,6 +118,23 @@ int64_t LoopTree::range(int i) const {
   for (int j = i - 1; j >= 0; --j)
     if (loops_[j].var == var) return loops_[j].step;
   return comp_->vars[var].extent;
+}
+
+int LoopTree::parallel_loop() const {
+  for (int i = 0; i < depth(); ++i)
+    if (loops_[i].parallel) return i;
+  return -1;
+}
+
+std::string LoopTree::parallel_illegal(int i) const {
+  const Var& v = comp_->vars[loops_.at(i).var];
+  if (v.reduction)
+    return "loop " + std::to_string(i) + " over '" + v.name +
+           "' is a reduction loop: its iterations add into the same output elements";
+  if (i == depth() - 1)
+    return "loop " + std::to_string(i) + " over '" + v.name +
+           "' is the innermost loop (the vector loop); a parallel loop needs a loop below it";
+  return "";
 }
 
 int64_t LoopTree::size(int i) const { return range(i) / loops_.at(i).step; }
@@ -124,7 +151,8 @@ uint64_t LoopTree::hash() const {
   for (const Loop& l : loops_) {
     x = fnv_int(x, l.var);
     x = fnv_int(x, l.step);
-    x = fnv_int(x, (l.unroll ? 1 : 0) | (l.vectorize ? 2 : 0));
+    // (a new flag adds a bit: hashes of trees without it, and their records, stay valid)
+    x = fnv_int(x, (l.unroll ? 1 : 0) | (l.vectorize ? 2 : 0) | (l.parallel ? 4 : 0));
   }
   return x;
 }
@@ -142,6 +170,7 @@ std::string LoopTree::dump() const {
     if (tail(i)) os << " r " << tail(i);
     if (l.unroll) os << " [unroll]";
     if (!l.vectorize) os << " [novec]";
+    if (l.parallel) os << " [parallel]";
     if (i == cursor_) os << "  <-";
     os << '\n';
   }
@@ -200,6 +229,7 @@ LoopTree LoopTree::parse(const std::string& text) {
       if (tok == "r" && ls >> tok) tail = parse_count(tok, line);
       else if (tok == "[unroll]") loop.unroll = true;
       else if (tok == "[novec]") loop.vectorize = false;
+      else if (tok == "[parallel]" && !loop.parallel) loop.parallel = true;
       else if (tok == "<-" && cursor < 0) cursor = static_cast<int>(loops.size());
       else bad("unexpected '" + tok + "' in loop line '" + line + "'");
     }

@@ -194,7 +194,7 @@ Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user) {
   }
   for (size_t v = 0; v < c.vars.size(); ++v)
     low.stride.push_back({c.in0.strides[v], c.in1.strides[v], c.out.strides[v]});
-  for (const auto& L : tree.loops()) low.loops.push_back({L.var, L.step, L.unroll, false});
+  for (const auto& L : tree.loops()) low.loops.push_back({L.var, L.step, L.unroll, false, L.parallel});
   if (low.loops.empty()) throw CompileError("cannot compile an empty loop tree");
 
   const bool plain_vec = vectorizable(low, tree.loops().back());
@@ -215,9 +215,12 @@ Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user) {
     if (!fits(low, measure_tile(low, n - 1)))
       throw CompileError("innermost loop cannot be register-tiled (offsets too large)");
   }
+  for (int i = 0; i < n; ++i)  // strip-mining inserts below the parallel loop, never above
+    if (low.loops[i].parallel) low.par = i;
+  if (low.par >= n - 1) throw CompileError("the parallel loop cannot be the innermost loop");
   low.tile_start = n - 1;
   TileShape shape = measure_tile(low, n - 1);
-  while (low.tile_start > 0) {
+  while (low.tile_start > low.par + 1) {
     const TileShape wider = measure_tile(low, low.tile_start - 1);
     if (!fits(low, wider)) break;
     shape = wider;
@@ -233,6 +236,15 @@ Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user) {
   for (int i = 0; i < low.hoist_start; ++i)
     if (low.reduction[low.loops[i].var]) low.zero_init = false;
   for (int i = low.tile_start; i < n; ++i) low.loops[i].unroll = false;
+  if (low.par >= 0) {
+    const LoweredLoop& P = low.loops[low.par];
+    const int64_t r = full_ranges_at(low, low.par)[P.var];
+    low.par_iterations = r / P.step + (r % P.step ? 1 : 0);
+    if (P.unroll) ++low.unroll_ignored;
+    low.loops[low.par].unroll = false;
+    if (low.reduction[P.var] || low.par >= low.hoist_start)
+      throw CompileError("the parallel loop must iterate an output variable");
+  }
   honour_unroll_annotations(low);
   if (allow_out_user) choose_output_layout(low, c);
   choose_epilogue_fusion(low, c);

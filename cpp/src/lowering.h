@@ -27,6 +27,7 @@ struct LoweredLoop {
   int64_t step = 1;
   bool unroll = false;        // honoured unroll annotation (outside the tile)
   bool synthetic = false;     // added by lowering to strip-mine an oversized innermost loop
+  bool parallel = false;      // the tree's parallel loop
 };
 
 struct Lowered {
@@ -64,6 +65,13 @@ struct Lowered {
   std::vector<int64_t> bias_stride;
   int tile_accumulators = 0, tile_points = 0;
   int unroll_ignored = 0;
+  // The parallel loop (-1: none). It stays outside the register tile and the hoisted region
+  // (it iterates an output variable), is never unrolled, and runs only the iterations
+  // [start, end) the generated function is given, of `par_iterations` (its full iterations
+  // plus the tail, at full range); in an outer loop's tail, where it has fewer, the range is
+  // clipped to them.
+  int par = -1;
+  int64_t par_iterations = 1;
 };
 
 // Visits every point of the register tile made of loops[t..]: `range` holds each variable's

@@ -12,7 +12,7 @@ namespace looptune {
 
 namespace {
 
-enum class Op { Up, Down, SwapUp, SwapDown, Split, Merge, Unroll, Vectorize };
+enum class Op { Up, Down, SwapUp, SwapDown, Split, Merge, Unroll, Vectorize, Parallel };
 
 struct Action {
   Op op;
@@ -24,7 +24,7 @@ Action parse_action(const std::string& name) {
   static const std::pair<const char*, Op> simple[] = {
       {"up", Op::Up},         {"down", Op::Down},   {"swap_up", Op::SwapUp},
       {"swap_down", Op::SwapDown}, {"merge", Op::Merge}, {"unroll", Op::Unroll},
-      {"vectorize", Op::Vectorize}};
+      {"vectorize", Op::Vectorize}, {"parallel", Op::Parallel}};
   for (const auto& [n, op] : simple)
     if (name == n) return Action{op, 0, name};
   if (name.rfind("split_", 0) == 0) {
@@ -39,7 +39,7 @@ Action parse_action(const std::string& name) {
   }
   throw std::invalid_argument("unknown action '" + name +
                               "'; expected up, down, swap_up, swap_down, split_<N>, merge, "
-                              "unroll or vectorize");
+                              "unroll, vectorize or parallel");
 }
 
 std::string var_at(const LoopTree& t, int i) {
@@ -60,6 +60,9 @@ bool check(const LoopTree& t, const Action& a, std::string* why, int cap = kMaxT
       if (a.op == Op::SwapUp && t.loops()[c - 1].var == t.loops()[c].var)
         return fail([&] { return "loops " + std::to_string(c - 1) + " and " + std::to_string(c) +
                                  " both iterate " + var_at(t, c); });
+      if (a.op == Op::SwapUp && c == d - 1 && t.loops()[c - 1].parallel)
+        return fail([&] { return "parallel loop " + std::to_string(c - 1) +
+                                 " would become the innermost loop"; });
       return true;
     case Op::Down:
     case Op::SwapDown:
@@ -67,6 +70,9 @@ bool check(const LoopTree& t, const Action& a, std::string* why, int cap = kMaxT
       if (a.op == Op::SwapDown && t.loops()[c + 1].var == t.loops()[c].var)
         return fail([&] { return "loops " + std::to_string(c) + " and " + std::to_string(c + 1) +
                                  " both iterate " + var_at(t, c); });
+      if (a.op == Op::SwapDown && c + 1 == d - 1 && t.loops()[c].parallel)
+        return fail([&] { return "parallel loop " + std::to_string(c) +
+                                 " would become the innermost loop"; });
       return true;
     case Op::Split: {
       if (d >= cap)
@@ -95,6 +101,16 @@ bool check(const LoopTree& t, const Action& a, std::string* why, int cap = kMaxT
       if (c != d - 1)
         return fail([] { return std::string("only the innermost loop can be (un)vectorized"); });
       return true;
+    case Op::Parallel: {  // turning the mark off is always legal
+      if (t.loops()[c].parallel) return true;
+      const int p = t.parallel_loop();
+      if (p >= 0)
+        return fail([&] { return "loop " + std::to_string(p) +
+                                 " is already parallel (at most one parallel loop)"; });
+      if (!why) return t.parallel_illegal(c).empty();
+      const std::string reason = t.parallel_illegal(c);
+      return reason.empty() || fail([&] { return reason; });
+    }
   }
   return false;
 }
@@ -121,6 +137,7 @@ LoopTree perform(const LoopTree& t, const Action& a) {
     case Op::Split: {
       Loop inner = loops[c];
       inner.unroll = false;
+      inner.parallel = false;  // the outer loop keeps the mark
       loops[c].step *= a.factor;
       loops.insert(loops.begin() + c + 1, inner);
       return with(t, std::move(loops), c);
@@ -139,6 +156,9 @@ LoopTree perform(const LoopTree& t, const Action& a) {
       return with(t, std::move(loops), c);
     case Op::Vectorize:
       loops[c].vectorize = !loops[c].vectorize;
+      return with(t, std::move(loops), c);
+    case Op::Parallel:
+      loops[c].parallel = !loops[c].parallel;
       return with(t, std::move(loops), c);
   }
   throw std::logic_error("unhandled action");
@@ -159,6 +179,7 @@ LoopTree swap_down(const LoopTree& t) { return run(t, {Op::SwapDown, 0, "swap_do
 LoopTree merge(const LoopTree& t) { return run(t, {Op::Merge, 0, "merge"}); }
 LoopTree toggle_unroll(const LoopTree& t) { return run(t, {Op::Unroll, 0, "unroll"}); }
 LoopTree toggle_vectorize(const LoopTree& t) { return run(t, {Op::Vectorize, 0, "vectorize"}); }
+LoopTree toggle_parallel(const LoopTree& t) { return run(t, {Op::Parallel, 0, "parallel"}); }
 
 LoopTree split(const LoopTree& t, int64_t factor) {
   if (factor < 1)

@@ -33,6 +33,13 @@ from looptune.errors import (
     LoopTuneError,
     UnknownBenchmarkError,
 )
+from looptune.threads import (
+    ThreadsWarning,
+    get_num_threads,
+    num_threads,
+    set_num_threads,
+)
+from looptune.threads import init_from_env as _threads_from_env
 
 __version__ = "0.1.0"
 
@@ -50,6 +57,7 @@ from looptune.envs import register_envs
 from looptune.interop import install as _install_interop
 
 _install_compat()
+_threads_from_env()
 register_envs()
 _install_interop()
 
@@ -73,6 +81,7 @@ __all__ = [
     "Loop",
     "LoopTree",
     "LoopTuneError",
+    "ThreadsWarning",
     "TimingResult",
     "UnknownBenchmarkError",
     "batch_matmul",
@@ -81,9 +90,12 @@ __all__ = [
     "conv2d",
     "cpu_name",
     "cpu_signature",
+    "get_num_threads",
     "host_isa",
     "isa_supported",
     "matmul",
     "measure_peak_gflops",
+    "num_threads",
     "parse_computation",
+    "set_num_threads",
 ]

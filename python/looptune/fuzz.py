@@ -8,7 +8,10 @@ epilogue (bias, residual add, relu/relu6/gelu; its operands guarded too), and ``
 random legal schedules of it (random walks over the rich action set). Every schedule is
 compiled for each ISA the CPU runs (AVX-512 and AVX2), run on inputs and an output that end
 exactly at a ``PROT_NONE`` guard page (an overrun faults instead of passing silently), and
-compared with numpy in float64; its dump is parsed back and must give the same tree.
+compared with numpy in float64; its dump is parsed back and must give the same tree and hash.
+Half the schedules that have no parallel loop after the walk get one on a random legal loop;
+every kernel is run again on a random 2-8 threads (more than the cores, often) and must give
+exactly its 1-thread output.
 
 Work runs in a worker subprocess that reports each case before and after it; the parent is the
 watchdog: a worker that dies is a *crash*, one silent for ``--hang-seconds`` is a *hang*, and
@@ -117,7 +120,38 @@ def random_schedule(comp: Any, rng: random.Random) -> Any:
         nxt = tree.try_apply(rng.choice(RICH_ACTIONS))
         if nxt is not None:
             tree = nxt
+    if tree.parallel_loop is None and rng.random() < 0.5:
+        tree = mark_parallel(tree, rng)
     return tree
+
+
+def mark_parallel(tree: Any, rng: random.Random) -> Any:
+    """``tree`` with a random loop that may be parallel marked so (``tree`` if none may)."""
+    from looptune.space import at_cursor
+
+    cursor = tree.cursor
+    options = [p for p in range(tree.depth) if at_cursor(tree, p).is_legal("parallel")]
+    if not options:
+        return tree
+    return at_cursor(at_cursor(tree, rng.choice(options)).toggle_parallel(), cursor)
+
+
+def parallel_mismatch(kernel: Any, a: np.ndarray, b: np.ndarray, want: np.ndarray,
+                      threads: int, **epilogue: np.ndarray) -> str:
+    """"" when ``kernel`` on ``threads`` threads gives exactly ``want`` (its 1-thread result);
+    ``epilogue``: its bias / residual."""
+    from looptune import _core
+
+    old = _core.get_num_threads()
+    _core.set_num_threads(threads)
+    try:
+        got = kernel(a, b, **epilogue)
+    finally:
+        _core.set_num_threads(old)
+    if np.array_equal(got, want, equal_nan=True):
+        return ""
+    diff = int(np.count_nonzero(got != want))
+    return f"{threads} threads differ from 1 thread in {diff} element(s)"
 
 
 # ---------------------------------------------------------------- guarded buffers
@@ -202,12 +236,16 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
         gextra = {name: mem.array(x.shape, x) for name, x in extra.items()}
         for _ in range(schedules):
             tree = random_schedule(comp, rng)
-            if LoopTree.parse(tree.dump()) != tree:
+            back = LoopTree.parse(tree.dump())
+            if back != tree or back.hash() != tree.hash():
                 out["wrong"].append({"what": "dump/parse round trip", "tree": tree.dump()})
             for isa in isas():
                 go[...] = np.nan
+                threads = rng.randint(2, 8)
                 try:
-                    got = tree.compile(isa)(ga, gb, go, **gextra)
+                    kernel = tree.compile(isa)
+                    got = kernel(ga, gb, go, **gextra)
+                    same = parallel_mismatch(kernel, ga, gb, got.copy(), threads, **gextra)
                 except Exception as exc:  # a legal schedule must compile and run
                     out["exceptions"].append(
                         {"isa": isa, "error": f"{type(exc).__name__}: {exc}", "tree": tree.dump()}
@@ -216,6 +254,8 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
                 err = float(np.max(np.abs(got - want))) if got.size else 0.0
                 if not (np.all(np.isfinite(got)) and err <= tol):
                     out["wrong"].append({"isa": isa, "error": err, "tree": tree.dump()})
+                if same:
+                    out["wrong"].append({"isa": isa, "error": same, "tree": tree.dump()})
                 out["kernels"] += 1
             out["schedules"] += 1
     finally:

@@ -35,6 +35,8 @@ struct CompileFacts {
           branches = 0;          // static instruction counts by kind
   int64_t tail_bodies = 0;       // partial-tile bodies emitted for loop tails
   int spills = 0;                // accumulators that did not fit in registers (always 0 today)
+  int parallel_loop = -1;        // the tree's parallel loop (-1: none; the kernel runs serially)
+  int64_t parallel_iterations = 0;  // its iterations (tail included): the work split over threads
   double compile_seconds = 0.0;
 };
 
@@ -59,10 +61,13 @@ class Kernel {
   // from several threads at once; a kernel without relayout copies takes no lock.
   // bias / residual: the epilogue's operands (Computation::epilogue): bias of
   // Computation::bias_shape() (nullptr: the one kept by set_constant_bias), residual of the
-  // output's shape; both ignored when the epilogue does not name them. The epilogue is applied
-  // to the output after the reduction (see apply_epilogue).
-  void run(const float* in0, const float* in1, float* out, const float* bias = nullptr,
-           const float* residual = nullptr) const;
+  // output's shape; both ignored when the epilogue does not name them. The epilogue is fused
+  // into the kernel's store (facts().epilogue_fused) or applied in a pass after it.
+  // threads: how many threads share the parallel loop (0: num_threads(), thread_pool.h); a
+  // kernel without a parallel loop runs on the calling thread whatever it is. The result is
+  // bit-identical at every thread count.
+  void run(const float* in0, const float* in1, float* out, int threads = 0,
+           const float* bias = nullptr, const float* residual = nullptr) const;
   // Keeps a copy of the epilogue's bias, so calls may pass none.
   void set_constant_bias(const float* bias);
   bool has_constant_bias() const { return !constant_bias_.empty(); }
@@ -76,8 +81,12 @@ class Kernel {
   // are taken (at most max_runs). Kernels under ~20 us run in batches, one sample per batch;
   // a slower kernel's warm-up is its first sample (a cold run never lowers the best time).
   // With `prepacked`, in1 is packed once before timing (the constant-weights case).
+  // threads: as for run() (0: num_threads()).
   TimingResult benchmark(double min_seconds, int64_t min_runs, int64_t max_runs,
-                         bool prepacked = false) const;
+                         bool prepacked = false, int threads = 0) const;
+  // The threads a call with `threads` (0: num_threads()) uses: 1 without a parallel loop, at
+  // most the parallel loop's iterations.
+  int threads_used(int threads = 0) const;
 
   const LoopTree& tree() const { return tree_; }
   const CompileFacts& facts() const { return facts_; }
@@ -86,14 +95,15 @@ class Kernel {
   Isa isa() const { return isa_; }
 
  private:
-  // epi: {bias, residual} of an epilogue fused into the kernel's store (nullptr: none)
-  void call(const float* in0, const float* in1, float* out,
-            const float* const* epi = nullptr) const;  // kernel buffers
-  void run_body(const float* in0, const float* in1, float* out,
+  // kernel buffers; `threads` already resolved by threads_used(); epi: {bias, residual} of
+  // an epilogue fused into the kernel's store (nullptr: none)
+  void call(const float* in0, const float* in1, float* out, int threads,
+            const float* const* epi = nullptr) const;
+  void run_body(const float* in0, const float* in1, float* out, int threads,
                 const float* const* epi = nullptr) const;  // run() less an unfused epilogue
   // in1_packed: in1 is already in the kernel's layout.
   void execute(const float* in0, const float* in1, bool in1_packed, float* out,
-               const Relayout& r, const float* const* epi = nullptr) const;
+               const Relayout& r, int threads, const float* const* epi = nullptr) const;
   struct Packed;
   std::unique_ptr<Packed> pack_in1(const float* in1) const;
   LoopTree tree_;
@@ -113,8 +123,9 @@ class Kernel {
 
 // out = act(out + bias[channel] + residual) over the user-facing output of `c` (its epilogue;
 // nothing when it has none): one vectorized pass. bias / residual may be nullptr when the
-// epilogue does not name them.
-void apply_epilogue(const Computation& c, float* out, const float* bias, const float* residual);
+// epilogue does not name them. Rows are shared among `threads`.
+void apply_epilogue(const Computation& c, float* out, const float* bias, const float* residual,
+                    int threads = 1);
 
 // GELU (exact, erf form: 0.5 x (1 + erf(x / sqrt 2))) of n floats, in place; the vectorized
 // approximation the epilogue uses (absolute error of erf under ~2e-7).

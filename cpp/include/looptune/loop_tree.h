@@ -9,6 +9,16 @@
 // step is a loop of size 1, as splitting a loop by its full size gives), and every variable's
 // innermost loop has step 1, so any legal tree visits every point of the iteration space
 // exactly once.
+//
+// At most one loop may be marked parallel: its iterations (tail included) are shared among
+// threads, each running the loops below it on its own range of iterations. It must iterate an
+// output (non-reduction) variable, so distinct iterations write distinct output elements and
+// every element is summed by one thread in the serial order (results are bit-identical at any
+// thread count), and it must not be the innermost loop (the vector loop of the register tile).
+// Outer loops, of any variable, stay serial around it: each thread runs them all and, at the
+// parallel loop, only its share. Iteration j of the parallel loop owns the elements
+// base + j*step .. + step of its variable in every iteration of the outer loops, so two
+// threads never touch the same output element, whatever the split of that variable above.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +37,10 @@ struct Loop {
   int64_t step = 1;    // elements of `var` per iteration
   bool unroll = false;     // annotation: emit fully unrolled (code generator may cap it)
   bool vectorize = true;   // annotation: may be vectorized when innermost (false forces scalar)
+  bool parallel = false;   // iterations shared among threads (see the rule above)
   bool operator==(const Loop& o) const {
-    return var == o.var && step == o.step && unroll == o.unroll && vectorize == o.vectorize;
+    return var == o.var && step == o.step && unroll == o.unroll && vectorize == o.vectorize &&
+           parallel == o.parallel;
   }
 };
 
@@ -49,6 +61,9 @@ class LoopTree {
   int64_t range(int i) const;  // elements loop i covers in a full iteration of its parent
   int64_t size(int i) const;   // full iterations: range / step
   int64_t tail(int i) const;   // range % step (elements handed to inner loops of the same var)
+  int parallel_loop() const;   // index of the parallel loop, -1 if none
+  // Why loop i may not be parallel in this tree ("" if it may), other loops' marks ignored.
+  std::string parallel_illegal(int i) const;
 
   std::string dump() const;    // loop_tool-style text; parse(dump()) == *this
   static LoopTree parse(const std::string& text);

@@ -36,9 +36,13 @@ LoopTree split(const LoopTree& t, int64_t factor);  // 2 <= factor <= size(curso
 LoopTree merge(const LoopTree& t);  // fold the cursor loop into the next same-var loop below
 LoopTree toggle_unroll(const LoopTree& t);
 LoopTree toggle_vectorize(const LoopTree& t);
+// Marks the cursor loop parallel, or serial again when it is (see loop_tree.h for the rule).
+// The mark stays with its loop through swaps (a swap that would make it the innermost loop is
+// illegal); a split keeps it on the outer loop; merging a parallel loop away drops it.
+LoopTree toggle_parallel(const LoopTree& t);
 
 // Named actions, as used by the environments: "up", "down", "swap_up", "swap_down",
-// "split_<N>", "merge", "unroll", "vectorize".
+// "split_<N>", "merge", "unroll", "vectorize", "parallel".
 LoopTree apply(const LoopTree& t, const std::string& action);  // throws on illegal/unknown
 std::optional<LoopTree> try_apply(const LoopTree& t, const std::string& action);
 bool is_legal(const LoopTree& t, const std::string& action);

@@ -17,6 +17,20 @@ only the best-scored few at full size (``looptune.search.agent``).
     >>> tiler.transfer(trees[1], small).computation == small
     True
 
+**Threads.** ``candidates(comp, isa, threads=T)`` adds, for T > 1, each macro's *parallel
+variant* (``parallel_variant``): the same loops with one loop marked parallel, chosen by a rule,
+not learned. The scorer ranks the serial macros (its features do not see the mark); the rule
+picks the loop:
+
+* only loops above the register tile (above the innermost reduction loop): a loop inside the
+  tile splits the unrolled micro-kernel and ran at 0.2-0.6x of serial in every measurement;
+* of those, the one whose partition over T threads is best balanced (``imbalance``: the work
+  of the busiest thread over the mean, tails included), the outermost among equals: on a
+  2-core Zen 4 the 2-thread speedup of a loop matched ``T / imbalance`` within ~5% (a 6-
+  iteration loop with a short tail: predicted 1.67x, measured 1.62x);
+* no variant at all when a thread would get less than ``MIN_FLOPS_PER_THREAD`` flops (the
+  layer stays serial; see that constant for the measurement behind it).
+
 ``scaled`` and ``transfer`` give the cheap training reward: a macro measured on a scaled-down
 instance of the same computation (fewer output rows, batches or output lines; reduction,
 channels and layout unchanged). ``agents/train_tiler.py`` reports how well that ranks the
@@ -24,6 +38,10 @@ macros against full-size measurements.
 """
 
 from __future__ import annotations
+
+import math
+
+import numpy as np
 
 from looptune import _core
 from looptune.space import schedules as S
@@ -37,17 +55,141 @@ MIN_ROWS = 256
 _SHRINK = {"matmul": "m", "batch_matmul": "b", "conv2d": "h"}
 
 
-def candidates(comp: _core.Computation, isa: str) -> list[_core.LoopTree]:
+# Work a thread must get for a layer to run parallel. Measured on the 2-core Zen 4 host (AVX-512,
+# ~118 GFLOP/s per core; other sessions were running, so the figures are rough): back-to-back
+# calls (timing loops, the harness) pay ~0.2 us to share a loop and gained even at 0.26 MFLOP
+# (1.67x), but a call that finds the pool's workers asleep (between a network's layers) paid
+# ~100-120 us more than a serial call with the other core busy (idle cores not measured). 2 MFLOP
+# is ~17 us of one core's work: below it no thread count can pay for a wake-up, and a layer
+# under 4 MFLOP (a 64x128x128 matmul: 2.1 MFLOP) stays serial at 2 threads. Above it the agent
+# times the parallel variants AND the best serial macro and keeps the fastest, so a layer where
+# threads do not pay (memory-bound GEMVs, measured at 0.66-1.2x) stays serial too.
+MIN_FLOPS_PER_THREAD = 2e6
+
+
+def candidates(
+    comp: _core.Computation, isa: str, threads: int = 1
+) -> list[_core.LoopTree]:
     """The macro actions of ``comp``: its base schedule, then every rule-generated tiling for
-    ``isa`` that fits the engine's loop cap, deduplicated by schedule hash, in a fixed order."""
+    ``isa`` that fits the engine's loop cap, deduplicated by schedule hash, in a fixed order.
+    With ``threads`` > 1, each macro's ``parallel_variant`` follows it (when it has one)."""
     if not isinstance(comp, _core.Computation):
         raise TypeError(f"expected a looptune Computation, got {type(comp).__name__}")
+    threads = _check_threads(threads)
     out, seen = [], set()
     for tree in [comp.default_schedule(), *_tilings(comp, isa)]:
         if tree.depth <= _core.MAX_TREE_LOOPS and tree.hash() not in seen:
             seen.add(tree.hash())
             out.append(tree)
+            par = parallel_variant(tree, threads)
+            if par is not None and par.hash() not in seen:
+                seen.add(par.hash())
+                out.append(par)
     return out
+
+
+def _check_threads(threads: int) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise TypeError(f"threads must be an int, got {type(threads).__name__}")
+    if not 1 <= threads <= _core.MAX_THREADS:
+        raise ValueError(f"threads must be in 1..{_core.MAX_THREADS}, got {threads}")
+    return threads
+
+
+def iteration_work(tree: _core.LoopTree, loop: int) -> np.ndarray:
+    """The share of ``tree``'s flops each iteration of loop ``loop`` does (summed over every
+    iteration of the loops around it), as the engine numbers them: ``ceil(range / step)``
+    iterations, the last one short when the loop has a tail (or when the enclosing loop of the
+    same variable hands it a tail). Sums to 1."""
+    loops = tree.loops
+    if not 0 <= loop < len(loops):
+        raise ValueError(f"loop {loop} is outside 0..{len(loops) - 1}")
+    lp = loops[loop]
+    extent = {v.name: v.extent for v in tree.computation.vars}[lp.var]
+    parent = next((q.step for q in reversed(loops[:loop]) if q.var == lp.var), extent)
+    count = math.ceil(min(parent, extent) / lp.step)
+    work = np.zeros(count, np.float64)
+    for start in range(0, extent, parent):  # each chunk the enclosing loop hands down
+        chunk = min(parent, extent - start)
+        full, tail = divmod(chunk, lp.step)
+        work[:full] += lp.step
+        if tail:
+            work[full] += tail
+    return work / extent
+
+
+def thread_work(tree: _core.LoopTree, loop: int, threads: int) -> np.ndarray:
+    """The share of the flops each of ``threads`` threads does when loop ``loop`` is parallel:
+    the engine gives thread p the iterations ``n*p//T .. n*(p+1)//T`` (``partition`` in
+    thread_pool.h); threads beyond the iteration count get nothing."""
+    threads = _check_threads(threads)
+    work = iteration_work(tree, loop)
+    n = len(work)
+    return np.array([work[n * p // threads: n * (p + 1) // threads].sum()
+                     for p in range(threads)])
+
+
+def imbalance(tree: _core.LoopTree, loop: int, threads: int) -> float:
+    """The busiest thread's work over the mean (1.0: perfect balance); ``threads / imbalance``
+    bounds the speedup of running loop ``loop`` parallel (memory bandwidth not modelled)."""
+    w = thread_work(tree, loop, threads)
+    return float(w.max() * threads / w.sum())
+
+
+def parallel_loops(tree: _core.LoopTree) -> list[int]:
+    """The loops ``parallel_variant`` may mark: legal parallel loops (output variables, not the
+    innermost) above the register tile, i.e. above the innermost reduction loop (any loop but
+    the innermost when the computation has no reduction)."""
+    from looptune.space import at_cursor
+
+    loops = tree.loops
+    reds = _reduction_loops(tree)
+    top = max(reds) if reds else len(loops) - 1
+    out = []
+    for i in range(top):
+        if loops[i].parallel or at_cursor(tree, i).is_legal("parallel"):
+            out.append(i)
+    return out
+
+
+def _reduction_loops(tree: _core.LoopTree) -> list[int]:
+    red = {v.name for v in tree.computation.vars if v.reduction}
+    return [i for i, lp in enumerate(tree.loops) if lp.var in red]
+
+
+def choose_parallel_loop(tree: _core.LoopTree, threads: int) -> int | None:
+    """The loop the rule marks parallel at ``threads`` threads (see the module doc), or None:
+    one thread, too little work per thread (``MIN_FLOPS_PER_THREAD``) or no candidate loop."""
+    threads = _check_threads(threads)
+    if threads == 1 or tree.computation.flops / threads < MIN_FLOPS_PER_THREAD:
+        return None
+    best, best_speedup = None, 1.0
+    for i in parallel_loops(tree):
+        speedup = threads / imbalance(tree, i, threads)
+        if speedup > best_speedup * 1.02:  # the outermost among near-equals
+            best, best_speedup = i, speedup
+    return best
+
+
+def parallel_variant(tree: _core.LoopTree, threads: int) -> _core.LoopTree | None:
+    """``tree`` with the loop of ``choose_parallel_loop`` marked parallel (an existing mark is
+    moved there; the cursor is kept), or None when the rule keeps it serial."""
+    from looptune.space import at_cursor
+
+    loop = choose_parallel_loop(serial(tree), threads)
+    if loop is None:
+        return None
+    return at_cursor(at_cursor(serial(tree), loop).toggle_parallel(), tree.cursor)
+
+
+def serial(tree: _core.LoopTree) -> _core.LoopTree:
+    """``tree`` without its parallel mark (itself when it has none)."""
+    from looptune.space import at_cursor
+
+    p = tree.parallel_loop
+    if p is None:
+        return tree
+    return at_cursor(at_cursor(tree, p).toggle_parallel(), tree.cursor)
 
 
 def _tilings(comp: _core.Computation, isa: str) -> list[_core.LoopTree]:
@@ -134,4 +276,6 @@ def transfer(tree: _core.LoopTree, comp: _core.Computation) -> _core.LoopTree:
     return from_steps(comp, loops)
 
 
-__all__ = ["candidates", "scaled", "transfer"]
+__all__ = ["MIN_FLOPS_PER_THREAD", "candidates", "choose_parallel_loop", "imbalance",
+           "iteration_work", "parallel_loops", "parallel_variant", "scaled", "serial",
+           "thread_work", "transfer"]

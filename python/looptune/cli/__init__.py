@@ -3,6 +3,7 @@ dataset (the paper's table), train an agent.
 
     looptune tune matmul 128 256 64
     looptune tune conv2d 1 64 56 56 64 3 3 --pad 1 --search greedy2 --save conv.lt
+    looptune tune matmul 128 768 3072 --threads 2 --compare numpy,torch   # all at 2 threads
     looptune show conv.lt --benchmark
     looptune eval --dataset mm64_256_16 --split test --limit 25 --out results.json
 
@@ -37,6 +38,23 @@ def _nonneg_float(text: str) -> float:
     if not value >= 0 or math.isinf(value):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
+
+
+def _threads(text: str) -> int:
+    """``--threads N`` or ``--threads all`` (the cores this process may use)."""
+    from looptune.threads import resolve_threads
+
+    try:
+        return resolve_threads(text)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _threads_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
+    p.add_argument(
+        "--threads", type=_threads, default=1, metavar="N",
+        help=f"threads: a count or 'all' (the cores this process may use); {what}",
+    )
 
 
 def _size(text: str) -> tuple[str, int]:
@@ -136,6 +154,8 @@ def _tune_options() -> argparse.ArgumentParser:
         help="references timed beside the kernel, comma-separated: numpy, torch (importing "
         "torch adds ~2 s)",
     )
+    _threads_option(g, "the search times schedules on N threads and may mark a loop "
+                    "parallel; numpy and PyTorch are timed on N threads too")
     g.add_argument("--json", action="store_true", help="print machine-readable JSON")
     g.add_argument("-q", "--quiet", action="store_true", help="no notes and no progress bar")
     return p
@@ -254,6 +274,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "--actions", choices=("paper", "rich"), default="paper", help="action set of the searches"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    _threads_option(p, "every search times its schedules on N threads")
     p.add_argument(
         "--skip-unavailable",
         action="store_true",
@@ -363,6 +384,8 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--entrant", action="append", default=[], metavar="MODULE:ATTR",
                    help="a plug-in tuner: tune(computation, budget) -> LoopTree (repeatable)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    _threads_option(p, "looptune's entrants tune and run on N threads, numpy and PyTorch are "
+                    "timed on N threads (TVM runs as it is)")
     p.add_argument("--no-tvm", action="store_true", help="skip TVM")
     p.add_argument("--tvm-python", default=None, metavar="PYTHON",
                    help="interpreter with apache-tvm (default $LOOPTUNE_TVM_PYTHON)")

@@ -35,14 +35,17 @@ def parse_compare(text: str) -> tuple[str, ...]:
     return names
 
 
-def reference_timings(comp: Computation, names: tuple[str, ...]) -> dict[str, dict]:
-    """The references of ``--compare``, timed by the harness as the kernels are: {name:
-    {"gflops", "call", "ok"}}; torch is None-valued with an ``error`` when not installed."""
+def reference_timings(
+    comp: Computation, names: tuple[str, ...], threads: int = 1
+) -> dict[str, dict]:
+    """The references of ``--compare``, timed by the harness as the kernels are, on
+    ``threads`` threads: {name: {"gflops", "call", "ok"}}; torch is None-valued with an
+    ``error`` when not installed."""
     out: dict[str, dict] = {}
     for name in names:
         try:
             t = (harness.time_numpy if name == "numpy" else harness.time_torch)(
-                comp, REPORT_MIN_TIME
+                comp, REPORT_MIN_TIME, threads=threads
             )
         except ImportError as exc:
             out[name] = {"gflops": None, "call": None, "ok": False, "error": str(exc)}
@@ -113,7 +116,8 @@ def tune(args: argparse.Namespace) -> int:
     if not quiet:
         print(f"tuning {comp.name} with {name}...", file=sys.stderr)
     records = getattr(args, "records", None)
-    measurer = Measurer(records=records)
+    threads = getattr(args, "threads", 1)
+    measurer = Measurer(records=records, threads=threads)
     with search_progress(name, measurer, args.time_budget, quiet=quiet):
         result = fn(
             base,
@@ -129,7 +133,9 @@ def tune(args: argparse.Namespace) -> int:
     # run; if the search's pick does not hold up against the base, keep the base (never
     # return a slowdown).
     def timed(tree: LoopTree) -> float:
-        return harness.time_kernel(tree, min_time=REPORT_MIN_TIME, min_runs=10, check=False).gflops
+        return harness.time_kernel(
+            tree, min_time=REPORT_MIN_TIME, min_runs=10, check=False, threads=threads
+        ).gflops
 
     compare = parse_compare(getattr(args, "compare", None) or "numpy")
     tuned, base_g = result.best_tree, timed(base)
@@ -144,12 +150,13 @@ def tune(args: argparse.Namespace) -> int:
     if kept_base:
         tuned, tuned_g = base, base_g
     check = check_tree(tuned)
-    refs = reference_timings(comp, compare)
+    refs = reference_timings(comp, compare, threads)
     np_g = refs.get("numpy", {}).get("gflops")
     report = {
         "computation": comp.header(),
         "name": comp.name,
         "search": name,
+        "threads": threads,
         "base": {"schedule": base.dump(), "gflops": base_g},
         "tuned": {"schedule": tuned.dump(), "gflops": tuned_g},
         "kept_base": kept_base,
@@ -195,19 +202,26 @@ def agent_policy(args: argparse.Namespace) -> object | None:
     return resolve_policy(path, trust_pickle=getattr(args, "trust_pickle", False))
 
 
-def _label(name: str) -> str:
-    return {"numpy": "numpy (1 thread)", "torch": "PyTorch (1 thread)"}.get(name, name)
+def _threads_text(threads: int) -> str:
+    return "one thread" if threads == 1 else f"{threads} threads"
+
+
+def _label(name: str, threads: int = 1) -> str:
+    label = {"numpy": "numpy", "torch": "PyTorch"}.get(name, name)
+    return f"{label} ({_threads_text(threads).replace('one ', '1 ')})"
 
 
 def format_tune(r: dict, check: Check) -> str:
     refs = r.get("references") or {}
+    threads = r.get("threads", 1)
     figures = [f"base {r['base']['gflops']:.1f}", f"tuned {r['tuned']['gflops']:.1f}"]
     ratios = [f"speedup over base: {r['speedup']:.2f}x"]
     for name, v in refs.items():
         if v["gflops"] is None:
-            figures.append(f"{_label(name)} unavailable ({v.get('error') or 'wrong result'})")
+            why = v.get("error") or "wrong result"
+            figures.append(f"{_label(name, threads)} unavailable ({why})")
             continue
-        figures.append(f"{_label(name)} {v['gflops']:.1f}")
+        figures.append(f"{_label(name, threads)} {v['gflops']:.1f}")
         ratios.append(f"tuned / {name}: {v['ratio']:.2f}")
     return "\n".join(
         [
@@ -228,7 +242,7 @@ def format_tune(r: dict, check: Check) -> str:
             "; ".join(ratios),
             "(every figure timed the same way: called from Python, output preallocated where the "
             "library allows it, "
-            "best of ~1 ms batches, one thread)",
+            f"best of ~1 ms batches, {_threads_text(threads)})",
         ]
         + ([f"note: {r['note']}"] if r.get("note") else [])
         + [
@@ -292,6 +306,8 @@ def eval(args: argparse.Namespace) -> int:
         if getattr(args, "ray", None):
             from looptune.distributed.jobs import eval_on_ray
 
+            if getattr(args, "threads", 1) != 1:
+                raise ValueError("--threads is for local runs: a Ray worker has one core")
             rows = eval_on_ray(args, benches, names, action_set(args.actions))
         else:
             rows = run_eval(
@@ -303,6 +319,7 @@ def eval(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 skip_unavailable=args.skip_unavailable,
                 progress=not args.quiet,
+                threads=getattr(args, "threads", 1),
             )
     except search.SearchUnavailableError as exc:
         raise search.SearchUnavailableError(
@@ -318,7 +335,7 @@ def eval(args: argparse.Namespace) -> int:
             print(f"wrote {path}", file=sys.stderr)
     print(
         f"{args.dataset} {args.split}: {len(benches)} benchmarks, time budget "
-        f"{args.time_budget:g} s per search"
+        f"{args.time_budget:g} s per search, {_threads_text(getattr(args, 'threads', 1))}"
     )
     print(format_table(summary))
     if getattr(args, "ray", None):

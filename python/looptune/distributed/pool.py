@@ -217,8 +217,9 @@ class WorkerPool:
         """``fn(worker, *item)`` for every item on workers of ``kind`` (default
         :meth:`default_kind`; or one kind per item); returns ``(result or Failed, WorkerInfo or
         None)`` per item, in order. ``on_result(index, result, info)`` is called as each one
-        arrives (on the driver, in this thread). Items travel ``chunk`` to a task (default: enough to give
-        every worker a few tasks, at most 16), which spreads Ray's cost per task over them."""
+        arrives (on the driver, in this thread). Items travel ``chunk`` to a task (default:
+        enough to give every worker a few tasks, at most 16), which spreads Ray's cost per task
+        over them."""
         ray = require_ray()
         from ray.exceptions import RayError, RayTaskError
 

@@ -16,6 +16,7 @@ from looptune.errors import UnknownBenchmarkError
 from looptune.measure import FakeRunner, Measurer, Outcome
 from looptune.measure import peak_gflops as measured_peak
 from looptune.space import DEFAULT_MAX_LOOPS, ScheduleSpace
+from looptune.threads import resolve_threads
 from looptune.util.validate import action_index, finite_positive
 
 if TYPE_CHECKING:  # networkx is imported only when a graph is built
@@ -80,8 +81,9 @@ class LoopTuneEnv(gym.Env):
     ## Action Space
     ``Discrete(len(actions))``. ``actions="paper"``: up, down, swap_up, swap_down, split_4,
     split_8, split_16 (LoopTune). ``actions="rich"``: also split_2/3/6/12/32/64, merge, unroll,
-    vectorize. An illegal action (e.g. splitting beyond ``max_loops`` loops or by more than the
-    loop size) leaves the state unchanged, gives reward 0, costs no measurement, and sets
+    vectorize, parallel (marks the cursor loop parallel; schedules are timed on the env's
+    ``threads``). An illegal action (e.g. splitting beyond ``max_loops`` loops or by more than
+    the loop size) leaves the state unchanged, gives reward 0, costs no measurement, and sets
     ``info["illegal"] = True`` with ``info["reason"]``. ``action_masks()`` returns the legal
     actions as a bool array; through ``gym.make``'s wrappers call
     ``env.get_wrapper_attr("action_masks")()`` (what sb3-contrib's MaskablePPO does).
@@ -91,17 +93,24 @@ class LoopTuneEnv(gym.Env):
     of ``looptune.space.graph``, padded with zero rows.
     ``observation="dict"``: ``Dict(loops=Box(-1, 1,
     (max_loops * 16,)), tensors=Box(-1, 1, (max_loops * 60,)), action_mask=Box(0, 1,
-    (n_actions,)))`` for ``MultiInputPolicy``. The networkx graph the features come from is
-    ``env.unwrapped.graph()`` (and ``info["graph"]`` with ``info_graph=True``).
+    (n_actions,)))`` for ``MultiInputPolicy``. When the action set has ``parallel`` (the rich
+    set) the observation also shows which loop is parallel: the box gets ``max_loops`` more
+    floats (1.0 at the parallel loop's row), the dict a ``parallel`` entry of that shape; the
+    paper set (the shipped paper policies) keeps the shape above. The networkx graph the
+    features come from is ``env.unwrapped.graph()`` (and ``info["graph"]`` with
+    ``info_graph=True``).
 
     ## Rewards
     ``reward = (gflops(s') - gflops(s)) / peak_gflops``, gflops being the best timed run and
-    peak_gflops this machine's measured single-core FMA peak for the ISA, so an episode's
-    return is the speed-up gained as a fraction of peak. Illegal actions and cursor moves give
-    0. A schedule whose measurement fails (compile error, runtime error, timeout, wrong answer)
-    is not entered: the state stays as it was, the reward is ``FAILURE_REWARD`` (0.0), and
-    ``info["outcome"]`` names the failure. So the rewards of an episode always sum to
-    ``(gflops(final) - gflops(base)) / peak``: no reward is paid twice or missed.
+    peak_gflops this machine's measured single-core FMA peak for the ISA times ``threads``
+    (the peak of the cores the kernels may use), so an episode's return is the speed-up gained
+    as a fraction of that peak: the same schedule gains the same fraction at 1 and at T
+    threads when it scales perfectly. A given ``peak_gflops`` is used as it is. Illegal
+    actions and cursor moves give 0. A schedule whose measurement fails (compile error,
+    runtime error, timeout, wrong answer) is not entered: the state stays as it was, the
+    reward is ``FAILURE_REWARD`` (0.0), and ``info["outcome"]`` names the failure. So the
+    rewards of an episode always sum to ``(gflops(final) - gflops(base)) / peak``: no reward
+    is paid twice or missed.
 
     ## Episode End
     Never terminates. Truncated by Gymnasium's ``TimeLimit`` after the registration's
@@ -115,7 +124,10 @@ class LoopTuneEnv(gym.Env):
     ## Arguments
     dataset ("mm64_256_16"), split ("train"/"test"/"all"), actions ("paper", "rich" or a list
     of action names), max_loops (the depth cap, default ``looptune.space.DEFAULT_MAX_LOOPS``),
-    observation ("box"/"dict"), isa (None = the host's best), measure_min_time (0.002 s),
+    observation ("box"/"dict"), isa (None = the host's best), threads (schedules are timed on this
+    many threads, only a parallel loop uses more than one: an int in 1..``looptune.MAX_THREADS``
+    or "all"; None = the given ``measurer``'s, else ``looptune.get_num_threads()``, 1 unless
+    set), measure_min_time (0.002 s),
     measure_min_runs (3), peak_gflops (None = measured), measurer (a ``Measurer`` to use),
     cost_model (a callable ``tree -> GFLOP/s`` used instead of timing: the cost-model reward
     mode, deterministic and cheap for training, e.g. ``looptune.costmodel.predictor(...)``;
@@ -132,7 +144,9 @@ class LoopTuneEnv(gym.Env):
     ## Version History
     * v0: initial version; episode length moved to the registration's ``max_episode_steps``,
       ``nondeterministic=True`` in the spec (rewards are timings), failed measurements leave
-      the state unchanged, ``state``/``replay``/``validate`` added.
+      the state unchanged, ``state``/``replay``/``validate`` added; the rich action set
+      gained ``parallel`` (17 actions), with a parallel-loop column in its observation; the
+      ``threads`` argument (paper-set observations unchanged).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
@@ -153,6 +167,7 @@ class LoopTuneEnv(gym.Env):
         info_graph: bool = False,
         render_mode: str | None = None,
         max_steps: int | None = None,
+        threads: int | str | None = None,
     ) -> None:
         self.benchmarks = datasets.get(dataset, split)
         self.dataset, self.split = dataset, split
@@ -174,13 +189,21 @@ class LoopTuneEnv(gym.Env):
         if cost_model is not None and not callable(cost_model):
             raise TypeError(f"cost_model must be callable (tree -> GFLOP/s), got {cost_model!r}")
         runner = FakeRunner(cost_model) if cost_model is not None else None
+        if threads is not None:
+            threads = resolve_threads(threads)
+            if measurer is not None and measurer.threads != threads:
+                raise ValueError(
+                    f"threads={threads} but the given measurer times on {measurer.threads}"
+                )
         self.measurer = measurer or Measurer(
-            isa=isa, min_time=measure_min_time, min_runs=measure_min_runs, runner=runner
+            isa=isa, min_time=measure_min_time, min_runs=measure_min_runs, runner=runner,
+            threads=threads,
         )
+        self.threads = self.measurer.threads
         self.peak = (
             finite_positive("peak_gflops", peak_gflops)  # NaN/inf would zero every reward
             if peak_gflops is not None
-            else measured_peak(self.measurer.isa)
+            else measured_peak(self.measurer.isa) * self.threads
         )
         self.action_space = gym.spaces.Discrete(len(self.actions))
         self.observation_space = self.space.observation_space()
@@ -291,10 +314,11 @@ class LoopTuneEnv(gym.Env):
             min_time=self.measurer.min_time,
             min_runs=self.measurer.min_runs,
             cache={},
+            threads=self.threads,
         )
         other = LoopTuneEnv(
             self.dataset, self.split, self.actions, self.max_loops, self.observation,
-            peak_gflops=self.peak, measurer=fresh,
+            peak_gflops=self.peak, measurer=fresh, threads=self.threads,
         )  # fmt: skip
         _, total = other.replay(state)
         errors = []

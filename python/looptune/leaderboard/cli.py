@@ -39,11 +39,12 @@ def build_entrants(args: argparse.Namespace) -> list[Entrant]:
     unknown = [n for n in names if n not in search.NAMES]
     if unknown:
         raise ValueError(f"unknown search {unknown[0]!r}; choose from {', '.join(search.NAMES)}")
-    entrants: list[Entrant] = [NumpyEntrant()]
+    threads = getattr(args, "threads", 1)
+    entrants: list[Entrant] = [NumpyEntrant(threads=threads)]
     if not args.no_torch:
-        entrants.append(TorchEntrant())
-    entrants += [SearchEntrant(n) for n in names]
-    entrants += [PluginEntrant(spec) for spec in args.entrant]
+        entrants.append(TorchEntrant(threads=threads))
+    entrants += [SearchEntrant(n, threads=threads) for n in names]
+    entrants += [PluginEntrant(spec, threads=threads) for spec in args.entrant]
     if not args.no_tvm:
         from looptune.leaderboard.tvm_entrant import TVMEntrant, check_python, tvm_python
 
@@ -95,15 +96,19 @@ def main(args: argparse.Namespace) -> int:
         if getattr(args, "ray", None):  # the same document, its rows measured on a Ray cluster
             from looptune.distributed.jobs import leaderboard_on_ray
 
+            if getattr(args, "threads", 1) != 1:
+                raise ValueError("--threads is for local runs: a Ray worker has one core")
+
             run_fn = functools.partial(leaderboard_on_ray, args)
         doc = run_fn(
             entries,
             build_entrants(args),
-            Budget(args.budget),
+            Budget(args.budget, getattr(args, "threads", 1)),
             progress=not args.no_progress,
             config={
                 "parts": _parts(args.part) or list(suite.PARTS),
                 "quick": args.quick,
+                "threads": getattr(args, "threads", 1),
                 "tvm_trials": None if args.no_tvm else args.tvm_trials,
                 "command": " ".join(sys.argv),
             },

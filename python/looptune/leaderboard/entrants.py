@@ -3,7 +3,8 @@
 An entrant turns one suite entry into result rows (:func:`make_row`). Every looptune-made
 schedule is checked against numpy and re-timed, and numpy and PyTorch are timed, by the one
 harness (:mod:`looptune.measure.harness`: called from Python with preallocated outputs, the
-same warm-up, batches, best-of and one thread), so entrants are compared on equal terms
+same warm-up, batches, best-of and thread count: one, or ``looptune leaderboard --threads N``
+for every entrant), so entrants are compared on equal terms
 whatever they measured while tuning. Rows say which timing they report (``timing``).
 
 Plug-in protocol (``looptune leaderboard --entrant mypkg.mod:tune``)::
@@ -67,9 +68,11 @@ def failure_row(
 
 
 def final_measure(
-    entry: Entry, entrant: str, kind: str, tree: LoopTree, seconds: float, budget: float, **kw
+    entry: Entry, entrant: str, kind: str, tree: LoopTree, seconds: float, budget: float,
+    threads: int = 1, **kw
 ) -> dict:
-    """Check ``tree`` against numpy and time it at length; a wrong result is status "wrong"."""
+    """Check ``tree`` against numpy and time it at length on ``threads`` threads; a wrong
+    result is status "wrong"."""
     if not isinstance(tree, LoopTree):
         raise TypeError(f"entrant returned {type(tree).__name__}, expected a LoopTree")
     if tree.computation != entry.computation():
@@ -80,7 +83,8 @@ def final_measure(
         status = "timeout"
     kernel = tree.compile()
     m = max(
-        (harness.time_kernel(kernel, min_time=FINAL_MIN_TIME, min_runs=10, check=False)
+        (harness.time_kernel(kernel, min_time=FINAL_MIN_TIME, min_runs=10, check=False,
+                             threads=threads)
          for _ in range(FINAL_TIMINGS)),
         key=lambda x: x.gflops,
     )
@@ -95,6 +99,7 @@ def final_measure(
         runs=m.runs,
         timing=m.timing,
         tuning_seconds=seconds,
+        threads=threads,
         schedule=tree.dump(),
         max_abs_error=check.max_abs_error,
         tolerance=check.tolerance,
@@ -124,10 +129,13 @@ class WorkerEntrant(Entrant):
     """An entrant that tunes in a worker process under a hard deadline (see ``isolation``):
     ``TIMEOUT_FACTOR * budget + grace`` seconds."""
 
-    def __init__(self, worker_kind: str, arg: str, grace: float = TIMEOUT_GRACE) -> None:
+    def __init__(
+        self, worker_kind: str, arg: str, grace: float = TIMEOUT_GRACE, threads: int = 1
+    ) -> None:
         from looptune.leaderboard.isolation import EntrantWorker
 
-        self.worker, self.grace = EntrantWorker(worker_kind, arg), grace
+        self.worker = EntrantWorker(worker_kind, arg, threads=threads)
+        self.grace, self.threads = grace, threads
 
     def run(self, entry: Entry, budget: Budget) -> list[dict]:
         from looptune.leaderboard.isolation import EntrantCrash, EntrantTimeout
@@ -137,7 +145,8 @@ class WorkerEntrant(Entrant):
             out = self.worker.tune(entry, budget.seconds, limit)
             tree = LoopTree.parse(out["schedule"])
             row = final_measure(
-                entry, self.name, self.kind, tree, out["seconds"], budget.seconds, **out["extra"]
+                entry, self.name, self.kind, tree, out["seconds"], budget.seconds,
+                threads=self.threads, **out["extra"]
             )
         except EntrantCrash as exc:  # the entrant's own error, as it raised it
             row = make_row(entry, self.name, self.kind, status="failed",
@@ -159,9 +168,10 @@ class SearchEntrant(WorkerEntrant):
 
     kind = "looptune"
 
-    def __init__(self, search_name: str, grace: float = TIMEOUT_GRACE) -> None:
+    def __init__(self, search_name: str, grace: float = TIMEOUT_GRACE, threads: int = 1
+                 ) -> None:
         self.name = search_name
-        super().__init__("search", search_name, grace)
+        super().__init__("search", search_name, grace, threads)
 
 
 class PluginEntrant(WorkerEntrant):
@@ -169,39 +179,41 @@ class PluginEntrant(WorkerEntrant):
 
     kind = "plugin"
 
-    def __init__(self, spec: str, grace: float = TIMEOUT_GRACE) -> None:
+    def __init__(self, spec: str, grace: float = TIMEOUT_GRACE, threads: int = 1) -> None:
         self.spec = spec
         fn = load_plugin(spec)  # here too: a bad spec is an error before the run starts
         owner = getattr(fn, "__self__", fn)
         self.name = str(getattr(owner, "name", None) or spec)
-        super().__init__("plugin", spec, grace)
+        super().__init__("plugin", spec, grace, threads)
 
 
 class NumpyEntrant(Entrant):
-    """numpy with one BLAS thread (conv2d as an im2col GEMM), timed by the harness."""
+    """numpy with ``threads`` BLAS threads (default one; conv2d as an im2col GEMM), timed by
+    the harness."""
 
     name = kind = "numpy"
 
-    def __init__(self, min_time: float = 0.2) -> None:
-        self.min_time = min_time
+    def __init__(self, min_time: float = 0.2, threads: int = 1) -> None:
+        self.min_time, self.threads = min_time, threads
 
     def run(self, entry: Entry, budget: Budget) -> list[dict]:
         try:
-            t = harness.time_numpy(entry.computation(), self.min_time)
+            t = harness.time_numpy(entry.computation(), self.min_time, threads=self.threads)
             return [_reference_row(entry, self.name, self.kind, t)]
         except Exception as exc:
             return [failure_row(entry, self.name, self.kind, exc)]
 
 
 class TorchEntrant(Entrant):
-    """PyTorch on the CPU with one thread, timed by the harness: the best of ``allocations``
+    """PyTorch on the CPU with ``threads`` threads (default one; ``torch.set_num_threads``),
+    timed by the harness: the best of ``allocations``
     fresh buffers (a buffer's alignment moves its speed); ``torch.matmul(out=)`` for matmuls."""
 
     name = kind = "pytorch"
 
-    def __init__(self, min_time: float = 0.1, allocations: int = harness.TORCH_ALLOCATIONS
-                 ) -> None:
-        self.min_time, self.allocations = min_time, allocations
+    def __init__(self, min_time: float = 0.1, allocations: int = harness.TORCH_ALLOCATIONS,
+                 threads: int = 1) -> None:
+        self.min_time, self.allocations, self.threads = min_time, allocations, threads
 
     def run(self, entry: Entry, budget: Budget) -> list[dict]:
         try:
@@ -210,7 +222,7 @@ class TorchEntrant(Entrant):
             return [failure_row(entry, self.name, self.kind, exc)]
         try:
             t = harness.time_torch(entry.computation(), self.min_time,
-                                   allocations=self.allocations)
+                                   allocations=self.allocations, threads=self.threads)
             return [_reference_row(entry, self.name, self.kind, t,
                                    library_version=torch.__version__)]
         except Exception as exc:
@@ -232,6 +244,7 @@ def _reference_row(entry: Entry, name: str, kind: str, t: harness.Timing, **kw) 
         tolerance=t.tolerance,
         runs=t.runs,
         timing=t.timing,
+        threads=t.threads,
         call=t.note,
         **kw,
     )

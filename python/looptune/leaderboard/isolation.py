@@ -39,7 +39,7 @@ class EntrantCrash(RuntimeError):
         self.traceback = traceback
 
 
-def _searcher(name: str) -> Any:
+def _searcher(name: str, threads: int = 1) -> Any:
     from looptune import search
     from looptune.measure import Measurer
     from looptune.measure.deadline import DeadlineRunner
@@ -51,7 +51,7 @@ def _searcher(name: str) -> Any:
         t0 = time.perf_counter()
         result = fn(
             entry.computation().default_schedule(),
-            Measurer(cache={}, runner=runner),
+            Measurer(cache={}, runner=runner, threads=threads),
             time_budget=seconds,
             seed=0,
         )
@@ -64,25 +64,28 @@ def _searcher(name: str) -> Any:
     return tune
 
 
-def _plugin(spec: str) -> Any:
+def _plugin(spec: str, threads: int = 1) -> Any:
     from looptune.leaderboard.plugin import Budget, load_plugin
 
     fn = load_plugin(spec)
 
     def tune(entry: Any, seconds: float) -> dict:
         t0 = time.perf_counter()
-        tree = fn(entry.computation(), Budget(seconds))
+        tree = fn(entry.computation(), Budget(seconds, threads))
         return {"tree": tree, "seconds": time.perf_counter() - t0, "extra": {}}
 
     return tune
 
 
-def _serve(conn: Any, kind: str, arg: str) -> None:
+def _serve(conn: Any, kind: str, arg: str, threads: int = 1) -> None:
     """The worker's loop: build the entrant, then answer (entry, seconds) jobs."""
     os.setpgid(0, 0)  # its own group: the parent kills it and its measuring workers together
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     try:
-        tune = _searcher(arg) if kind == "search" else _plugin(arg)
+        from looptune import _core
+
+        _core.set_num_threads(threads)  # what the entrant's kernels and measurers default to
+        tune = _searcher(arg, threads) if kind == "search" else _plugin(arg, threads)
     except BaseException as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         return
@@ -115,10 +118,12 @@ class EntrantWorker(WorkerProcess):
 
     join_seconds = 2.0
 
-    def __init__(self, kind: str, arg: str, startup: float = STARTUP_SECONDS) -> None:
+    def __init__(
+        self, kind: str, arg: str, startup: float = STARTUP_SECONDS, threads: int = 1
+    ) -> None:
         if kind not in ("search", "plugin"):
             raise ValueError(f"unknown entrant kind {kind!r}")
-        self.kind, self.arg, self.startup = kind, arg, startup
+        self.kind, self.arg, self.startup, self.threads = kind, arg, startup, threads
         self._ctx = mp.get_context("spawn")  # no forked torch/OpenMP state in the worker
         self._proc: Any = None
         self._conn: Any = None
@@ -126,7 +131,9 @@ class EntrantWorker(WorkerProcess):
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_serve, args=(child, self.kind, self.arg))
+        self._proc = self._ctx.Process(
+            target=_serve, args=(child, self.kind, self.arg, self.threads)
+        )
         self._proc.start()
         child.close()
         self._conn = parent

@@ -20,9 +20,12 @@ class PluginError(ValueError):
 
 @dataclass(frozen=True)
 class Budget:
-    """What an entrant may spend on one benchmark: ``seconds`` of wall time."""
+    """What an entrant may spend on one benchmark: ``seconds`` of wall time; its schedule is
+    timed (and should be tuned) on ``threads`` threads (``looptune leaderboard --threads``;
+    the worker's ``looptune.get_num_threads()`` is set to it)."""
 
     seconds: float
+    threads: int = 1
 
 
 def load_plugin(spec: str) -> Callable[[Computation, Budget], LoopTree]:

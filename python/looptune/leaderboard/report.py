@@ -88,6 +88,16 @@ def parts_of(doc: dict) -> list[str]:
     return list(dict.fromkeys(r["part"] for r in doc["rows"]))
 
 
+def _thread_count(doc: dict) -> int:
+    """The run's ``--threads`` (1 for runs before it existed); "/ peak" is over T cores."""
+    return int((doc.get("config") or {}).get("threads") or 1)
+
+
+def _threads(doc: dict) -> str:
+    t = _thread_count(doc)
+    return "one core" if t == 1 else f"{t} threads (every entrant, numpy and PyTorch included)"
+
+
 def report_markdown(doc: dict) -> str:
     """Header (suite version, machine, libraries), one table per suite part and one over the
     whole run, the TVM comparison and the issue's targets (``targets.targets_markdown``)."""
@@ -98,8 +108,9 @@ def report_markdown(doc: dict) -> str:
         f"Leaderboard, suite {doc['suite_version']}, looptune {libs.get('looptune')} "
         f"(git {str(doc.get('git_revision'))[:10]})",
         "",
-        f"Machine: {m.get('cpu')}, ISA {m.get('isa')}, one core, measured FMA peak "
-        f"{_fmt(peak or math.nan, '.0f')} GFLOP/s; numpy {libs.get('numpy')} "
+        f"Machine: {m.get('cpu')}, ISA {m.get('isa')}, {_threads(doc)}, measured FMA peak "
+        f"{_fmt(peak or math.nan, '.0f')} GFLOP/s per core (/ peak: over the cores used); "
+        f"numpy {libs.get('numpy')} "
         f"({(libs.get('blas') or {}).get('internal_api', '?')} "
         f"{(libs.get('blas') or {}).get('version', '')}), torch {libs.get('torch')}.",
         "Geomean over each entrant's correct rows; ratios are geomeans of per-benchmark ratios "
@@ -111,7 +122,7 @@ def report_markdown(doc: dict) -> str:
         sel = [r for r in rows if part is None or r["part"] == part]
         n = len({r["benchmark"] for r in sel})
         out += ["", f"### {part or 'all parts'} ({n} benchmark{'s' * (n != 1)})", ""]
-        out.append(markdown_table(summarize(sel, peak)))
+        out.append(markdown_table(summarize(sel, peak and peak * _thread_count(doc))))
     from looptune.leaderboard.targets import targets_markdown
 
     return "\n".join(out) + "\n\n" + targets_markdown(rows)
@@ -127,7 +138,8 @@ def plot(doc: dict, out_dir: str | Path, stem: str = "leaderboard") -> list[Path
     bars = plots.gflops_per_benchmark(
         [{**r, "gflops": r["gflops"] if _ok(r) else math.nan} for r in rows],
         out_dir / f"{stem}_gflops.png",
-        f"looptune leaderboard {doc['suite_version']}: {doc['machine'].get('cpu')}, one core",
+        f"looptune leaderboard {doc['suite_version']}: {doc['machine'].get('cpu')}, "
+        f"{_threads(doc).split(' (')[0]}",
         series="entrant",
         width=min(24.0, max(8.0, 0.6 * len({r["benchmark"] for r in rows}))),
     )

@@ -9,8 +9,9 @@ Every entrant gets, for one computation:
 - the same warm-up (:data:`WARMUP_CALLS` calls), the same batch size rule (calls per batch so a
   batch lasts about :data:`BATCH_SECONDS`, so the timer's own cost does not count), the same
   best-of rule (best batch of at least ``min_runs`` batches and ``min_time`` seconds);
-- one thread (numpy's BLAS through threadpoolctl, ``torch.set_num_threads(1)``; looptune
-  kernels are single-threaded);
+- the same thread count, one by default (``threads=T``: numpy's BLAS limited to T threads
+  through threadpoolctl, ``torch.set_num_threads(T)``, looptune kernels called with
+  ``looptune.set_num_threads(T)``; only a kernel with a parallel loop uses more than one);
 - ``allocations`` fresh input/output allocations, best of them, for entrants whose speed
   depends on a buffer's alignment (PyTorch: :data:`TORCH_ALLOCATIONS`); the others get one.
 
@@ -108,20 +109,33 @@ def best_seconds(fn: Callable[[], object], min_time: float = MIN_TIME, min_runs:
 
 
 @contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """numpy's BLAS and (if imported) PyTorch limited to :data:`THREADS` threads."""
+def thread_limit(threads: int = THREADS) -> Iterator[None]:
+    """numpy's BLAS, PyTorch (if imported) and looptune's kernels limited to ``threads``
+    threads for the block (each restored after it)."""
     from threadpoolctl import threadpool_limits
 
+    from looptune import _core
+    from looptune.threads import resolve_threads
+
+    threads = resolve_threads(threads, warn=False)
     torch = sys.modules.get("torch")
     old = torch.get_num_threads() if torch is not None else None
+    old_lt = _core.get_num_threads()
     try:
         if torch is not None:
-            torch.set_num_threads(THREADS)
-        with threadpool_limits(limits=THREADS):
+            torch.set_num_threads(threads)
+        _core.set_num_threads(threads)
+        with threadpool_limits(limits=threads):
             yield
     finally:
+        _core.set_num_threads(old_lt)
         if torch is not None and old is not None:
             torch.set_num_threads(old)
+
+
+def single_thread() -> contextlib.AbstractContextManager[None]:
+    """numpy's BLAS, PyTorch (if imported) and looptune limited to one thread."""
+    return thread_limit(1)
 
 
 def time_entrant(
@@ -135,9 +149,11 @@ def time_entrant(
     check: bool = True,
     note: str = "",
     seed: int = 0,
+    threads: int = THREADS,
 ) -> Timing:
     """Time ``factory``'s call on ``comp``: ``allocations`` fresh input and output buffers
-    (inputs of seed ``seed + i``), each timed by :func:`time_call`; the best one counts.
+    (inputs of seed ``seed + i``), each timed by :func:`time_call` under
+    :func:`thread_limit` (``threads``); the best one counts.
     With ``check`` the first allocation's output is compared with numpy's (float64)."""
     from looptune.measure.reference import (
         epilogue_inputs,
@@ -151,7 +167,7 @@ def time_entrant(
     best = (math.inf, math.inf)
     runs, inner, per_alloc = 0, 1, []
     err, tol, ok = math.nan, math.nan, True
-    with single_thread():
+    with thread_limit(threads):
         for i in range(allocations):
             a, b = random_inputs(comp, seed + i)
             out = np.zeros(comp.output.shape, np.float32)
@@ -186,6 +202,7 @@ def time_entrant(
         tolerance=tol,
         ok=ok,
         note=note,
+        threads=threads,
     )
 
 
@@ -330,34 +347,36 @@ def time_kernel(
     min_runs: int = MIN_RUNS,
     check: bool = True,
     prepacked: bool = False,
+    threads: int = THREADS,
 ) -> Timing:
     """A looptune schedule (compiled for ``isa``) or kernel, timed as a user calls it
     (``prepacked``: the constant operand set once, see :func:`kernel_entrant`)."""
     kernel = tree_or_kernel.compile(isa) if isinstance(tree_or_kernel, LoopTree) else tree_or_kernel
     return time_entrant(kernel.tree.computation, kernel_entrant(kernel, prepacked), name,
-                        min_time=min_time, min_runs=min_runs, check=check,
+                        min_time=min_time, min_runs=min_runs, check=check, threads=threads,
                         note="kernel(a, out=) after set_constant(b)" if prepacked
                         else "kernel(a, b, out=)")
 
 
 def time_numpy(comp: Computation, min_time: float = MIN_TIME, min_runs: int = MIN_RUNS,
-               check: bool = True) -> Timing:
-    """numpy on ``comp`` (see :func:`numpy_entrant`), one BLAS thread."""
+               check: bool = True, threads: int = THREADS) -> Timing:
+    """numpy on ``comp`` (see :func:`numpy_entrant`), ``threads`` BLAS threads (default 1)."""
     factory, note = numpy_entrant(comp)
     return time_entrant(comp, factory, "numpy", min_time=min_time, min_runs=min_runs,
-                        check=check, note=note)
+                        check=check, note=note, threads=threads)
 
 
 def time_torch(comp: Computation, min_time: float = MIN_TIME, min_runs: int = MIN_RUNS,
-               allocations: int = TORCH_ALLOCATIONS, check: bool = True) -> Timing:
-    """PyTorch on ``comp`` (see :func:`torch_entrant`), one thread, best of ``allocations``
-    fresh buffers. Raises ImportError without torch."""
+               allocations: int = TORCH_ALLOCATIONS, check: bool = True,
+               threads: int = THREADS) -> Timing:
+    """PyTorch on ``comp`` (see :func:`torch_entrant`), ``threads`` threads (default 1), best
+    of ``allocations`` fresh buffers. Raises ImportError without torch."""
     import torch
 
     factory, note = torch_entrant(comp)
     with torch.no_grad():
         t = time_entrant(comp, factory, "pytorch", allocations=allocations, min_time=min_time,
-                         min_runs=min_runs, check=check, note=note)
+                         min_runs=min_runs, check=check, note=note, threads=threads)
     return t
 
 

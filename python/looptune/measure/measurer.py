@@ -58,6 +58,8 @@ class Measurer:
             construction.
         runner: what measures (default ``KernelRunner(verify)``); see ``looptune.measure.run``.
         verify: check each fresh kernel against numpy (``WRONG_ANSWER`` on mismatch).
+        threads: threads a kernel with a parallel loop runs on (None: ``looptune.get_num_threads()``
+            now); part of the cache key and of every record.
         timeout_factor, timeout_floor: a schedule whose single run takes longer than
             ``max(timeout_factor * best run seen for its computation, timeout_floor)`` seconds
             is cut off as ``TIMEOUT`` (``timeout_factor=None``: never). The floor keeps
@@ -76,11 +78,13 @@ class Measurer:
         verify: bool = False,
         timeout_factor: float | None = 20.0,
         timeout_floor: float = 0.05,
+        threads: int | None = None,
     ) -> None:
         self.isa = _core.host_isa() if isa is None else isa
         if not _core.isa_supported(self.isa):
             raise ValueError(f"ISA {self.isa!r} is not supported on this CPU")
-        self.budget = TimingBudget(min_time, min_runs, max_runs)
+        threads = _core.get_num_threads() if threads is None else threads
+        self.budget = TimingBudget(min_time, min_runs, max_runs, threads)
         if isinstance(cache, dict):
             cache = LRUCache(DEFAULT_CACHE_SIZE)
         self._cache = _SHARED if cache is None else cache
@@ -110,9 +114,14 @@ class Measurer:
     def max_runs(self) -> int:
         return self.budget.max_runs
 
+    @property
+    def threads(self) -> int:
+        return self.budget.threads
+
     def _key(self, h: int) -> tuple:
         b = self.budget
-        return (h, _cpu()[0], self.isa, b.min_time, b.min_runs, b.max_runs, self._runner_id)
+        return (h, _cpu()[0], self.isa, b.min_time, b.min_runs, b.max_runs, b.threads,
+                self._runner_id)
 
     def cached(self, tree: _core.LoopTree) -> bool:
         """True when measuring ``tree`` would cost nothing (its figure is in the cache)."""
@@ -168,6 +177,7 @@ class Measurer:
                 and rec.get("min_time") == b.min_time
                 and rec.get("min_runs") == b.min_runs
                 and rec.get("max_runs") == b.max_runs
+                and rec.get("threads", 1) == b.threads  # records before threads: 1 thread
                 and isinstance(rec.get("hash"), str)
             ):
                 try:

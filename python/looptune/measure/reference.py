@@ -165,14 +165,16 @@ def best_seconds(fn: Callable[[], object], min_time: float = 0.1, min_runs: int 
     return _best(fn, min_time, min_runs)
 
 
-def numpy_gflops(comp: Computation, min_time: float = 0.1, seed: int = 0) -> float:
-    """numpy's GFLOP/s on ``comp`` with one BLAS thread, timed by the harness
+def numpy_gflops(comp: Computation, min_time: float = 0.1, seed: int = 0,
+                 threads: int = 1) -> float:
+    """numpy's GFLOP/s on ``comp`` with ``threads`` BLAS threads (default 1), timed by the
+    harness
     (:func:`looptune.measure.harness.time_numpy`: preallocated output, best batch)."""
     from looptune.measure.harness import numpy_entrant, time_entrant
 
     factory, note = numpy_entrant(comp)
     return time_entrant(comp, factory, "numpy", min_time=min_time, check=False, note=note,
-                        seed=seed).gflops
+                        seed=seed, threads=threads).gflops
 
 
 def torch_gflops(comp: Computation, min_time: float = 0.1, tries: int = 3) -> float | None:

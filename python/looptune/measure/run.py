@@ -32,16 +32,22 @@ from looptune.measure.result import MeasureResult, Outcome, failure
 @dataclass(frozen=True)
 class TimingBudget:
     """How long to time one schedule: at least ``min_time`` seconds and ``min_runs`` runs, at
-    most ``max_runs`` runs (after one warm-up run)."""
+    most ``max_runs`` runs (after one warm-up run), on ``threads`` threads (a kernel without a
+    parallel loop runs on one)."""
 
     min_time: float = 0.002
     min_runs: int = 3
     max_runs: int = 200
+    threads: int = 1
 
     def __post_init__(self) -> None:
+        from looptune.threads import resolve_threads
         from looptune.util.validate import check_timing
 
         check_timing(self.min_time, self.min_runs, self.max_runs)
+        resolve_threads(self.threads, warn=False)
+        if not isinstance(self.threads, int):
+            raise TypeError(f"threads must be an int, got {type(self.threads).__name__}")
 
 
 Budget = TimingBudget  # the old name (not looptune.leaderboard.Budget, an entrant's seconds)
@@ -95,7 +101,8 @@ class KernelRunner(RunnerBase):
                 if not check.ok:
                     why = str(check)
                     return failure(Outcome.WRONG_ANSWER, why, compile_seconds=cs, facts=built.facts)
-            r = kernel.benchmark(budget.min_time, budget.min_runs, budget.max_runs)
+            threads = getattr(budget, "threads", 1)
+            r = kernel.benchmark(budget.min_time, budget.min_runs, budget.max_runs, threads=threads)
             if cap_seconds is not None and r.min_seconds > cap_seconds:
                 return failure(
                     Outcome.TIMEOUT,

@@ -5,13 +5,15 @@ One record per line::
     {"computation": "<header>", "name": "mm64_64_64", "schedule": "<dump>", "hash": "0123...",
      "outcome": "ok", "gflops": 91.2, "median_gflops": 88.0, "runs": 40, "facts": {...},
      "error": "", "cpu": "<brand string>", "cpu_signature": "GenuineIntel family 6 model 85",
-     "isa": "avx512", "min_time": 0.002, "min_runs": 3, "max_runs": 200, "looptune": "0.1.0",
-     "time": 1763895600.0}
+     "isa": "avx512", "min_time": 0.002, "min_runs": 3, "max_runs": 200, "threads": 1,
+     "looptune": "0.1.0", "time": 1763895600.0}
 
 Records are keyed by ``cpu_signature`` (vendor, family and model from CPUID: the
 microarchitecture) and ``isa``; the brand string ``cpu`` is kept for people. A record written
 before ``cpu_signature`` existed is nobody's (a brand string such as "AMD EPYC" names Zen 1 and
 Zen 4 alike): :func:`migrate` tags such a file with the signature of the CPU that measured it.
+``threads`` is the thread count of the timing (absent in records written before threads
+existed: 1).
 
 Appends are one ``write`` of one line on a file opened with ``O_APPEND`` under an exclusive
 ``fcntl`` lock, so two processes appending to the same file never interleave lines. Reading
@@ -117,6 +119,7 @@ def make_record(
             "min_time": budget.min_time,
             "min_runs": budget.min_runs,
             "max_runs": budget.max_runs,
+            "threads": getattr(budget, "threads", 1),
             "looptune": _version(),
             "time": time.time(),
         }

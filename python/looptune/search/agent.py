@@ -7,6 +7,13 @@ dimension in its training range 64..256, and the tiling agent (``tiler_search``,
 of the computation (``looptune.agent.tiler``) and times only the best-scored few at full size.
 When no tiling policy is shipped for the ISA, the paper policy tunes everything.
 
+**Threads.** Both tune for the measurer's thread count (``Measurer(threads=T)``, default
+``looptune.get_num_threads()``). Neither policy saw a parallel mark: the tiling agent times the
+parallel variants of its best-scored macros beside the best serial one (``threaded_order``), and
+after the paper policy's rollout the parallel variant of its best schedule is timed too
+(``best_with_threads``); the loop is chosen by the rule of ``looptune.agent.tiler`` and a layer
+too small for it stays serial.
+
 The policy acts on observations only: it is rolled greedily (argmax over the legal actions)
 for its episode length from the given schedule, and afterwards only the distinct schedules it
 visited are measured; the best one is returned. Cursor moves do not change a schedule, so they
@@ -31,6 +38,7 @@ import numpy as np
 from looptune import _core
 from looptune.agent.policy import LoadedPolicy, resolve_policy
 from looptune.agent.tiler import candidates as tiler_candidates
+from looptune.agent.tiler import parallel_variant
 from looptune.agent.tiler_policy import TilerPolicy, default_tiler_path, load_tiler
 from looptune.measure import Measurer
 from looptune.search.base import BudgetExhausted, SearchResult, Tracker, run_search
@@ -148,7 +156,10 @@ def tiler_search(
     full size the best-scored ones in order, at least ``MIN_TIMED`` and at most ``top_k``,
     stopping once ``tune_seconds`` have passed. The start schedule is not timed (it is the
     base schedule of an untuned layer; its ``base_gflops`` is NaN unless it is also a macro
-    that was timed). Returns the fastest timed macro."""
+    that was timed). Returns the fastest timed macro.
+
+    At the measurer's ``threads`` > 1 the macros timed are their parallel variants plus the
+    best serial macro (``threaded_order``)."""
     if not isinstance(tree, _core.LoopTree):
         raise TypeError(f"expected a looptune LoopTree, got {type(tree).__name__}")
     if top_k < 1:
@@ -158,15 +169,46 @@ def tiler_search(
         tiler = load_tiler(tiler, isa=measurer.isa if tiler is None else None)
     tracker = Tracker(measurer, time_budget, measure_budget)
     ranked, _scores = tiler.rank(tree.computation)
+    order, min_timed = threaded_order(ranked[:top_k], measurer.threads)
     try:
-        for i, cand in enumerate(ranked[:top_k]):
-            if i >= MIN_TIMED and tracker.elapsed >= tune_seconds:
+        for i, cand in enumerate(order[:top_k]):
+            if i >= min_timed and tracker.elapsed >= tune_seconds:
                 break
             tracker.evaluate(cand, force=i == 0)
     except BudgetExhausted:
         pass
     tracker.base_gflops = tracker.seen.get(tree.hash(), math.nan)
     return tracker.result("agent")
+
+
+def threaded_order(
+    ranked: list[_core.LoopTree], threads: int
+) -> tuple[list[_core.LoopTree], int]:
+    """The macros to time at ``threads`` threads, in order, and how many to time at least.
+
+    One thread: the scorer's order, at least ``MIN_TIMED``. More: each macro replaced by its
+    parallel variant (``looptune.agent.tiler.parallel_variant``; the macro itself when the rule
+    keeps it serial), with the best-scored serial macro third, and at least three timed: the
+    two best parallel variants and that serial macro, so a layer where threads do not pay
+    (memory-bound, or too small for the rule) ends serial by measurement. The parallel runs
+    take about 1/T of the serial time, so tuning takes about as long as at one thread."""
+    if threads <= 1 or not ranked:
+        return list(ranked), MIN_TIMED
+    par = [parallel_variant(t, threads) or t for t in ranked]
+    order = par[:2] + [ranked[0]] + par[2:]
+    seen: set[int] = set()
+    out = [t for t in order if not (t.hash() in seen or seen.add(t.hash()))]
+    return out, min(MIN_TIMED + 1, len(out))
+
+
+def best_with_threads(tracker: Tracker, threads: int) -> None:
+    """After a search of serial schedules at ``threads`` > 1 threads: also time the parallel
+    variant of the best schedule found (the tracker keeps the faster)."""
+    if threads <= 1 or tracker.best_tree is None:
+        return
+    par = parallel_variant(tracker.best_tree, threads)
+    if par is not None:
+        tracker.evaluate(par)
 
 
 def agent_search(
@@ -235,6 +277,7 @@ def agent_search(
                 visited.setdefault(state.hash(), state)
         for state in visited.values():
             tracker.evaluate(state)
+        best_with_threads(tracker, measurer.threads)
 
     return run_search("agent", tree, measurer, time_budget, measure_budget, body)
 
@@ -245,10 +288,12 @@ tune = agent_search
 __all__ = [
     "action_scores",
     "agent_search",
+    "best_with_threads",
     "legal_actions",
     "observe",
     "policy_space",
     "rollout",
+    "threaded_order",
     "tiler_search",
     "tune",
     "uses_paper_policy",

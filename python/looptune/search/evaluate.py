@@ -94,11 +94,13 @@ def run_eval(
     skip_unavailable: bool = False,
     progress: bool = True,
     make_measurer: Callable[[], Measurer] | None = None,
+    threads: int = 1,
 ) -> list[dict]:
     """Run every search on every benchmark; one row per (benchmark, search), plus a "numpy"
     row per benchmark. ``time_budgets`` overrides ``time_budget`` per search name.
     ``make_measurer`` builds each search's measurer (default: a fresh ``Measurer`` with a
-    private cache); a failed measurement is a row's ``failures``, never an exception.
+    private cache, timing on ``threads`` threads); a failed measurement is a row's
+    ``failures``, never an exception. Schedules and numpy are timed on ``threads`` threads.
 
     Every schedule a row reports is checked against numpy first (a wrong one has ``ok``
     False and GFLOP/s NaN, counted as a failure by the summary's geomean), then timed by the
@@ -113,7 +115,8 @@ def run_eval(
             if not check_tree(tree).ok:
                 timed[key] = (math.nan, False)
             else:
-                t = harness.time_kernel(tree, min_time=final_min_time, min_runs=10, check=False)
+                t = harness.time_kernel(tree, min_time=final_min_time, min_runs=10, check=False,
+                                        threads=threads)
                 timed[key] = (t.gflops, True)
         return timed[key]
 
@@ -123,13 +126,14 @@ def run_eval(
         base = comp.default_schedule()
         timed.clear()
         base_g, _ = final(base)
-        np_g = numpy_gflops(comp, numpy_min_time)
+        np_g = numpy_gflops(comp, numpy_min_time, threads=threads)
         rows.append(_row(bench, "numpy", np_g, base_g, math.nan, 0, ""))
         for name, fn in fns.items():
             bar.set_postfix_str(f"{bench} {name}")
             result = fn(
                 base,
-                make_measurer() if make_measurer is not None else Measurer(cache={}),
+                make_measurer() if make_measurer is not None
+                else Measurer(cache={}, threads=threads),
                 time_budget=(time_budgets or {}).get(name, time_budget),
                 measure_budget=measure_budget,
                 actions=actions,

@@ -56,6 +56,11 @@ class ScheduleSpace:
         max_loops: the depth cap (a split making a tree deeper is illegal) and the number of
             feature rows of an observation; at most ``_core.MAX_TREE_LOOPS``.
         observation: "box" (flat per-loop features) or "dict" (loops, tensors, action_mask).
+
+    When the action set has ``parallel`` (the rich set), the observation also shows which loop
+    is parallel: ``max_loops`` more floats after the box's features (1.0 on the parallel loop's
+    row), or a ``parallel`` entry of the dict. Spaces without that action (the paper set, the
+    shipped paper policies) keep their observation shape.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class ScheduleSpace:
             raise ValueError(f"observation must be 'box' or 'dict', got {observation!r}")
         self.max_loops, self.observation = max_loops, observation
         self._index = {a: i for i, a in enumerate(self.actions)}
+        self.parallel_column = "parallel" in self._index
         self._features: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __repr__(self) -> str:
@@ -160,16 +166,25 @@ class ScheduleSpace:
     # -- observations ------------------------------------------------------------------------
     def observation_space(self) -> spaces.Space:
         rows = self.max_loops
+        extra = rows if self.parallel_column else 0
         if self.observation == "box":
-            return spaces.Box(-1.0, 1.0, (rows * lgraph.FEATURES_PER_LOOP,), np.float32)
+            return spaces.Box(-1.0, 1.0, (rows * lgraph.FEATURES_PER_LOOP + extra,), np.float32)
         tensor_cols = lgraph.FEATURES_PER_LOOP - lgraph.LOOP_FEATURES
-        return spaces.Dict(
-            {
-                "loops": spaces.Box(-1.0, 1.0, (rows * lgraph.LOOP_FEATURES,), np.float32),
-                "tensors": spaces.Box(-1.0, 1.0, (rows * tensor_cols,), np.float32),
-                "action_mask": spaces.Box(0.0, 1.0, (len(self.actions),), np.float32),
-            }
-        )
+        entries = {
+            "loops": spaces.Box(-1.0, 1.0, (rows * lgraph.LOOP_FEATURES,), np.float32),
+            "tensors": spaces.Box(-1.0, 1.0, (rows * tensor_cols,), np.float32),
+            "action_mask": spaces.Box(0.0, 1.0, (len(self.actions),), np.float32),
+        }
+        if extra:
+            entries["parallel"] = spaces.Box(0.0, 1.0, (rows,), np.float32)
+        return spaces.Dict(entries)
+
+    def parallel_flags(self, tree: _core.LoopTree) -> np.ndarray:
+        """(max_loops,) float32: 1.0 at the parallel loop's row, 0 elsewhere."""
+        flags = np.zeros(self.max_loops, np.float32)
+        if tree.parallel_loop is not None:
+            flags[tree.parallel_loop] = 1.0
+        return flags
 
     def features(self, tree: _core.LoopTree) -> np.ndarray:
         """The (max_loops, FEATURES_PER_LOOP) matrix of ``tree``, cursor column set (a copy).
@@ -193,12 +208,17 @@ class ScheduleSpace:
         """The observation of ``tree``: a flat float32 array ("box") or a dict of them."""
         feats = self.features(tree)
         if self.observation == "box":
+            if self.parallel_column:
+                return np.concatenate([feats.reshape(-1), self.parallel_flags(tree)])
             return feats.reshape(-1)
-        return {
+        obs = {
             "loops": feats[:, : lgraph.LOOP_FEATURES].reshape(-1),
             "tensors": feats[:, lgraph.LOOP_FEATURES :].reshape(-1),
             "action_mask": self.mask(tree).astype(np.float32),
         }
+        if self.parallel_column:
+            obs["parallel"] = self.parallel_flags(tree)
+        return obs
 
     def graph(self, tree: _core.LoopTree) -> nx.DiGraph:
         """The networkx graph the features come from (``looptune.space.graph.loop_graph``)."""

@@ -16,7 +16,9 @@ PAPER_ACTIONS: tuple[str, ...] = (
     "split_16",
 )
 
-# A richer set: more split factors, merging a split back, and annotation toggles.
+# A richer set: more split factors, merging a split back, and annotation toggles ("parallel"
+# marks the cursor loop parallel or serial again; the paper's set has no parallel action, so
+# policies trained on it keep their action space).
 RICH_ACTIONS: tuple[str, ...] = PAPER_ACTIONS + (
     "split_2",
     "split_3",
@@ -27,6 +29,7 @@ RICH_ACTIONS: tuple[str, ...] = PAPER_ACTIONS + (
     "merge",
     "unroll",
     "vectorize",
+    "parallel",
 )
 
 ACTION_SETS: dict[str, tuple[str, ...]] = {"paper": PAPER_ACTIONS, "rich": RICH_ACTIONS}
