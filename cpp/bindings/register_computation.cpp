@@ -88,6 +88,11 @@ void require_ascii(const std::string& s, const char* what) {
 
 }  // namespace
 
+#define EPILOGUE_DOC                                                                      \
+  "terms joined by '+' in this order: optional 'bias', optional 'add', optional 'relu' | "  \
+  "'relu6' | 'gelu' (exact, erf form): out = act(acc + bias[channel] + residual), channel "  \
+  "the output channel (K of conv2d, the last output dim otherwise); '' for none"
+
 void register_computation(py::module_& m) {
   register_var_tensor(m);
   py::class_<Computation, CompPtr>(m, "Computation",
@@ -98,6 +103,17 @@ void register_computation(py::module_& m) {
       .def_readonly("conv_pad", &Computation::conv_pad, "conv2d only (0 otherwise)")
       .def_readonly("block", &Computation::block,
                     "blocked layout: conv2d output channels / matmul B panels (0: plain)")
+      .def_readonly("groups", &Computation::groups, "conv2d only: groups (1: a plain conv)")
+      .def_property_readonly("epilogue", [](const Computation& c) { return c.epilogue.str(); },
+                             "the epilogue spec, e.g. 'bias+relu' ('' for none)")
+      .def_property_readonly("bias_shape",
+                             [](const Computation& c) { return to_tuple(c.bias_shape()); },
+                             "shape of the epilogue's bias: the output channels")
+      .def("with_epilogue",
+           [](const Computation& c, const std::string& spec) {
+             return share(with_epilogue(c, spec));
+           },
+           py::arg("epilogue"), "This computation with another epilogue spec.")
       .def_property_readonly("name", &Computation::name)
       .def_property_readonly("flops", &Computation::flops)
       .def_readonly("vars", &Computation::vars)
@@ -119,42 +135,70 @@ void register_computation(py::module_& m) {
                       [](const std::string& h) { return share(parse_computation(h)); }));
 
   m.def("matmul",
-        [](int64_t m_, int64_t k, int64_t n, const std::string& layout) {
+        [](int64_t m_, int64_t k, int64_t n, const std::string& layout,
+           const std::string& epilogue) {
+          const Epilogue e = parse_epilogue(epilogue);
           const int lanes = layout == "plain" ? 0 : host_lanes();
           const int64_t block = parse_layout(layout, default_matmul_block(m_, k, n, lanes, isa_facts(host_isa()).l2_bytes), lanes);
-          return share(block ? matmul_packed(m_, k, n, block) : matmul(m_, k, n));
+          Computation c = block ? matmul_packed(m_, k, n, block) : matmul(m_, k, n);
+          c.epilogue = e;
+          return share(std::move(c));
         },
         py::arg("m"), py::arg("k"), py::arg("n"), py::arg("layout") = "auto",
+        py::arg("epilogue") = "",
         "C[m,n] += A[m,k] * B[k,n]. layout: 'auto' packs B in column panels [N/L][K][L] "
         "(L: the host's vector width) when B is over twice the L2 and m >= 256, transposes B "
         "([N][K], 'blocked1') when n is narrow (1 < n < 2L, not a multiple of L), else "
-        "'plain'; 'blocked' / 'blocked<L>' force the panels.");
+        "'plain'; 'blocked' / 'blocked<L>' force the panels. epilogue: " EPILOGUE_DOC);
   m.def("batch_matmul",
-        [](int64_t b, int64_t m_, int64_t k, int64_t n) {
-          return share(batch_matmul(b, m_, k, n));
+        [](int64_t b, int64_t m_, int64_t k, int64_t n, const std::string& epilogue) {
+          const Epilogue e = parse_epilogue(epilogue);
+          Computation c = batch_matmul(b, m_, k, n);
+          c.epilogue = e;
+          return share(std::move(c));
         },
-        py::arg("b"), py::arg("m"), py::arg("k"), py::arg("n"), "C[b,m,n] += A[b,m,k] * B[b,k,n]");
+        py::arg("b"), py::arg("m"), py::arg("k"), py::arg("n"), py::arg("epilogue") = "",
+        "C[b,m,n] += A[b,m,k] * B[b,k,n]. epilogue: " EPILOGUE_DOC);
   m.def("conv2d",
         [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
-           int64_t stride, int64_t pad, const std::string& layout) {
+           int64_t stride, int64_t pad, const std::string& layout, int64_t groups,
+           const std::string& epilogue) {
+          const Epilogue e = parse_epilogue(epilogue);
           const int lanes = layout == "plain" ? 0 : host_lanes();
-          const int64_t block = parse_layout(layout, default_conv2d_block(k, lanes), lanes);
-          return share(block ? conv2d_blocked(n, c, h, w, k, r, s, stride, pad, block)
-                             : conv2d(n, c, h, w, k, r, s, stride, pad));
+          int64_t auto_block = default_conv2d_block(k, lanes);
+          // grouped: blocks of output channels must not straddle groups
+          if (groups > 1 && groups <= k && k % groups == 0 && auto_block > 0 &&
+              (k / groups) % auto_block != 0 && !(groups == c && groups == k))
+            auto_block = 0;
+          const int64_t block = parse_layout(layout, auto_block, lanes);
+          Computation cp = block ? conv2d_blocked(n, c, h, w, k, r, s, stride, pad, block, groups)
+                                 : conv2d(n, c, h, w, k, r, s, stride, pad, groups);
+          cp.epilogue = e;
+          return share(std::move(cp));
         },
         py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"), py::arg("k"), py::arg("r"),
         py::arg("s"), py::arg("stride") = 1, py::arg("pad") = 0, py::arg("layout") = "auto",
+        py::arg("groups") = 1, py::arg("epilogue") = "",
         "O[n,k,oh,ow] += I[n,c,oh*stride+r-pad,ow*stride+s-pad] * W[k,c,r,s] (NCHW, KCRS "
         "arrays). layout: 'auto' blocks output channels by the host's vector width L (weights "
         "[K/L][C][R][S][L], output [N][K/L][OH][OW][L]; variables ko, ki) when k >= L, else "
-        "'plain'; 'blocked' / 'blocked<L>' force it.");
+        "'plain'; 'blocked' / 'blocked<L>' force it. groups: grouped convolution (weights "
+        "[K][C/groups][R][S], PyTorch's layout; groups divides C and K; a blocked layout needs "
+        "L to divide K/groups, so 'auto' is plain otherwise; depthwise, groups == C == K, blocks "
+        "the input's channels too: [N][C/L][H][W][L]). epilogue: " EPILOGUE_DOC);
   m.def("contraction",
-        [](const std::string& spec, const std::map<std::string, int64_t>& sizes) {
+        [](const std::string& spec, const std::map<std::string, int64_t>& sizes,
+           const std::string& epilogue) {
           require_ascii(spec, "the contraction spec");
           for (const auto& kv : sizes) require_ascii(kv.first, "a size name");
-          return share(contraction(spec, sizes));
+          const Epilogue e = parse_epilogue(epilogue);
+          Computation c = contraction(spec, sizes);
+          c.epilogue = e;
+          return share(std::move(c));
         },
-        py::arg("spec"), py::arg("sizes"), "A two-input contraction such as 'mk,kn->mn'.");
+        py::arg("spec"), py::arg("sizes"), py::arg("epilogue") = "",
+        "A two-input contraction such as 'mk,kn->mn'. epilogue: " EPILOGUE_DOC
+        " (the bias runs along the output's last letter).");
   m.def("parse_computation",
         [](const std::string& h) {
           require_ascii(h, "a computation header");

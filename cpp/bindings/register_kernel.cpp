@@ -19,6 +19,40 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 
 // Checks dtype, contiguity and shape; returns the array (a view, never a copy).
+py::array checked(const py::handle& obj, const char* what, const TensorAccess& t, bool write);
+
+// The epilogue's operands as tensors (bias: the output channels; residual: the output's shape).
+TensorAccess bias_tensor(const Computation& c) {
+  TensorAccess t;
+  t.name = "bias";
+  t.shape = c.bias_shape();
+  return t;
+}
+
+TensorAccess residual_tensor(const Computation& c) {
+  TensorAccess t;
+  t.name = "residual";
+  t.shape = c.out.shape;
+  return t;
+}
+
+// bias / residual given exactly when the epilogue names them (a constant bias may stand in for
+// bias). TypeError otherwise.
+void check_epilogue_args(const Kernel& k, bool has_bias, bool has_res) {
+  const Epilogue& e = k.tree().computation().epilogue;
+  const std::string spec = e.empty() ? "none" : "'" + e.str() + "'";
+  if (has_bias && !e.bias)
+    throw py::type_error("bias given, but this kernel's epilogue (" + spec + ") has no bias");
+  if (has_res && !e.add)
+    throw py::type_error("residual given, but this kernel's epilogue (" + spec +
+                         ") has no 'add'");
+  if (e.bias && !has_bias && !k.has_constant_bias())
+    throw py::type_error("bias is required: this kernel's epilogue is " + spec +
+                         " (or fix it once with set_constant(b, bias=...))");
+  if (e.add && !has_res)
+    throw py::type_error("residual is required: this kernel's epilogue is " + spec);
+}
+
 py::array checked(const py::handle& obj, const char* what, const TensorAccess& t, bool write) {
   if (!py::isinstance<py::array>(obj))
     throw py::type_error(std::string(what) + " must be a numpy float32 array, got " +
@@ -47,9 +81,13 @@ bool overlap(const py::array& x, const py::array& y) {
 }
 
 // The general call: validates each argument with its typed error, allocates the output.
-py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle out) {
+py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle out,
+                       py::handle bias, py::handle res) {
   const Computation& c = k.tree().computation();
-  py::array A = checked(a, "a", c.in0, false), B;
+  check_epilogue_args(k, !bias.is_none(), !res.is_none());
+  py::array A = checked(a, "a", c.in0, false), B, Bias, Res;
+  if (!bias.is_none()) Bias = checked(bias, "bias", bias_tensor(c), false);
+  if (!res.is_none()) Res = checked(res, "residual", residual_tensor(c), false);
   if (b.is_none() && !k.has_constant_in1())
     throw py::value_error("b is required: this kernel has no constant operand (set_constant)");
   if (!b.is_none()) B = checked(b, "b", c.in1, false);
@@ -60,13 +98,17 @@ py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle o
     O = checked(out, "out", c.out, true);
     if (overlap(O, A) || (!b.is_none() && overlap(O, B)))
       throw py::value_error("out must not overlap a or b");
+    if ((!bias.is_none() && overlap(O, Bias)) || (!res.is_none() && overlap(O, Res)))
+      throw py::value_error("out must not overlap bias or residual");
   }
   const float* pa = static_cast<const float*>(A.data());
   const float* pb = b.is_none() ? nullptr : static_cast<const float*>(B.data());
+  const float* pbias = bias.is_none() ? nullptr : static_cast<const float*>(Bias.data());
+  const float* pres = res.is_none() ? nullptr : static_cast<const float*>(Res.data());
   float* po = static_cast<float*>(O.mutable_data());
   {
     py::gil_scoped_release release;
-    k.run(pa, pb, po);
+    k.run(pa, pb, po, 0, pbias, pres);
   }
   return O;
 }
@@ -75,7 +117,7 @@ py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle o
 // numpy array of float32 in native byte order, C-contiguous, of the tensor's shape (and
 // writeable for `out`). Its data pointer, or nullptr for anything else (the general call then
 // converts it or raises the typed error).
-float* fast_data(PyObject* o, const TensorAccess& t, bool write) {
+float* fast_data(PyObject* o, const std::vector<int64_t>& shape, bool write) {
   namespace d = py::detail;
   if (!d::npy_api::get().PyArray_Check_(o)) return nullptr;
   const d::PyArray_Proxy* a = d::array_proxy(o);
@@ -83,11 +125,15 @@ float* fast_data(PyObject* o, const TensorAccess& t, bool write) {
   const int need =
       d::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | (write ? d::npy_api::NPY_ARRAY_WRITEABLE_ : 0);
   if (dt->type_num != d::npy_api::NPY_FLOAT_ || (dt->byteorder != '=' && dt->byteorder != '<') ||
-      (a->flags & need) != need || a->nd != static_cast<int>(t.shape.size()))
+      (a->flags & need) != need || a->nd != static_cast<int>(shape.size()))
     return nullptr;
   for (int i = 0; i < a->nd; ++i)
-    if (a->dimensions[i] != t.shape[i]) return nullptr;
+    if (a->dimensions[i] != shape[i]) return nullptr;
   return reinterpret_cast<float*>(a->data);
+}
+
+float* fast_data(PyObject* o, const TensorAccess& t, bool write) {
+  return fast_data(o, t.shape, write);
 }
 
 bool is_array_or_none(py::handle h) {
@@ -106,19 +152,33 @@ constexpr int64_t kKeepGilWork = 1 << 15;
 // C-contiguous, out not overlapping a or b) reads numpy's structs directly and allocates the
 // output without zero-fill; anything else goes to Kernel._call_fallback when one is installed
 // (looptune.interop: torch tensors) and to the general call, which raises the typed errors.
-py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py::handle out) {
+py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py::handle out,
+                py::handle bias, py::handle res) {
   const Computation& c = k.tree().computation();
   const bool has_b = !b.is_none(), has_out = !out.is_none();
   const float* pa = fast_data(a.ptr(), c.in0, false);
   const float* pb = has_b ? fast_data(b.ptr(), c.in1, false) : nullptr;
   float* po = has_out ? fast_data(out.ptr(), c.out, true) : nullptr;
-  if (pa && (has_b ? pb != nullptr : k.has_constant_in1()) && (po || !has_out)) {
+  // The epilogue's operands: the no-epilogue case costs two pointer compares.
+  const bool has_bias = !bias.is_none(), has_res = !res.is_none();
+  const Epilogue& e = c.epilogue;
+  bool epi_ok = !has_bias && !has_res;
+  const float *pbias = nullptr, *pres = nullptr;
+  if (!e.empty() || !epi_ok) {
+    epi_ok = has_bias == e.bias && has_res == e.add;
+    if (e.bias && !has_bias && k.has_constant_bias()) epi_ok = has_res == e.add;
+    if (epi_ok && has_bias) epi_ok = (pbias = fast_data(bias.ptr(), c.bias_shape(), false));
+    if (epi_ok && has_res) epi_ok = (pres = fast_data(res.ptr(), c.out.shape, false));
+  }
+  if (epi_ok && pa && (has_b ? pb != nullptr : k.has_constant_in1()) && (po || !has_out)) {
     const int64_t out_bytes = 4 * c.out.numel();
     auto overlaps = [&](const float* x, int64_t bytes) {
       const char *lo = reinterpret_cast<const char*>(x), *olo = reinterpret_cast<char*>(po);
       return lo < olo + out_bytes && olo < lo + bytes;
     };
-    if (!po || (!overlaps(pa, 4 * c.in0.numel()) && !(pb && overlaps(pb, 4 * c.in1.numel())))) {
+    if (!po || (!overlaps(pa, 4 * c.in0.numel()) && !(pb && overlaps(pb, 4 * c.in1.numel())) &&
+                !(pbias && overlaps(pbias, 4 * c.bias_shape()[0])) &&
+                !(pres && overlaps(pres, out_bytes)))) {
       py::object result;
       if (po) {
         result = py::reinterpret_borrow<py::object>(out);
@@ -136,28 +196,32 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
       const int64_t work = c.flops() + c.in0.alloc_numel() + c.in1.alloc_numel() +
                            c.out.alloc_numel();
       if (work < kKeepGilWork) {
-        k.run(pa, pb, po);
+        k.run(pa, pb, po, 0, pbias, pres);
       } else {
         py::gil_scoped_release release;
-        k.run(pa, pb, po);
+        k.run(pa, pb, po, 0, pbias, pres);
       }
       return result;
     }
   }
-  if (!in_fallback && !(is_array_or_none(a) && is_array_or_none(b) && is_array_or_none(out))) {
+  if (!in_fallback && !(is_array_or_none(a) && is_array_or_none(b) && is_array_or_none(out) &&
+                        is_array_or_none(bias) && is_array_or_none(res))) {
     py::object fallback = py::getattr(py::type::handle_of(self), "_call_fallback", py::none());
     if (!fallback.is_none()) {
       in_fallback = true;
       struct Reset { ~Reset() { in_fallback = false; } } reset;
-      return fallback(self, a, b, out);
+      if (!has_bias && !has_res) return fallback(self, a, b, out);
+      return fallback(self, a, b, out, py::arg("bias") = bias, py::arg("residual") = res);
     }
   }
-  return checked_call(k, a, b, out);
+  return checked_call(k, a, b, out, bias, res);
 }
 
 constexpr const char* kCallDoc =
-    "__call__($self, /, a, b=None, out=None)\n--\n\n"
-    "Compute out = a (x) b on numpy float32 arrays; returns out (allocated when None). "
+    "__call__($self, /, a, b=None, out=None, *, bias=None, residual=None)\n--\n\n"
+    "Compute out = a (x) b on numpy float32 arrays, then the computation's epilogue "
+    "(bias: the output channels, residual: the output's shape; given exactly when the "
+    "epilogue names them, bias also fixed by set_constant); returns out (allocated when None). "
     "b=None uses the constant operand kept by set_constant(). Arguments that are not numpy "
     "arrays go to Kernel._call_fallback(kernel, a, b, out) when the class has one "
     "(looptune.interop installs the torch one).";
@@ -168,9 +232,9 @@ constexpr const char* kCallDoc =
 PyObject* call_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
                       PyObject* kwnames) {
   try {
-    static const char* const names[3] = {"a", "b", "out"};
-    PyObject* slot[3] = {nullptr, Py_None, Py_None};
-    bool given[3] = {false, false, false};
+    static const char* const names[5] = {"a", "b", "out", "bias", "residual"};
+    PyObject* slot[5] = {nullptr, Py_None, Py_None, Py_None, Py_None};
+    bool given[5] = {false, false, false, false, false};
     if (nargs > 3)
       throw py::type_error("Kernel.__call__() takes at most 3 arguments (a, b, out), got " +
                            std::to_string(nargs));
@@ -179,7 +243,7 @@ PyObject* call_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
     for (Py_ssize_t j = 0; j < nkw; ++j) {
       PyObject* name = PyTuple_GET_ITEM(kwnames, j);
       int idx = -1;
-      for (int i = 0; i < 3 && idx < 0; ++i)
+      for (int i = 0; i < 5 && idx < 0; ++i)
         if (PyUnicode_CompareWithASCIIString(name, names[i]) == 0) idx = i;
       if (idx < 0)
         throw py::type_error("Kernel.__call__() got an unexpected keyword argument '" +
@@ -191,7 +255,7 @@ PyObject* call_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
     }
     if (!given[0]) throw py::type_error("Kernel.__call__() missing required argument 'a'");
     const Kernel& k = py::handle(self).cast<const Kernel&>();
-    return call(self, k, slot[0], slot[1], slot[2]).release().ptr();
+    return call(self, k, slot[0], slot[1], slot[2], slot[3], slot[4]).release().ptr();
   } catch (py::error_already_set& e) {
     e.restore();
     return nullptr;
@@ -208,6 +272,7 @@ py::dict facts_dict(const CompileFacts& f) {
   d["vectorized"] = f.vectorized;
   d["reduction_vectorized"] = f.reduction_vectorized;
   d["out_transposed"] = f.out_transposed;
+  d["epilogue_fused"] = f.epilogue_fused;
   d["tile_loops"] = f.tile_loops;
   d["tile_accumulators"] = f.tile_accumulators;
   d["tile_rows"] = f.tile_rows;
@@ -284,12 +349,22 @@ void register_kernel(py::module_& m) {
       .def_property_readonly("facts", [](const Kernel& k) { return facts_dict(k.facts()); })
       .def_property_readonly("assembly", &Kernel::assembly)
       .def("set_constant",
-           [](Kernel& k, const py::object& b) {
-             py::array B = checked(b, "b", k.tree().computation().in1, false);
+           [](Kernel& k, const py::object& b, const py::object& bias) {
+             const Computation& c = k.tree().computation();
+             if (!bias.is_none() && !c.epilogue.bias)
+               throw py::type_error("bias given, but this kernel's epilogue (" +
+                                    (c.epilogue.empty() ? std::string("none")
+                                                        : "'" + c.epilogue.str() + "'") +
+                                    ") has no bias");
+             py::array B = checked(b, "b", c.in1, false), Bias;
+             if (!bias.is_none()) Bias = checked(bias, "bias", bias_tensor(c), false);
              k.set_constant_in1(static_cast<const float*>(B.data()));
+             if (!bias.is_none()) k.set_constant_bias(static_cast<const float*>(Bias.data()));
            },
-           py::arg("b"),
-           "Keep a packed (kernel-layout) copy of b, e.g. constant weights; call with b=None.")
+           py::arg("b"), py::arg("bias") = py::none(),
+           "Keep a packed (kernel-layout) copy of b, e.g. constant weights; call with b=None. "
+           "bias: also keep the epilogue's bias, so calls may omit it.")
+      .def_property_readonly("has_constant_bias", &Kernel::has_constant_bias)
       .def_property_readonly("has_constant", &Kernel::has_constant_in1)
       .def("benchmark", &bench, py::arg("min_time") = 0.01, py::arg("min_runs") = 3,
            py::arg("max_runs") = 100000, py::arg("prepacked") = false,

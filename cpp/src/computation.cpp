@@ -172,22 +172,95 @@ std::string Computation::name() const {
     os << "conv" << in0.shape[0] << '_' << in0.shape[1] << '_' << in0.shape[2] << '_'
        << in0.shape[3] << '_' << in1.shape[0] << '_' << in1.shape[2] << '_' << in1.shape[3]
        << "_s" << conv_stride << "_p" << conv_pad;
+    if (groups > 1) os << "_g" << groups;
   } else {
     os << "ein";
     for (const std::string& p : spec_letters(spec)) os << '_' << p;
     for (const Var& v : vars) os << '_' << v.name << v.extent;
   }
   if (block > 0) os << "_b" << block;
+  if (!epilogue.empty()) {
+    std::string e = epilogue.str();
+    std::replace(e.begin(), e.end(), '+', '_');
+    os << '_' << e;
+  }
   return os.str();
 }
 
+namespace {
+std::string base_header(const Computation& c);
+}  // namespace
+
 std::string Computation::header() const {
+  std::string h = base_header(*this);
+  if (!epilogue.empty()) h += " epilogue=" + epilogue.str();
+  return h;
+}
+
+int Computation::bias_dim() const {
+  return kind == "conv2d" ? 1 : static_cast<int>(out.shape.size()) - 1;
+}
+
+std::vector<int64_t> Computation::bias_shape() const { return {out.shape[bias_dim()]}; }
+
+std::string Epilogue::str() const {
+  std::string s;
+  auto term = [&](const std::string& t) { s += (s.empty() ? "" : "+") + t; };
+  if (bias) term("bias");
+  if (add) term("add");
+  if (!act.empty()) term(act);
+  return s;
+}
+
+Epilogue parse_epilogue(const std::string& spec) {
+  Epilogue e;
+  if (spec.empty()) return e;
+  const std::string allowed =
+      "an epilogue is terms joined by '+' in this order: optional 'bias', optional 'add', "
+      "optional activation 'relu' | 'relu6' | 'gelu' (e.g. 'bias+relu', 'bias+add+relu')";
+  int stage = 0;  // 0: nothing yet, 1: after bias, 2: after add, 3: after the activation
+  size_t start = 0;
+  while (true) {
+    const size_t plus = spec.find('+', start);
+    const std::string t = spec.substr(start, plus == std::string::npos ? std::string::npos
+                                                                      : plus - start);
+    int at;
+    if (t == "bias") at = 1;
+    else if (t == "add") at = 2;
+    else if (t == "relu" || t == "relu6" || t == "gelu") at = 3;
+    else bad("bad epilogue term '" + t + "' in '" + spec + "': " + allowed);
+    if (at <= stage) bad("epilogue term '" + t + "' out of order or repeated in '" + spec + "': " + allowed);
+    stage = at;
+    if (at == 1) e.bias = true;
+    else if (at == 2) e.add = true;
+    else e.act = t;
+    if (plus == std::string::npos) break;
+    start = plus + 1;
+  }
+  return e;
+}
+
+Computation with_epilogue(Computation c, const std::string& spec) {
+  c.epilogue = parse_epilogue(spec);
+  return c;
+}
+
+namespace {
+
+std::string base_header(const Computation& c) {
+  const std::string& kind = c.kind;
+  const auto& in0 = c.in0;
+  const auto& in1 = c.in1;
+  const auto& vars = c.vars;
+  const auto& spec = c.spec;
+  const int64_t block = c.block;
   std::ostringstream os;
   os << kind;
   if (kind == "conv2d") {
     os << " n=" << in0.shape[0] << " c=" << in0.shape[1] << " h=" << in0.shape[2]
        << " w=" << in0.shape[3] << " k=" << in1.shape[0] << " r=" << in1.shape[2]
-       << " s=" << in1.shape[3] << " stride=" << conv_stride << " pad=" << conv_pad;
+       << " s=" << in1.shape[3] << " stride=" << c.conv_stride << " pad=" << c.conv_pad;
+    if (c.groups > 1) os << " groups=" << c.groups;
     if (block > 0) os << " block=" << block;
     return os.str();
   }
@@ -206,6 +279,8 @@ std::string Computation::header() const {
   for (const Var& v : vars) os << ' ' << v.name << '=' << v.extent;
   return os.str();
 }
+
+}  // namespace
 
 Computation contraction(const std::string& spec, const std::map<std::string, int64_t>& sizes) {
   SplitSpec s = split_spec(spec);
@@ -287,14 +362,25 @@ std::vector<int64_t> strides_of(const Computation& c,
   return out;
 }
 
-// Shared by conv2d (block 0: the user's layouts) and conv2d_blocked.
+// Shared by conv2d (block 0: the user's layouts) and conv2d_blocked. groups > 1: grouped
+// convolution, with a variable g (the group) and k, c (ko with a block) counting output and
+// input channels within a group.
 Computation make_conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r,
-                        int64_t s, int64_t stride, int64_t pad, int64_t block) {
+                        int64_t s, int64_t stride, int64_t pad, int64_t block, int64_t groups) {
   for (auto [name, v] : {std::pair<const char*, int64_t>{"n", n}, {"c", c}, {"h", h}, {"w", w},
-                         {"k", k}, {"r", r}, {"s", s}, {"stride", stride}})
+                         {"k", k}, {"r", r}, {"s", s}, {"stride", stride}, {"groups", groups}})
     check_size(name, v);
   if (pad < 0 || pad > kMaxExtent)
     bad("pad must be in 0.." + std::to_string(kMaxExtent) + ", got " + std::to_string(pad));
+  if (c % groups != 0 || k % groups != 0)
+    bad("groups (" + std::to_string(groups) + ") must divide the input channels c (" +
+        std::to_string(c) + ") and the output channels k (" + std::to_string(k) + ")");
+  const int64_t cg = c / groups, kg = k / groups;
+  const bool depthwise = groups > 1 && groups == c && groups == k;
+  if (groups > 1 && block > 0 && kg % block != 0 && !depthwise)
+    bad("a blocked grouped conv2d needs the block (" + std::to_string(block) +
+        ") to divide the output channels per group (" + std::to_string(kg) +
+        "), unless it is depthwise (groups == c == k)");
   const int64_t hp = h + 2 * pad, wp = w + 2 * pad;
   if (r > hp || s > wp)
     bad("conv2d filter " + std::to_string(r) + "x" + std::to_string(s) +
@@ -308,12 +394,14 @@ Computation make_conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, i
   cp.conv_stride = stride;
   cp.conv_pad = pad;
   cp.block = block;
+  cp.groups = groups;
   TensorAccess& in = cp.in0;
   in.name = "I";
   in.shape = {n, c, h, w};
   in.alloc_shape = {n, c, hp, wp};
   in.pad = {0, 0, pad, pad};
-  if (block == 0) {
+  const bool grouped = groups > 1;
+  if (block == 0 && !grouped) {
     cp.vars = {{"n", n, false}, {"k", k, false}, {"oh", oh, false}, {"c", c, true},
                {"r", r, true},  {"s", s, true},  {"ow", ow, false}};
     in.strides = {c * hp * wp, 0, stride * wp, hp * wp, wp, 1, stride};  // in the order of vars
@@ -322,26 +410,91 @@ Computation make_conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, i
     check_tensors(cp);
     return cp;
   }
-  const int64_t ko = ceil_div(k, block), L = block;
-  cp.vars = {{"n", n, false}, {"ko", ko, false}, {"oh", oh, false}, {"c", c, true},
-             {"r", r, true},  {"s", s, true},   {"ow", ow, false}, {"ki", L, false}};
-  in.strides = strides_of(cp, {{"n", c * hp * wp}, {"oh", stride * wp}, {"c", hp * wp},
-                               {"r", wp}, {"s", 1}, {"ow", stride}});
+  if (block == 0) {
+    cp.vars = {{"n", n, false}, {"g", groups, false}, {"k", kg, false}, {"oh", oh, false},
+               {"c", cg, true}, {"r", r, true},       {"s", s, true},   {"ow", ow, false}};
+    in.strides = strides_of(cp, {{"n", c * hp * wp}, {"g", cg * hp * wp}, {"oh", stride * wp},
+                                 {"c", hp * wp}, {"r", wp}, {"s", 1}, {"ow", stride}});
+    TensorAccess& wt = cp.in1;
+    wt.name = "W";
+    wt.shape = wt.alloc_shape = {k, cg, r, s};
+    wt.pad.assign(4, 0);
+    wt.strides = strides_of(cp, {{"g", kg * cg * r * s}, {"k", cg * r * s}, {"c", r * s},
+                                 {"r", s}, {"s", 1}});
+    TensorAccess& o = cp.out;
+    o.name = "O";
+    o.shape = o.alloc_shape = {n, k, oh, ow};
+    o.pad.assign(4, 0);
+    o.strides = strides_of(cp, {{"n", k * oh * ow}, {"g", kg * oh * ow}, {"k", oh * ow},
+                                {"oh", ow}, {"ow", 1}});
+    check_tensors(cp);
+    return cp;
+  }
+  if (grouped && groups == c && groups == k) {
+    // Depthwise with blocked channels: the input, weights and output all hold blocks of L
+    // channels innermost (input [N][C/L][H+2p][W+2p][L], weights [C/L][R][S][L], output
+    // [N][C/L][OH][OW][L]), so the channel block is the vector loop of every tensor (stride
+    // 1), whatever the conv stride. Variables as a blocked conv's (c has extent 1).
+    const int64_t cb = ceil_div(c, block), L = block;
+    cp.vars = {{"n", n, false}, {"ko", cb, false}, {"oh", oh, false}, {"c", 1, true},
+               {"r", r, true},  {"s", s, true},    {"ow", ow, false}, {"ki", L, false}};
+    in.alloc_shape = {n, cb, hp, wp, L};
+    in.strides = strides_of(cp, {{"n", cb * hp * wp * L}, {"ko", hp * wp * L},
+                                 {"oh", stride * wp * L}, {"r", wp * L}, {"s", L},
+                                 {"ow", stride * L}, {"ki", 1}});
+    in.blocking = {1, c, L, 1};
+    TensorAccess& wt = cp.in1;
+    wt.name = "W";
+    wt.shape = {k, 1, r, s};
+    wt.alloc_shape = {cb, 1, r, s, L};
+    wt.pad.assign(4, 0);
+    wt.strides = strides_of(cp, {{"ko", r * s * L}, {"r", s * L}, {"s", L}, {"ki", 1}});
+    wt.blocking = {0, k, L, 0};
+    TensorAccess& o = cp.out;
+    o.name = "O";
+    o.shape = {n, k, oh, ow};
+    o.alloc_shape = {n, cb, oh, ow, L};
+    o.pad.assign(4, 0);
+    o.strides = strides_of(cp, {{"n", cb * oh * ow * L}, {"ko", oh * ow * L}, {"oh", ow * L},
+                                {"ow", L}, {"ki", 1}});
+    o.blocking = {1, k, L, 1};
+    check_tensors(cp);
+    return cp;
+  }
+  const int64_t ko = ceil_div(k, block), L = block, kog = grouped ? kg / L : ko;
+  if (grouped)
+    cp.vars = {{"n", n, false}, {"g", groups, false}, {"ko", kog, false}, {"oh", oh, false},
+               {"c", cg, true},  {"r", r, true},  {"s", s, true},   {"ow", ow, false},
+               {"ki", L, false}};
+  else
+    cp.vars = {{"n", n, false}, {"ko", ko, false}, {"oh", oh, false}, {"c", c, true},
+               {"r", r, true},  {"s", s, true},   {"ow", ow, false}, {"ki", L, false}};
+  std::vector<std::pair<std::string, int64_t>> ins = {
+      {"n", c * hp * wp}, {"oh", stride * wp}, {"c", hp * wp}, {"r", wp}, {"s", 1},
+      {"ow", stride}};
+  std::vector<std::pair<std::string, int64_t>> ws = {
+      {"ko", cg * r * s * L}, {"c", r * s * L}, {"r", s * L}, {"s", L}, {"ki", 1}};
+  std::vector<std::pair<std::string, int64_t>> os = {
+      {"n", ko * oh * ow * L}, {"ko", oh * ow * L}, {"oh", ow * L}, {"ow", L}, {"ki", 1}};
+  if (grouped) {
+    ins.push_back({"g", cg * hp * wp});
+    ws.push_back({"g", kog * cg * r * s * L});
+    os.push_back({"g", kog * oh * ow * L});
+  }
+  in.strides = strides_of(cp, ins);
   TensorAccess& wt = cp.in1;
   wt.name = "W";
-  wt.shape = {k, c, r, s};
-  wt.alloc_shape = {ko, c, r, s, L};
+  wt.shape = {k, cg, r, s};
+  wt.alloc_shape = {ko, cg, r, s, L};
   wt.pad.assign(4, 0);
-  wt.strides = strides_of(cp, {{"ko", c * r * s * L}, {"c", r * s * L}, {"r", s * L},
-                               {"s", L}, {"ki", 1}});
+  wt.strides = strides_of(cp, ws);
   wt.blocking = {0, k, L, 0};
   TensorAccess& o = cp.out;
   o.name = "O";
   o.shape = {n, k, oh, ow};
   o.alloc_shape = {n, ko, oh, ow, L};
   o.pad.assign(4, 0);
-  o.strides = strides_of(cp, {{"n", ko * oh * ow * L}, {"ko", oh * ow * L}, {"oh", ow * L},
-                              {"ow", L}, {"ki", 1}});
+  o.strides = strides_of(cp, os);
   o.blocking = {1, k, L, 1};
   check_tensors(cp);
   return cp;
@@ -350,14 +503,15 @@ Computation make_conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, i
 }  // namespace
 
 Computation conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
-                   int64_t stride, int64_t pad) {
-  return make_conv2d(n, c, h, w, k, r, s, stride, pad, 0);
+                   int64_t stride, int64_t pad, int64_t groups) {
+  return make_conv2d(n, c, h, w, k, r, s, stride, pad, 0, groups);
 }
 
 Computation conv2d_blocked(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r,
-                           int64_t s, int64_t stride, int64_t pad, int64_t block) {
+                           int64_t s, int64_t stride, int64_t pad, int64_t block,
+                           int64_t groups) {
   check_block(block);
-  return make_conv2d(n, c, h, w, k, r, s, stride, pad, block);
+  return make_conv2d(n, c, h, w, k, r, s, stride, pad, block, groups);
 }
 
 Computation matmul_packed(int64_t m, int64_t k, int64_t n, int64_t block) {
@@ -439,8 +593,38 @@ int64_t take(std::map<std::string, int64_t>& kv, const std::string& key, const s
 
 }  // namespace
 
+namespace {
+Computation parse_base(const std::string& text, const std::string& header);
+}  // namespace
+
 Computation parse_computation(const std::string& header) {
-  std::istringstream is(header);
+  // The epilogue (the one key with a text value) is taken out first; the rest is key=integer.
+  std::string rest, epi, tok;
+  bool has_epi = false;
+  {
+    std::istringstream toks(header);
+    while (toks >> tok) {
+      if (tok.rfind("epilogue=", 0) == 0) {
+        if (has_epi) bad("'epilogue' given twice in computation header '" + header + "'");
+        has_epi = true;
+        epi = tok.substr(9);
+      } else {
+        rest += tok + ' ';
+      }
+    }
+  }
+  Computation c = parse_base(rest, header);
+  if (has_epi) {
+    if (epi.empty()) bad("empty 'epilogue=' in computation header '" + header + "'");
+    c.epilogue = parse_epilogue(epi);
+  }
+  return c;
+}
+
+namespace {
+
+Computation parse_base(const std::string& text, const std::string& header) {
+  std::istringstream is(text);
   std::string kind;
   if (!(is >> kind)) bad("empty computation header");
   std::string spec;
@@ -461,14 +645,17 @@ Computation parse_computation(const std::string& header) {
     int64_t v[9];
     const char* keys[9] = {"n", "c", "h", "w", "k", "r", "s", "stride", "pad"};
     for (int i = 0; i < 9; ++i) v[i] = take(kv, keys[i], header);
+    const int64_t groups = kv.count("groups") ? take(kv, "groups", header) : 1;
     if (kv.count("block") && kv.size() == 1)
       return conv2d_blocked(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8],
-                            take(kv, "block", header));
-    if (kv.empty()) return conv2d(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]);
+                            take(kv, "block", header), groups);
+    if (kv.empty()) return conv2d(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], groups);
   } else {
     bad("unknown computation kind '" + kind + "' in header '" + header + "'");
   }
   bad("unexpected key '" + kv.begin()->first + "' in computation header '" + header + "'");
 }
+
+}  // namespace
 
 }  // namespace looptune

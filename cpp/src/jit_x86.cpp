@@ -34,15 +34,64 @@ using namespace Xbyak;
 alignas(64) const int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 constexpr int64_t kFlushDisp = int64_t(1) << 30;
 constexpr int kStackSlots = 24;  // loop counters beyond the registers
-// Further stack slots: the parallel range (the 4th and 5th arguments), the three tensor
-// pointers saved at the parallel loop, and a scratch slot for a large pointer advance.
+// Further stack slots: the parallel range (the 4th and 5th arguments), the five pointers
+// (tensors and the fused epilogue's) saved at the parallel loop, and a scratch slot for a large
+// pointer advance.
 constexpr int kSlotStart = kStackSlots, kSlotEnd = kStackSlots + 1, kSlotPtr = kStackSlots + 2,
-              kSlotTmp = kStackSlots + 5, kFrameSlots = kStackSlots + 6;
+              kSlotTmp = kStackSlots + 7, kFrameSlots = kStackSlots + 8;
 
 enum class Kind { Vec, Bcast, Scalar };
+constexpr int kPtrs = 5;  // in0, in1, out, and the fused epilogue's bias and residual
+
+// Constants of the fused GELU, each broadcast over 16 lanes (a memory operand of any width).
+// GELU(x) = 0.5 x (1 + erf(x / sqrt 2)) with erfc from Abramowitz & Stegun 7.1.26 and exp by
+// range reduction and a Taylor polynomial: the same computation as epilogue.cpp's gelu_v.
+enum GeluConst {
+  kAbsMask, kRsqrt2, kOne, kP, kA5, kA4, kA3, kA2, kA1, kNegOne, kMin, kLog2e, kLn2Hi, kLn2Lo,
+  kE7, kE6, kE5, kE4, kE3, kE2, kI127, kTwo, kZero, kHalf, kGeluConsts
+};
+struct alignas(64) Broadcast16 { uint32_t v[16]; };
+const Broadcast16* gelu_table() {
+  static const auto table = [] {
+    std::array<Broadcast16, kGeluConsts> t{};
+    auto setf = [&](int i, float f) { uint32_t b; std::memcpy(&b, &f, 4); for (auto& x : t[i].v) x = b; };
+    auto seti = [&](int i, uint32_t b) { for (auto& x : t[i].v) x = b; };
+    seti(kAbsMask, 0x7fffffffu);
+    setf(kRsqrt2, 0.70710678118654752f);
+    setf(kOne, 1.0f);
+    setf(kP, 0.3275911f);
+    setf(kA5, 1.061405429f);
+    setf(kA4, -1.453152027f);
+    setf(kA3, 1.421413741f);
+    setf(kA2, -0.284496736f);
+    setf(kA1, 0.254829592f);
+    setf(kNegOne, -1.0f);
+    setf(kMin, -87.0f);
+    setf(kLog2e, 1.44269504088896341f);
+    setf(kLn2Hi, 0.693145751953125f);
+    setf(kLn2Lo, 1.428606765330187045e-06f);
+    setf(kE7, 1.0f / 5040.0f);
+    setf(kE6, 1.0f / 720.0f);
+    setf(kE5, 1.0f / 120.0f);
+    setf(kE4, 1.0f / 24.0f);
+    setf(kE3, 1.0f / 6.0f);
+    setf(kE2, 0.5f);
+    seti(kI127, 127u);
+    setf(kTwo, 2.0f);
+    setf(kZero, 0.0f);
+    setf(kHalf, 0.5f);
+    return t;
+  }();
+  return table.data();
+}
+
+// Raised by the generator when a fused epilogue needs more scratch registers than the tile
+// leaves: the kernel is lowered again without fusion (the pass applies the epilogue).
+struct FusionUnavailable {};
 
 struct Point {
   int64_t off[3];
+  int64_t boff;  // bias offset (fused epilogue)
   int active;  // lanes in use (vector var), 1 in scalar code
   int acc;
   std::pair<int64_t, int64_t> key;  // acc_key(): which accumulator the point adds to
@@ -60,6 +109,10 @@ class NestGenerator : public CodeGenerator {
                  : low.stride[low.vec_var][t] == 1 ? Kind::Vec : Kind::Bcast;
     }
     kind_[kOut] = low.lanes == 1 ? Kind::Scalar : Kind::Vec;
+    kind_[kRes] = kind_[kOut];
+    kind_[kBias] = low.lanes == 1 ? Kind::Scalar
+                   : low.epi_fused && low.bias_stride[low.vec_var] == 1 ? Kind::Vec
+                                                                        : Kind::Bcast;
     prologue();
     emit_level(0);
     epilogue();
@@ -67,7 +120,9 @@ class NestGenerator : public CodeGenerator {
 
  private:
   // ---- registers ----------------------------------------------------------------------
-  Reg64 ptr_reg(int t) const { return t == 0 ? rdi : t == 1 ? rsi : rdx; }
+  Reg64 ptr_reg(int t) const {
+    return t == 0 ? rdi : t == 1 ? rsi : t == 2 ? rdx : t == kBias ? r14 : r15;
+  }
   Xmm vr(int i) const {
     if (low_.lanes == 1) return Xmm(i);
     if constexpr (I == Isa::AVX512) return Zmm(i); else return Ymm(i);
@@ -95,6 +150,10 @@ class NestGenerator : public CodeGenerator {
     sub(rsp, 8 * kFrameSlots);
     mov(qword[rsp + 8 * kSlotStart], rcx);  // rcx and r8 become loop counters
     mov(qword[rsp + 8 * kSlotEnd], r8);
+    if (low_.epi_fused) {  // the 6th argument: {bias, residual}
+      mov(r14, qword[r9]);
+      mov(r15, qword[r9 + 8]);
+    }
   }
   void epilogue() {
     add(rsp, 8 * kFrameSlots);
@@ -109,10 +168,11 @@ class NestGenerator : public CodeGenerator {
   struct Counter { bool in_reg; Reg64 reg; int slot; };
   Counter acquire_counter() {
     const Reg64 regs[] = {rax, rcx, r8, r9, r10, rbx, rbp, r12, r13, r14, r15};
+    const int nreg = low_.epi_fused ? 9 : 11;  // r14, r15: the fused epilogue's pointers
     const int d = counter_depth_++;
-    if (d < 11) return {true, regs[d], 0};
-    if (d - 11 >= kStackSlots) throw CompileError("loop nest too deep for the code generator");
-    return {false, rax, d - 11};
+    if (d < nreg) return {true, regs[d], 0};
+    if (d - nreg >= kStackSlots) throw CompileError("loop nest too deep for the code generator");
+    return {false, rax, d - nreg};
   }
   void set_counter(const Counter& c, int64_t n) {
     if (c.in_reg) mov(c.reg, n);
@@ -131,14 +191,14 @@ class NestGenerator : public CodeGenerator {
     else { mov(r11, bytes); add(ptr_reg(t), r11); }
     ++facts_.pointer_updates;
   }
-  void shift(const std::array<int64_t, 3>& bytes, int64_t times) {
-    for (int t = 0; t < 3; ++t) {
+  void shift(const std::array<int64_t, kPtrs>& bytes, int64_t times) {
+    for (int t = 0; t < kPtrs; ++t) {
       disp_[t] += bytes[t] * times;
       if (disp_[t] > kFlushDisp || disp_[t] < -kFlushDisp) { add_ptr(t, disp_[t]); disp_[t] = 0; }
     }
   }
-  void settle(const std::array<int64_t, 3>& target) {
-    for (int t = 0; t < 3; ++t) { add_ptr(t, disp_[t] - target[t]); disp_[t] = target[t]; }
+  void settle(const std::array<int64_t, kPtrs>& target) {
+    for (int t = 0; t < kPtrs; ++t) { add_ptr(t, disp_[t] - target[t]); disp_[t] = target[t]; }
   }
 
   // ---- loops --------------------------------------------------------------------------
@@ -157,8 +217,12 @@ class NestGenerator : public CodeGenerator {
     const LoweredLoop& L = low_.loops[i];
     const int v = L.var;
     const int64_t range = ranges_[v], n = range / L.step, tail = range % L.step;
-    std::array<int64_t, 3> adv;
+    std::array<int64_t, kPtrs> adv{};
     for (int t = 0; t < 3; ++t) adv[t] = low_.stride[v][t] * L.step * 4;
+    if (low_.epi_fused) {
+      adv[kBias] = low_.bias_stride[v] * L.step * 4;
+      adv[kRes] = adv[kOut];
+    }
     int64_t pos = 0;
     ranges_[v] = L.step;
     if (n == 1 || (n > 1 && L.unroll)) {
@@ -187,14 +251,15 @@ class NestGenerator : public CodeGenerator {
   // register + disp_; each trip's body nets to zero and settle() turns the trip's static
   // advance into one register bump, so every trip runs the same code.
   template <class Body>
-  int64_t emit_runtime_loop(int i, int64_t n, const std::array<int64_t, 3>& adv, Body&& body) {
+  int64_t emit_runtime_loop(int i, int64_t n, const std::array<int64_t, kPtrs>& adv,
+                            Body&& body) {
     int64_t u = 1;
     if (i == low_.tile_start - 1 && low_.tile_points < 32)
       u = std::min<int64_t>({n, 4, std::max<int64_t>(1, 48 / low_.tile_points)});
     const int64_t trips = n / u, rest = n % u;
     ++facts_.runtime_loops;
     if (trips > 1) {
-      const std::array<int64_t, 3> entry = disp_;
+      const std::array<int64_t, kPtrs> entry = disp_;
       Counter c = acquire_counter();
       set_counter(c, trips);
       Label top;
@@ -219,19 +284,24 @@ class NestGenerator : public CodeGenerator {
     const LoweredLoop& P = low_.loops[i];  // (L() is xbyak's label method)
     const int v = P.var;
     const int64_t range = ranges_[v], n = range / P.step, tail = range % P.step;
-    std::array<int64_t, 3> adv;
+    std::array<int64_t, kPtrs> adv{};
     for (int t = 0; t < 3; ++t) adv[t] = low_.stride[v][t] * P.step * 4;
+    if (low_.epi_fused) {
+      adv[kBias] = low_.bias_stride[v] * P.step * 4;
+      adv[kRes] = adv[kOut];
+    }
+    const int nptr = low_.epi_fused ? kPtrs : 3;
     const Address start = qword[rsp + 8 * kSlotStart], end = qword[rsp + 8 * kSlotEnd];
-    settle({0, 0, 0});
-    for (int t = 0; t < 3; ++t) mov(qword[rsp + 8 * (kSlotPtr + t)], ptr_reg(t));
+    settle({});
+    for (int t = 0; t < nptr; ++t) mov(qword[rsp + 8 * (kSlotPtr + t)], ptr_reg(t));
     auto restore = [&] {
-      for (int t = 0; t < 3; ++t) mov(ptr_reg(t), qword[rsp + 8 * (kSlotPtr + t)]);
-      disp_ = {0, 0, 0};
+      for (int t = 0; t < nptr; ++t) mov(ptr_reg(t), qword[rsp + 8 * (kSlotPtr + t)]);
+      disp_ = {};
     };
     ++facts_.runtime_loops;
     ranges_[v] = P.step;
     if (n > 0) {
-      for (int t = 0; t < 3; ++t) {  // pointers += start * advance
+      for (int t = 0; t < nptr; ++t) {  // pointers += start * advance
         if (adv[t] == 0) continue;
         mov(r11, start);
         if (adv[t] >= INT32_MIN && adv[t] <= INT32_MAX) {
@@ -258,7 +328,7 @@ class NestGenerator : public CodeGenerator {
       L(top);
       body();
       shift(adv, 1);
-      settle({0, 0, 0});
+      settle({});
       count_down(c, top);
       --counter_depth_;
       L(skip);
@@ -290,6 +360,10 @@ class NestGenerator : public CodeGenerator {
                           Point p{};
                           p.active = low_.lanes == 1 ? 1 : static_cast<int>(range[low_.vec_var]);
                           for (int t = 0; t < 3; ++t) p.off[t] = tensor_offset(low_, off, t);
+                          p.boff = 0;
+                          if (low_.epi_fused)
+                            for (size_t v = 0; v < off.size(); ++v)
+                              p.boff += off[v] * low_.bias_stride[v];
                           p.key = acc_key(low_, off);
                           for (size_t v = 0; v < off.size(); ++v)
                             if (low_.reduction[v]) p.rkey = p.rkey * low_.extents[v] + off[v];
@@ -299,10 +373,13 @@ class NestGenerator : public CodeGenerator {
 
   void emit_hoisted_region() {
     accs_.clear();
+    acc_boff_.clear();
     acc_index_.clear();
     for_each_point([&](const Point& p) {
-      if (acc_index_.emplace(p.key, static_cast<int>(accs_.size())).second)
+      if (acc_index_.emplace(p.key, static_cast<int>(accs_.size())).second) {
         accs_.push_back({p.off[kOut], p.active});
+        acc_boff_.push_back(p.boff);
+      }
     });
     if (static_cast<int>(accs_.size()) > low_.acc_max) throw CompileError("tile exceeds registers");
     has_partial_ = false;
@@ -318,7 +395,81 @@ class NestGenerator : public CodeGenerator {
     cur_mask_ = 0;
     if (low_.reduce_vec) return store_reduced();
     if (low_.out_transposed) return store_transposed();
+    if (low_.epi_fused) fused_epilogue();
     for (int a = 0; a < static_cast<int>(accs_.size()); ++a) store(a, accs_[a].first, accs_[a].second);
+  }
+
+  // The fused epilogue on every accumulator before its store: + bias (a vector along the
+  // vector loop, or one broadcast value), + residual (at the output's offset), relu / relu6.
+  // Scratch: the two registers after the accumulators (the tile leaves kScratchRegisters
+  // free, the AVX2 mask register being the last).
+  void fused_epilogue() {
+    const int nacc = static_cast<int>(accs_.size()), t1 = nacc, t2 = nacc + 1;
+    const int scratch_end = mask_reserved() ? mask_reg() : low_.nregs;
+    if (low_.epi_act == 3 && t1 + 4 > scratch_end) throw FusionUnavailable{};
+    if (low_.epi_act == 1 || low_.epi_act == 2) zero(t2);
+    int six = -1;
+    if (low_.epi_act == 2) {
+      six = nacc + 2;
+      mov(r11d, 0x40C00000);  // 6.0f
+      vmovd(Xmm(six), r11d);
+      vbroadcastss(vr(six), Xmm(six));
+    }
+    for (int a = 0; a < nacc; ++a) {
+      const int active = accs_[a].second;
+      if (low_.epi_bias) {
+        load(t1, kBias, acc_boff_[a], active);
+        vaddps(vr(a), vr(a), vr(t1));
+      }
+      if (low_.epi_add) {
+        load(t1, kRes, accs_[a].first, active);
+        vaddps(vr(a), vr(a), vr(t1));
+      }
+      if (low_.epi_act == 1 || low_.epi_act == 2) vmaxps(vr(a), vr(a), vr(t2));
+      if (low_.epi_act == 2) vminps(vr(a), vr(a), vr(six));
+      if (low_.epi_act == 3) gelu(a, t1, t1 + 1, t1 + 2, t1 + 3);
+    }
+  }
+
+  // x = GELU(x) in place (scratch registers A, T, P, D; r11 holds the constant table).
+  void gelu(int x, int A, int T, int P, int D) {
+    auto c = [&](int i) { return ptr[r11 + i * 64]; };
+    mov(r11, reinterpret_cast<size_t>(gelu_table()));
+    const Xmm X = vr(x), a = vr(A), t = vr(T), p = vr(P), d = vr(D);
+    if constexpr (I == Isa::AVX512) vpandd(a, X, c(kAbsMask)); else vandps(a, X, c(kAbsMask));
+    vmulps(a, a, c(kRsqrt2));                      // a = |x| / sqrt 2
+    vmovups(d, c(kOne));
+    vmovups(t, c(kP));
+    vfmadd213ps(t, a, d);                          // 1 + p a
+    vdivps(t, d, t);                               // t = 1 / (1 + p a)
+    vmovups(p, c(kA5));
+    for (int k : {kA4, kA3, kA2, kA1}) vfmadd213ps(p, t, c(k));
+    vmulps(p, p, t);                               // p = poly(t) t
+    vmulps(a, a, a);
+    vmulps(a, a, c(kNegOne));
+    vmaxps(a, a, c(kMin));                         // e = max(-a^2, -87)
+    vmulps(d, a, c(kLog2e));
+    if constexpr (I == Isa::AVX512) vrndscaleps(d, d, 0); else vroundps(d, d, 0);  // n
+    vfnmadd231ps(a, d, c(kLn2Hi));
+    vfnmadd231ps(a, d, c(kLn2Lo));                 // r = e - n ln2
+    vmovups(t, c(kE7));
+    for (int k : {kE6, kE5, kE4, kE3, kE2, kOne, kOne}) vfmadd213ps(t, a, c(k));  // exp(r)
+    vcvtps2dq(d, d);
+    vpaddd(d, d, c(kI127));
+    vpslld(d, d, 23);                              // 2^n
+    vmulps(t, t, d);                               // exp(e)
+    vmulps(p, p, t);                               // erfc(|x| / sqrt 2)
+    vmovups(t, c(kTwo));
+    vsubps(t, t, p);                               // 1 + erf for x >= 0
+    if constexpr (I == Isa::AVX512) {
+      vcmpps(k2, X, c(kZero), 1);                  // x < 0 (LT_OS)
+      vmovaps(t | k2, p);                          // 1 + erf = erfc(-x / sqrt 2) for x < 0
+    } else {
+      vcmpps(d, X, c(kZero), 1);
+      vblendvps(t, t, p, d);
+    }
+    vmulps(X, X, t);
+    vmulps(X, X, c(kHalf));
   }
 
   // Reduction vector loop: the accumulators of one output element are added together, summed
@@ -422,6 +573,7 @@ class NestGenerator : public CodeGenerator {
         if (need[k + 1][op.lo] || need[k + 1][op.hi]) need[k][op.a] = need[k][op.b] = true;
     std::vector<int> reg(n, -1);
     for (int r = 0; r < g; ++r) reg[r] = run[r];
+    transpose_busy_ = &busy;
     auto take = [&] {
       for (int x = 0; x < low_.nregs; ++x)
         if (!busy[x]) { busy[x] = true; return x; }
@@ -450,12 +602,38 @@ class NestGenerator : public CodeGenerator {
         if (!last) continue;
         for (int c : {op.lo, op.hi}) {
           if (next[c] < 0) continue;
+          if (low_.epi_fused)  // row c: channel c of the block, g consecutive outputs
+            row_epilogue(next[c], base + c * S, g,
+                         acc_boff_[run[0]] + c * low_.bias_stride[low_.vec_var], take());
           store_row(next[c], base + c * S, g);
           busy[next[c]] = false;
         }
       }
       reg = next;
     }
+  }
+  // The fused epilogue on one transposed row (its g elements share one bias value); t is a
+  // scratch register, freed here.
+  void row_epilogue(int r, int64_t off, int g, int64_t boff, int t) {
+    if (low_.epi_bias) {
+      vbroadcastss(vr(t), mem(kBias, boff));
+      vaddps(vr(r), vr(r), vr(t));
+    }
+    if (low_.epi_add) {
+      load(t, kRes, off, g);
+      vaddps(vr(r), vr(r), vr(t));
+    }
+    if (low_.epi_act == 1 || low_.epi_act == 2) {  // (GELU is never fused here: lowering)
+      zero(t);
+      vmaxps(vr(r), vr(r), vr(t));
+    }
+    if (low_.epi_act == 2) {
+      mov(r11d, 0x40C00000);  // 6.0f
+      vmovd(Xmm(t), r11d);
+      vbroadcastss(vr(t), Xmm(t));
+      vminps(vr(r), vr(r), vr(t));
+    }
+    transpose_busy_->at(t) = false;
   }
   void store_row(int r, int64_t off, int g) {
     ++facts_.stores;
@@ -596,8 +774,10 @@ class NestGenerator : public CodeGenerator {
   const Lowered& low_;
   CompileFacts& facts_;
   std::vector<int64_t> ranges_;
-  std::array<int64_t, 3> disp_{0, 0, 0};
-  Kind kind_[3];
+  std::array<int64_t, kPtrs> disp_{};
+  Kind kind_[kPtrs];
+  std::vector<int64_t> acc_boff_;  // bias offset of each accumulator (fused epilogue)
+  std::vector<bool>* transpose_busy_ = nullptr;  // registers in use by store_transposed
   int counter_depth_ = 0;
   std::vector<std::pair<int64_t, int>> accs_;  // (output offset, active lanes)
   std::map<std::pair<int64_t, int64_t>, int> acc_index_;
@@ -659,8 +839,19 @@ JitCode generate_for(const Lowered& low, CompileFacts& facts) {
 }  // namespace
 
 JitCode generate(const Lowered& low, CompileFacts& facts) {
-  if (low.isa == Isa::AVX512) return generate_for<Isa::AVX512>(low, facts);
-  return generate_for<Isa::AVX2>(low, facts);
+  try {
+    if (low.isa == Isa::AVX512) return generate_for<Isa::AVX512>(low, facts);
+    return generate_for<Isa::AVX2>(low, facts);
+  } catch (const FusionUnavailable&) {  // too few scratch registers: the pass applies it
+    Lowered unfused = low;
+    unfused.epi_fused = false;
+    CompileFacts f = facts;
+    f.epilogue_fused = false;
+    JitCode code = low.isa == Isa::AVX512 ? generate_for<Isa::AVX512>(unfused, f)
+                                          : generate_for<Isa::AVX2>(unfused, f);
+    facts = f;
+    return code;
+  }
 }
 
 JitCode generate_peak_loop(Isa isa, int chains) {

@@ -12,8 +12,9 @@ namespace looptune::detail {
 
 // start, end: the iterations [start, end) of the parallel loop to run (Lowered::par); ignored
 // by a kernel without one. Each thread calls the same code with its own range.
+// epi: {bias, residual} of an epilogue fused into the store (Lowered::epi_fused), else unused.
 using KernelFn = void (*)(const float* in0, const float* in1, float* out, int64_t start,
-                          int64_t end);
+                          int64_t end, const float* const* epi);
 
 // Pages holding a copy of generated code, read+execute only (never writable and executable at
 // once: the code is generated in a per-thread scratch buffer, copied, then protected).

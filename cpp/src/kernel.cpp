@@ -7,6 +7,7 @@
 #include <cstring>
 #include <iostream>
 #include <sstream>
+#include <stdexcept>
 #include <unistd.h>
 
 #include <immintrin.h>
@@ -136,9 +137,29 @@ void blocked_copy(const float* user, float* kern, const TensorAccess& t, bool to
   });
 }
 
+// A blocked input with conv padding (depthwise conv2d: NCHW -> [N][C/L][H+2p][W+2p][L]): each
+// row of L channels x W columns is transposed into place. Padding is never written.
+void blocked_padded_copy(const float* src, float* dst, const TensorAccess& t, int threads) {
+  const int64_t N = t.shape[0], C = t.shape[1], H = t.shape[2], W = t.shape[3];
+  const int64_t L = t.blocking.factor, CB = (C + L - 1) / L;
+  const int64_t hp = t.alloc_shape[2], wp = t.alloc_shape[3], ph = t.pad[2], pw = t.pad[3];
+  parallel_for(N * CB, threads, [&](int64_t i0, int64_t i1) {  // blocks shared by threads
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / CB, cb = i % CB, rows = std::min(L, C - cb * L);
+      for (int64_t h = 0; h < H; ++h)
+        transpose(src + ((n * C + cb * L) * H + h) * W, H * W,
+                  dst + (((n * CB + cb) * hp + h + ph) * wp + pw) * L, L, rows, W);
+    }
+  });
+}
+
 // The user's input in the kernel's buffer layout (conv padding, longer rows or blocking).
 void to_kernel_layout(const float* src, float* dst, const TensorAccess& t, int threads) {
-  if (t.blocking.active()) blocked_copy(src, dst, t, true, threads);
+  // (an input blocked in dim 1 of NCHW: only the depthwise conv's; outputs never come here)
+  if (t.blocking.active() && t.blocking.dim == 1 && t.shape.size() == 4 &&
+      t.alloc_shape.size() == 5)
+    blocked_padded_copy(src, dst, t, threads);
+  else if (t.blocking.active()) blocked_copy(src, dst, t, true, threads);
   else copy_padded(src, dst, t, threads);
 }
 
@@ -150,6 +171,7 @@ detail::JitCode generate_code(const detail::Lowered& low, Isa isa, CompileFacts&
   facts.vectorized = low.lanes > 1;
   facts.reduction_vectorized = low.reduce_vec;
   facts.out_transposed = low.out_transposed;
+  facts.epilogue_fused = low.epi_fused;
   facts.tile_loops = static_cast<int>(low.loops.size()) - low.tile_start;
   facts.tile_accumulators = low.tile_accumulators;
   facts.accumulators_hoisted = low.hoist_start < low.tile_start;
@@ -246,7 +268,8 @@ int Kernel::threads_used(int threads) const {
 
 // The output is zeroed first when the kernel accumulates into it (in 16 KiB chunks per thread),
 // then each thread runs its share of the parallel loop's iterations.
-void Kernel::call(const float* in0, const float* in1, float* out, int threads) const {
+void Kernel::call(const float* in0, const float* in1, float* out, int threads,
+                  const float* const* epi) const {
   const detail::KernelFn fn = code_->jit.fn;
   if (!code_->low.zero_init) {
     const TensorAccess& o = tree_.computation().out;
@@ -255,9 +278,11 @@ void Kernel::call(const float* in0, const float* in1, float* out, int threads) c
       std::memset(out + c0 * chunk, 0, sizeof(float) * (std::min(n, c1 * chunk) - c0 * chunk));
     });
   }
-  if (threads <= 1) return fn(in0, in1, out, 0, code_->low.par_iterations);
+  static const float* const kNoEpilogue[2] = {nullptr, nullptr};
+  if (!epi) epi = kNoEpilogue;
+  if (threads <= 1) return fn(in0, in1, out, 0, code_->low.par_iterations, epi);
   parallel_for(code_->low.par_iterations, threads,
-               [&](int64_t b, int64_t e) { fn(in0, in1, out, b, e); });
+               [&](int64_t b, int64_t e) { fn(in0, in1, out, b, e, epi); });
 }
 
 // Kernel-layout copies of the inputs whose buffer differs from the user's (conv padding,
@@ -301,7 +326,7 @@ struct Kernel::Relayout {
 };
 
 void Kernel::execute(const float* in0, const float* in1, bool in1_packed, float* out,
-                     const Relayout& r, int threads) const {
+                     const Relayout& r, int threads, const float* const* epi) const {
   const Computation& c = tree_.computation();
   if (relaid_[0]) {
     to_kernel_layout(in0, r.in[0]->p, c.in0, threads);
@@ -311,13 +336,36 @@ void Kernel::execute(const float* in0, const float* in1, bool in1_packed, float*
     to_kernel_layout(in1, r.in[1]->p, c.in1, threads);
     in1 = r.in[1]->p;
   }
-  if (!out_relaid_) return call(in0, in1, out, threads);
-  call(in0, in1, r.out->p, threads);
+  if (!out_relaid_) return call(in0, in1, out, threads, epi);
+  call(in0, in1, r.out->p, threads, epi);
   blocked_copy(out, r.out->p, c.out, false, threads);
 }
 
-void Kernel::run(const float* in0, const float* in1, float* out, int threads) const {
+void Kernel::set_constant_bias(const float* bias) {
+  const Computation& c = tree_.computation();
+  if (!c.epilogue.bias) throw std::invalid_argument("this kernel's epilogue has no bias");
+  constant_bias_.assign(bias, bias + c.bias_shape()[0]);
+}
+
+void Kernel::run(const float* in0, const float* in1, float* out, int threads, const float* bias,
+                 const float* residual) const {
   threads = threads_used(threads);
+  const Epilogue& e = tree_.computation().epilogue;
+  if (e.empty()) return run_body(in0, in1, out, threads);
+  const bool fused = facts_.epilogue_fused;  // (the generator may have declined)
+  if (e.bias && !bias) {
+    if (constant_bias_.empty()) throw std::invalid_argument("no bias given and no constant bias set");
+    bias = constant_bias_.data();
+  }
+  if (e.add && !residual) throw std::invalid_argument("the epilogue needs a residual");
+  const float* const epi[2] = {bias, residual};
+  if (fused) return run_body(in0, in1, out, threads, epi);
+  run_body(in0, in1, out, threads);
+  apply_epilogue(tree_.computation(), out, bias, residual, threads);
+}
+
+void Kernel::run_body(const float* in0, const float* in1, float* out, int threads,
+                      const float* const* epi) const {
   const bool packed = in1 == nullptr;
   if (packed) {
     if (!constant_) throw CompileError("no b given and no constant operand set");
@@ -325,7 +373,8 @@ void Kernel::run(const float* in0, const float* in1, float* out, int threads) co
   }
   // The common case: every buffer is the user's own (no relayout copy), so the call needs no
   // workspace, no lock and no copy of the computation.
-  if (!relaid_[0] && !(relaid_[1] && !packed) && !out_relaid_) return call(in0, in1, out, threads);
+  if (!relaid_[0] && !(relaid_[1] && !packed) && !out_relaid_)
+    return call(in0, in1, out, threads, epi);
   // The kernel's workspace (relayout buffers) serves one call at a time; a concurrent call
   // on another thread uses buffers of its own. It serves this kernel's computation only, so its
   // buffers are allocated and their padding zeroed once (copies never write padding).
@@ -333,11 +382,11 @@ void Kernel::run(const float* in0, const float* in1, float* out, int threads) co
   if (lock.owns_lock()) {
     if (!workspace_) workspace_ = std::make_unique<Relayout>();
     workspace_->ensure(tree_.computation(), out_relaid_, !packed);
-    return execute(in0, in1, packed, out, *workspace_, threads);
+    return execute(in0, in1, packed, out, *workspace_, threads, epi);
   }
   Relayout local;
   local.ensure(tree_.computation(), out_relaid_, !packed);
-  execute(in0, in1, packed, out, local, threads);
+  execute(in0, in1, packed, out, local, threads, epi);
 }
 
 // Timing buffers (the user's layout) are reused across calls on one thread while the shapes
@@ -345,6 +394,7 @@ void Kernel::run(const float* in0, const float* in1, float* out, int threads) co
 // and filling. Relayout copies are part of every timed call, as they are of run().
 struct BenchBuffers {
   std::unique_ptr<AlignedFloats> a, b, o;
+  std::vector<float> bias, residual;  // the epilogue's operands (random, like a and b)
   Kernel::Relayout relayout;
   bool fits(int64_t na, int64_t nb, int64_t no) const {
     return a && a->n == na && b->n == nb && o->n == no;
@@ -362,6 +412,10 @@ struct BenchBuffers {
     };
     fill(*a);
     fill(*b);
+    bias.resize(std::max<int64_t>(1, nb));  // sized below to the computation's
+    residual.resize(no);
+    for (float& v : bias) { x ^= x << 13; x ^= x >> 17; x ^= x << 5; v = static_cast<float>(x >> 8) * (2.0f / 16777216.0f) - 1.0f; }
+    for (float& v : residual) { x ^= x << 13; x ^= x >> 17; x ^= x << 5; v = static_cast<float>(x >> 8) * (2.0f / 16777216.0f) - 1.0f; }
     std::memset(o->p, 0, sizeof(float) * no);
   }
 };
@@ -378,6 +432,17 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
   const float *a = buf.a->p, *b = prepacked ? packed->buf->p : buf.b->p;
   float* o = buf.o->p;
   const Kernel::Relayout& layout = buf.relayout;
+  // The epilogue pass is part of every timed call (its operands: random buffers).
+  const bool epi = !c.epilogue.empty();
+  if (epi && static_cast<int64_t>(buf.bias.size()) < c.bias_shape()[0])
+    buf.bias.resize(c.bias_shape()[0], 0.5f);
+  const float *bias = buf.bias.data(), *res = buf.residual.data();
+  auto execute = [&](const float* a_, const float* b_, bool packed_, float* o_,
+                     const Kernel::Relayout& l_, int threads_) {
+    const float* const ops[2] = {bias, res};
+    this->execute(a_, b_, packed_, o_, l_, threads_, ops);
+    if (epi && !facts_.epilogue_fused) apply_epilogue(c, o_, bias, res, threads_);
+  };
 
   const auto start = Clock::now();
   auto t0 = start;

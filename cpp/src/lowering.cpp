@@ -150,6 +150,32 @@ void choose_output_layout(Lowered& low, const Computation& c) {
   for (size_t v = 0; v < user.size(); ++v) low.stride[v][kOut] = user[v];
 }
 
+// Decides Lowered::epi_fused and the bias strides (see there).
+void choose_epilogue_fusion(Lowered& low, const Computation& c) {
+  const Epilogue& e = c.epilogue;
+  if (e.empty() || low.lanes == 1 || low.reduce_vec || !low.zero_init ||
+      (c.out.padded() && !low.out_user) || (e.act == "gelu" && low.out_transposed))
+    return;
+  // the output (user layout) viewed as [A][Ch][B]: a variable's bias stride is its stride's
+  // component along Ch
+  const int bd = c.bias_dim();
+  int64_t B = 1;
+  for (int d = bd + 1; d < static_cast<int>(c.out.shape.size()); ++d) B *= c.out.shape[d];
+  const int64_t ch = c.out.shape[bd];
+  std::vector<int64_t> bs(low.extents.size(), 0);
+  for (size_t v = 0; v < bs.size(); ++v) {
+    const int64_t s = low.stride[v][kOut];
+    if (s != 0 && s % B == 0) bs[v] = (s / B) % ch;
+  }
+  // the vector loop walks the bias by 0 or 1 (a transposed store: 1, the channel block)
+  if (bs[low.vec_var] > 1 || (low.out_transposed && bs[low.vec_var] != 1)) return;
+  low.epi_fused = true;
+  low.epi_bias = e.bias;
+  low.epi_add = e.add;
+  low.epi_act = e.act == "relu" ? 1 : e.act == "relu6" ? 2 : e.act == "gelu" ? 3 : 0;
+  low.bias_stride = bs;
+}
+
 }  // namespace
 
 std::vector<int64_t> full_ranges_at(const Lowered& low, int i) {
@@ -221,6 +247,7 @@ Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user) {
   }
   honour_unroll_annotations(low);
   if (allow_out_user) choose_output_layout(low, c);
+  choose_epilogue_fusion(low, c);
   return low;
 }
 

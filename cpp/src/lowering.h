@@ -18,6 +18,7 @@
 namespace looptune::detail {
 
 constexpr int kIn0 = 0, kIn1 = 1, kOut = 2;
+constexpr int kBias = 3, kRes = 4;  // the fused epilogue's operands (pointer registers r14, r15)
 constexpr int64_t kMaxTilePoints = 256;  // unrolled (vector) FMAs in one tile instance
 constexpr int64_t kMaxUnrollProduct = 64;
 
@@ -52,6 +53,16 @@ struct Lowered {
   // an in-register transpose (out_transposed), so no copy pass converts the output afterwards.
   bool out_user = false;
   bool out_transposed = false;
+  // The epilogue is applied to the accumulators right before their store (the output is
+  // written once, from registers, in the user's layout, by vector stores, transposed ones
+  // included): bias (its element stride per variable: bias_stride), residual (the output's
+  // strides), relu / relu6 / GELU (GELU not in a transposed store, and only when 4 scratch
+  // registers are free). Otherwise (accumulated outputs, outputs copied from a blocked layout,
+  // reduction vector loops, scalar code) the kernel runs without it and a pass applies it
+  // afterwards; facts().epilogue_fused tells which.
+  bool epi_fused = false, epi_bias = false, epi_add = false;
+  int epi_act = 0;  // 0 none, 1 relu, 2 relu6, 3 gelu (not with a transposed store)
+  std::vector<int64_t> bias_stride;
   int tile_accumulators = 0, tile_points = 0;
   int unroll_ignored = 0;
   // The parallel loop (-1: none). It stays outside the register tile and the hoisted region

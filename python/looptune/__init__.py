@@ -44,9 +44,12 @@ from looptune.threads import init_from_env as _threads_from_env
 __version__ = "0.1.0"
 
 
-def contraction(spec: str, sizes: dict[str, int] | None = None, **kw: int) -> Computation:
-    """A generic two-input contraction, e.g. ``contraction("mk,kn->mn", m=128, k=64, n=256)``."""
-    return _contraction(spec, {**(sizes or {}), **kw})
+def contraction(
+    spec: str, sizes: dict[str, int] | None = None, *, epilogue: str = "", **kw: int
+) -> Computation:
+    """A generic two-input contraction, e.g. ``contraction("mk,kn->mn", m=128, k=64, n=256)``;
+    ``epilogue`` as for matmul (the bias runs along the output's last letter)."""
+    return _contraction(spec, {**(sizes or {}), **kw}, epilogue)
 
 
 from looptune._compat import install as _install_compat

@@ -31,6 +31,11 @@ class Computation:
     conv_stride: int  # conv2d only (1 otherwise)
     conv_pad: int  # conv2d only (0 otherwise)
     block: int  # blocked layout: conv2d output channels / matmul B column panels; 0 = plain
+    groups: int  # conv2d only: grouped convolution (1: plain)
+    # the pointwise epilogue after the reduction: "bias", "bias+add+relu", ...; "" for none
+    epilogue: str
+    bias_shape: tuple[int, ...]  # the epilogue bias: (output channels,)
+    def with_epilogue(self, epilogue: str) -> Computation: ...
     name: str  # short id, e.g. "mm128_256_64"
     flops: int
     vars: list[Var]
@@ -42,8 +47,10 @@ class Computation:
     def __hash__(self) -> int: ...
 
 # layout: "auto" (op default for the host vector width), "plain", "blocked" or "blocked<L>"
-def matmul(m: int, k: int, n: int, layout: str = "auto") -> Computation: ...
-def batch_matmul(b: int, m: int, k: int, n: int) -> Computation: ...
+# epilogue: terms joined by "+" in order: optional "bias", optional "add", optional
+# "relu" | "relu6" | "gelu": out = act(acc + bias[channel] + residual); ValueError otherwise
+def matmul(m: int, k: int, n: int, layout: str = "auto", epilogue: str = "") -> Computation: ...
+def batch_matmul(b: int, m: int, k: int, n: int, epilogue: str = "") -> Computation: ...
 def conv2d(
     n: int,
     c: int,
@@ -55,8 +62,10 @@ def conv2d(
     stride: int = 1,
     pad: int = 0,
     layout: str = "auto",
+    groups: int = 1,  # weights [k, c // groups, r, s]; groups divides c and k
+    epilogue: str = "",
 ) -> Computation: ...
-def contraction(spec: str, sizes: dict[str, int]) -> Computation: ...
+def contraction(spec: str, sizes: dict[str, int], epilogue: str = "") -> Computation: ...
 def parse_computation(header: str) -> Computation: ...
 
 class Loop:
@@ -119,12 +128,19 @@ class Kernel:
         a: npt.NDArray[np.float32],
         b: npt.NDArray[np.float32] | None = None,  # None: the constant set by set_constant()
         out: npt.NDArray[np.float32] | None = None,
+        *,
+        bias: npt.NDArray[np.float32] | None = None,  # required iff the epilogue names it
+        residual: npt.NDArray[np.float32] | None = None,  # (bias: or set_constant(b, bias))
     ) -> npt.NDArray[np.float32]: ...
     # Called by __call__ for arguments that are not numpy arrays, when set (looptune.interop
     # sets it: torch tensors); the engine raises its typed errors if this passes them on again
     _call_fallback: ClassVar[Callable[[Kernel, Any, Any, Any], Any]]
     has_constant: bool
-    def set_constant(self, b: npt.NDArray[np.float32]) -> None: ...  # keeps a packed copy
+    has_constant_bias: bool
+    # keeps a packed copy of b (and of the epilogue's bias, when given)
+    def set_constant(
+        self, b: npt.NDArray[np.float32], bias: npt.NDArray[np.float32] | None = None
+    ) -> None: ...
     def benchmark(
         self,
         min_time: float = 0.01,

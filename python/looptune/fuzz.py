@@ -2,14 +2,16 @@
 
     python -m looptune.fuzz --minutes 10 --seed 1 [--json out.json]
 
-Each *case* is a computation (matmul, batch matmul, conv2d with strides 1-3 and pads 0-3, or a
-random two-input contraction) with odd sizes, and ``--schedules`` random legal schedules of it
-(random walks over the rich action set). Every schedule is compiled for each ISA the CPU runs
-(AVX-512 and AVX2), run on inputs and an output that end exactly at a ``PROT_NONE`` guard page
-(an overrun faults instead of passing silently), and compared with numpy in float64; its dump
-is parsed back and must give the same tree and hash. Half the schedules that have no parallel
-loop after the walk get one on a random legal loop; every kernel is run again on a random 2-8
-threads (more than the cores, often) and must give exactly its 1-thread output.
+Each *case* is a computation (matmul, batch matmul, conv2d with strides 1-3, pads 0-3 and
+groups (grouped and depthwise), or a random two-input contraction) with odd sizes and a random
+epilogue (bias, residual add, relu/relu6/gelu; its operands guarded too), and ``--schedules``
+random legal schedules of it (random walks over the rich action set). Every schedule is
+compiled for each ISA the CPU runs (AVX-512 and AVX2), run on inputs and an output that end
+exactly at a ``PROT_NONE`` guard page (an overrun faults instead of passing silently), and
+compared with numpy in float64; its dump is parsed back and must give the same tree and hash.
+Half the schedules that have no parallel loop after the walk get one on a random legal loop;
+every kernel is run again on a random 2-8 threads (more than the cores, often) and must give
+exactly its 1-thread output.
 
 Work runs in a worker subprocess that reports each case before and after it; the parent is the
 watchdog: a worker that dies is a *crash*, one silent for ``--hang-seconds`` is a *hang*, and
@@ -50,28 +52,47 @@ def _odd(rng: random.Random, hi: int) -> int:
 LAYOUTS = ("auto", "plain", "blocked16", "blocked8", "blocked1")
 
 
+# epilogues (half the cases have none)
+EPILOGUES = ("", "", "", "bias", "bias+relu", "bias+add+relu", "add+relu6", "bias+gelu",
+             "gelu", "add", "bias+add+gelu", "relu6")
+
+
 def random_computation(rng: random.Random) -> Any:
-    """A computation of a random kind with odd sizes; ValueError if the engine refuses it."""
+    """A computation of a random kind with odd sizes and a random epilogue (conv2d: random
+    groups too, depthwise included); ValueError if the engine refuses it."""
     import looptune
 
     kind = rng.choice(("matmul", "matmul", "bmm", "conv2d", "conv2d", "einsum"))
     layout = rng.choice(LAYOUTS)
+    epi = rng.choice(EPILOGUES)
     if kind == "matmul":
-        return looptune.matmul(_odd(rng, 41), _odd(rng, 41), _odd(rng, 41), layout=layout)
+        return looptune.matmul(_odd(rng, 41), _odd(rng, 41), _odd(rng, 41), layout=layout,
+                               epilogue=epi)
     if kind == "bmm":
-        return looptune.batch_matmul(rng.randint(1, 4), _odd(rng, 24), _odd(rng, 24), _odd(rng, 24))
+        return looptune.batch_matmul(rng.randint(1, 4), _odd(rng, 24), _odd(rng, 24),
+                                     _odd(rng, 24), epilogue=epi)
     if kind == "conv2d":
         stride, pad = rng.randint(1, 3), rng.randint(0, 3)
         r, s = rng.randint(1, 4), rng.randint(1, 4)
         h, w = rng.randint(max(1, r - 2 * pad), 13), rng.randint(max(1, s - 2 * pad), 13)
-        k = rng.choice([1, 3, 5, 7, 8, 13, 16, 20, 24, 32, 33, 48])
+        groups = rng.choice([1, 1, 2, 3, 4, "depthwise"])
+        if groups == "depthwise":
+            c = rng.choice([1, 3, 8, 13, 16, 19, 24, 33])
+            groups, k = c, c * rng.choice([1, 1, 1, 2])
+        else:
+            c = groups * rng.randint(1, 5)
+            k = groups * rng.choice([1, 3, 5, 7, 8, 13, 16])
+            block = int(layout[7:] or 0) if layout.startswith("blocked") else 0
+            if groups > 1 and block and (k // groups) % block:
+                layout = "auto"  # blocks of channels may not straddle groups
         return looptune.conv2d(
-            rng.randint(1, 2), rng.randint(1, 5), h, w, k, r, s, stride, pad, layout=layout
+            rng.randint(1, 2), c, h, w, k, r, s, stride, pad, layout=layout, groups=groups,
+            epilogue=epi,
         )
-    return random_contraction(rng)
+    return random_contraction(rng, epi)
 
 
-def random_contraction(rng: random.Random) -> Any:
+def random_contraction(rng: random.Random, epilogue: str = "") -> Any:
     """A random two-input contraction: each index in the output and/or reduced over."""
     import looptune
 
@@ -88,7 +109,7 @@ def random_contraction(rng: random.Random) -> Any:
     rng.shuffle(out)
     spec = f"{''.join(a)},{''.join(b)}->{''.join(out)}"
     sizes = {x: rng.choice([1, 2, 3, 5, 7, 9, 13, 16, 17]) for x in set(a + b + out)}
-    return looptune.contraction(spec, sizes)
+    return looptune.contraction(spec, sizes, epilogue=epilogue)
 
 
 def random_schedule(comp: Any, rng: random.Random) -> Any:
@@ -116,14 +137,15 @@ def mark_parallel(tree: Any, rng: random.Random) -> Any:
 
 
 def parallel_mismatch(kernel: Any, a: np.ndarray, b: np.ndarray, want: np.ndarray,
-                      threads: int) -> str:
-    """"" when ``kernel`` on ``threads`` threads gives exactly ``want`` (its 1-thread result)."""
+                      threads: int, **epilogue: np.ndarray) -> str:
+    """"" when ``kernel`` on ``threads`` threads gives exactly ``want`` (its 1-thread result);
+    ``epilogue``: its bias / residual."""
     from looptune import _core
 
     old = _core.get_num_threads()
     _core.set_num_threads(threads)
     try:
-        got = kernel(a, b)
+        got = kernel(a, b, **epilogue)
     finally:
         _core.set_num_threads(old)
     if np.array_equal(got, want, equal_nan=True):
@@ -188,7 +210,12 @@ def isas() -> list[str]:
 def run_case(seed: int, index: int, schedules: int) -> dict:
     """Fuzz case ``index`` of ``seed``: returns counts and the first failures."""
     from looptune import LoopTree
-    from looptune.measure.reference import expected, random_inputs, reduction_length
+    from looptune.measure.reference import (
+        epilogue_inputs,
+        expected,
+        random_inputs,
+        reduction_length,
+    )
 
     rng = random.Random(seed * 1_000_003 + index)
     try:
@@ -196,7 +223,8 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
     except ValueError:
         return {"schedules": 0, "kernels": 0, "wrong": [], "exceptions": [], "refused": 1}
     a, b = random_inputs(comp, seed=index)
-    want = expected(comp, a, b)
+    extra = epilogue_inputs(comp, seed=index)
+    want = expected(comp, a, b, **extra)
     tol = 1e-5 + 2e-6 * reduction_length(comp)
     mem = GuardedArrays()
     out: dict[str, Any] = {
@@ -205,6 +233,7 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
     try:
         ga, gb = mem.array(a.shape, a), mem.array(b.shape, b)
         go = mem.array(tuple(comp.output.shape))
+        gextra = {name: mem.array(x.shape, x) for name, x in extra.items()}
         for _ in range(schedules):
             tree = random_schedule(comp, rng)
             back = LoopTree.parse(tree.dump())
@@ -215,8 +244,8 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
                 threads = rng.randint(2, 8)
                 try:
                     kernel = tree.compile(isa)
-                    got = kernel(ga, gb, go)
-                    same = parallel_mismatch(kernel, ga, gb, got.copy(), threads)
+                    got = kernel(ga, gb, go, **gextra)
+                    same = parallel_mismatch(kernel, ga, gb, got.copy(), threads, **gextra)
                 except Exception as exc:  # a legal schedule must compile and run
                     out["exceptions"].append(
                         {"isa": isa, "error": f"{type(exc).__name__}: {exc}", "tree": tree.dump()}

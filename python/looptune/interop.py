@@ -2,11 +2,12 @@
 
 Installed on ``looptune.Kernel`` at import (``install()``), so every kernel gets both:
 
-- ``kernel(a, b, out=None)`` also takes contiguous float32 torch CPU tensors (and mixes of torch
-  and numpy). A tensor is handed to the engine as a numpy view of its memory (no copy); when any
-  argument is a tensor the result is a tensor (``out`` itself when given, else a new tensor that
-  shares the result's memory). Tensors that need grad, live on another device or have another
-  dtype raise ``TypeError``; non-contiguous ones ``ValueError`` (call ``.contiguous()``).
+- ``kernel(a, b, out=None, *, bias=None, residual=None)`` also takes contiguous float32 torch
+  CPU tensors (and mixes of torch and numpy). A tensor is handed to the engine as a numpy view
+  of its memory (no copy); when any argument is a tensor the result is a tensor (``out``
+  itself when given, else a new tensor that shares the result's memory). Tensors that need
+  grad, live on another device or have another dtype raise ``TypeError``; non-contiguous ones
+  ``ValueError`` (call ``.contiguous()``).
   ``Kernel.__call__`` stays the engine's own: numpy arrays never pass through Python code here.
   The engine hands any call with an argument that is not a numpy array to
   ``Kernel._call_fallback`` (``kernel_call`` below), which converts the tensors and calls the
@@ -48,18 +49,37 @@ def _as_array(x: Any, what: str, tensor_type: type) -> Any:
     return x.numpy()  # shares the tensor's memory
 
 
-def kernel_call(self: Kernel, a: Any, b: Any = None, out: Any = None) -> Any:
-    """``C = kernel(A, B)`` (``kernel(A)`` when B was set with ``set_constant``): numpy arrays
-    or torch CPU tensors (see the module docstring). Installed as ``Kernel._call_fallback``: the
-    engine calls it for arguments that are not numpy arrays."""
+def kernel_call(
+    self: Kernel,
+    a: Any,
+    b: Any = None,
+    out: Any = None,
+    *,
+    bias: Any = None,
+    residual: Any = None,
+) -> Any:
+    """``C = kernel(A, B)`` (``kernel(A)`` when B was set with ``set_constant``), with the
+    epilogue's ``bias`` / ``residual`` when it names them: numpy arrays or torch CPU tensors
+    (see the module docstring). Installed as ``Kernel._call_fallback``: the engine calls it for
+    arguments that are not numpy arrays."""
     tensor = _torch_tensor_type()
-    if tensor is None or not any(isinstance(x, tensor) for x in (a, b, out)):
-        return _native_call(self, a, b, out)
+    extra = {}
+    if tensor is None or not any(isinstance(x, tensor) for x in (a, b, out, bias, residual)):
+        if bias is not None:
+            extra["bias"] = bias
+        if residual is not None:
+            extra["residual"] = residual
+        return _native_call(self, a, b, out, **extra)
+    if bias is not None:
+        extra["bias"] = _as_array(bias, "bias", tensor)
+    if residual is not None:
+        extra["residual"] = _as_array(residual, "residual", tensor)
     result = _native_call(
         self,
         _as_array(a, "a", tensor),
         _as_array(b, "b", tensor),
         None if out is None else _as_array(out, "out", tensor),
+        **extra,
     )
     if out is not None and isinstance(out, tensor):
         return out

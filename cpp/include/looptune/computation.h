@@ -49,6 +49,22 @@ struct TensorAccess {
   bool padded() const;               // the kernel buffer differs from the user's (a copy is made)
 };
 
+// A pointwise epilogue applied to every output element after the reduction:
+// out = act(acc + bias[channel] + residual), the terms in this order. `channel` is the output's
+// channel dimension (K of conv2d; the last user-facing output dim otherwise); the residual has
+// the output's user-facing shape. act: "" (none), "relu", "relu6" or "gelu" (exact, erf form).
+struct Epilogue {
+  bool bias = false, add = false;
+  std::string act;
+  bool empty() const { return !bias && !add && act.empty(); }
+  std::string str() const;  // canonical spec, e.g. "bias+add+relu"; "" when empty
+  bool operator==(const Epilogue& o) const { return str() == o.str(); }
+};
+
+// Parses "bias", "bias+relu", "add+gelu", "" ...; throws std::invalid_argument naming the
+// allowed terms for anything else (unknown terms, repeats, the wrong order).
+Epilogue parse_epilogue(const std::string& spec);
+
 class Computation {
  public:
   std::string kind;  // "matmul", "batch_matmul", "conv2d", "contraction"
@@ -61,6 +77,11 @@ class Computation {
   // (weights [K/L][C][R][S][L], output [N][K/L][OH][OW][L], variables ko, ki); matmul: B packed
   // in column panels [N/L][K][L] (variables no, ni). Part of name() and header().
   int64_t block = 0;
+  int64_t groups = 1;  // conv2d only: grouped convolution (weights [K][C/groups][R][S])
+  Epilogue epilogue;   // applied to the output after the reduction (part of the header)
+
+  int bias_dim() const;                  // the output dim the bias runs along
+  std::vector<int64_t> bias_shape() const;  // {out.shape[bias_dim()]}
 
   int64_t flops() const;         // 2 * prod(extents), less the zero padding of a blocked dim
   int var_index(const std::string& name) const;  // -1 if absent
@@ -79,11 +100,14 @@ constexpr int kMaxVars = 12;                              // variables per compu
 Computation matmul(int64_t m, int64_t k, int64_t n);
 Computation batch_matmul(int64_t b, int64_t m, int64_t k, int64_t n);
 Computation conv2d(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
-                   int64_t stride, int64_t pad);
+                   int64_t stride, int64_t pad, int64_t groups = 1);
 // Blocked layouts (block >= 1; see Computation::block).
 Computation matmul_packed(int64_t m, int64_t k, int64_t n, int64_t block);
 Computation conv2d_blocked(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r,
-                           int64_t s, int64_t stride, int64_t pad, int64_t block);
+                           int64_t s, int64_t stride, int64_t pad, int64_t block,
+                           int64_t groups = 1);
+// c with the epilogue `spec` (parse_epilogue; throws std::invalid_argument).
+Computation with_epilogue(Computation c, const std::string& spec);
 // The default block of an op ("auto" layout), given the vector lanes of the target ISA: conv2d
 // blocks output channels by `lanes` when there are at least `lanes` of them (every vector of
 // the inner block is full or nearly so); matmul packs B in panels of `lanes` when B is larger

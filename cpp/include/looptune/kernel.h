@@ -18,6 +18,8 @@ struct CompileFacts {
   int lanes = 1;                 // 1 when the innermost loop is not vectorized
   bool vectorized = false;
   bool reduction_vectorized = false;  // the vector loop is a reduction (horizontal sum at store)
+  bool epilogue_fused = false;   // the epilogue is applied to the accumulators before the
+                                 // kernel's (only) store; otherwise in a pass after the kernel
   bool out_transposed = false;   // a blocked output stored in the user's layout by in-register
                                  // transposes (no copy pass after the kernel)
   int tile_loops = 0;            // innermost loops fully unrolled into the register tile
@@ -57,10 +59,18 @@ class Kernel {
   // in1 == nullptr uses the constant operand kept by set_constant_in1 (CompileError if none).
   // `out` needs no zero-fill (run zeroes it when the kernel accumulates into it). Safe to call
   // from several threads at once; a kernel without relayout copies takes no lock.
+  // bias / residual: the epilogue's operands (Computation::epilogue): bias of
+  // Computation::bias_shape() (nullptr: the one kept by set_constant_bias), residual of the
+  // output's shape; both ignored when the epilogue does not name them. The epilogue is fused
+  // into the kernel's store (facts().epilogue_fused) or applied in a pass after it.
   // threads: how many threads share the parallel loop (0: num_threads(), thread_pool.h); a
   // kernel without a parallel loop runs on the calling thread whatever it is. The result is
   // bit-identical at every thread count.
-  void run(const float* in0, const float* in1, float* out, int threads = 0) const;
+  void run(const float* in0, const float* in1, float* out, int threads = 0,
+           const float* bias = nullptr, const float* residual = nullptr) const;
+  // Keeps a copy of the epilogue's bias, so calls may pass none.
+  void set_constant_bias(const float* bias);
+  bool has_constant_bias() const { return !constant_bias_.empty(); }
   // Keeps a kernel-layout (packed) copy of in1, e.g. the weights of an inference layer, so calls
   // that pass no in1 skip its relayout.
   void set_constant_in1(const float* in1);
@@ -85,11 +95,15 @@ class Kernel {
   Isa isa() const { return isa_; }
 
  private:
-  // kernel buffers; `threads` already resolved by threads_used()
-  void call(const float* in0, const float* in1, float* out, int threads) const;
+  // kernel buffers; `threads` already resolved by threads_used(); epi: {bias, residual} of
+  // an epilogue fused into the kernel's store (nullptr: none)
+  void call(const float* in0, const float* in1, float* out, int threads,
+            const float* const* epi = nullptr) const;
+  void run_body(const float* in0, const float* in1, float* out, int threads,
+                const float* const* epi = nullptr) const;  // run() less an unfused epilogue
   // in1_packed: in1 is already in the kernel's layout.
   void execute(const float* in0, const float* in1, bool in1_packed, float* out,
-               const Relayout& r, int threads) const;
+               const Relayout& r, int threads, const float* const* epi = nullptr) const;
   struct Packed;
   std::unique_ptr<Packed> pack_in1(const float* in1) const;
   LoopTree tree_;
@@ -99,12 +113,23 @@ class Kernel {
   bool out_relaid_ = false;  // the output is computed in a blocked layout, then copied (a
                              // blocked output the kernel cannot store in the user's layout)
   std::unique_ptr<Packed> constant_;  // set_constant_in1
+  std::vector<float> constant_bias_;  // set_constant_bias
   mutable std::mutex workspace_mutex_;  // run() reuses its relayout buffers across calls
                                         // (only kernels with relayout copies have them)
   mutable std::unique_ptr<Relayout> workspace_;
   struct Code;
   std::unique_ptr<Code> code_;
 };
+
+// out = act(out + bias[channel] + residual) over the user-facing output of `c` (its epilogue;
+// nothing when it has none): one vectorized pass. bias / residual may be nullptr when the
+// epilogue does not name them. Rows are shared among `threads`.
+void apply_epilogue(const Computation& c, float* out, const float* bias, const float* residual,
+                    int threads = 1);
+
+// GELU (exact, erf form: 0.5 x (1 + erf(x / sqrt 2))) of n floats, in place; the vectorized
+// approximation the epilogue uses (absolute error of erf under ~2e-7).
+void gelu_inplace(float* x, int64_t n);
 
 // Peak single-core FP32 FMA throughput of this ISA, measured with a JIT'd register-only loop.
 double measure_peak_gflops(Isa isa, double min_seconds = 0.05);

@@ -198,7 +198,12 @@ def _tilings(comp: _core.Computation, isa: str) -> list[_core.LoopTree]:
     a tree for this shape contributes what it built before."""
     names = {v.name for v in comp.vars}
     if comp.kind == "conv2d":
-        gens = [S.blocked_conv_tilings if "ki" in names else S.conv_tilings]
+        if "ki" in names:
+            gens = [S.blocked_conv_tilings]
+        elif "g" in names:
+            gens = [S.grouped_conv_tilings]
+        else:
+            gens = [S.conv_tilings]
     elif "ni" in names:
         gens = [S.blocked_matmul_tilings]
     elif names - {"m", "k", "n"}:
@@ -216,14 +221,20 @@ def _tilings(comp: _core.Computation, isa: str) -> list[_core.LoopTree]:
 
 
 def _header_fields(comp: _core.Computation) -> tuple[str, dict[str, int]]:
+    """The kind and the integer fields of ``comp``'s header (the epilogue, a text field, is
+    kept by :func:`_with` from the computation itself)."""
     kind, *rest = comp.header().split()
-    return kind, {k: int(v) for k, v in (f.split("=") for f in rest)}
+    fields = (f.split("=", 1) for f in rest)
+    return kind, {k: int(v) for k, v in fields if k != "epilogue"}
 
 
 def _with(comp: _core.Computation, **values: int) -> _core.Computation:
     kind, fields = _header_fields(comp)
     fields.update(values)
-    return _core.parse_computation(" ".join([kind] + [f"{k}={v}" for k, v in fields.items()]))
+    text = " ".join([kind] + [f"{k}={v}" for k, v in fields.items()])
+    if comp.epilogue:
+        text += f" epilogue={comp.epilogue}"
+    return _core.parse_computation(text)
 
 
 def scaled(comp: _core.Computation, max_flops: float) -> _core.Computation:

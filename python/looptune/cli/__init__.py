@@ -77,6 +77,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 _FMT = {"formatter_class": _HelpFormatter}
 
 
+def _epilogue_option(p: argparse.ArgumentParser, channel: str) -> None:
+    p.add_argument(
+        "--epilogue",
+        default="",
+        metavar="SPEC",
+        help="fused after the reduction: terms joined by '+' in order, optional 'bias' (one "
+        f"per {channel}), optional 'add' (a residual of the output's shape), optional "
+        "'relu' | 'relu6' | 'gelu' (exact); e.g. bias+relu, bias+add+relu",
+    )
+
+
 def _layout_option(p: argparse.ArgumentParser, blocked: str) -> None:
     p.add_argument(
         "--layout",
@@ -177,6 +188,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     for dim, what in (("m", "rows of A and C"), ("k", "the reduction"), ("n", "columns of B, C")):
         p.add_argument(dim, type=_positive_int, help=f"{dim}: {what}")
     _layout_option(p, "B in column panels of L floats (blocked: the vector width)")
+    _epilogue_option(p, "N (the columns of C)")
     p = ops.add_parser(
         "bmm", parents=common, help="batched matmul C[b,m,n] = A[b,m,k] B[b,k,n]", **_FMT
     )
@@ -187,6 +199,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         ("n", "columns of B, C"),
     ):
         p.add_argument(dim, type=_positive_int, help=f"{dim}: {what}")
+    _epilogue_option(p, "n (the columns of C)")
     p = ops.add_parser(
         "conv2d", parents=common, help="2-D convolution, NCHW input and KCRS weights", **_FMT
     )
@@ -203,6 +216,14 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=_positive_int, default=1, help="stride of H and W")
     _layout_option(p, "output channels (and weights) in blocks of L (blocked: the vector width)")
     p.add_argument("--pad", type=int, default=0, help="zero padding on each side of H and W")
+    p.add_argument(
+        "--groups",
+        type=_positive_int,
+        default=1,
+        help="grouped convolution: weights [K, C/G, R, S]; G divides C and K (G = C = K: "
+        "depthwise)",
+    )
+    _epilogue_option(p, "K (the output channels)")
     p = ops.add_parser(
         "einsum",
         parents=common,

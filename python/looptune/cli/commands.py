@@ -56,9 +56,10 @@ def reference_timings(
 
 def build_computation(args: argparse.Namespace) -> Computation:
     if args.op == "matmul":
-        return looptune.matmul(args.m, args.k, args.n, layout=args.layout)
+        return looptune.matmul(args.m, args.k, args.n, layout=args.layout,
+                               epilogue=args.epilogue)
     if args.op == "bmm":
-        return looptune.batch_matmul(args.b, args.m, args.k, args.n)
+        return looptune.batch_matmul(args.b, args.m, args.k, args.n, epilogue=args.epilogue)
     if args.op == "conv2d":
         if args.pad < 0:
             raise ValueError(f"--pad must be >= 0, got {args.pad}")
@@ -67,6 +68,8 @@ def build_computation(args: argparse.Namespace) -> Computation:
             stride=args.stride,
             pad=args.pad,
             layout=args.layout,
+            groups=args.groups,
+            epilogue=args.epilogue,
         )
     sizes = dict(args.sizes)
     if len(sizes) != len(args.sizes):

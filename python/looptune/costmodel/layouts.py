@@ -46,7 +46,10 @@ def variants(comp: Computation, lanes: int, names: tuple[str, ...] | None = None
     comps = {layout_name(comp): comp}
     if comp.kind in BLOCKABLE:
         comps.setdefault("plain", parse_computation(base))
-        comps.setdefault(f"blocked{lanes}", parse_computation(f"{base} block={lanes}"))
+        try:
+            comps.setdefault(f"blocked{lanes}", parse_computation(f"{base} block={lanes}"))
+        except ValueError:  # a grouped conv2d whose groups' channels the block does not divide
+            pass
     if names is not None:
         missing = [n for n in names if n not in comps]
         if missing or not names:

@@ -155,7 +155,12 @@ def time_entrant(
     (inputs of seed ``seed + i``), each timed by :func:`time_call` under
     :func:`thread_limit` (``threads``); the best one counts.
     With ``check`` the first allocation's output is compared with numpy's (float64)."""
-    from looptune.measure.reference import expected, random_inputs, reduction_length
+    from looptune.measure.reference import (
+        epilogue_inputs,
+        expected,
+        random_inputs,
+        reduction_length,
+    )
 
     if allocations < 1:
         raise ValueError(f"allocations must be >= 1, got {allocations}")
@@ -169,7 +174,11 @@ def time_entrant(
             call = factory(a, b, out)
             if check and i == 0:
                 got = np.asarray(_result(call(), out), dtype=np.float64)
-                want = expected(comp, a, b)
+                # a looptune kernel applies the computation's epilogue (on its fixed
+                # operands, epilogue_inputs(comp)); the baselines compute the plain op
+                extra = epilogue_inputs(comp) if getattr(factory, "epilogue", False) else {}
+                want = expected(comp, a, b, **extra) if extra else expected(
+                    comp.with_epilogue(""), a, b)
                 tol = 1e-5 + 2e-6 * reduction_length(comp)
                 same = got.shape == want.shape and bool(np.all(np.isfinite(got)))
                 err = float(np.max(np.abs(got - want))) if same and got.size else math.inf
@@ -214,12 +223,18 @@ def kernel_entrant(kernel: Kernel, prepacked: bool = False) -> Factory:
     ``prepacked`` the constant operand is set once (``kernel.set_constant(b)``, packed) and
     each call is ``kernel(a, out=out)``."""
 
+    from looptune.measure.reference import epilogue_inputs
+
+    comp = kernel.tree.computation
+    extra = epilogue_inputs(comp)  # the epilogue's bias / residual (fixed random operands)
+
     def factory(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> Callable[[], object]:
         if prepacked:
             kernel.set_constant(b)
-            return lambda: kernel(a, out=out)
-        return lambda: kernel(a, b, out=out)
+            return lambda: kernel(a, out=out, **extra)
+        return lambda: kernel(a, b, out=out, **extra)
 
+    factory.epilogue = bool(comp.epilogue)  # type: ignore[attr-defined]
     return factory
 
 
@@ -244,6 +259,18 @@ def numpy_entrant(comp: Computation) -> tuple[Factory, str]:
             return lambda: np.matmul(a, b, out=out)
 
         return factory, "np.matmul(out=)"
+    if comp.kind == "conv2d" and comp.groups > 1:
+        from looptune.measure.reference import numpy_fn
+
+        grouped = numpy_fn(comp)
+
+        def factory(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> Callable[[], object]:
+            def run() -> None:
+                out[...] = grouped(x, w)
+
+            return run
+
+        return factory, "grouped im2col (window copy + np.einsum per group)"
     if comp.kind == "conv2d":
         stride, pad = conv_params(comp)
         k, c, r, s = comp.inputs[1].shape
@@ -292,12 +319,12 @@ def torch_entrant(comp: Computation) -> tuple[Factory, str]:
 
         return factory, "torch.matmul(out=)"
     if comp.kind == "conv2d":
-        stride, pad = comp.conv_stride, comp.conv_pad
+        stride, pad, groups = comp.conv_stride, comp.conv_pad, comp.groups
         conv = torch.nn.functional.conv2d
 
         def factory(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> Callable[[], object]:
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-            return lambda: conv(ta, tb, stride=stride, padding=pad)
+            return lambda: conv(ta, tb, stride=stride, padding=pad, groups=groups)
 
         return factory, "torch.nn.functional.conv2d (no out=: allocates its output)"
     spec = comp.spec

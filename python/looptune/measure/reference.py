@@ -56,15 +56,21 @@ def conv_params(comp: Computation) -> tuple[int, int]:
 
 def _im2col_conv(comp: Computation) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     stride, pad = conv_params(comp)
-    k, c, r, s = comp.inputs[1].shape
+    k, c, r, s = comp.inputs[1].shape  # c: input channels per group
     n, _, oh, ow = comp.output.shape
+    g = comp.groups
 
     def run(x: np.ndarray, w: np.ndarray) -> np.ndarray:
         xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
         win = np.lib.stride_tricks.sliding_window_view(xp, (r, s), axis=(2, 3))
         win = win[:, :, ::stride, ::stride][:, :, :oh, :ow]  # n c oh ow r s
         cols = np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(n, oh * ow, -1)
-        out = np.matmul(cols, w.reshape(k, c * r * s).T)  # n (oh ow) k
+        if g == 1:
+            out = np.matmul(cols, w.reshape(k, c * r * s).T)  # n (oh ow) k
+        else:  # grouped: each group's output channels see their group's input channels
+            cols = cols.reshape(n, oh * ow, g, c * r * s)
+            out = np.einsum("npgx,gkx->npgk", cols, w.reshape(g, k // g, c * r * s))
+            out = out.reshape(n, oh * ow, k)
         return np.ascontiguousarray(out.transpose(0, 2, 1)).reshape(n, k, oh, ow)
 
     return run
@@ -80,9 +86,54 @@ def numpy_fn(comp: Computation) -> Callable[[np.ndarray, np.ndarray], np.ndarray
     return lambda a, b: np.einsum(spec, a, b, optimize=True)
 
 
-def expected(comp: Computation, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Reference output computed in float64."""
-    return numpy_fn(comp)(a.astype(np.float64), b.astype(np.float64))
+def epilogue_inputs(comp: Computation, seed: int = 0) -> dict[str, np.ndarray]:
+    """The keyword arguments ``comp``'s epilogue needs (``bias``, ``residual``), float32
+    uniform in [-1, 1]; empty when it has none."""
+    rng = np.random.default_rng(seed + 7919)
+    terms = comp.epilogue.split("+") if comp.epilogue else []
+    out = {}
+    if "bias" in terms:
+        out["bias"] = rng.uniform(-1, 1, tuple(comp.bias_shape)).astype(np.float32)
+    if "add" in terms:
+        out["residual"] = rng.uniform(-1, 1, tuple(comp.output.shape)).astype(np.float32)
+    return out
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), in float64."""
+    from math import erf
+
+    x = np.asarray(x, dtype=np.float64)
+    return 0.5 * x * (1.0 + np.vectorize(erf, otypes=[np.float64])(x / np.sqrt(2.0)))
+
+
+def apply_epilogue(comp: Computation, out: np.ndarray, bias: np.ndarray | None = None,
+                   residual: np.ndarray | None = None) -> np.ndarray:
+    """``comp``'s epilogue applied to a reference output (float64)."""
+    terms = comp.epilogue.split("+") if comp.epilogue else []
+    out = np.asarray(out, dtype=np.float64)
+    if "bias" in terms:
+        shape = [1] * out.ndim
+        dim = 1 if comp.kind == "conv2d" else out.ndim - 1
+        shape[dim] = -1
+        out = out + np.asarray(bias, dtype=np.float64).reshape(shape)
+    if "add" in terms:
+        out = out + np.asarray(residual, dtype=np.float64)
+    if "relu" in terms:
+        out = np.maximum(out, 0.0)
+    elif "relu6" in terms:
+        out = np.clip(out, 0.0, 6.0)
+    elif "gelu" in terms:
+        out = gelu(out)
+    return out
+
+
+def expected(comp: Computation, a: np.ndarray, b: np.ndarray,
+             **epilogue: np.ndarray) -> np.ndarray:
+    """Reference output computed in float64 (``bias`` / ``residual``: the epilogue's, if it
+    names them; :func:`epilogue_inputs` makes random ones)."""
+    out = numpy_fn(comp)(a.astype(np.float64), b.astype(np.float64))
+    return apply_epilogue(comp, out, **epilogue) if comp.epilogue else out
 
 
 def check_tree(tree: LoopTree, seed: int = 0, isa: str | None = None) -> Check:
@@ -97,8 +148,9 @@ def check_kernel(kernel: Kernel, seed: int = 0) -> Check:
     """Compare a compiled kernel's output with numpy on random inputs (see :func:`check_tree`)."""
     comp = kernel.tree.computation
     a, b = random_inputs(comp, seed)
-    got = np.asarray(kernel(a, b), dtype=np.float64)
-    want = expected(comp, a, b)
+    extra = epilogue_inputs(comp, seed)
+    got = np.asarray(kernel(a, b, **extra), dtype=np.float64)
+    want = expected(comp, a, b, **extra)
     tol = 1e-5 + 2e-6 * reduction_length(comp)
     err = float(np.max(np.abs(got - want))) if got.size else 0.0
     ok = got.shape == want.shape and bool(np.all(np.isfinite(got))) and err <= tol

@@ -1,0 +1,145 @@
+// The pointwise epilogue of a computation (bias, residual add, activation), applied to the
+// user-facing output in one vectorized pass after the kernel has written it.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "looptune/kernel.h"
+#include "looptune/thread_pool.h"
+
+namespace looptune {
+namespace {
+
+enum Act { kNone = 0, kRelu = 1, kRelu6 = 2, kGelu = 3 };
+
+Act act_of(const Epilogue& e) {
+  if (e.act == "relu") return kRelu;
+  if (e.act == "relu6") return kRelu6;
+  if (e.act == "gelu") return kGelu;
+  return kNone;
+}
+
+// exp(v) for v <= 0 (clamped at -87, where it is ~1.6e-38): v = n ln2 + r with |r| <= ln2/2,
+// exp(r) by its Taylor polynomial to r^7 (relative error under 1e-7 there), 2^n in the
+// exponent bits.
+__attribute__((target("avx2,fma"))) inline __m256 exp_neg(__m256 v) {
+  v = _mm256_max_ps(v, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), v);  // ln2, high part
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);   // ln2, low part
+  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// GELU(x) = 0.5 x (1 + erf(x / sqrt 2)). With a = |x| / sqrt 2, erfc(a) is approximated by
+// the rational form of Abramowitz & Stegun 7.1.26 (t = 1 / (1 + p a), a degree-5 polynomial
+// in t times exp(-a^2); absolute error under 1.5e-7). 1 + erf(x / sqrt 2) is then 2 - erfc(a)
+// for x >= 0 and erfc(a) for x < 0: no cancellation on the negative side.
+__attribute__((target("avx2,fma"))) inline __m256 gelu_v(__m256 x) {
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  const __m256 a = _mm256_mul_ps(_mm256_andnot_ps(sign_mask, x),
+                                 _mm256_set1_ps(0.70710678118654752f));
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
+  __m256 p = _mm256_set1_ps(1.061405429f);
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+  p = _mm256_mul_ps(p, t);
+  const __m256 erfc = _mm256_mul_ps(p, exp_neg(_mm256_sub_ps(_mm256_setzero_ps(),
+                                                             _mm256_mul_ps(a, a))));
+  const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
+  const __m256 one_plus_erf =
+      _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), erfc), erfc, neg);
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), one_plus_erf);
+}
+
+template <int A>
+__attribute__((target("avx2,fma"))) inline __m256 activate(__m256 x) {
+  if constexpr (A == kRelu) return _mm256_max_ps(x, _mm256_setzero_ps());
+  if constexpr (A == kRelu6)
+    return _mm256_min_ps(_mm256_max_ps(x, _mm256_setzero_ps()), _mm256_set1_ps(6.0f));
+  if constexpr (A == kGelu) return gelu_v(x);
+  return x;
+}
+
+// x[i] = act(x[i] + bias + res[i]) for i < n: bias is bias_vec[i] when bias_vec is set, else
+// the scalar bias_s; res may be nullptr.
+template <int A>
+__attribute__((target("avx2,fma"))) void span(float* x, const float* res, const float* bias_vec,
+                                              float bias_s, int64_t n) {
+  const __m256 bs = _mm256_set1_ps(bias_s);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    v = _mm256_add_ps(v, bias_vec ? _mm256_loadu_ps(bias_vec + i) : bs);
+    if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + i));
+    _mm256_storeu_ps(x + i, activate<A>(v));
+  }
+  if (i == n) return;
+  float tx[8] = {0}, tr[8] = {0}, tb[8] = {0};
+  const int64_t m = n - i;
+  std::memcpy(tx, x + i, sizeof(float) * m);
+  if (res) std::memcpy(tr, res + i, sizeof(float) * m);
+  if (bias_vec) std::memcpy(tb, bias_vec + i, sizeof(float) * m);
+  __m256 v = _mm256_add_ps(_mm256_loadu_ps(tx), bias_vec ? _mm256_loadu_ps(tb) : bs);
+  v = _mm256_add_ps(v, _mm256_loadu_ps(tr));
+  _mm256_storeu_ps(tx, activate<A>(v));
+  std::memcpy(x + i, tx, sizeof(float) * m);
+}
+
+template <int A>
+void apply(const Computation& c, float* out, const float* bias, const float* res, int threads) {
+  const int bd = c.bias_dim();
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < static_cast<int>(c.out.shape.size()); ++d) {
+    if (d < bd) outer *= c.out.shape[d];
+    if (d > bd) inner *= c.out.shape[d];
+  }
+  const int64_t ch = c.out.shape[bd];
+  const bool use_bias = c.epilogue.bias && bias, use_res = c.epilogue.add && res;
+  if (inner == 1) {  // channels last: rows of ch, the bias a vector along each row
+    parallel_for(outer, threads, [&](int64_t a0, int64_t a1) {
+      for (int64_t a = a0; a < a1; ++a)
+        span<A>(out + a * ch, use_res ? res + a * ch : nullptr, use_bias ? bias : nullptr,
+                0.0f, ch);
+    });
+    return;
+  }
+  parallel_for(outer * ch, threads, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t k = i % ch, o = i * inner;
+      span<A>(out + o, use_res ? res + o : nullptr, nullptr, use_bias ? bias[k] : 0.0f, inner);
+    }
+  });
+}
+
+}  // namespace
+
+void apply_epilogue(const Computation& c, float* out, const float* bias, const float* residual,
+                    int threads) {
+  if (c.epilogue.empty()) return;
+  switch (act_of(c.epilogue)) {
+    case kRelu: return apply<kRelu>(c, out, bias, residual, threads);
+    case kRelu6: return apply<kRelu6>(c, out, bias, residual, threads);
+    case kGelu: return apply<kGelu>(c, out, bias, residual, threads);
+    default: return apply<kNone>(c, out, bias, residual, threads);
+  }
+}
+
+void gelu_inplace(float* x, int64_t n) { span<kGelu>(x, nullptr, nullptr, 0.0f, n); }
+
+}  // namespace looptune
