@@ -1,8 +1,8 @@
 """Tuning a model's layers: each distinct computation once, the results kept in records.
 
-A computation with an OK record of this CPU and ISA in the records is not measured again (its
-fastest recorded schedule is used, as ``looptune.measure.best_tree`` would choose), so compiling
-the same model twice on one CPU tunes nothing the second time. The others are tuned by the
+A computation with an OK record of this CPU, ISA and thread count in the records is not
+measured again (its fastest recorded schedule is used, as ``looptune.measure.best_tree`` would
+choose), so compiling the same model twice on one CPU tunes nothing the second time. The others are tuned by the
 named search (``looptune.search.get``), one progress bar per layer on a terminal.
 """
 
@@ -38,8 +38,9 @@ class TuneStats:
     per_layer: list[dict] = field(default_factory=list)
 
 
-def _recorded(store: RecordStore, headers: set[str], isa: str) -> dict[str, dict]:
-    """One pass over the records: the fastest OK record of each header on this CPU / ISA."""
+def _recorded(store: RecordStore, headers: set[str], isa: str, threads: int) -> dict[str, dict]:
+    """One pass over the records: the fastest OK record of each header on this CPU / ISA /
+    thread count (records written before threads were timed on one)."""
     sig, brand = host_cpu()
     best: dict[str, dict] = {}
     for rec in store:
@@ -48,6 +49,7 @@ def _recorded(store: RecordStore, headers: set[str], isa: str) -> dict[str, dict
             h in headers
             and rec.get("outcome") == Outcome.OK.value
             and rec.get("isa") == isa
+            and rec.get("threads", 1) == threads
             and same_cpu(rec, sig, brand)
             and (h not in best or (rec.get("gflops") or 0) > (best[h].get("gflops") or 0))
         ):
@@ -78,7 +80,8 @@ def tune(
     )
     stats = TuneStats(layers=len(distinct))
     trees: dict[str, _core.LoopTree] = {}
-    known = _recorded(store, set(distinct), isa) if store is not None else {}
+    threads = getattr(_core, "get_num_threads", lambda: 1)()  # the count kernels run at
+    known = _recorded(store, set(distinct), isa, threads) if store is not None else {}
     for h, rec in known.items():
         try:
             tree = _core.LoopTree.parse(rec["schedule"])
