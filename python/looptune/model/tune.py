@@ -2,8 +2,9 @@
 
 A computation with an OK record of this CPU, ISA and thread count in the records is not
 measured again (its fastest recorded schedule is used, as ``looptune.measure.best_tree`` would
-choose), so compiling the same model twice on one CPU tunes nothing the second time. The others are tuned by the
-named search (``looptune.search.get``), one progress bar per layer on a terminal.
+choose), so compiling the same model twice on one CPU tunes nothing the second time. The
+others are tuned by the named search (``looptune.search.get``), one progress bar per layer on a
+terminal.
 """
 
 from __future__ import annotations
