@@ -62,7 +62,20 @@ def run_once(tree: Path, extra: list[str]) -> dict:
             "reported_wall": report.get("wall_seconds")}
 
 
+def check_tree_imported(tree: Path) -> None:
+    """The interpreter must import looptune from ``tree``: an editable install (a venv made by
+    ``make``) maps ``looptune`` to its own checkout whatever PYTHONPATH says, and every tree
+    would then time the same code. Use an interpreter without looptune installed."""
+    env = {**os.environ, "PYTHONPATH": str(tree / "python")}
+    got = subprocess.run([sys.executable, "-c", "import looptune; print(looptune.__file__)"],
+                         capture_output=True, text=True, env=env, timeout=120).stdout.strip()
+    if not Path(got).resolve().is_relative_to((tree / "python").resolve()):
+        raise SystemExit(f"{sys.executable} imports looptune from {got!r}, not from {tree}: "
+                         "run this benchmark with a Python that has no looptune installed")
+
+
 def measure(tree: Path, runs: int) -> dict:
+    check_tree_imported(tree)
     rows = {}
     for label, extra in SEARCHES.items():
         run_once(tree, extra)  # warm-up: page cache, compiled bytecode
