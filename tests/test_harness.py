@@ -98,3 +98,22 @@ def test_bad_arguments_raise():
                              allocations=0)
     with pytest.raises(ValueError):
         harness.time_call(lambda: None, min_runs=0)
+
+
+def test_every_entrant_gets_the_same_aligned_allocations():
+    from looptune.measure.harness import ALIGN_OFFSETS, at_offset, time_entrant
+
+    x = np.arange(37, dtype=np.float32).reshape(37)
+    for off in (0, 4, 16, 32, 48):
+        y = at_offset(x, off)
+        assert y.ctypes.data % 64 == off and np.array_equal(x, y) and y.flags.c_contiguous
+    seen = []
+
+    def factory(a, b, out):
+        seen.append((a.ctypes.data % 64, b.ctypes.data % 64, out.ctypes.data % 64))
+        return lambda: np.matmul(a, b, out=out)
+
+    comp = looptune.matmul(8, 8, 8)
+    t = time_entrant(comp, factory, "np", min_time=0.0, min_runs=1)
+    assert seen == [(o, o, o) for o in ALIGN_OFFSETS]
+    assert t.allocations == len(ALIGN_OFFSETS) == len(t.allocation_gflops)

@@ -12,8 +12,11 @@ Every entrant gets, for one computation:
 - the same thread count, one by default (``threads=T``: numpy's BLAS limited to T threads
   through threadpoolctl, ``torch.set_num_threads(T)``, looptune kernels called with
   ``looptune.set_num_threads(T)``; only a kernel with a parallel loop uses more than one);
-- ``allocations`` fresh input/output allocations, best of them, for entrants whose speed
-  depends on a buffer's alignment (PyTorch: :data:`TORCH_ALLOCATIONS`); the others get one.
+- ``allocations`` fresh input/output allocations, best of them, the same for every entrant
+  (:data:`ALLOCATIONS`): allocation ``i`` puts the inputs and the output ``ALIGN_OFFSETS[i]``
+  bytes past a 64-byte boundary, since both PyTorch's and looptune's kernels run slower on
+  inputs that straddle cache lines (a looptune base schedule of a 64x64x96 matmul: 94
+  GFLOP/s 64-byte aligned, 64 at 16 bytes past); ``Timing.allocation_gflops`` keeps each.
 
 A looptune kernel is timed through ``kernel(a, b, out=c)``, so its figure includes the binding's
 argument checks, exactly what a user pays per call. The in-C++ timing (``Kernel.benchmark``,
@@ -49,7 +52,9 @@ BATCH_SECONDS = 1e-3  # a timed batch lasts about this long
 MIN_TIME = 0.1  # seconds of timed batches per allocation
 MIN_RUNS = 5  # timed batches per allocation, at least
 THREADS = 1
-TORCH_ALLOCATIONS = 3  # PyTorch's speed moves with its buffers' alignment
+ALIGN_OFFSETS = (0, 16, 32)  # bytes past a 64-byte boundary, allocation by allocation
+ALLOCATIONS = len(ALIGN_OFFSETS)  # every entrant: best of these (alignment moves speeds)
+TORCH_ALLOCATIONS = ALLOCATIONS  # the old name
 
 #: ``factory(a, b, out) -> call``: the entrant set up on preallocated buffers.
 Factory = Callable[[np.ndarray, np.ndarray, np.ndarray], Callable[[], object]]
@@ -138,12 +143,21 @@ def single_thread() -> contextlib.AbstractContextManager[None]:
     return thread_limit(1)
 
 
+def at_offset(x: np.ndarray, offset: int) -> np.ndarray:
+    """A C-contiguous copy of ``x`` whose data start ``offset`` bytes past a 64-byte boundary."""
+    buf = np.empty(x.nbytes + 64 + offset, np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset
+    y = buf[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    y[...] = x
+    return y
+
+
 def time_entrant(
     comp: Computation,
     factory: Factory,
     name: str,
     *,
-    allocations: int = 1,
+    allocations: int = ALLOCATIONS,
     min_time: float = MIN_TIME,
     min_runs: int = MIN_RUNS,
     check: bool = True,
@@ -152,7 +166,8 @@ def time_entrant(
     threads: int = THREADS,
 ) -> Timing:
     """Time ``factory``'s call on ``comp``: ``allocations`` fresh input and output buffers
-    (inputs of seed ``seed + i``), each timed by :func:`time_call` under
+    (inputs of seed ``seed + i``, placed ``ALIGN_OFFSETS[i % 3]`` bytes past a 64-byte
+    boundary), each timed by :func:`time_call` under
     :func:`thread_limit` (``threads``); the best one counts.
     With ``check`` the first allocation's output is compared with numpy's (float64)."""
     from looptune.measure.reference import (
@@ -169,8 +184,9 @@ def time_entrant(
     err, tol, ok = math.nan, math.nan, True
     with thread_limit(threads):
         for i in range(allocations):
-            a, b = random_inputs(comp, seed + i)
-            out = np.zeros(comp.output.shape, np.float32)
+            off = ALIGN_OFFSETS[i % len(ALIGN_OFFSETS)]
+            a, b = (at_offset(x, off) for x in random_inputs(comp, seed + i))
+            out = at_offset(np.zeros(comp.output.shape, np.float32), off)
             call = factory(a, b, out)
             if check and i == 0:
                 got = np.asarray(_result(call(), out), dtype=np.float64)
