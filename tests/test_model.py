@@ -234,6 +234,7 @@ def test_import_looptune_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.filterwarnings("ignore:looptune backend. an input shape changed:RuntimeWarning")
 def test_dynamo_backend_dynamic_shapes_stay_correct(records: str) -> None:
     model = zoo.resnet18(10, 8).eval()
     torch._dynamo.reset()
