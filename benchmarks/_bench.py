@@ -66,3 +66,19 @@ def write_json(name: str, data: dict, folder: Path = RESULTS) -> Path:
     from looptune.report.tables import write_json as _write
 
     return _write(folder / f"{name}.json", data, sort_keys=True)
+
+
+# (name, cin, hw, cout, r, stride, pad): every distinct ResNet-18 conv at batch 1
+RESNET18 = [
+    ("stem7x7/2", 3, 224, 64, 7, 2, 3),
+    ("3x3@56", 64, 56, 64, 3, 1, 1),
+    ("3x3/2@56", 64, 56, 128, 3, 2, 1),
+    ("1x1/2@56", 64, 56, 128, 1, 2, 0),
+    ("3x3@28", 128, 28, 128, 3, 1, 1),
+    ("3x3/2@28", 128, 28, 256, 3, 2, 1),
+    ("1x1/2@28", 128, 28, 256, 1, 2, 0),
+    ("3x3@14", 256, 14, 256, 3, 1, 1),
+    ("3x3/2@14", 256, 14, 512, 3, 2, 1),
+    ("1x1/2@14", 256, 14, 512, 1, 2, 0),
+    ("3x3@7", 512, 7, 512, 3, 1, 1),
+]

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import environment, strip_openblas_env, write_json
+from _bench import RESNET18, environment, strip_openblas_env, write_json
 
 strip_openblas_env()
 
@@ -38,20 +38,6 @@ from looptune.report.tables import geomean
 from looptune.search.random import random_search
 from looptune.space.schedules import tilings
 
-# (name, cin, hw, cout, r, stride, pad): every distinct ResNet-18 conv at batch 1
-RESNET18 = [
-    ("stem7x7/2", 3, 224, 64, 7, 2, 3),
-    ("3x3@56", 64, 56, 64, 3, 1, 1),
-    ("3x3/2@56", 64, 56, 128, 3, 2, 1),
-    ("1x1/2@56", 64, 56, 128, 1, 2, 0),
-    ("3x3@28", 128, 28, 128, 3, 1, 1),
-    ("3x3/2@28", 128, 28, 256, 3, 2, 1),
-    ("1x1/2@28", 128, 28, 256, 1, 2, 0),
-    ("3x3@14", 256, 14, 256, 3, 1, 1),
-    ("3x3/2@14", 256, 14, 512, 3, 2, 1),
-    ("1x1/2@14", 256, 14, 512, 1, 2, 0),
-    ("3x3@7", 512, 7, 512, 3, 1, 1),
-]
 MATMULS = [
     ("mm512", (512, 512, 512), "large"),
     ("mm1024", (1024, 1024, 1024), "large"),
