@@ -25,8 +25,9 @@ tests=(tests/test_kernel_api.py tests/test_loop_tree.py tests/test_mutations.py 
 for t in tests/test_kernel*.py tests/test_correctness*.py tests/test_computation*.py; do
   [ -e "$t" ] && [[ " ${tests[*]} " != *" $t "* ]] && tests+=("$t")
 done
+LD_PRELOAD="$LIBASAN $LIBUBSAN" ASAN_OPTIONS=detect_leaks=0 check_sanitized
 LD_PRELOAD="$LIBASAN $LIBUBSAN" \
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-PYTHONPATH="$BUILD/pkg" "$PY" -m pytest -q -p no:cacheprovider "${tests[@]}" "$@"
+"$SPY" -m pytest -q -p no:cacheprovider "${tests[@]}" "$@"
 echo "asan_test: total $(( $(date +%s) - start )) s"

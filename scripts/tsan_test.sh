@@ -11,13 +11,24 @@
 # code TSan cannot see: their disjoint writes are checked by the bit-identical tests instead.
 #
 #   PY=/path/to/venv/python scripts/tsan_test.sh [extra pytest args]
+#
+# PY must not have looptune installed in editable mode (an editable install maps looptune to the
+# checkout's plain _core whatever PYTHONPATH says; scripts/asan_test.sh works around that with
+# `python -S`, which crashes under TSan's preload here): use a venv without looptune.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 BUILD=${BUILD:-build/tsan}
 start=$(date +%s)
-. scripts/sanitized_build.sh
-sanitized_build thread
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOPTUNE_SANITIZE=thread \
+  -DPython_EXECUTABLE="$(command -v "$PY")" -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >/dev/null
+cmake --build "$BUILD"
+PKG="$BUILD/pkg/looptune"
+rm -rf "$BUILD/pkg" && mkdir -p "$PKG"
+for f in python/looptune/*; do
+  case "$(basename "$f")" in _core*.so) ;; *) ln -s "$(pwd)/$f" "$PKG/" ;; esac
+done
+cp "$BUILD"/_core*.so "$PKG/"
 LIBTSAN=$(${CXX:-c++} -print-file-name=libtsan.so)
 echo "tsan_test: built in $(( $(date +%s) - start )) s; preloading $LIBTSAN"
 REPORT="$BUILD/reports"
