@@ -1,4 +1,4 @@
-# Sourced by scripts/asan_test.sh: build the engine with a sanitizer
+# Sourced by scripts/asan_test.sh and scripts/tsan_test.sh: build the engine with a sanitizer
 # (LOOPTUNE_SANITIZE=$1: ON for ASan+UBSan, thread for TSan) into $BUILD, then lay out a copy of
 # the package (symlinks to python/looptune) whose _core is the sanitized one, in $PKG.
 # Needs PY (the interpreter whose pybind11 builds it) and BUILD; sets PKG, and SPY: a wrapper

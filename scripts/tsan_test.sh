@@ -20,15 +20,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 BUILD=${BUILD:-build/tsan}
 start=$(date +%s)
-cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOPTUNE_SANITIZE=thread \
-  -DPython_EXECUTABLE="$(command -v "$PY")" -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >/dev/null
-cmake --build "$BUILD"
-PKG="$BUILD/pkg/looptune"
-rm -rf "$BUILD/pkg" && mkdir -p "$PKG"
-for f in python/looptune/*; do
-  case "$(basename "$f")" in _core*.so) ;; *) ln -s "$(pwd)/$f" "$PKG/" ;; esac
-done
-cp "$BUILD"/_core*.so "$PKG/"
+. scripts/sanitized_build.sh
+sanitized_build thread  # the build and the package copy (not its -S wrapper: see above)
 LIBTSAN=$(${CXX:-c++} -print-file-name=libtsan.so)
 echo "tsan_test: built in $(( $(date +%s) - start )) s; preloading $LIBTSAN"
 REPORT="$BUILD/reports"
