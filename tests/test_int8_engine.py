@@ -202,6 +202,8 @@ def test_out_argument_and_constant_weights():
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_dequantizing_epilogue(isa, int8_path):
     rng = np.random.default_rng(5)
+    rng_s = random.Random(11)
+    fused: set[bool] = set()
     for comp in [
         looptune.matmul(9, 30, 21, dtype="int8"),
         looptune.conv2d(1, 5, 6, 6, 16, 3, 3, 1, 1, dtype="int8"),
@@ -224,15 +226,20 @@ def test_dequantizing_epilogue(isa, int8_path):
         }
         for spec, want in cases.items():
             c = comp.with_epilogue(spec)
-            kernel = c.default_schedule().compile(isa)
             kw = {"scale": scale}
             if "bias" in spec:
                 kw["bias"] = bias
             if "add" in spec:
                 kw["residual"] = res
-            got = kernel(a, b, **kw)
-            assert got.dtype == np.float32
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+            # fused into the store (written once from registers) or a pass (accumulated)
+            trees = [c.default_schedule(), *(random_schedule(c, rng_s) for _ in range(4))]
+            for tree in trees:
+                kernel = tree.compile(isa)
+                fused.add(kernel.facts["epilogue_fused"])
+                got = kernel(a, b, **kw)
+                assert got.dtype == np.float32
+                np.testing.assert_allclose(got, want, rtol=1e-5,
+                                           atol=1e-5 * np.abs(want).max(), err_msg=tree.dump())
         # constant weights, scale and bias
         c = comp.with_epilogue("scale+bias")
         kernel = c.default_schedule().compile(isa)
@@ -240,6 +247,7 @@ def test_dequantizing_epilogue(isa, int8_path):
         np.testing.assert_allclose(kernel(a), acc * s + bb, rtol=1e-5, atol=1e-4)
         with pytest.raises(TypeError, match="scale"):
             c.default_schedule().compile(isa)(a, b, bias=bias)
+    assert fused == {True, False}
 
 
 def test_zero_point_folding_with_weight_sums():

@@ -401,6 +401,15 @@ void Kernel::run(const float* in0, const float* in1, float* out, int threads, co
       throw std::invalid_argument("no scale given and no constant scale set");
     scale = constant_scale_.data();
   }
+  if (e.scale && fused) {  // the store reads {scale[Ch], bias[Ch]} through one pointer
+    const int64_t ch = tree_.computation().bias_shape()[0];
+    thread_local std::vector<float> params;
+    params.resize(2 * ch);
+    std::memcpy(params.data(), scale, sizeof(float) * ch);
+    if (e.bias) std::memcpy(params.data() + ch, bias, sizeof(float) * ch);
+    const float* const epi[2] = {params.data(), residual};
+    return run_body(in0, in1, out, threads, epi);
+  }
   if (e.scale) {  // int8: s32 accumulators, dequantized in place, then the float epilogue
     run_body(in0, in1, out, threads);
     dequantize_output(tree_.computation(), out, scale, threads);
@@ -484,14 +493,16 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
   const Kernel::Relayout& layout = buf.relayout;
   // The epilogue pass is part of every timed call (its operands: random buffers).
   const bool epi = !c.epilogue.empty();
-  if (epi && static_cast<int64_t>(buf.bias.size()) < c.bias_shape()[0])
-    buf.bias.resize(c.bias_shape()[0], 0.5f);
+  // (int8: {scale, bias} of a fused epilogue, or the scale of the pass)
+  if (epi && static_cast<int64_t>(buf.bias.size()) < 2 * c.bias_shape()[0])
+    buf.bias.resize(2 * c.bias_shape()[0], 0.5f);
   const float *bias = buf.bias.data(), *res = buf.residual.data();
   auto execute = [&](const float* a_, const float* b_, bool packed_, float* o_,
                      const Kernel::Relayout& l_, int threads_) {
     const float* const ops[2] = {bias, res};
     this->execute(a_, b_, packed_, o_, l_, threads_, ops);
-    if (epi && c.epilogue.scale) dequantize_output(c, o_, bias, threads_);  // (random scale)
+    if (epi && c.epilogue.scale && !facts_.epilogue_fused)
+      dequantize_output(c, o_, bias, threads_);  // (a random scale)
     if (epi && !facts_.epilogue_fused) apply_epilogue(c, o_, bias, res, threads_);
   };
 
