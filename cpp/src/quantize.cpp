@@ -8,6 +8,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace looptune {
 
@@ -99,29 +100,87 @@ void quantize_u8(const float* x, int64_t n, uint8_t* q, float* scale, int32_t* z
   quantize_span(x, n, q, 1.0f / *scale, *zero_point);
 }
 
+namespace {
+
+// m = max(m, |x|) over n floats (m: a scalar, or a vector of n maxima when per_elem);
+// false if an element is not finite.
+__attribute__((target("avx2,fma"))) bool abs_max(const float* x, int64_t n, float* m,
+                                                 bool per_elem) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+  __m256 acc = _mm256_set1_ps(per_elem ? 0.0f : *m), bad = zero;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    bad = _mm256_add_ps(bad, _mm256_mul_ps(v, zero));
+    const __m256 a = _mm256_andnot_ps(sign, v);
+    if (per_elem) _mm256_storeu_ps(m + i, _mm256_max_ps(_mm256_loadu_ps(m + i), a));
+    else acc = _mm256_max_ps(acc, a);
+  }
+  float t[8], b[8];
+  _mm256_storeu_ps(t, acc);
+  _mm256_storeu_ps(b, bad);
+  float sum = 0.0f;
+  for (int j = 0; j < 8; ++j) sum += b[j];
+  if (!per_elem)
+    for (int j = 0; j < 8; ++j) *m = std::max(*m, t[j]);
+  for (; i < n; ++i) {
+    sum += x[i] * 0.0f;
+    float& d = per_elem ? m[i] : *m;
+    d = std::max(d, std::fabs(x[i]));
+  }
+  return std::isfinite(sum);
+}
+
+// q[i] = clamp(round_half_even(x[i] * inv), -127, 127), inv a scalar or (per_elem) a vector.
+__attribute__((target("avx2,fma"))) void quantize_s8(const float* x, int64_t n,
+                                                     const float* inv, bool per_elem,
+                                                     int8_t* q) {
+  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  const __m256 is = _mm256_set1_ps(per_elem ? 0.0f : *inv);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), per_elem ? _mm256_loadu_ps(inv + i) : is);
+    v = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT |
+                                                           _MM_FROUND_NO_EXC), lo), hi);
+    alignas(32) int32_t r[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(r), _mm256_cvtps_epi32(v));
+    for (int j = 0; j < 8; ++j) q[i + j] = static_cast<int8_t>(r[j]);
+  }
+  for (; i < n; ++i)
+    q[i] = static_cast<int8_t>(
+        std::min(127.0f, std::max(-127.0f, std::nearbyint(x[i] * (per_elem ? inv[i] : *inv)))));
+}
+
+}  // namespace
+
 void quantize_per_channel_s8(const float* w, int64_t outer, int64_t channels, int64_t inner,
                              int8_t* q, float* scale) {
   std::fill(scale, scale + channels, 0.0f);
-  for (int64_t o = 0; o < outer; ++o)
-    for (int64_t c = 0; c < channels; ++c) {
-      const float* p = w + (o * channels + c) * inner;
-      float m = scale[c];
-      for (int64_t i = 0; i < inner; ++i) {
-        if (!std::isfinite(p[i]))
-          throw std::invalid_argument("quantize_per_channel_s8: w has a non-finite value");
-        m = std::max(m, std::fabs(p[i]));
-      }
-      scale[c] = m;
+  const bool rows = inner == 1;  // channels last: each row is a vector of channels
+  bool finite = true;
+  for (int64_t o = 0; o < outer; ++o) {
+    if (rows) {
+      finite &= abs_max(w + o * channels, channels, scale, true);
+      continue;
     }
-  for (int64_t c = 0; c < channels; ++c) scale[c] = scale[c] > 0.0f ? scale[c] / 127.0f : 1.0f;
-  for (int64_t o = 0; o < outer; ++o)
-    for (int64_t c = 0; c < channels; ++c) {
-      const float* p = w + (o * channels + c) * inner;
-      int8_t* d = q + (o * channels + c) * inner;
-      const float inv = 1.0f / scale[c];
-      for (int64_t i = 0; i < inner; ++i)
-        d[i] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, std::nearbyint(p[i] * inv))));
+    for (int64_t c = 0; c < channels; ++c)
+      finite &= abs_max(w + (o * channels + c) * inner, inner, scale + c, false);
+  }
+  if (!finite) throw std::invalid_argument("quantize_per_channel_s8: w has a non-finite value");
+  std::vector<float> inv(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    scale[c] = scale[c] > 0.0f ? scale[c] / 127.0f : 1.0f;
+    inv[c] = 1.0f / scale[c];
+  }
+  for (int64_t o = 0; o < outer; ++o) {
+    if (rows) {
+      quantize_s8(w + o * channels, channels, inv.data(), true, q + o * channels);
+      continue;
     }
+    for (int64_t c = 0; c < channels; ++c)
+      quantize_s8(w + (o * channels + c) * inner, inner, &inv[c], false,
+                  q + (o * channels + c) * inner);
+  }
 }
 
 }  // namespace looptune
