@@ -54,24 +54,24 @@ from _bench import RESNET18, RESULTS, environment, strip_openblas_env, write_jso
 
 strip_openblas_env()
 
-import argparse  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
+import argparse
+import math
+import os
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
 
-import looptune  # noqa: E402
-from looptune.measure import Measurer, harness  # noqa: E402
-from looptune.model import zoo  # noqa: E402
-from looptune.model.lower import Layer  # noqa: E402
-from looptune.model.qerror import quantization_report, torch_dynamic  # noqa: E402
-from looptune.model.qruntime import QuantOp  # noqa: E402
-from looptune.report.tables import geomean as _geomean  # noqa: E402
-from looptune.search.agent import agent_search  # noqa: E402
+import looptune
+from looptune.measure import Measurer, harness
+from looptune.model import zoo
+from looptune.model.lower import Layer
+from looptune.model.qerror import quantization_report, torch_dynamic
+from looptune.model.qruntime import QuantOp
+from looptune.report.tables import geomean as _geomean
+from looptune.search.agent import agent_search
 
 GEMMS = [
     ("bert", "qkv/out 128x768x768", (128, 768, 768)),
@@ -163,7 +163,7 @@ def gemm_row(shape: tuple[int, int, int], threads: int, min_time: float) -> dict
     q_comp = looptune.matmul(m, k, n, dtype="int8", epilogue="scale+bias")
     q_tree, _ = tuned(q_comp, threads)
     layer = Layer("linear", None, weight=lin.weight.detach(), bias=lin.bias.detach(),
-                  dims=dict(m=m, k=k, n=n), in_shape=(m, k), out_shape=(m, n))
+                  dims={"m": m, "k": k, "n": n}, in_shape=(m, k), out_shape=(m, n))
     qop = QuantOp(layer, q_tree.compile(), None)
 
     def lt_qlinear(off, seed):
@@ -259,7 +259,7 @@ def model_row(threads: int, runs: int, min_time: float) -> dict:
     tq = torch_dynamic(model).eval()
     row: dict = {}
     with harness.thread_limit(threads), tempfile.TemporaryDirectory() as tmp:
-        kw = dict(records=Path(tmp) / "records.jsonl", quiet=True, threads=threads)
+        kw = {"records": Path(tmp) / "records.jsonl", "quiet": True, "threads": threads}
         t0 = time.perf_counter()
         q = looptune.compile(model, x, quantize="dynamic", **kw)
         row["compile_s"] = time.perf_counter() - t0
@@ -402,8 +402,8 @@ def main() -> None:
             model[str(t)] = model_row(t, args.runs, args.min_time)
             print(f"  bert layer T={t}: {model[str(t)]}", file=sys.stderr, flush=True)
     summary = summarize(gemms, convs, model, threads)
-    text = [f"GOP/s (int8: 2 x MACs per second; float32: GFLOP/s), 1-minute load average "
-            f"{os.getloadavg()[0]:.2f} at the end", ""]
+    text = [(f"GOP/s (int8: 2 x MACs per second; float32: GFLOP/s), 1-minute load average "
+             f"{os.getloadavg()[0]:.2f} at the end"), ""]
     if gemms:
         text += [gemm_table(gemms, threads), ""]
     if convs:

@@ -142,11 +142,18 @@ def quantization_report(model: nn.Module, quantized: nn.Module, inputs: torch.Te
                     if cal is None:
                         raise ValueError("static mode needs calibration inputs")
                     torch_model = torch_static(model, cal if isinstance(cal, tuple) else (cal,))
-            except Exception as exc:  # a torch build without the quantized engines
+            except Exception as exc:  # noqa: BLE001 - a torch build without quantized engines
                 return QuantReport(mode, mine, None, f"{reference} unavailable: {exc}")
         theirs = relative_error(torch_model(*args), want)
     return QuantReport(mode, mine, theirs, reference)
 
 
-__all__ = ["QuantError", "QuantReport", "TORCH_REFERENCE", "quantization_report",
-           "relative_error", "torch_dynamic", "torch_static"]
+__all__ = [
+    "TORCH_REFERENCE",
+    "QuantError",
+    "QuantReport",
+    "quantization_report",
+    "relative_error",
+    "torch_dynamic",
+    "torch_static",
+]

@@ -130,7 +130,7 @@ def reference_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride
     """The quantized conv2d (NCHW, ``w`` [K, C, R, S], groups 1) with static activation
     parameters ``act``; padding is the real 0, i.e. the zero point in the quantized input."""
     x = np.asarray(x, np.float32)
-    n, c, h, wd = x.shape
+    h, wd = x.shape[2:]
     k, _, r, s = w.shape
     xq = quantize_act(x, act).astype(np.int64)
     xq = np.pad(xq, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=act.zero_point)
