@@ -12,9 +12,9 @@ torch.ao would quantize run as int8 kernels (:class:`QuantOp`):
 
 Matmuls / bmms of two activations (attention) and grouped convolutions stay float32 looptune
 kernels, everything else stays the torch op it was. The arithmetic is
-``looptune.model.quantize``'s; an int8 kernel's store dequantizes (``scale+bias[+relu]``:
-``act(acc * scale[c] + bias[c])``, the zero point folded into the bias); a residual add and a
-GELU of the chain are applied by torch on the float32 output, in place.
+``looptune.model.quantize``'s; an int8 kernel's store dequantizes and finishes the chain
+(``scale+bias[+add][+act]``: ``act(acc * scale[c] + bias[c] + residual)``, the activation's
+zero point folded into the bias).
 """
 
 from __future__ import annotations
@@ -55,10 +55,12 @@ def int8_support(isa: str | None = None) -> str:
     if not hasattr(looptune, "quantize_u8"):
         raise QuantizationUnavailableError("this looptune engine has no quantize_u8")
     facts = _core.isa_facts(isa)
-    if not facts.get("int8", True) or not facts.get("supported", True):
+    path = facts.get("int8_path", "none")
+    if path == "none" or not facts.get("supported", True):
         raise QuantizationUnavailableError(
-            f"the ISA {facts.get('isa')!r} has no int8 path; compile without quantize=")
-    return "vnni" if facts.get("vnni") else "exact"
+            f"the ISA {facts.get('isa')!r} has no int8 path on this CPU (int8_path "
+            f"{path!r}); compile without quantize=")
+    return "vnni" if path.startswith("vnni") else "exact"
 
 
 def quantizable(layer: Layer, mode: str) -> bool:
@@ -89,32 +91,47 @@ def observe_ranges(gm: fx.GraphModule, nodes: set[fx.Node], calibration: tuple
     return seen
 
 
-def computation(layer: Layer, epilogue: str) -> looptune.Computation:
-    """The int8 computation of a quantized ``layer`` (dequantizing ``epilogue``)."""
+def outer_pad(layer: Layer, act: ActQuant | None) -> int:
+    """The padding a quantized conv's input gets outside the kernel: the engine pads an int8
+    input with byte 0, the real value 0 only when the zero point is 0; with another (static)
+    zero point the quantized input is padded with it and the kernel has no padding."""
+    if layer.kind != "conv2d" or act is None or act.zero_point == 0:
+        return 0
+    return layer.dims["pad"]
+
+
+def computation(layer: Layer, epilogue: str, pad_outside: int = 0) -> looptune.Computation:
+    """The int8 computation of a quantized ``layer`` (dequantizing ``epilogue``; a conv's
+    input padded by ``pad_outside`` before the kernel, see :func:`outer_pad`)."""
     d = layer.dims
     if layer.kind == "conv2d":
-        return looptune.conv2d(d["n"], d["c"], d["h"], d["w"], d["k"], d["r"], d["s"],
-                               stride=d["stride"], pad=d["pad"], dtype="int8", epilogue=epilogue)
+        p = pad_outside
+        return looptune.conv2d(d["n"], d["c"], d["h"] + 2 * p, d["w"] + 2 * p, d["k"], d["r"],
+                               d["s"], stride=d["stride"], pad=d["pad"] - p, dtype="int8",
+                               epilogue=epilogue)
     return looptune.matmul(d["m"], d["k"], d["n"], dtype="int8", epilogue=epilogue)
 
 
 def epilogue_of(layer: Layer) -> str:
-    """What the int8 kernel's store does: always dequantize with the folded bias, plus a ReLU
-    when the chain ends in one and has no residual (the residual comes before it)."""
-    return "scale+bias+relu" if layer.act == "relu" and layer.residual is None else "scale+bias"
+    """What the int8 kernel's store does: dequantize (``scale``) with the folded bias, then the
+    chain's residual add and activation: ``act(acc * scale + bias' + residual)``."""
+    return "+".join(["scale", "bias"] + (["add"] if layer.residual is not None else [])
+                    + ([layer.act] if layer.act else []))
 
 
 class QuantOp(nn.Module):
-    """One quantized layer: ``forward(x[, residual])`` quantizes ``x`` to u8, runs the int8
-    kernel (s8 weights packed once) and returns float32."""
+    """One quantized layer: ``forward(x[, residual])`` quantizes ``x`` to u8
+    (``looptune.quantize_u8``), runs the int8 kernel (s8 weights packed once) whose store
+    dequantizes and applies the chain's residual and activation, and returns float32.
+
+    ``act``: the static activation parameters (the kernel's scale and folded bias are then
+    constants too); None: dynamic, observed on every call's input."""
 
     def __init__(self, layer: Layer, kernel: Any, act: ActQuant | None) -> None:
         super().__init__()
         d = layer.dims
-        self.kind, self.act = layer.kind, layer.act
-        self.kernel, self.static = kernel, act
+        self.kind, self.kernel, self.static = layer.kind, kernel, act
         self.has_residual = layer.residual is not None
-        self.fused_relu = kernel.tree.computation.epilogue.endswith("relu")
         self.out_shape = tuple(layer.out_shape)
         wq, self.w_scale = quantize_weight(layer.weight.float().numpy())
         if layer.kind == "conv2d":
@@ -125,38 +142,36 @@ class QuantOp(nn.Module):
             packed = np.ascontiguousarray(wq.T)  # [K, N]
         self.colsum = wq.astype(np.int64).reshape(wq.shape[0], -1).sum(axis=1)
         self.bias = None if layer.bias is None else layer.bias.float().numpy().copy()
-        kernel.set_constant(packed)
-        self._fixed = None if act is None else dequant_params(act, self.w_scale, self.colsum,
-                                                              self.bias)
-        self.out: torch.Tensor | None = None
+        self.pad = outer_pad(layer, act)
+        if act is None:
+            kernel.set_constant(packed)
+        else:
+            scale, bias = dequant_params(act, self.w_scale, self.colsum, self.bias)
+            kernel.set_constant(packed, scale=scale, bias=bias)
+        self.out: torch.Tensor | None = None  # a pool buffer (plan_buffers), else per call
 
     def extra_repr(self) -> str:
         how = "dynamic" if self.static is None else (
             f"static scale={self.static.scale:.4g} zero_point={self.static.zero_point}")
         return f"{self.kernel.tree.computation.name}, {how}"
 
-    def quantize_input(self, x: torch.Tensor) -> tuple[np.ndarray, ActQuant]:
-        a = x.contiguous().numpy().reshape(self.a_shape)
-        q = self.static
-        if q is None:
-            lo, hi = torch.aminmax(x)
-            q = act_qparams(float(lo), float(hi))
-        return looptune.quantize_u8(a, q.scale, q.zero_point), q
-
     def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
-        xq, q = self.quantize_input(x)
-        scale, bias = self._fixed if self._fixed is not None else dequant_params(
-            q, self.w_scale, self.colsum, self.bias)
+        a = x.contiguous().numpy().reshape(self.a_shape)
         out = self.out if self.out is not None else torch.empty(self.out_shape)
-        self.kernel(xq, out=out.numpy().reshape(self.k_out), scale=scale, bias=bias)
+        kw: dict[str, np.ndarray] = {}
         if self.has_residual:
-            out.add_(rest[-1])
-        if self.act == "relu" and not self.fused_relu:
-            out.relu_()
-        elif self.act == "relu6":
-            out.clamp_(0.0, 6.0)
-        elif self.act == "gelu":
-            torch.ops.aten.gelu_(out)
+            kw["residual"] = rest[-1].contiguous().numpy().reshape(self.k_out)
+        if self.static is None:
+            xq, scale, zp = looptune.quantize_u8(a)
+            kw["scale"], kw["bias"] = dequant_params(ActQuant(scale, zp), self.w_scale,
+                                                     self.colsum, self.bias)
+        else:
+            xq = looptune.quantize_u8(a, self.static.scale, self.static.zero_point)[0]
+            if self.pad:
+                p = self.pad
+                xq = np.pad(xq, ((0, 0), (0, 0), (p, p), (p, p)),
+                            constant_values=self.static.zero_point)
+        self.kernel(xq, out=out.numpy().reshape(self.k_out), **kw)
         return out
 
 
@@ -181,18 +196,19 @@ def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quanti
         if calibration is None:
             raise CalibrationError('quantize="static" needs calibration= inputs')
         ranges = observe_ranges(gm, {la.x for la, q in zip(layers, quant) if q}, calibration)
-    comps = [computation(la, epilogue_of(la)) if q
+    acts = [act_qparams(*ranges[la.x]) if q and quantize == "static" else None
+            for la, q in zip(layers, quant)]
+    comps = [computation(la, epilogue_of(la), outer_pad(la, act)) if q
              else f32_computation(la, layout, la.epilogue if fused else "")
-             for la, q in zip(layers, quant)]
+             for la, q, act in zip(layers, quant, acts)]
     trees, stats = tune(comps, records, search, layer_budget, quiet)
     kernels: dict[str, Any] = {}
     ops: list[nn.Module] = []
-    for layer, comp, q in zip(layers, comps, quant):
+    for layer, comp, q, act in zip(layers, comps, quant, acts):
         h = comp.header()
         if h not in kernels:
             kernels[h] = trees[h].compile()
-        if q:
-            act = act_qparams(*ranges[layer.x]) if quantize == "static" else None
+        if q:  # a kernel holds one constant operand: each quantized layer its own
             ops.append(QuantOp(layer, trees[h].compile(), act))
         else:
             kernel = kernels[h] if layer.kind in ("matmul", "bmm") else trees[h].compile()
@@ -206,4 +222,4 @@ def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quanti
 
 
 __all__ = ["QUANTIZED_KINDS", "QuantOp", "computation", "epilogue_of", "int8_support",
-           "lower_quantized", "observe_ranges", "quantizable"]
+           "lower_quantized", "observe_ranges", "outer_pad", "quantizable"]

@@ -78,10 +78,10 @@ def act_qparams(lo: float, hi: float) -> ActQuant:
 
 def quantize_act(x: np.ndarray, q: ActQuant) -> np.ndarray:
     """Reference u8 quantization of ``x`` (float32) with ``q``: round half to even of
-    ``x * (1 / scale)`` in float32, plus the zero point, clamped to 0..255."""
+    ``x / scale`` in float32, plus the zero point, clamped to 0..255 (the engine's
+    ``looptune.quantize_u8``)."""
     x = np.asarray(x, np.float32)
-    inv = np.float32(1.0) / np.float32(q.scale)
-    v = np.rint(x * inv) + np.float32(q.zero_point)
+    v = np.rint(x / np.float32(q.scale)) + np.float32(q.zero_point)
     return np.clip(v, 0, 255).astype(np.uint8)
 
 
