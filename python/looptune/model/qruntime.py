@@ -149,6 +149,11 @@ class QuantOp(nn.Module):
             scale, bias = dequant_params(act, self.w_scale, self.colsum, self.bias)
             kernel.set_constant(packed, scale=scale, bias=bias)
         self.out: torch.Tensor | None = None  # a pool buffer (plan_buffers), else per call
+        # Quantized layers reading the same value (a transformer's Q, K and V projections)
+        # quantize it once per call: the first in graph order stores (x, xq, params) here, the
+        # next ones reuse them when they get the same tensor at the same version.
+        self.shared: dict | None = None
+        self.leader = True
 
     def extra_repr(self) -> str:
         how = "dynamic" if self.static is None else (
@@ -161,18 +166,43 @@ class QuantOp(nn.Module):
         kw: dict[str, np.ndarray] = {}
         if self.has_residual:
             kw["residual"] = rest[-1].contiguous().numpy().reshape(self.k_out)
+        xq, q = self._quantized(x, a)
         if self.static is None:
-            xq, scale, zp = looptune.quantize_u8(a)
-            kw["scale"], kw["bias"] = dequant_params(ActQuant(scale, zp), self.w_scale,
-                                                     self.colsum, self.bias)
-        else:
-            xq = looptune.quantize_u8(a, self.static.scale, self.static.zero_point)[0]
-            if self.pad:
-                p = self.pad
-                xq = np.pad(xq, ((0, 0), (0, 0), (p, p), (p, p)),
-                            constant_values=self.static.zero_point)
+            kw["scale"], kw["bias"] = dequant_params(q, self.w_scale, self.colsum, self.bias)
         self.kernel(xq, out=out.numpy().reshape(self.k_out), **kw)
         return out
+
+    def _quantized(self, x: torch.Tensor, a: np.ndarray) -> tuple[np.ndarray, ActQuant]:
+        sh = self.shared
+        key = (x.data_ptr(), x._version, tuple(x.shape))
+        if sh is not None and not self.leader and sh.get("key") == key:
+            return sh["xq"], sh["q"]
+        if self.static is None:
+            xq, scale, zp = looptune.quantize_u8(a)
+            q = ActQuant(float(scale), int(zp))
+        else:
+            q = self.static
+            xq = looptune.quantize_u8(a, q.scale, q.zero_point)[0]
+            if self.pad:
+                p = self.pad
+                xq = np.pad(xq, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=q.zero_point)
+        if sh is not None:
+            sh.update(key=key, xq=xq, q=q)
+        return xq, q
+
+
+def _share_inputs(layers: list[Layer], ops: list[nn.Module]) -> None:
+    """Quantized ops of one input value and the same quantization share its quantized copy
+    (``QuantOp.shared``): Q, K and V quantize their input once."""
+    groups: dict[tuple, list[QuantOp]] = {}
+    for layer, op in zip(layers, ops):
+        if isinstance(op, QuantOp) and not op.pad:
+            groups.setdefault((layer.x, op.static, op.a_shape), []).append(op)
+    for group in groups.values():
+        if len(group) > 1:
+            shared: dict = {}
+            for i, op in enumerate(group):
+                op.shared, op.leader = shared, i == 0
 
 
 def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quantize: str,
@@ -213,6 +243,7 @@ def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quanti
         else:
             kernel = kernels[h] if layer.kind in ("matmul", "bmm") else trees[h].compile()
             ops.append(LoopOp(layer, kernel, fused))
+    _share_inputs(layers, ops)
     nodes = rewrite(gm, layers, ops)
     pool = plan_buffers(gm, nodes)
     summary, torch_ops = summarize(gm, layers, fused)
