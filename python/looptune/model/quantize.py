@@ -3,10 +3,11 @@
 The scheme is torch.ao's affine one, with the two choices the VNNI instruction allows:
 
 * **weights**: signed 8-bit, symmetric, one scale per output channel, fixed at compile time:
-  ``s_w[c] = max|w[c]| / 127``, ``w_q = round(w / s_w[c])`` in -127..127 (zero point 0);
+  ``s_w[c] = max|w[c]| / 127``, ``w_q = round(w * (1 / s_w[c]))`` in -127..127 (zero point
+  0);
 * **activations**: unsigned 8-bit, affine, one scale and zero point for the whole tensor:
   ``lo = min(x.min(), 0)``, ``hi = max(x.max(), 0)``, ``s_x = (hi - lo) / 255``,
-  ``z_x = round(-lo / s_x)``, ``x_q = clamp(round(x / s_x) + z_x, 0, 255)``. ``"dynamic"``
+  ``z_x = round(-lo / s_x)``, ``x_q = clamp(round(x * (1 / s_x)) + z_x, 0, 255)``. ``"dynamic"``
   observes the range of every call's input; ``"static"`` the range over a calibration batch,
   once. Unlike fbgemm's dynamic Linear (which keeps activations to 7 bits, ``reduce_range``,
   because AVX2's ``vpmaddubsw`` saturates), the full 0..255 is used: ``vpdpbusd`` (and the
@@ -65,23 +66,26 @@ def check_mode(quantize: object) -> str | None:
 
 def act_qparams(lo: float, hi: float) -> ActQuant:
     """The u8 scale and zero point of a tensor whose values lie in [lo, hi] (the range is
-    widened to hold 0, so that 0 is exact; a range of width 0 gets scale 1)."""
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+    widened to hold 0, so that 0 is exact; a range of width 0 gets scale 1). Computed in
+    float32 as ``looptune.quantize_u8`` computes them: ``scale = (hi - lo) / 255``,
+    ``zero_point = clamp(round_half_even(-lo / scale), 0, 255)``."""
+    lo32, hi32 = np.float32(min(float(lo), 0.0)), np.float32(max(float(hi), 0.0))
+    if not (np.isfinite(lo32) and np.isfinite(hi32)):
         raise ValueError(f"activation range [{lo}, {hi}] is not finite")
-    scale = float(np.float32((hi - lo) / 255.0))
-    if scale <= 0.0 or not np.isfinite(scale):
-        scale = 1.0
-    zp = int(np.clip(np.rint(-lo / scale), 0, 255))
-    return ActQuant(scale, zp)
+    scale = np.float32((hi32 - lo32) / np.float32(255.0))
+    if not (scale > 0 and np.isfinite(scale)):
+        scale = np.float32(1.0)
+    zp = int(np.clip(np.rint(-lo32 / scale), 0, 255))
+    return ActQuant(float(scale), zp)
 
 
 def quantize_act(x: np.ndarray, q: ActQuant) -> np.ndarray:
-    """Reference u8 quantization of ``x`` (float32) with ``q``: round half to even of
-    ``x / scale`` in float32, plus the zero point, clamped to 0..255 (the engine's
-    ``looptune.quantize_u8``)."""
+    """Reference u8 quantization of ``x`` (float32) with ``q``, as ``looptune.quantize_u8``
+    does it: round half to even of ``x * (1 / scale)`` in float32, plus the zero point,
+    clamped to 0..255."""
     x = np.asarray(x, np.float32)
-    v = np.rint(x / np.float32(q.scale)) + np.float32(q.zero_point)
+    inv = np.float32(1.0) / np.float32(q.scale)
+    v = np.rint(x * inv) + np.float32(q.zero_point)
     return np.clip(v, 0, 255).astype(np.uint8)
 
 
@@ -95,7 +99,8 @@ def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
     scale = np.where(amax > 0, amax / np.float32(W_MAX), np.float32(1.0)).astype(np.float32)
     shape = (-1,) + (1,) * (w.ndim - 1)
-    q = np.clip(np.rint(w / scale.reshape(shape)), -W_MAX, W_MAX).astype(np.int8)
+    inv = (np.float32(1.0) / scale).reshape(shape)  # as looptune.quantize_per_channel_s8
+    q = np.clip(np.rint(w * inv), -W_MAX, W_MAX).astype(np.int8)
     return q, scale
 
 
