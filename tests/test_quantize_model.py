@@ -128,15 +128,15 @@ def test_reference_quantization_is_the_engines_bit_for_bit():
     rng = np.random.default_rng(3)
     for shape, lo, hi in (((1000,), -3.0, 5.0), ((7, 33), 0.0, 2.0), ((5, 9), -4.0, -1.0)):
         x = rng.uniform(lo, hi, shape).astype(np.float32)
-        q, scale, zp = looptune.quantize_u8(x)
+        q, scale, zp = _core.quantize_u8(x)
         ref = act_qparams(x.min(), x.max())
         assert (scale, zp) == (ref.scale, ref.zero_point)
         np.testing.assert_array_equal(q, quantize_act(x, ref))
-        q2 = looptune.quantize_u8(x, 0.05, 17)[0]
+        q2 = _core.quantize_u8(x, 0.05, 17)[0]
         np.testing.assert_array_equal(q2, quantize_act(x, type(ref)(0.05, 17)))
     w = rng.normal(size=(12, 5, 3, 3)).astype(np.float32)
     w[3] = 0.0
-    qw, sw = looptune.quantize_per_channel_s8(w, 0)
+    qw, sw = _core.quantize_per_channel_s8(w, 0)
     rq, rs = quantize_weight(w)
     np.testing.assert_array_equal(qw, rq)
     np.testing.assert_array_equal(sw, rs)

@@ -28,6 +28,7 @@ import torch
 from torch import fx, nn
 
 import looptune
+from looptune import _core
 from looptune.model.lower import Layer, Lowering
 from looptune.model.quantize import (
     ActQuant,
@@ -45,14 +46,12 @@ def int8_support(isa: str | None = None) -> str:
     """How this engine build and ``isa`` (default the host's) compute int8: ``"vnni"`` or
     ``"exact"`` (the exact non-VNNI path); raises :class:`QuantizationUnavailableError` when
     there is no int8 path at all."""
-    from looptune import _core
-
     try:
         looptune.matmul(4, 8, 4, dtype="int8")
     except TypeError as exc:
         raise QuantizationUnavailableError(
             "this looptune engine has no int8 computations; compile without quantize=") from exc
-    if not hasattr(looptune, "quantize_u8"):
+    if not hasattr(_core, "quantize_u8"):
         raise QuantizationUnavailableError("this looptune engine has no quantize_u8")
     facts = _core.isa_facts(isa)
     path = facts.get("int8_path", "none")
@@ -178,11 +177,11 @@ class QuantOp(nn.Module):
         if sh is not None and not self.leader and sh.get("key") == key:
             return sh["xq"], sh["q"]
         if self.static is None:
-            xq, scale, zp = looptune.quantize_u8(a)
+            xq, scale, zp = _core.quantize_u8(a)
             q = ActQuant(float(scale), int(zp))
         else:
             q = self.static
-            xq = looptune.quantize_u8(a, q.scale, q.zero_point)[0]
+            xq = _core.quantize_u8(a, q.scale, q.zero_point)[0]
             if self.pad:
                 p = self.pad
                 xq = np.pad(xq, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=q.zero_point)
