@@ -71,7 +71,8 @@ def test_searches_on_int8_pick_exact_schedules(name):
 def test_agent_tunes_int8_with_the_tiling_agent_and_its_int8_policy():
     from looptune.search.agent import uses_paper_policy
 
-    comp = looptune.matmul(128, 128, 128, dtype="int8")
+    comp = looptune.matmul(128, 512, 128, dtype="int8")  # k: 128 groups, in the paper's range
+    assert uses_paper_policy(looptune.matmul(128, 128, 128))
     assert not uses_paper_policy(comp)  # int8 never goes to the step-by-step paper policy
     result = get_search("agent")(comp.default_schedule(), _measurer())
     assert _exact(result.best_tree)

@@ -128,6 +128,8 @@ def uses_paper_policy(comp: _core.Computation) -> bool:
     """True for the computations the shipped paper policy was trained on (plain matmuls with
     every dimension in 64..256): it tunes those; the tiling agent tunes everything else."""
     lo, hi = PAPER_RANGE
+    if getattr(comp, "dtype", "float32") == "int8":
+        return False  # int8: the tiling agent's int8 macros (looptune.agent.tiler_int8)
     return comp.kind == "matmul" and comp.block == 0 and all(
         lo <= v.extent <= hi for v in comp.vars
     )
