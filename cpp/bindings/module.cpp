@@ -92,10 +92,17 @@ PYBIND11_MODULE(_core, m) {
         d["l2_bytes"] = f.l2_bytes;
         d["l3_bytes"] = f.l3_bytes;
         d["supported"] = looptune::isa_supported(chosen);
+        // int8: the CPU's VNNI flags and the path int8 kernels of this ISA use here
+        d["vnni"] = looptune::cpu_has_avx512_vnni();
+        d["avx_vnni"] = looptune::cpu_has_avx_vnni();
+        d["int8_path"] = looptune::int8_path_name(looptune::int8_path(chosen));
         return d;
       },
       py::arg("isa") = py::none(),
-      "Vector lanes, register count, peak-loop FMA chains and CPUID cache sizes of an ISA.");
+      "Vector lanes, register count, peak-loop FMA chains and CPUID cache sizes of an ISA; "
+      "vnni (AVX512-VNNI with VL), avx_vnni (the VEX AVX-VNNI) and int8_path: how its int8 "
+      "kernels multiply on this CPU ('vnni_evex', 'vnni_vex', 'exact': no VNNI, exact 16-bit "
+      "products; 'none'; LOOPTUNE_INT8_PATH=exact forces the exact path).");
   m.attr("MAX_EXTENT") = looptune::kMaxExtent;
   m.attr("MAX_VARS") = looptune::kMaxVars;
   lb::register_computation(m);

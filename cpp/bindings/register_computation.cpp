@@ -51,6 +51,16 @@ int64_t parse_layout(const std::string& layout, int64_t auto_block, int lanes) {
 
 int host_lanes() { return isa_lanes(host_isa()); }
 
+// dtype="float32" | "int8": the int8 version of c (int8_of), then its epilogue.
+CompPtr finish(Computation c, const std::string& dtype, const Epilogue& e) {
+  if (dtype == "int8") c = int8_of(c);
+  else if (dtype != "float32")
+    throw py::value_error("dtype must be 'float32' or 'int8', got '" + dtype + "'");
+  c.epilogue = e;
+  check_epilogue_dtype(c);
+  return share(std::move(c));
+}
+
 std::string repr_tuple(const py::tuple& t) { return py::str(t).cast<std::string>(); }
 
 void register_var_tensor(py::module_& m) {
@@ -93,6 +103,13 @@ void require_ascii(const std::string& s, const char* what) {
   "'relu6' | 'gelu' (exact, erf form): out = act(acc + bias[channel] + residual), channel "  \
   "the output channel (K of conv2d, the last output dim otherwise); '' for none"
 
+#define DTYPE_DOC                                                                          \
+  "dtype: 'float32', or 'int8': a uint8 (activations) times b int8 (weights), same shapes and "\
+  "layouts as float32, summed exactly in int32 (the output, int32, when there is no epilogue); "\
+  "the epilogue then starts with 'scale' and gives float32: act(float(acc) * scale[channel] + "\
+  "bias + residual) (e.g. 'scale', 'scale+bias+relu'). The loop nest is float32's with the "\
+  "reduction variable (k, or c of a conv2d) counting groups of 4 values (zero-padded)"
+
 void register_computation(py::module_& m) {
   register_var_tensor(m);
   py::class_<Computation, CompPtr>(m, "Computation",
@@ -104,6 +121,9 @@ void register_computation(py::module_& m) {
       .def_readonly("block", &Computation::block,
                     "blocked layout: conv2d output channels / matmul B panels (0: plain)")
       .def_readonly("groups", &Computation::groups, "conv2d only: groups (1: a plain conv)")
+      .def_readonly("dtype", &Computation::dtype,
+                    "'float32', or 'int8': u8 activations (a) times s8 weights (b) summed in "
+                    "int32; the reduction variable (k, or c of a conv2d) counts groups of 4")
       .def_property_readonly("epilogue", [](const Computation& c) { return c.epilogue.str(); },
                              "the epilogue spec, e.g. 'bias+relu' ('' for none)")
       .def_property_readonly("bias_shape",
@@ -136,33 +156,34 @@ void register_computation(py::module_& m) {
 
   m.def("matmul",
         [](int64_t m_, int64_t k, int64_t n, const std::string& layout,
-           const std::string& epilogue) {
+           const std::string& epilogue, const std::string& dtype) {
           const Epilogue e = parse_epilogue(epilogue);
           const int lanes = layout == "plain" ? 0 : host_lanes();
-          const int64_t block = parse_layout(layout, default_matmul_block(m_, k, n, lanes, isa_facts(host_isa()).l2_bytes), lanes);
+          // (int8: B holds bytes, a quarter of float32's)
+          const int64_t kb = dtype == "int8" ? (k + 3) / 4 : k;
+          const int64_t block = parse_layout(layout, default_matmul_block(m_, kb, n, lanes, isa_facts(host_isa()).l2_bytes), lanes);
           Computation c = block ? matmul_packed(m_, k, n, block) : matmul(m_, k, n);
-          c.epilogue = e;
-          return share(std::move(c));
+          return finish(std::move(c), dtype, e);
         },
         py::arg("m"), py::arg("k"), py::arg("n"), py::arg("layout") = "auto",
-        py::arg("epilogue") = "",
+        py::arg("epilogue") = "", py::arg("dtype") = "float32",
         "C[m,n] += A[m,k] * B[k,n]. layout: 'auto' packs B in column panels [N/L][K][L] "
         "(L: the host's vector width) when B is over twice the L2 and m >= 256, transposes B "
         "([N][K], 'blocked1') when n is narrow (1 < n < 2L, not a multiple of L), else "
-        "'plain'; 'blocked' / 'blocked<L>' force the panels. epilogue: " EPILOGUE_DOC);
+        "'plain'; 'blocked' / 'blocked<L>' force the panels. epilogue: " EPILOGUE_DOC ". " DTYPE_DOC);
   m.def("batch_matmul",
-        [](int64_t b, int64_t m_, int64_t k, int64_t n, const std::string& epilogue) {
+        [](int64_t b, int64_t m_, int64_t k, int64_t n, const std::string& epilogue,
+           const std::string& dtype) {
           const Epilogue e = parse_epilogue(epilogue);
-          Computation c = batch_matmul(b, m_, k, n);
-          c.epilogue = e;
-          return share(std::move(c));
+          return finish(batch_matmul(b, m_, k, n), dtype, e);
         },
         py::arg("b"), py::arg("m"), py::arg("k"), py::arg("n"), py::arg("epilogue") = "",
-        "C[b,m,n] += A[b,m,k] * B[b,k,n]. epilogue: " EPILOGUE_DOC);
+        py::arg("dtype") = "float32",
+        "C[b,m,n] += A[b,m,k] * B[b,k,n]. epilogue: " EPILOGUE_DOC ". " DTYPE_DOC);
   m.def("conv2d",
         [](int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t s,
            int64_t stride, int64_t pad, const std::string& layout, int64_t groups,
-           const std::string& epilogue) {
+           const std::string& epilogue, const std::string& dtype) {
           const Epilogue e = parse_epilogue(epilogue);
           const int lanes = layout == "plain" ? 0 : host_lanes();
           int64_t auto_block = default_conv2d_block(k, lanes);
@@ -173,19 +194,18 @@ void register_computation(py::module_& m) {
           const int64_t block = parse_layout(layout, auto_block, lanes);
           Computation cp = block ? conv2d_blocked(n, c, h, w, k, r, s, stride, pad, block, groups)
                                  : conv2d(n, c, h, w, k, r, s, stride, pad, groups);
-          cp.epilogue = e;
-          return share(std::move(cp));
+          return finish(std::move(cp), dtype, e);
         },
         py::arg("n"), py::arg("c"), py::arg("h"), py::arg("w"), py::arg("k"), py::arg("r"),
         py::arg("s"), py::arg("stride") = 1, py::arg("pad") = 0, py::arg("layout") = "auto",
-        py::arg("groups") = 1, py::arg("epilogue") = "",
+        py::arg("groups") = 1, py::arg("epilogue") = "", py::arg("dtype") = "float32",
         "O[n,k,oh,ow] += I[n,c,oh*stride+r-pad,ow*stride+s-pad] * W[k,c,r,s] (NCHW, KCRS "
         "arrays). layout: 'auto' blocks output channels by the host's vector width L (weights "
         "[K/L][C][R][S][L], output [N][K/L][OH][OW][L]; variables ko, ki) when k >= L, else "
         "'plain'; 'blocked' / 'blocked<L>' force it. groups: grouped convolution (weights "
         "[K][C/groups][R][S], PyTorch's layout; groups divides C and K; a blocked layout needs "
         "L to divide K/groups, so 'auto' is plain otherwise; depthwise, groups == C == K, blocks "
-        "the input's channels too: [N][C/L][H][W][L]). epilogue: " EPILOGUE_DOC);
+        "the input's channels too: [N][C/L][H][W][L]). epilogue: " EPILOGUE_DOC ". " DTYPE_DOC);
   m.def("contraction",
         [](const std::string& spec, const std::map<std::string, int64_t>& sizes,
            const std::string& epilogue) {

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "looptune/kernel.h"
+#include "looptune/quantize.h"
 #include "looptune/thread_pool.h"
 #include "register.h"
 
@@ -18,8 +19,26 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + (s.size() == 1 ? ",)" : ")");
 }
 
+// numpy type numbers of the arguments: float32, and int8 computations' u8 / s8 / s32.
+constexpr int kF32 = py::detail::npy_api::NPY_FLOAT_, kU8 = py::detail::npy_api::NPY_UBYTE_,
+              kS8 = py::detail::npy_api::NPY_BYTE_, kS32 = py::detail::npy_api::NPY_INT_;
+
+const char* type_name(int num) {
+  return num == kU8 ? "uint8" : num == kS8 ? "int8" : num == kS32 ? "int32" : "float32";
+}
+
+// The element types of a kernel's a, b and out.
+struct ArgTypes {
+  int a = kF32, b = kF32, out = kF32;
+};
+ArgTypes arg_types(const Computation& c) {
+  if (!c.is_int8()) return {};
+  return {kU8, kS8, c.epilogue.empty() ? kS32 : kF32};
+}
+
 // Checks dtype, contiguity and shape; returns the array (a view, never a copy).
-py::array checked(const py::handle& obj, const char* what, const TensorAccess& t, bool write);
+py::array checked(const py::handle& obj, const char* what, const TensorAccess& t, bool write,
+                  int type = kF32);
 
 // The epilogue's operands as tensors (bias: the output channels; residual: the output's shape).
 TensorAccess bias_tensor(const Computation& c) {
@@ -38,9 +57,14 @@ TensorAccess residual_tensor(const Computation& c) {
 
 // bias / residual given exactly when the epilogue names them (a constant bias may stand in for
 // bias). TypeError otherwise.
-void check_epilogue_args(const Kernel& k, bool has_bias, bool has_res) {
+void check_epilogue_args(const Kernel& k, bool has_bias, bool has_res, bool has_scale) {
   const Epilogue& e = k.tree().computation().epilogue;
   const std::string spec = e.empty() ? "none" : "'" + e.str() + "'";
+  if (has_scale && !e.scale)
+    throw py::type_error("scale given, but this kernel's epilogue (" + spec + ") has no scale");
+  if (e.scale && !has_scale && !k.has_constant_scale())
+    throw py::type_error("scale is required: this kernel's epilogue is " + spec +
+                         " (or fix it once with set_constant(b, scale=...))");
   if (has_bias && !e.bias)
     throw py::type_error("bias given, but this kernel's epilogue (" + spec + ") has no bias");
   if (has_res && !e.add)
@@ -53,16 +77,20 @@ void check_epilogue_args(const Kernel& k, bool has_bias, bool has_res) {
     throw py::type_error("residual is required: this kernel's epilogue is " + spec);
 }
 
-py::array checked(const py::handle& obj, const char* what, const TensorAccess& t, bool write) {
+py::array checked(const py::handle& obj, const char* what, const TensorAccess& t, bool write,
+                  int type) {
   if (!py::isinstance<py::array>(obj))
-    throw py::type_error(std::string(what) + " must be a numpy float32 array, got " +
+    throw py::type_error(std::string(what) + " must be a numpy " + type_name(type) +
+                         " array, got " +
                          py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
   py::array a = py::reinterpret_borrow<py::array>(obj);
   // Compare the type and byte order, not the dtype object: a float32 dtype may carry metadata.
   const py::dtype dt = a.dtype();
-  if (dt.attr("num").cast<int>() != py::dtype::of<float>().attr("num").cast<int>() ||
-      !dt.attr("isnative").cast<bool>())
-    throw py::type_error(std::string(what) + " must have dtype float32 in native byte order, got " +
+  if (dt.attr("num").cast<int>() != type || !dt.attr("isnative").cast<bool>())
+    throw py::type_error(std::string(what) + " must have dtype " + type_name(type) +
+                         " in native byte order" +
+                         (type == kF32 ? std::string() : std::string(" (an int8 kernel)")) +
+                         ", got " +
                          py::str(dt).cast<std::string>() + " ('" +
                          py::str(dt.attr("str")).cast<std::string>() + "')");
   std::vector<int64_t> got(a.shape(), a.shape() + a.ndim());
@@ -82,33 +110,38 @@ bool overlap(const py::array& x, const py::array& y) {
 
 // The general call: validates each argument with its typed error, allocates the output.
 py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle out,
-                       py::handle bias, py::handle res) {
+                       py::handle bias, py::handle res, py::handle scale) {
   const Computation& c = k.tree().computation();
-  check_epilogue_args(k, !bias.is_none(), !res.is_none());
-  py::array A = checked(a, "a", c.in0, false), B, Bias, Res;
+  const ArgTypes ty = arg_types(c);
+  check_epilogue_args(k, !bias.is_none(), !res.is_none(), !scale.is_none());
+  py::array A = checked(a, "a", c.in0, false, ty.a), B, Bias, Res, Scale;
   if (!bias.is_none()) Bias = checked(bias, "bias", bias_tensor(c), false);
+  if (!scale.is_none()) Scale = checked(scale, "scale", bias_tensor(c), false);
   if (!res.is_none()) Res = checked(res, "residual", residual_tensor(c), false);
   if (b.is_none() && !k.has_constant_in1())
     throw py::value_error("b is required: this kernel has no constant operand (set_constant)");
-  if (!b.is_none()) B = checked(b, "b", c.in1, false);
+  if (!b.is_none()) B = checked(b, "b", c.in1, false, ty.b);
   py::array O;
-  if (out.is_none()) {
-    O = py::array_t<float>(c.out.shape);  // no zero-fill: Kernel::run writes every element
+  if (out.is_none()) {  // no zero-fill: Kernel::run writes every element
+    if (ty.out == kS32) O = py::array_t<int32_t>(c.out.shape);
+    else O = py::array_t<float>(c.out.shape);
   } else {
-    O = checked(out, "out", c.out, true);
+    O = checked(out, "out", c.out, true, ty.out);
     if (overlap(O, A) || (!b.is_none() && overlap(O, B)))
       throw py::value_error("out must not overlap a or b");
-    if ((!bias.is_none() && overlap(O, Bias)) || (!res.is_none() && overlap(O, Res)))
-      throw py::value_error("out must not overlap bias or residual");
+    if ((!bias.is_none() && overlap(O, Bias)) || (!res.is_none() && overlap(O, Res)) ||
+        (!scale.is_none() && overlap(O, Scale)))
+      throw py::value_error("out must not overlap bias, residual or scale");
   }
   const float* pa = static_cast<const float*>(A.data());
   const float* pb = b.is_none() ? nullptr : static_cast<const float*>(B.data());
   const float* pbias = bias.is_none() ? nullptr : static_cast<const float*>(Bias.data());
   const float* pres = res.is_none() ? nullptr : static_cast<const float*>(Res.data());
+  const float* pscale = scale.is_none() ? nullptr : static_cast<const float*>(Scale.data());
   float* po = static_cast<float*>(O.mutable_data());
   {
     py::gil_scoped_release release;
-    k.run(pa, pb, po, 0, pbias, pres);
+    k.run(pa, pb, po, 0, pbias, pres, pscale);
   }
   return O;
 }
@@ -117,14 +150,14 @@ py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle o
 // numpy array of float32 in native byte order, C-contiguous, of the tensor's shape (and
 // writeable for `out`). Its data pointer, or nullptr for anything else (the general call then
 // converts it or raises the typed error).
-float* fast_data(PyObject* o, const std::vector<int64_t>& shape, bool write) {
+float* fast_data(PyObject* o, const std::vector<int64_t>& shape, bool write, int type = kF32) {
   namespace d = py::detail;
   if (!d::npy_api::get().PyArray_Check_(o)) return nullptr;
   const d::PyArray_Proxy* a = d::array_proxy(o);
   const d::PyArrayDescr_Proxy* dt = d::array_descriptor_proxy(a->descr);
   const int need =
       d::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | (write ? d::npy_api::NPY_ARRAY_WRITEABLE_ : 0);
-  if (dt->type_num != d::npy_api::NPY_FLOAT_ || (dt->byteorder != '=' && dt->byteorder != '<') ||
+  if (dt->type_num != type || (dt->byteorder != '=' && dt->byteorder != '<') ||
       (a->flags & need) != need || a->nd != static_cast<int>(shape.size()))
     return nullptr;
   for (int i = 0; i < a->nd; ++i)
@@ -132,8 +165,8 @@ float* fast_data(PyObject* o, const std::vector<int64_t>& shape, bool write) {
   return reinterpret_cast<float*>(a->data);
 }
 
-float* fast_data(PyObject* o, const TensorAccess& t, bool write) {
-  return fast_data(o, t.shape, write);
+float* fast_data(PyObject* o, const TensorAccess& t, bool write, int type = kF32) {
+  return fast_data(o, t.shape, write, type);
 }
 
 bool is_array_or_none(py::handle h) {
@@ -153,22 +186,27 @@ constexpr int64_t kKeepGilWork = 1 << 15;
 // output without zero-fill; anything else goes to Kernel._call_fallback when one is installed
 // (looptune.interop: torch tensors) and to the general call, which raises the typed errors.
 py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py::handle out,
-                py::handle bias, py::handle res) {
+                py::handle bias, py::handle res, py::handle scale) {
   const Computation& c = k.tree().computation();
+  const ArgTypes ty = arg_types(c);
   const bool has_b = !b.is_none(), has_out = !out.is_none();
-  const float* pa = fast_data(a.ptr(), c.in0, false);
-  const float* pb = has_b ? fast_data(b.ptr(), c.in1, false) : nullptr;
-  float* po = has_out ? fast_data(out.ptr(), c.out, true) : nullptr;
-  // The epilogue's operands: the no-epilogue case costs two pointer compares.
-  const bool has_bias = !bias.is_none(), has_res = !res.is_none();
+  const float* pa = fast_data(a.ptr(), c.in0, false, ty.a);
+  const float* pb = has_b ? fast_data(b.ptr(), c.in1, false, ty.b) : nullptr;
+  float* po = has_out ? fast_data(out.ptr(), c.out, true, ty.out) : nullptr;
+  // The epilogue's operands: the no-epilogue case costs three pointer compares.
+  const bool has_bias = !bias.is_none(), has_res = !res.is_none(), has_scale = !scale.is_none();
   const Epilogue& e = c.epilogue;
-  bool epi_ok = !has_bias && !has_res;
-  const float *pbias = nullptr, *pres = nullptr;
+  bool epi_ok = !has_bias && !has_res && !has_scale;
+  const float *pbias = nullptr, *pres = nullptr, *pscale = nullptr;
   if (!e.empty() || !epi_ok) {
-    epi_ok = has_bias == e.bias && has_res == e.add;
-    if (e.bias && !has_bias && k.has_constant_bias()) epi_ok = has_res == e.add;
+    epi_ok = has_bias == e.bias && has_res == e.add && has_scale == e.scale;
+    if (e.bias && !has_bias && k.has_constant_bias())
+      epi_ok = has_res == e.add && has_scale == e.scale;
+    if (e.scale && !has_scale && k.has_constant_scale())
+      epi_ok = has_res == e.add && (has_bias == e.bias || k.has_constant_bias());
     if (epi_ok && has_bias) epi_ok = (pbias = fast_data(bias.ptr(), c.bias_shape(), false));
     if (epi_ok && has_res) epi_ok = (pres = fast_data(res.ptr(), c.out.shape, false));
+    if (epi_ok && has_scale) epi_ok = (pscale = fast_data(scale.ptr(), c.bias_shape(), false));
   }
   if (epi_ok && pa && (has_b ? pb != nullptr : k.has_constant_in1()) && (po || !has_out)) {
     const int64_t out_bytes = 4 * c.out.numel();
@@ -176,8 +214,10 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
       const char *lo = reinterpret_cast<const char*>(x), *olo = reinterpret_cast<char*>(po);
       return lo < olo + out_bytes && olo < lo + bytes;
     };
-    if (!po || (!overlaps(pa, 4 * c.in0.numel()) && !(pb && overlaps(pb, 4 * c.in1.numel())) &&
+    if (!po || (!overlaps(pa, c.in0.elem_bytes() * c.in0.numel()) &&
+                !(pb && overlaps(pb, c.in1.elem_bytes() * c.in1.numel())) &&
                 !(pbias && overlaps(pbias, 4 * c.bias_shape()[0])) &&
+                !(pscale && overlaps(pscale, 4 * c.bias_shape()[0])) &&
                 !(pres && overlaps(pres, out_bytes)))) {
       py::object result;
       if (po) {
@@ -186,7 +226,7 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
         const auto& api = py::detail::npy_api::get();
         static_assert(sizeof(Py_intptr_t) == sizeof(int64_t));
         result = py::reinterpret_steal<py::object>(api.PyArray_NewFromDescr_(
-            api.PyArray_Type_, api.PyArray_DescrFromType_(py::detail::npy_api::NPY_FLOAT_),
+            api.PyArray_Type_, api.PyArray_DescrFromType_(ty.out),
             static_cast<int>(c.out.shape.size()),
             reinterpret_cast<const Py_intptr_t*>(c.out.shape.data()), nullptr, nullptr, 0,
             nullptr));
@@ -196,32 +236,39 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
       const int64_t work = c.flops() + c.in0.alloc_numel() + c.in1.alloc_numel() +
                            c.out.alloc_numel();
       if (work < kKeepGilWork) {
-        k.run(pa, pb, po, 0, pbias, pres);
+        k.run(pa, pb, po, 0, pbias, pres, pscale);
       } else {
         py::gil_scoped_release release;
-        k.run(pa, pb, po, 0, pbias, pres);
+        k.run(pa, pb, po, 0, pbias, pres, pscale);
       }
       return result;
     }
   }
   if (!in_fallback && !(is_array_or_none(a) && is_array_or_none(b) && is_array_or_none(out) &&
-                        is_array_or_none(bias) && is_array_or_none(res))) {
+                        is_array_or_none(bias) && is_array_or_none(res) &&
+                        is_array_or_none(scale))) {
     py::object fallback = py::getattr(py::type::handle_of(self), "_call_fallback", py::none());
     if (!fallback.is_none()) {
       in_fallback = true;
       struct Reset { ~Reset() { in_fallback = false; } } reset;
-      if (!has_bias && !has_res) return fallback(self, a, b, out);
-      return fallback(self, a, b, out, py::arg("bias") = bias, py::arg("residual") = res);
+      if (!has_bias && !has_res && !has_scale) return fallback(self, a, b, out);
+      if (!has_scale)
+        return fallback(self, a, b, out, py::arg("bias") = bias, py::arg("residual") = res);
+      return fallback(self, a, b, out, py::arg("bias") = bias, py::arg("residual") = res,
+                      py::arg("scale") = scale);
     }
   }
-  return checked_call(k, a, b, out, bias, res);
+  return checked_call(k, a, b, out, bias, res, scale);
 }
 
 constexpr const char* kCallDoc =
-    "__call__($self, /, a, b=None, out=None, *, bias=None, residual=None)\n--\n\n"
+    "__call__($self, /, a, b=None, out=None, *, bias=None, residual=None, scale=None)\n--\n\n"
     "Compute out = a (x) b on numpy float32 arrays, then the computation's epilogue "
     "(bias: the output channels, residual: the output's shape; given exactly when the "
     "epilogue names them, bias also fixed by set_constant); returns out (allocated when None). "
+    "int8 computations: a uint8, b int8 (the user's layouts), out int32 without an epilogue, "
+    "else float32 = act(float(acc) * scale + bias + residual) (scale: float32 per output "
+    "channel, or fixed by set_constant). "
     "b=None uses the constant operand kept by set_constant(). Arguments that are not numpy "
     "arrays go to Kernel._call_fallback(kernel, a, b, out) when the class has one "
     "(looptune.interop installs the torch one).";
@@ -232,9 +279,9 @@ constexpr const char* kCallDoc =
 PyObject* call_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
                       PyObject* kwnames) {
   try {
-    static const char* const names[5] = {"a", "b", "out", "bias", "residual"};
-    PyObject* slot[5] = {nullptr, Py_None, Py_None, Py_None, Py_None};
-    bool given[5] = {false, false, false, false, false};
+    static const char* const names[6] = {"a", "b", "out", "bias", "residual", "scale"};
+    PyObject* slot[6] = {nullptr, Py_None, Py_None, Py_None, Py_None, Py_None};
+    bool given[6] = {false, false, false, false, false, false};
     if (nargs > 3)
       throw py::type_error("Kernel.__call__() takes at most 3 arguments (a, b, out), got " +
                            std::to_string(nargs));
@@ -243,7 +290,7 @@ PyObject* call_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
     for (Py_ssize_t j = 0; j < nkw; ++j) {
       PyObject* name = PyTuple_GET_ITEM(kwnames, j);
       int idx = -1;
-      for (int i = 0; i < 5 && idx < 0; ++i)
+      for (int i = 0; i < 6 && idx < 0; ++i)
         if (PyUnicode_CompareWithASCIIString(name, names[i]) == 0) idx = i;
       if (idx < 0)
         throw py::type_error("Kernel.__call__() got an unexpected keyword argument '" +
@@ -255,7 +302,7 @@ PyObject* call_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
     }
     if (!given[0]) throw py::type_error("Kernel.__call__() missing required argument 'a'");
     const Kernel& k = py::handle(self).cast<const Kernel&>();
-    return call(self, k, slot[0], slot[1], slot[2], slot[3], slot[4]).release().ptr();
+    return call(self, k, slot[0], slot[1], slot[2], slot[3], slot[4], slot[5]).release().ptr();
   } catch (py::error_already_set& e) {
     e.restore();
     return nullptr;
@@ -295,6 +342,7 @@ py::dict facts_dict(const CompileFacts& f) {
   d["parallel_loop"] = f.parallel_loop;
   d["parallel_iterations"] = f.parallel_iterations;
   d["compile_seconds"] = f.compile_seconds;
+  d["int8_path"] = f.int8_path;
   return d;
 }
 
@@ -349,21 +397,44 @@ void register_kernel(py::module_& m) {
       .def_property_readonly("facts", [](const Kernel& k) { return facts_dict(k.facts()); })
       .def_property_readonly("assembly", &Kernel::assembly)
       .def("set_constant",
-           [](Kernel& k, const py::object& b, const py::object& bias) {
+           [](Kernel& k, const py::object& b, const py::object& bias, const py::object& scale) {
              const Computation& c = k.tree().computation();
+             const std::string spec =
+                 c.epilogue.empty() ? std::string("none") : "'" + c.epilogue.str() + "'";
              if (!bias.is_none() && !c.epilogue.bias)
-               throw py::type_error("bias given, but this kernel's epilogue (" +
-                                    (c.epilogue.empty() ? std::string("none")
-                                                        : "'" + c.epilogue.str() + "'") +
+               throw py::type_error("bias given, but this kernel's epilogue (" + spec +
                                     ") has no bias");
-             py::array B = checked(b, "b", c.in1, false), Bias;
+             if (!scale.is_none() && !c.epilogue.scale)
+               throw py::type_error("scale given, but this kernel's epilogue (" + spec +
+                                    ") has no scale");
+             py::array B = checked(b, "b", c.in1, false, arg_types(c).b), Bias, Scale;
              if (!bias.is_none()) Bias = checked(bias, "bias", bias_tensor(c), false);
+             if (!scale.is_none()) Scale = checked(scale, "scale", bias_tensor(c), false);
              k.set_constant_in1(static_cast<const float*>(B.data()));
              if (!bias.is_none()) k.set_constant_bias(static_cast<const float*>(Bias.data()));
+             if (!scale.is_none()) k.set_constant_scale(static_cast<const float*>(Scale.data()));
            },
-           py::arg("b"), py::arg("bias") = py::none(),
+           py::arg("b"), py::arg("bias") = py::none(), py::arg("scale") = py::none(),
            "Keep a packed (kernel-layout) copy of b, e.g. constant weights; call with b=None. "
-           "bias: also keep the epilogue's bias, so calls may omit it.")
+           "bias (and scale, int8 epilogues): also keep the epilogue's bias (scale), so calls "
+           "may omit it.")
+      .def("weight_sums",
+           [](const Kernel& k, const py::object& b) {
+             const Computation& c = k.tree().computation();
+             if (!c.is_int8()) throw py::type_error("weight_sums is for int8 kernels");
+             py::array B = checked(b, "b", c.in1, false, kS8);
+             std::vector<int32_t> s =
+                 int8_weight_sums(c, static_cast<const int8_t*>(B.data()));
+             py::array_t<int32_t> out(static_cast<py::ssize_t>(s.size()));
+             std::copy(s.begin(), s.end(), out.mutable_data());
+             return out;
+           },
+           py::arg("b"),
+           "int8: each output channel's weight sum (int32 [N] of a matmul, [K] of a conv2d). "
+           "With activations quantized as round(x / sa) + zp (zp != 0), the exact "
+           "zero-point-free accumulator is acc - zp * sums: pass bias - zp * scale * sums "
+           "(scale = sa * weight scales) as the epilogue's bias.")
+      .def_property_readonly("has_constant_scale", &Kernel::has_constant_scale)
       .def_property_readonly("has_constant_bias", &Kernel::has_constant_bias)
       .def_property_readonly("has_constant", &Kernel::has_constant_in1)
       .def("benchmark", &bench, py::arg("min_time") = 0.01, py::arg("min_runs") = 3,
@@ -391,6 +462,90 @@ void register_kernel(py::module_& m) {
     if (!descr) throw py::error_already_set();
     kernel.attr("__call__") = py::reinterpret_steal<py::object>(descr);
   }
+
+  m.def(
+      "quantize_u8",
+      [](const py::object& x, const py::object& scale, const py::object& zero_point,
+         const py::object& out) {
+        if (!py::isinstance<py::array>(x))
+          throw py::type_error("x must be a numpy float32 array");
+        py::array X = py::reinterpret_borrow<py::array>(x);
+        TensorAccess t;
+        t.name = "x";
+        t.shape.assign(X.shape(), X.shape() + X.ndim());
+        X = checked(x, "x", t, false, kF32);
+        if (scale.is_none() != zero_point.is_none())
+          throw py::type_error("give both scale and zero_point, or neither");
+        float s = 0.0f;
+        int32_t zp = 0;
+        const bool given = !scale.is_none();
+        if (given) {
+          s = scale.cast<float>();
+          if (!py::isinstance<py::int_>(zero_point) || py::isinstance<py::bool_>(zero_point))
+            throw py::type_error("zero_point must be an int");
+          const long long z = zero_point.cast<long long>();
+          if (z < 0 || z > 255)
+            throw py::value_error("zero_point must be in 0..255, got " + std::to_string(z));
+          zp = static_cast<int32_t>(z);
+        }
+        py::array Q;
+        if (out.is_none()) Q = py::array_t<uint8_t>(t.shape);
+        else Q = checked(out, "out", t, true, kU8);
+        const float* px = static_cast<const float*>(X.data());
+        uint8_t* pq = static_cast<uint8_t*>(Q.mutable_data());
+        const int64_t n = static_cast<int64_t>(X.size());
+        {
+          py::gil_scoped_release release;
+          quantize_u8(px, n, pq, &s, &zp, given);
+        }
+        return py::make_tuple(Q, s, zp);
+      },
+      py::arg("x"), py::arg("scale") = py::none(), py::arg("zero_point") = py::none(),
+      py::arg("out") = py::none(),
+      "Quantize a float32 array to uint8: returns (q, scale, zero_point) with "
+      "q = clamp(round_half_even(x / scale) + zero_point, 0, 255). Without scale and "
+      "zero_point they come from the range [min(x, 0), max(x, 0)] as in PyTorch's dynamic "
+      "quantization (scale = range / 255, zero_point = round(-min / scale)); with them "
+      "(static quantization, requantizing a float32 output) they are used as given. "
+      "ValueError on a non-finite x.");
+  m.def(
+      "quantize_per_channel_s8",
+      [](const py::object& w, int axis) {
+        if (!py::isinstance<py::array>(w))
+          throw py::type_error("w must be a numpy float32 array");
+        py::array W = py::reinterpret_borrow<py::array>(w);
+        TensorAccess t;
+        t.name = "w";
+        t.shape.assign(W.shape(), W.shape() + W.ndim());
+        W = checked(w, "w", t, false, kF32);
+        const int nd = static_cast<int>(t.shape.size());
+        if (nd == 0) throw py::value_error("w must have at least one dimension");
+        if (axis < -nd || axis >= nd)
+          throw py::value_error("axis " + std::to_string(axis) + " is out of range for " +
+                                std::to_string(nd) + " dimensions");
+        if (axis < 0) axis += nd;
+        int64_t outer = 1, inner = 1;
+        for (int d = 0; d < nd; ++d) {
+          if (d < axis) outer *= t.shape[d];
+          if (d > axis) inner *= t.shape[d];
+        }
+        const int64_t ch = t.shape[axis];
+        py::array_t<int8_t> Q(t.shape);
+        py::array_t<float> S(static_cast<py::ssize_t>(ch));
+        const float* pw = static_cast<const float*>(W.data());
+        int8_t* pq = Q.mutable_data();
+        float* ps = S.mutable_data();
+        {
+          py::gil_scoped_release release;
+          quantize_per_channel_s8(pw, outer, ch, inner, pq, ps);
+        }
+        return py::make_tuple(Q, S);
+      },
+      py::arg("w"), py::arg("axis") = 0,
+      "Symmetric per-channel int8 quantization of weights: returns (q int8 of w's shape, "
+      "scale float32 [w.shape[axis]]) with scale[c] = max |w[c]| / 127 (1 for an all-zero "
+      "channel) and q = clamp(round_half_even(w / scale[c]), -127, 127). For a matmul's B "
+      "[K][N] use axis=1; for conv2d weights [K][C][R][S], axis=0.");
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
         "Set the engine's thread count (1..MAX_THREADS); use looptune.set_num_threads.");

@@ -20,11 +20,16 @@ int64_t TensorAccess::alloc_numel() const {
   return n;
 }
 
-bool TensorAccess::padded() const { return alloc_shape != shape; }
+bool TensorAccess::padded() const {
+  if (!byte_map.empty()) return !byte_identity;
+  return alloc_shape != shape;
+}
 
 int64_t Computation::flops() const {
   int64_t n = 2;
   for (const Var& v : vars) n *= v.extent;
+  if (group_var >= 0)  // int8: the user's reduction values, not the groups of 4
+    n = n / vars[group_var].extent * group_extent;
   const Blocking& b = in1.blocking;
   if (b.active()) n = n / ((b.size + b.factor - 1) / b.factor * b.factor) * b.size;
   return n;
@@ -166,8 +171,8 @@ std::string Computation::name() const {
   if (kind == "matmul") {
     os << "mm" << in0.shape[0] << '_' << in0.shape[1] << '_' << in1.shape[1];
   } else if (kind == "batch_matmul") {
-    os << "bmm" << extent_of(*this, "b") << '_' << extent_of(*this, "m") << '_'
-       << extent_of(*this, "k") << '_' << extent_of(*this, "n");
+    os << "bmm" << in0.shape[0] << '_' << in0.shape[1] << '_' << in0.shape[2] << '_'
+       << out.shape[2];
   } else if (kind == "conv2d") {
     os << "conv" << in0.shape[0] << '_' << in0.shape[1] << '_' << in0.shape[2] << '_'
        << in0.shape[3] << '_' << in1.shape[0] << '_' << in1.shape[2] << '_' << in1.shape[3]
@@ -179,6 +184,7 @@ std::string Computation::name() const {
     for (const Var& v : vars) os << '_' << v.name << v.extent;
   }
   if (block > 0) os << "_b" << block;
+  if (is_int8()) os << "_i8";
   if (!epilogue.empty()) {
     std::string e = epilogue.str();
     std::replace(e.begin(), e.end(), '+', '_');
@@ -193,6 +199,7 @@ std::string base_header(const Computation& c);
 
 std::string Computation::header() const {
   std::string h = base_header(*this);
+  if (is_int8()) h += " dtype=int8";
   if (!epilogue.empty()) h += " epilogue=" + epilogue.str();
   return h;
 }
@@ -206,6 +213,7 @@ std::vector<int64_t> Computation::bias_shape() const { return {out.shape[bias_di
 std::string Epilogue::str() const {
   std::string s;
   auto term = [&](const std::string& t) { s += (s.empty() ? "" : "+") + t; };
+  if (scale) term("scale");
   if (bias) term("bias");
   if (add) term("add");
   if (!act.empty()) term(act);
@@ -216,22 +224,27 @@ Epilogue parse_epilogue(const std::string& spec) {
   Epilogue e;
   if (spec.empty()) return e;
   const std::string allowed =
-      "an epilogue is terms joined by '+' in this order: optional 'bias', optional 'add', "
-      "optional activation 'relu' | 'relu6' | 'gelu' (e.g. 'bias+relu', 'bias+add+relu')";
-  int stage = 0;  // 0: nothing yet, 1: after bias, 2: after add, 3: after the activation
+      "an epilogue is terms joined by '+' in this order: 'scale' (int8 computations, which "
+      "need it), optional 'bias', optional 'add', optional activation 'relu' | 'relu6' | "
+      "'gelu' (e.g. 'bias+relu', 'bias+add+relu', 'scale+bias+relu')";
+  int stage = 0;  // 0: nothing yet, 1: bias, 2: add, 3: the activation, 4: scale
   size_t start = 0;
   while (true) {
     const size_t plus = spec.find('+', start);
     const std::string t = spec.substr(start, plus == std::string::npos ? std::string::npos
                                                                       : plus - start);
     int at;
-    if (t == "bias") at = 1;
+    if (t == "scale") at = 0;
+    else if (t == "bias") at = 1;
     else if (t == "add") at = 2;
     else if (t == "relu" || t == "relu6" || t == "gelu") at = 3;
     else bad("bad epilogue term '" + t + "' in '" + spec + "': " + allowed);
-    if (at <= stage) bad("epilogue term '" + t + "' out of order or repeated in '" + spec + "': " + allowed);
-    stage = at;
-    if (at == 1) e.bias = true;
+    if ((at == 0 && stage != 0) || (at > 0 && at <= stage))
+      bad("epilogue term '" + t + "' out of order or repeated in '" + spec + "': " + allowed);
+    stage = at == 0 ? 0 : at;
+    if (at == 0 && e.scale) bad("epilogue term 'scale' repeated in '" + spec + "': " + allowed);
+    if (at == 0) e.scale = true;
+    else if (at == 1) e.bias = true;
     else if (at == 2) e.add = true;
     else e.act = t;
     if (plus == std::string::npos) break;
@@ -242,7 +255,16 @@ Epilogue parse_epilogue(const std::string& spec) {
 
 Computation with_epilogue(Computation c, const std::string& spec) {
   c.epilogue = parse_epilogue(spec);
+  check_epilogue_dtype(c);
   return c;
+}
+
+void check_epilogue_dtype(const Computation& c) {
+  if (c.is_int8() && !c.epilogue.empty() && !c.epilogue.scale)
+    bad("an int8 computation's epilogue starts with 'scale' (out = act(float(acc) * "
+        "scale[channel] + bias ...)), got '" + c.epilogue.str() + "'");
+  if (!c.is_int8() && c.epilogue.scale)
+    bad("'scale' is an int8 epilogue term; this computation is float32");
 }
 
 namespace {
@@ -271,9 +293,14 @@ std::string base_header(const Computation& c) {
     for (const auto& [k, v] : sorted) os << ' ' << k << '=' << v;
     return os.str();
   }
-  if (kind == "matmul" && block > 0) {
-    os << " m=" << in0.shape[0] << " k=" << in0.shape[1] << " n=" << in1.shape[1]
-       << " block=" << block;
+  if (c.is_int8() && kind == "batch_matmul") {
+    os << " b=" << in0.shape[0] << " m=" << in0.shape[1] << " k=" << in0.shape[2]
+       << " n=" << c.out.shape[2];
+    return os.str();
+  }
+  if (kind == "matmul" && (block > 0 || c.is_int8())) {
+    os << " m=" << in0.shape[0] << " k=" << in0.shape[1] << " n=" << in1.shape[1];
+    if (block > 0) os << " block=" << block;
     return os.str();
   }
   for (const Var& v : vars) os << ' ' << v.name << '=' << v.extent;
@@ -599,7 +626,7 @@ Computation parse_base(const std::string& text, const std::string& header);
 
 Computation parse_computation(const std::string& header) {
   // The epilogue (the one key with a text value) is taken out first; the rest is key=integer.
-  std::string rest, epi, tok;
+  std::string rest, epi, tok, dtype;
   bool has_epi = false;
   {
     std::istringstream toks(header);
@@ -608,15 +635,23 @@ Computation parse_computation(const std::string& header) {
         if (has_epi) bad("'epilogue' given twice in computation header '" + header + "'");
         has_epi = true;
         epi = tok.substr(9);
+      } else if (tok.rfind("dtype=", 0) == 0) {
+        if (!dtype.empty()) bad("'dtype' given twice in computation header '" + header + "'");
+        dtype = tok.substr(6);
+        if (dtype != "int8" && dtype != "float32")
+          bad("bad dtype '" + dtype + "' in computation header '" + header +
+              "': 'float32' or 'int8'");
       } else {
         rest += tok + ' ';
       }
     }
   }
   Computation c = parse_base(rest, header);
+  if (dtype == "int8") c = int8_of(c);
   if (has_epi) {
     if (epi.empty()) bad("empty 'epilogue=' in computation header '" + header + "'");
     c.epilogue = parse_epilogue(epi);
+    check_epilogue_dtype(c);
   }
   return c;
 }
@@ -657,5 +692,116 @@ Computation parse_base(const std::string& text, const std::string& header) {
 }
 
 }  // namespace
+
+namespace {
+
+// Word offsets in the kernel buffer of each index along each user dim of a (word-level)
+// tensor access: its conv padding, longer rows or blocking (see Blocking).
+std::vector<std::vector<int64_t>> word_tables(const TensorAccess& t) {
+  const int nd = static_cast<int>(t.shape.size());
+  std::vector<std::vector<int64_t>> tab(nd);
+  const Blocking& b = t.blocking;
+  if (!b.active()) {
+    std::vector<int64_t> st(nd, 1);
+    for (int d = nd - 1; d-- > 0;) st[d] = st[d + 1] * t.alloc_shape[d + 1];
+    for (int d = 0; d < nd; ++d)
+      for (int64_t i = 0; i < t.shape[d]; ++i) tab[d].push_back((i + t.pad[d]) * st[d]);
+    return tab;
+  }
+  // kernel [A][blocks][B][L] or [blocks][A][B][L]; B's dims may carry conv padding
+  int64_t A = 1, B = 1;
+  for (int d = 0; d < nd; ++d) {
+    if (d < b.dim) A *= t.shape[d];
+    if (d > b.dim) B *= t.shape[d] + 2 * t.pad[d];
+  }
+  const int64_t L = b.factor, blocks = (b.size + L - 1) / L;
+  const int64_t a_unit = b.outer_pos == 0 ? B * L : blocks * B * L;
+  const int64_t block_unit = b.outer_pos == 0 ? A * B * L : B * L;
+  for (int d = 0; d < nd; ++d) {
+    int64_t inner = 1;
+    if (d < b.dim)
+      for (int e = d + 1; e < b.dim; ++e) inner *= t.shape[e];
+    if (d > b.dim)
+      for (int e = d + 1; e < nd; ++e) inner *= t.shape[e] + 2 * t.pad[e];
+    for (int64_t i = 0; i < t.shape[d]; ++i) {
+      if (d < b.dim) tab[d].push_back(i * inner * a_unit);
+      else if (d == b.dim) tab[d].push_back(i / L * block_unit + i % L);
+      else tab[d].push_back((i + t.pad[d]) * inner * L);
+    }
+  }
+  return tab;
+}
+
+// Turns the word-level access `w` (built with the grouped dim `gd` holding `groups` groups of
+// ceil(cg/4) words) into the int8 access of the user's byte tensor of `shape`.
+void group_bytes(TensorAccess& w, const std::vector<int64_t>& shape, int gd, int64_t cg) {
+  const auto tab = word_tables(w);
+  const int nd = static_cast<int>(shape.size());
+  const int64_t cg4 = (cg + 3) / 4;
+  w.byte_map.assign(nd, {});
+  for (int d = 0; d < nd; ++d) {
+    auto& m = w.byte_map[d];
+    m.resize(shape[d]);
+    for (int64_t i = 0; i < shape[d]; ++i) {
+      if (d != gd) { m[i] = tab[d][i] * 4; continue; }
+      const int64_t g = i / cg, c = i % cg;
+      m[i] = tab[d][g * cg4 + c / 4] * 4 + c % 4;
+    }
+  }
+  w.shape = shape;
+  int64_t n = 1;
+  bool identity = true;
+  for (int d = nd; d-- > 0;) {
+    for (int64_t i = 0; i < shape[d] && identity; ++i) identity = w.byte_map[d][i] == i * n;
+    n *= shape[d];
+  }
+  w.byte_identity = identity && w.alloc_numel() * 4 == n;
+}
+
+}  // namespace
+
+Computation int8_of(const Computation& f) {
+  if (f.is_int8()) return f;
+  if (!f.epilogue.empty()) bad("int8_of takes a computation without an epilogue");
+  auto check_products = [](int64_t n) {
+    if (n > kMaxInt8Products)
+      bad("an int8 output element would sum " + std::to_string(n) + " products; at most " +
+          std::to_string(kMaxInt8Products) + " keep the int32 sum exact");
+  };
+  auto q = [](int64_t x) { return (x + 3) / 4; };
+  Computation w;
+  int gd0 = 0, gd1 = 0;
+  int64_t cg = 0;
+  if (f.kind == "matmul") {
+    const int64_t m = f.in0.shape[0], k = f.in0.shape[1], n = f.in1.shape[1];
+    check_products(k);
+    w = f.block ? matmul_packed(m, q(k), n, f.block) : matmul(m, q(k), n);
+    gd0 = 1, gd1 = 0, cg = k;
+  } else if (f.kind == "batch_matmul") {
+    const int64_t b = f.in0.shape[0], m = f.in0.shape[1], k = f.in0.shape[2],
+                  n = f.in1.shape[2];
+    check_products(k);
+    w = batch_matmul(b, m, q(k), n);
+    gd0 = 2, gd1 = 1, cg = k;
+  } else if (f.kind == "conv2d") {
+    const int64_t n = f.in0.shape[0], c = f.in0.shape[1], h = f.in0.shape[2],
+                  wd = f.in0.shape[3], k = f.in1.shape[0], r = f.in1.shape[2],
+                  s = f.in1.shape[3], g = f.groups;
+    cg = c / g;
+    check_products(cg * r * s);
+    const int64_t c4 = g * q(cg);
+    w = f.block ? conv2d_blocked(n, c4, h, wd, k, r, s, f.conv_stride, f.conv_pad, f.block, g)
+                : conv2d(n, c4, h, wd, k, r, s, f.conv_stride, f.conv_pad, g);
+    gd0 = 1, gd1 = 1;
+  } else {
+    bad("int8 supports matmul, batch_matmul and conv2d, not '" + f.kind + "'");
+  }
+  group_bytes(w.in0, f.in0.shape, gd0, cg);
+  group_bytes(w.in1, f.in1.shape, gd1, cg);  // (one group: a weight row holds one group)
+  w.dtype = "int8";
+  w.group_var = w.var_index(f.kind == "conv2d" ? "c" : "k");
+  w.group_extent = cg;
+  return w;
+}
 
 }  // namespace looptune

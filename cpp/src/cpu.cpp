@@ -158,4 +158,48 @@ std::string cpu_signature() {
          std::to_string(model);
 }
 
+bool cpu_has_avx512_vnni() {
+  using C = Xbyak::util::Cpu;
+  return cpu().has(C::tAVX512_VNNI) && cpu().has(C::tAVX512VL) && cpu().has(C::tAVX512BW);
+}
+
+bool cpu_has_avx_vnni() { return cpu().has(Xbyak::util::Cpu::tAVX_VNNI); }
+
+std::string int8_path_name(Int8Path p) {
+  switch (p) {
+    case Int8Path::VnniEvex: return "vnni_evex";
+    case Int8Path::VnniVex: return "vnni_vex";
+    case Int8Path::Exact: return "exact";
+    default: return "none";
+  }
+}
+
+Int8Path int8_path(Isa isa, bool require) {
+  using C = Xbyak::util::Cpu;
+  Int8Path best = Int8Path::None, exact = Int8Path::None;
+  if (isa == Isa::AVX512) {
+    if (cpu_has_avx512_vnni()) best = Int8Path::VnniEvex;
+    if (cpu().has(C::tAVX512BW) && cpu().has(C::tAVX512VL)) exact = Int8Path::Exact;
+  } else {
+    if (cpu_has_avx_vnni()) best = Int8Path::VnniVex;
+    else if (cpu_has_avx512_vnni()) best = Int8Path::VnniEvex;
+    if (cpu().has(C::tAVX2)) exact = Int8Path::Exact;
+  }
+  if (best == Int8Path::None) best = exact;
+  Int8Path chosen = best;
+  if (const char* v = std::getenv("LOOPTUNE_INT8_PATH"); v && *v) {
+    const std::string s(v);
+    if (s == "exact") chosen = exact;
+    else if (s == "vnni") chosen = best == Int8Path::Exact ? Int8Path::None : best;
+    else if (s != "auto")
+      throw CompileError("LOOPTUNE_INT8_PATH='" + s + "' is not 'auto', 'vnni' or 'exact'");
+  }
+  if (require && chosen == Int8Path::None)
+    throw CompileError("no int8 code path for " + isa_name(isa) + " on this CPU (" + cpu_name() +
+                       "; LOOPTUNE_INT8_PATH=" +
+                       (std::getenv("LOOPTUNE_INT8_PATH") ? std::getenv("LOOPTUNE_INT8_PATH")
+                                                          : "auto") + ")");
+  return chosen;
+}
+
 }  // namespace looptune

@@ -142,4 +142,39 @@ void apply_epilogue(const Computation& c, float* out, const float* bias, const f
 
 void gelu_inplace(float* x, int64_t n) { span<kGelu>(x, nullptr, nullptr, 0.0f, n); }
 
+namespace {
+
+__attribute__((target("avx2,fma"))) void scale_span(float* x, float scale_s,
+                                                    const float* scale_vec, int64_t n) {
+  int32_t* xi = reinterpret_cast<int32_t*>(x);
+  const __m256 ss = _mm256_set1_ps(scale_s);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<__m256i*>(xi + i)));
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(v, scale_vec ? _mm256_loadu_ps(scale_vec + i) : ss));
+  }
+  for (; i < n; ++i) x[i] = static_cast<float>(xi[i]) * (scale_vec ? scale_vec[i] : scale_s);
+}
+
+}  // namespace
+
+void dequantize_output(const Computation& c, float* out, const float* scale, int threads) {
+  const int bd = c.bias_dim();
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < static_cast<int>(c.out.shape.size()); ++d) {
+    if (d < bd) outer *= c.out.shape[d];
+    if (d > bd) inner *= c.out.shape[d];
+  }
+  const int64_t ch = c.out.shape[bd];
+  if (inner == 1) {
+    parallel_for(outer, threads, [&](int64_t a0, int64_t a1) {
+      for (int64_t a = a0; a < a1; ++a) scale_span(out + a * ch, 0.0f, scale, ch);
+    });
+    return;
+  }
+  parallel_for(outer * ch, threads, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) scale_span(out + i * inner, scale[i % ch], nullptr, inner);
+  });
+}
+
 }  // namespace looptune

@@ -484,11 +484,17 @@ class NestGenerator : public CodeGenerator {
       for (int a = 0; a < static_cast<int>(accs_.size()); ++a) {
         if (accs_[a].first != o) continue;
         if (first < 0) first = a;
+        else if (int8()) vpaddd(vr(first), vr(first), vr(a));
         else vaddps(vr(first), vr(first), vr(a));
       }
       horizontal_sum(first, t);
       const Address dst = dword[ptr_reg(kOut) + static_cast<int32_t>(disp_[kOut] + o * 4)];
-      if (!low_.zero_init) vaddss(Xmm(first), Xmm(first), dst);
+      if (!low_.zero_init && int8()) {
+        vmovd(Xmm(t), dst);
+        vpaddd(Xmm(first), Xmm(first), Xmm(t));
+      } else if (!low_.zero_init) {
+        vaddss(Xmm(first), Xmm(first), dst);
+      }
       vmovss(dst, Xmm(first));
       ++facts_.stores;
     }
@@ -646,6 +652,21 @@ class NestGenerator : public CodeGenerator {
 
   // Leaves the sum of register r's lanes in its lowest lane (t is a scratch register).
   void horizontal_sum(int r, int t) {
+    if (int8()) {  // s32 lanes
+      if constexpr (I == Isa::AVX512) {
+        vextracti64x4(Ymm(t), Zmm(r), 1);
+        vpaddd(Ymm(r), Ymm(r), Ymm(t));
+        vextracti32x4(Xmm(t), Ymm(r), 1);
+      } else {
+        vextracti128(Xmm(t), Ymm(r), 1);
+      }
+      vpaddd(Xmm(r), Xmm(r), Xmm(t));
+      vpshufd(Xmm(t), Xmm(r), 0x4E);
+      vpaddd(Xmm(r), Xmm(r), Xmm(t));
+      vpshufd(Xmm(t), Xmm(r), 0xB1);
+      vpaddd(Xmm(r), Xmm(r), Xmm(t));
+      return;
+    }
     if constexpr (I == Isa::AVX512) {
       vextractf64x4(Ymm(t), Zmm(r), 1);
       vaddps(Ymm(r), Ymm(r), Ymm(t));
@@ -700,8 +721,33 @@ class NestGenerator : public CodeGenerator {
     if constexpr (I == Isa::AVX512) vmovups(mem(kOut, off) | k1, vr(reg));
     else vmaskmovps(mem(kOut, off), Ymm(mask_reg()), vr(reg));
   }
-  void fma_reg(int acc, int a, int b, int active) {
+  // ---- int8 (Lowered::int8): acc (s32 lanes) += dot of 4 u8 (in0) and 4 s8 (in1) per lane
+  bool int8() const { return low_.int8 != Int8Path::None; }
+  // The exact path's two scratch registers: the last ones below the AVX2 mask register.
+  int exact_scratch(int i) const {
+    return low_.nregs - (mask_reserved() ? 1 : 0) - 1 - i;
+  }
+  void dot4(int acc, int u8, int s8, int active) {
+    const Xmm A = narrow(acc, active), U = narrow(u8, active), S = narrow(s8, active);
+    if (low_.int8 != Int8Path::Exact)
+      return vpdpbusd(A, U, S, low_.int8 == Int8Path::VnniVex ? VexEncoding : EvexEncoding);
+    const Xmm t1 = narrow(exact_scratch(0), active), t2 = narrow(exact_scratch(1), active);
+    vpsllw(t1, S, 8);
+    vpsraw(t1, t1, 8);   // even bytes of the weights, sign-extended to 16 bits
+    vpsllw(t2, U, 8);
+    vpsrlw(t2, t2, 8);   // even bytes of the activations, zero-extended
+    vpmaddwd(t1, t2, t1);  // two products of at most 32640 in magnitude each: exact
+    vpaddd(A, A, t1);
+    vpsraw(t1, S, 8);    // odd bytes
+    vpsrlw(t2, U, 8);
+    vpmaddwd(t1, t2, t1);
+    vpaddd(A, A, t1);
+  }
+
+  // a: a register of input `ta` (fma_reg's callers pass which), b: one of the other input
+  void fma_reg(int acc, int a, int b, int active, int ta = kIn0) {
     ++facts_.fma;
+    if (int8()) return ta == kIn0 ? dot4(acc, a, b, active) : dot4(acc, b, a, active);
     if (low_.lanes == 1) vfmadd231ss(Xmm(acc), Xmm(a), Xmm(b));
     else vfmadd231ps(narrow(acc, active), narrow(a, active), narrow(b, active));
   }
@@ -709,6 +755,20 @@ class NestGenerator : public CodeGenerator {
   bool fma_mem(int acc, int a, int t, int64_t off, int active) {
     const Kind k = kind_[t];
     const int32_t d = static_cast<int32_t>(disp_[t] + off * 4);
+    if (int8()) {  // the memory operand must be the s8 weights (in1), a whole vector or a
+                   // broadcast word (AVX-512); never in scalar code (a vector would be read)
+      if (t != kIn1 || low_.int8 == Int8Path::Exact || k == Kind::Scalar) return false;
+      const PreferredEncoding enc = low_.int8 == Int8Path::VnniVex ? VexEncoding : EvexEncoding;
+      if (k == Kind::Vec && active == low_.lanes) vpdpbusd(vr(acc), vr(a), ptr[ptr_reg(t) + d], enc);
+      else if (k == Kind::Bcast && I == Isa::AVX512) {
+        const int lanes = accs_[acc].second;
+        vpdpbusd(narrow(acc, lanes), narrow(a, lanes), ptr_b[ptr_reg(t) + d], enc);
+        ++facts_.broadcasts;
+      } else return false;
+      ++facts_.fma;
+      ++facts_.loads;
+      return true;
+    }
     if (k == Kind::Scalar) vfmadd231ss(Xmm(acc), Xmm(a), dword[ptr_reg(t) + d]);
     else if (k == Kind::Vec && active == low_.lanes) vfmadd231ps(vr(acc), vr(a), ptr[ptr_reg(t) + d]);
     else if (k == Kind::Bcast && I == Isa::AVX512) {
@@ -751,7 +811,8 @@ class NestGenerator : public CodeGenerator {
     }
     const int p = vals[0].size() <= vals[1].size() ? 0 : 1, s = 1 - p;
     const int nacc = static_cast<int>(accs_.size()), temp = nacc;
-    const int free = low_.nregs - nacc - 1 - (mask_reserved() ? 1 : 0);
+    const int free = low_.nregs - nacc - 1 - (mask_reserved() ? 1 : 0) -
+                     (low_.int8 == Int8Path::Exact ? kExactScratch : 0);
     const int np = static_cast<int>(vals[p].size());
     for (int c0 = 0; c0 < np; c0 += free) {
       const int c1 = std::min(np, c0 + free);
@@ -766,7 +827,7 @@ class NestGenerator : public CodeGenerator {
             fma_mem(pts[g[users[0]]].acc, preg(users[0]), s, vals[s][sv], act[s][sv]))
           continue;
         load(temp, s, vals[s][sv], act[s][sv]);
-        for (size_t q : users) fma_reg(pts[g[q]].acc, preg(q), temp, pts[g[q]].active);
+        for (size_t q : users) fma_reg(pts[g[q]].acc, preg(q), temp, pts[g[q]].active, p);
       }
     }
   }

@@ -153,8 +153,38 @@ void blocked_padded_copy(const float* src, float* dst, const TensorAccess& t, in
   });
 }
 
+// An int8 input's bytes into the kernel's buffer (TensorAccess::byte_map), rows of the last
+// user dim shared among `threads`. Padding bytes are never written.
+void byte_copy(const uint8_t* src, uint8_t* dst, const TensorAccess& t, int threads) {
+  const int nd = static_cast<int>(t.shape.size());
+  const auto& map = t.byte_map;
+  const int64_t W = t.shape[nd - 1], rows = t.numel() / W;
+  const std::vector<int64_t>& last = map[nd - 1];
+  bool contiguous = true;
+  for (int64_t i = 0; i < W && contiguous; ++i) contiguous = last[i] == last[0] + i;
+  parallel_for(rows, threads, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t base = 0, rest = r;
+      for (int d = nd - 2; d >= 0; --d) {
+        base += map[d][rest % t.shape[d]];
+        rest /= t.shape[d];
+      }
+      const uint8_t* s = src + r * W;
+      uint8_t* o = dst + base;
+      if (contiguous) {
+        std::memcpy(o + last[0], s, W);
+      } else {
+        for (int64_t i = 0; i < W; ++i) o[last[i]] = s[i];
+      }
+    }
+  });
+}
+
 // The user's input in the kernel's buffer layout (conv padding, longer rows or blocking).
 void to_kernel_layout(const float* src, float* dst, const TensorAccess& t, int threads) {
+  if (!t.byte_map.empty())
+    return byte_copy(reinterpret_cast<const uint8_t*>(src), reinterpret_cast<uint8_t*>(dst), t,
+                     threads);
   // (an input blocked in dim 1 of NCHW: only the depthwise conv's; outputs never come here)
   if (t.blocking.active() && t.blocking.dim == 1 && t.shape.size() == 4 &&
       t.alloc_shape.size() == 5)
@@ -167,6 +197,7 @@ void to_kernel_layout(const float* src, float* dst, const TensorAccess& t, int t
 detail::JitCode generate_code(const detail::Lowered& low, Isa isa, CompileFacts& facts) {
   facts = CompileFacts{};
   facts.isa = isa_name(isa);
+  if (low.int8 != Int8Path::None) facts.int8_path = int8_path_name(low.int8);
   facts.lanes = low.lanes;
   facts.vectorized = low.lanes > 1;
   facts.reduction_vectorized = low.reduce_vec;
@@ -217,7 +248,7 @@ std::unique_ptr<Kernel::Packed> Kernel::pack_in1(const float* in1) const {
     std::memset(p->buf->p, 0, sizeof(float) * n);
     to_kernel_layout(in1, p->buf->p, t, threads_used());
   } else {
-    std::memcpy(p->buf->p, in1, sizeof(float) * n);
+    std::memcpy(p->buf->p, in1, sizeof(float) * n);  // (int8: alloc words == user bytes)
   }
   return p;
 }
@@ -226,6 +257,7 @@ void Kernel::set_constant_in1(const float* in1) { constant_ = pack_in1(in1); }
 
 Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
   if (!isa_supported(isa)) throw CompileError("this CPU does not support " + isa_name(isa));
+  if (tree.computation().is_int8()) int8_path(isa, true);  // CompileError if there is none
   {  // inputs, output and relayout copies, checked before anything is allocated
     const Computation& c = tree.computation();
     check_buffer_bytes(4.0 * (static_cast<double>(c.in0.numel()) + c.in1.numel() +
@@ -341,6 +373,12 @@ void Kernel::execute(const float* in0, const float* in1, bool in1_packed, float*
   blocked_copy(out, r.out->p, c.out, false, threads);
 }
 
+void Kernel::set_constant_scale(const float* scale) {
+  const Computation& c = tree_.computation();
+  if (!c.epilogue.scale) throw std::invalid_argument("this kernel's epilogue has no scale");
+  constant_scale_.assign(scale, scale + c.bias_shape()[0]);
+}
+
 void Kernel::set_constant_bias(const float* bias) {
   const Computation& c = tree_.computation();
   if (!c.epilogue.bias) throw std::invalid_argument("this kernel's epilogue has no bias");
@@ -348,7 +386,7 @@ void Kernel::set_constant_bias(const float* bias) {
 }
 
 void Kernel::run(const float* in0, const float* in1, float* out, int threads, const float* bias,
-                 const float* residual) const {
+                 const float* residual, const float* scale) const {
   threads = threads_used(threads);
   const Epilogue& e = tree_.computation().epilogue;
   if (e.empty()) return run_body(in0, in1, out, threads);
@@ -358,6 +396,18 @@ void Kernel::run(const float* in0, const float* in1, float* out, int threads, co
     bias = constant_bias_.data();
   }
   if (e.add && !residual) throw std::invalid_argument("the epilogue needs a residual");
+  if (e.scale && !scale) {
+    if (constant_scale_.empty())
+      throw std::invalid_argument("no scale given and no constant scale set");
+    scale = constant_scale_.data();
+  }
+  if (e.scale) {  // int8: s32 accumulators, dequantized in place, then the float epilogue
+    run_body(in0, in1, out, threads);
+    dequantize_output(tree_.computation(), out, scale, threads);
+    if (e.bias || e.add || !e.act.empty())
+      apply_epilogue(tree_.computation(), out, bias, residual, threads);
+    return;
+  }
   const float* const epi[2] = {bias, residual};
   if (fused) return run_body(in0, in1, out, threads, epi);
   run_body(in0, in1, out, threads);
@@ -441,6 +491,7 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
                      const Kernel::Relayout& l_, int threads_) {
     const float* const ops[2] = {bias, res};
     this->execute(a_, b_, packed_, o_, l_, threads_, ops);
+    if (epi && c.epilogue.scale) dequantize_output(c, o_, bias, threads_);  // (random scale)
     if (epi && !facts_.epilogue_fused) apply_epilogue(c, o_, bias, res, threads_);
   };
 
@@ -518,6 +569,30 @@ double measure_peak_gflops(Isa isa, double min_seconds) {
     ++reps;
   }
   return flops / best * 1e-9;
+}
+
+}  // namespace looptune
+
+namespace looptune {
+
+std::vector<int32_t> int8_weight_sums(const Computation& c, const int8_t* in1) {
+  if (!c.is_int8()) throw std::invalid_argument("weight sums are for int8 computations");
+  const auto& s = c.in1.shape;
+  if (c.kind == "matmul") {  // [K][N]: column sums
+    std::vector<int32_t> out(s[1], 0);
+    for (int64_t k = 0; k < s[0]; ++k)
+      for (int64_t n = 0; n < s[1]; ++n) out[n] += in1[k * s[1] + n];
+    return out;
+  }
+  if (c.kind == "conv2d") {  // [K][C/g][R][S]: one sum per output channel
+    const int64_t inner = s[1] * s[2] * s[3];
+    std::vector<int32_t> out(s[0], 0);
+    for (int64_t k = 0; k < s[0]; ++k)
+      for (int64_t i = 0; i < inner; ++i) out[k] += in1[k * inner + i];
+    return out;
+  }
+  throw std::invalid_argument("weight sums of a " + c.kind +
+                              " differ per batch; compute them with numpy");
 }
 
 }  // namespace looptune

@@ -153,7 +153,7 @@ void choose_output_layout(Lowered& low, const Computation& c) {
 // Decides Lowered::epi_fused and the bias strides (see there).
 void choose_epilogue_fusion(Lowered& low, const Computation& c) {
   const Epilogue& e = c.epilogue;
-  if (e.empty() || low.lanes == 1 || low.reduce_vec || !low.zero_init ||
+  if (e.empty() || c.is_int8() || low.lanes == 1 || low.reduce_vec || !low.zero_init ||
       (c.out.padded() && !low.out_user) || (e.act == "gelu" && low.out_transposed))
     return;
   // the output (user layout) viewed as [A][Ch][B]: a variable's bias stride is its stride's
@@ -205,6 +205,10 @@ Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user) {
   // scalar code keeps to the 16 registers every ISA encodes (VEX); vector code has the ISA's
   low.nregs = vec ? isa_facts(isa).vector_registers : 16;
   low.acc_max = low.nregs - kScratchRegisters;
+  if (c.is_int8()) {
+    low.int8 = int8_path(isa, true);
+    if (low.int8 == Int8Path::Exact) low.acc_max -= kExactScratch;
+  }
 
   int n = static_cast<int>(low.loops.size());
   low.vec_range = full_ranges_at(low, n - 1)[low.loops.back().var];

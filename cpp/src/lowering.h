@@ -72,7 +72,12 @@ struct Lowered {
   // clipped to them.
   int par = -1;
   int64_t par_iterations = 1;
+  // int8 computations: how the generator multiplies (Int8Path::None for float32). Tensor
+  // elements are 32-bit either way (an input word: 4 bytes of consecutive reduction values);
+  // the exact path needs kExactScratch more scratch registers (fewer accumulators).
+  Int8Path int8 = Int8Path::None;
 };
+constexpr int kExactScratch = 2;
 
 // Visits every point of the register tile made of loops[t..]: `range` holds each variable's
 // range when loop t starts; f(off, range) gets each point's per-variable element offsets and

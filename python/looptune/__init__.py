@@ -22,6 +22,8 @@ from looptune._core import (
     matmul,
     measure_peak_gflops,
     parse_computation,
+    quantize_per_channel_s8,
+    quantize_u8,
 )
 from looptune._core import (
     contraction as _contraction,
@@ -97,5 +99,7 @@ __all__ = [
     "measure_peak_gflops",
     "num_threads",
     "parse_computation",
+    "quantize_per_channel_s8",
+    "quantize_u8",
     "set_num_threads",
 ]

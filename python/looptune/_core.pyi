@@ -32,6 +32,11 @@ class Computation:
     conv_pad: int  # conv2d only (0 otherwise)
     block: int  # blocked layout: conv2d output channels / matmul B column panels; 0 = plain
     groups: int  # conv2d only: grouped convolution (1: plain)
+    # "float32", or "int8": a uint8 (activations) times b int8 (weights) summed exactly in
+    # int32; the loop nest is float32's with the reduction variable (k; c of a conv2d)
+    # counting groups of 4 values (extent ceil(k / 4); per conv group ceil(c / groups / 4)),
+    # zero-padded in the kernel's buffers (b in the VNNI layout [K/4][N][4])
+    dtype: str
     # the pointwise epilogue after the reduction: "bias", "bias+add+relu", ...; "" for none
     epilogue: str
     bias_shape: tuple[int, ...]  # the epilogue bias: (output channels,)
@@ -49,8 +54,17 @@ class Computation:
 # layout: "auto" (op default for the host vector width), "plain", "blocked" or "blocked<L>"
 # epilogue: terms joined by "+" in order: optional "bias", optional "add", optional
 # "relu" | "relu6" | "gelu": out = act(acc + bias[channel] + residual); ValueError otherwise
-def matmul(m: int, k: int, n: int, layout: str = "auto", epilogue: str = "") -> Computation: ...
-def batch_matmul(b: int, m: int, k: int, n: int, epilogue: str = "") -> Computation: ...
+# dtype: "float32" | "int8" (see Computation.dtype). An int8 computation's output is int32
+# without an epilogue; its epilogue starts with "scale" ("scale", "scale+bias+relu", ...) and
+# gives float32 act(float(acc) * scale[channel] + bias[channel] + residual); float32
+# computations never take "scale". int8 refuses (ValueError) more than 65793 products per
+# output element (k, or c / groups * r * s), where an int32 sum could overflow.
+def matmul(
+    m: int, k: int, n: int, layout: str = "auto", epilogue: str = "", dtype: str = "float32"
+) -> Computation: ...
+def batch_matmul(
+    b: int, m: int, k: int, n: int, epilogue: str = "", dtype: str = "float32"
+) -> Computation: ...
 def conv2d(
     n: int,
     c: int,
@@ -64,6 +78,7 @@ def conv2d(
     layout: str = "auto",
     groups: int = 1,  # weights [k, c // groups, r, s]; groups divides c and k
     epilogue: str = "",
+    dtype: str = "float32",
 ) -> Computation: ...
 def contraction(spec: str, sizes: dict[str, int], epilogue: str = "") -> Computation: ...
 def parse_computation(header: str) -> Computation: ...
@@ -123,24 +138,37 @@ class Kernel:
     isa: str
     facts: dict[str, float | int | bool | str]
     assembly: str
+    # int8 kernels (tree.computation.dtype == "int8"): a uint8, b int8 in the user's layouts
+    # ([M][K] / [K][N]; NCHW / [K][C/g][R][S]), out int32 without an epilogue, else float32;
+    # scale (float32, bias_shape) required iff the epilogue names it (or set_constant(b,
+    # scale=...)). Wrong dtypes: TypeError, never a cast.
     def __call__(
         self,
-        a: npt.NDArray[np.float32],
-        b: npt.NDArray[np.float32] | None = None,  # None: the constant set by set_constant()
-        out: npt.NDArray[np.float32] | None = None,
+        a: npt.NDArray[np.float32] | npt.NDArray[np.uint8],
+        b: npt.NDArray[np.float32] | npt.NDArray[np.int8] | None = None,  # None: set_constant's
+        out: npt.NDArray[np.float32] | npt.NDArray[np.int32] | None = None,
         *,
         bias: npt.NDArray[np.float32] | None = None,  # required iff the epilogue names it
         residual: npt.NDArray[np.float32] | None = None,  # (bias: or set_constant(b, bias))
-    ) -> npt.NDArray[np.float32]: ...
+        scale: npt.NDArray[np.float32] | None = None,  # int8 epilogues
+    ) -> npt.NDArray[np.float32] | npt.NDArray[np.int32]: ...
     # Called by __call__ for arguments that are not numpy arrays, when set (looptune.interop
     # sets it: torch tensors); the engine raises its typed errors if this passes them on again
     _call_fallback: ClassVar[Callable[[Kernel, Any, Any, Any], Any]]
     has_constant: bool
     has_constant_bias: bool
-    # keeps a packed copy of b (and of the epilogue's bias, when given)
+    has_constant_scale: bool
+    # keeps a packed copy of b (and of the epilogue's bias / scale, when given)
     def set_constant(
-        self, b: npt.NDArray[np.float32], bias: npt.NDArray[np.float32] | None = None
+        self,
+        b: npt.NDArray[np.float32] | npt.NDArray[np.int8],
+        bias: npt.NDArray[np.float32] | None = None,
+        scale: npt.NDArray[np.float32] | None = None,
     ) -> None: ...
+    # int8: each output channel's weight sum (int32 [N] of a matmul, [K] of a conv2d; TypeError
+    # for float32 kernels, ValueError for batch_matmul). For activations quantized with zero
+    # point zp: pass bias - zp * scale * sums as the epilogue's bias (exact zero-point removal)
+    def weight_sums(self, b: npt.NDArray[np.int8]) -> npt.NDArray[np.int32]: ...
     def benchmark(
         self,
         min_time: float = 0.01,
@@ -164,5 +192,23 @@ def supported_isas() -> list[str]: ...  # those this CPU runs, best first
 def isa_facts(
     isa: str | None = None,
 ) -> dict[str, int | str | bool]: ...  # isa, lanes, vector_registers, accumulator_registers,
-# peak_fma_chains, l1d/l2/l3_bytes (CPUID; 0 when not reported), supported (by this CPU)
+# peak_fma_chains, l1d/l2/l3_bytes (CPUID; 0 when not reported), supported (by this CPU),
+# vnni (AVX512-VNNI + VL), avx_vnni (VEX AVX-VNNI), int8_path: how this ISA's int8 kernels
+# multiply here: "vnni_evex" | "vnni_vex" | "exact" (no VNNI: 16-bit products, two vpmaddwd
+# per group of 4; exact) | "none" (LOOPTUNE_INT8_PATH=exact forces "exact", =vnni needs VNNI)
+# Kernel.facts["int8_path"] tells which path a kernel was compiled with ("" for float32).
+# int8 quantization (C++, vectorized): q uint8 = clamp(round_half_even(x / scale) + zp, 0,
+# 255); without scale/zero_point they come from [min(x, 0), max(x, 0)] (PyTorch's dynamic
+# quantization): scale = range / 255, zp = round(-min / scale). ValueError on non-finite x.
+def quantize_u8(
+    x: npt.NDArray[np.float32],
+    scale: float | None = None,
+    zero_point: int | None = None,
+    out: npt.NDArray[np.uint8] | None = None,
+) -> tuple[npt.NDArray[np.uint8], float, int]: ...
+# symmetric per-channel: scale[c] = max |w[c]| / 127 (1 if all zero), q = clamp(round(w /
+# scale[c]), -127, 127); returns (q int8 of w's shape, scale float32 [w.shape[axis]])
+def quantize_per_channel_s8(
+    w: npt.NDArray[np.float32], axis: int = 0
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]: ...
 def measure_peak_gflops(isa: str | None = None, min_time: float = 0.05) -> float: ...

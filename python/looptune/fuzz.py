@@ -154,6 +154,47 @@ def parallel_mismatch(kernel: Any, a: np.ndarray, b: np.ndarray, want: np.ndarra
     return f"{threads} threads differ from 1 thread in {diff} element(s)"
 
 
+# ---------------------------------------------------------------- int8 reference
+
+
+def int8_inputs(comp: Any, seed: int = 0, extreme: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Random uint8 activations and int8 weights of an int8 computation's user shapes;
+    ``extreme``: a = 255 everywhere and b = -128 / 127 at random (the largest sums)."""
+    rng = np.random.default_rng(seed)
+    ash, bsh = tuple(comp.inputs[0].shape), tuple(comp.inputs[1].shape)
+    if extreme:
+        return (np.full(ash, 255, np.uint8),
+                rng.choice(np.array([-128, 127], np.int8), bsh).astype(np.int8))
+    return (rng.integers(0, 256, ash, dtype=np.uint8),
+            rng.integers(-128, 128, bsh, dtype=np.int8))
+
+
+def int8_expected(comp: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The exact int32 accumulators of an int8 computation (numpy in int64)."""
+    a64, b64 = a.astype(np.int64), b.astype(np.int64)
+    if comp.kind in ("matmul", "batch_matmul"):
+        out = np.matmul(a64, b64)
+    elif comp.kind == "conv2d":
+        stride, pad, groups = comp.conv_stride, comp.conv_pad, comp.groups
+        n, _, h, w = a.shape
+        k, cg, r, s = b.shape
+        ap = np.pad(a64, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        oh, ow = (h + 2 * pad - r) // stride + 1, (w + 2 * pad - s) // stride + 1
+        out = np.zeros((n, k, oh, ow), np.int64)
+        kg = k // groups
+        for g in range(groups):
+            for i in range(r):
+                for j in range(s):
+                    patch = ap[:, g * cg:(g + 1) * cg, i:i + stride * oh:stride,
+                               j:j + stride * ow:stride]
+                    out[:, g * kg:(g + 1) * kg] += np.einsum(
+                        "nchw,kc->nkhw", patch, b64[g * kg:(g + 1) * kg, :, i, j])
+    else:
+        raise ValueError(f"no int8 reference for {comp.kind}")
+    assert np.abs(out).max(initial=0) < 2**31
+    return out.astype(np.int32)
+
+
 # ---------------------------------------------------------------- guarded buffers
 
 

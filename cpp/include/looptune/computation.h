@@ -44,19 +44,28 @@ struct TensorAccess {
   std::vector<int64_t> pad;          // leading padding per dim; all 0 if none
   std::vector<int64_t> strides;      // per computation variable, in elements of alloc_shape
   Blocking blocking;                 // kernel layout blocks a dimension (no conv padding then)
+  // int8 computations (inputs only): the user's tensor holds bytes (shape in bytes) and the
+  // kernel's buffer 32-bit words of 4 consecutive reduction values (alloc_shape and strides in
+  // words). byte_map[d][i]: byte offset in the kernel buffer of index i along user dim d (an
+  // element's offset is the sum over its dims); padding bytes are zero. Empty otherwise.
+  std::vector<std::vector<int64_t>> byte_map;
+  bool byte_identity = false;        // byte_map is the user's dense layout (no copy needed)
   int64_t numel() const;             // elements of the user-facing shape
   int64_t alloc_numel() const;       // elements of the kernel buffer
   bool padded() const;               // the kernel buffer differs from the user's (a copy is made)
+  int64_t elem_bytes() const { return byte_map.empty() ? 4 : 1; }  // bytes per user element
 };
 
 // A pointwise epilogue applied to every output element after the reduction:
 // out = act(acc + bias[channel] + residual), the terms in this order. `channel` is the output's
 // channel dimension (K of conv2d; the last user-facing output dim otherwise); the residual has
 // the output's user-facing shape. act: "" (none), "relu", "relu6" or "gelu" (exact, erf form).
+// int8 computations: the epilogue starts with 'scale' (out = act(float(acc) * scale[channel] +
+// bias[channel] + residual), a float32 output) and float32 ones never have it.
 struct Epilogue {
-  bool bias = false, add = false;
+  bool scale = false, bias = false, add = false;
   std::string act;
-  bool empty() const { return !bias && !add && act.empty(); }
+  bool empty() const { return !scale && !bias && !add && act.empty(); }
   std::string str() const;  // canonical spec, e.g. "bias+add+relu"; "" when empty
   bool operator==(const Epilogue& o) const { return str() == o.str(); }
 };
@@ -79,6 +88,15 @@ class Computation {
   int64_t block = 0;
   int64_t groups = 1;  // conv2d only: grouped convolution (weights [K][C/groups][R][S])
   Epilogue epilogue;   // applied to the output after the reduction (part of the header)
+  // "float32", or "int8": u8 activations (in0) times s8 weights (in1) summed in s32 (the
+  // output: int32, or float32 through the epilogue). The reduction variable `group_var` (k of
+  // a matmul, c of a conv2d) then counts groups of 4 consecutive reduction values (its extent
+  // ceil(K/4), per conv group ceil(C/groups/4)), zero-padded in the kernel's buffers; the
+  // inputs' kernel layouts are int8_of()'s. Part of name() and header().
+  std::string dtype = "float32";
+  int group_var = -1;           // int8: the grouped reduction variable
+  int64_t group_extent = 0;     // int8: its user extent in values (K, or C/groups)
+  bool is_int8() const { return dtype == "int8"; }
 
   int bias_dim() const;                  // the output dim the bias runs along
   std::vector<int64_t> bias_shape() const;  // {out.shape[bias_dim()]}
@@ -123,5 +141,14 @@ int64_t default_matmul_block(int64_t m, int64_t k, int64_t n, int lanes, int64_t
 Computation contraction(const std::string& spec, const std::map<std::string, int64_t>& sizes);
 // Inverse of Computation::header().
 Computation parse_computation(const std::string& header);
+
+// The int8 version of a float32 matmul, batch_matmul or conv2d computation (any layout and
+// groups; the same sizes and epilogue-free): throws std::invalid_argument for other kinds and
+// when one output element would sum more than kMaxInt8Products products (its s32 sum could
+// overflow: 255 * 128 * 65793 < 2^31).
+Computation int8_of(const Computation& f);
+constexpr int64_t kMaxInt8Products = 65793;
+// Throws std::invalid_argument unless the epilogue suits the dtype (see Epilogue).
+void check_epilogue_dtype(const Computation& c);
 
 }  // namespace looptune

@@ -40,4 +40,19 @@ struct IsaFacts {
 };
 IsaFacts isa_facts(Isa isa);
 
+// How int8 computations multiply on an ISA (the generator's choice, from CPUID):
+//   VnniEvex: vpdpbusd, EVEX (AVX512-VNNI; ymm on the AVX2 ISA also needs AVX512-VL)
+//   VnniVex:  vpdpbusd, VEX (AVX-VNNI, ymm only: the AVX2 ISA on CPUs that have it)
+//   Exact:    no VNNI: bytes widened to 16 bits and two vpmaddwd per group of 4 (exact: every
+//             product of u8 and s8 fits; vpmaddubsw is not used, it saturates)
+//   None:     no int8 path on this CPU (AVX-512 without VNNI or BW)
+enum class Int8Path { None, VnniEvex, VnniVex, Exact };
+bool cpu_has_avx512_vnni();  // AVX512-VNNI and AVX512-VL
+bool cpu_has_avx_vnni();
+// The path `isa` uses on this CPU. LOOPTUNE_INT8_PATH=exact forces the exact path (testing it
+// on a VNNI host), =vnni requires a VNNI one, =auto or unset: the best; anything else throws
+// CompileError, as does None when `require` is set.
+Int8Path int8_path(Isa isa, bool require = false);
+std::string int8_path_name(Int8Path p);  // "vnni_evex" | "vnni_vex" | "exact" | "none"
+
 }  // namespace looptune

@@ -38,6 +38,7 @@ struct CompileFacts {
   int parallel_loop = -1;        // the tree's parallel loop (-1: none; the kernel runs serially)
   int64_t parallel_iterations = 0;  // its iterations (tail included): the work split over threads
   double compile_seconds = 0.0;
+  std::string int8_path;         // int8 computations: int8_path_name() of the code; "" else
 };
 
 struct TimingResult {
@@ -66,8 +67,14 @@ class Kernel {
   // threads: how many threads share the parallel loop (0: num_threads(), thread_pool.h); a
   // kernel without a parallel loop runs on the calling thread whatever it is. The result is
   // bit-identical at every thread count.
+  // int8 computations (Computation::dtype): in0 holds u8, in1 s8 (the user's layouts, as
+  // bytes), out int32 without an epilogue, else float32: act(float(acc) * scale[channel] +
+  // bias + residual) (scale of bias_shape(); nullptr: the one kept by set_constant_scale).
   void run(const float* in0, const float* in1, float* out, int threads = 0,
-           const float* bias = nullptr, const float* residual = nullptr) const;
+           const float* bias = nullptr, const float* residual = nullptr,
+           const float* scale = nullptr) const;
+  void set_constant_scale(const float* scale);  // int8 epilogues: keeps a copy of the scale
+  bool has_constant_scale() const { return !constant_scale_.empty(); }
   // Keeps a copy of the epilogue's bias, so calls may pass none.
   void set_constant_bias(const float* bias);
   bool has_constant_bias() const { return !constant_bias_.empty(); }
@@ -114,6 +121,7 @@ class Kernel {
                              // blocked output the kernel cannot store in the user's layout)
   std::unique_ptr<Packed> constant_;  // set_constant_in1
   std::vector<float> constant_bias_;  // set_constant_bias
+  std::vector<float> constant_scale_;  // set_constant_scale
   mutable std::mutex workspace_mutex_;  // run() reuses its relayout buffers across calls
                                         // (only kernels with relayout copies have them)
   mutable std::unique_ptr<Relayout> workspace_;
@@ -126,6 +134,13 @@ class Kernel {
 // epilogue does not name them. Rows are shared among `threads`.
 void apply_epilogue(const Computation& c, float* out, const float* bias, const float* residual,
                     int threads = 1);
+// int8: out (holding the int32 accumulators) = float(acc) * scale[channel], in place.
+void dequantize_output(const Computation& c, float* out, const float* scale, int threads = 1);
+// int8: the sum of each output channel's weights (in1 in the user's layout, s8): with
+// activations quantized as round(x / s) + zp, acc - zp * sum is the exact sum of the
+// zero-point-free products (fold -zp * scale * sum into the bias). matmul: [N] (column sums
+// of [K][N]); conv2d: [K]; batch_matmul: std::invalid_argument (its sums differ per batch).
+std::vector<int32_t> int8_weight_sums(const Computation& c, const int8_t* in1);
 
 // GELU (exact, erf form: 0.5 x (1 + erf(x / sqrt 2))) of n floats, in place; the vectorized
 // approximation the epilogue uses (absolute error of erf under ~2e-7).
