@@ -4,7 +4,7 @@
 
 For every int8 computation of a set (BERT-base GEMMs, large and real-family matmuls from
 ``mm_int8``, the ``conv2d_int8`` layers), every tile macro (``looptune.agent.tiler.candidates``:
-the float32 rule's tiles in 32-bit accumulators plus the int8 k blocks) is compiled and timed
+the rule's tiles, in 32-bit accumulators on an int8 computation) is compiled and timed
 in C++ (``Kernel.benchmark``, the tuners' own timing). Then, per scorer, the fraction of the
 best macro's speed reached by the best of its top-k (k = 1, 2, 4: what ``tiler_search`` times
 first) and the Spearman rank correlation of its scores with the measured speeds:
@@ -13,6 +13,7 @@ first) and the Spearman rank correlation of its scores with the measured speeds:
   features unchanged (``tile_features``: sizes in 32-bit words, accumulators in vectors);
 * ``rule``: ``looptune.agent.tiler_int8.rule_scores`` (accumulator fill and intensity, whole
   vectors, tails, reduction panel in L2);
+* ``interleaved``: the two rankings alternated (the f32 scorer's best, the rule's best, ...);
 * ``order``: the candidates in generation order (no scorer).
 
 Writes benchmarks/results/int8_tiler.json and prints the table.
@@ -61,6 +62,17 @@ def measure(comp: looptune.Computation, isa: str, min_time: float) -> tuple[list
     return trees, speeds
 
 
+def interleave(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Scores whose order alternates the two scorers' rankings (first's best, second's best,
+    first's second, ...), each macro at its earliest place."""
+    order: list[int] = []
+    for a, b in zip(np.argsort(-first, kind="stable"), np.argsort(-second, kind="stable")):
+        order += [i for i in (int(a), int(b)) if i not in order]
+    out = np.zeros(len(first))
+    out[order] = -np.arange(len(order), dtype=float)
+    return out
+
+
 def evaluate(scores: np.ndarray, speeds: np.ndarray) -> dict:
     order = np.argsort(-scores, kind="stable")
     best = speeds.max()
@@ -91,16 +103,20 @@ def main() -> None:
         trees, speeds = measure(comp, isa, args.min_time)
         if speeds.max() <= 0:
             continue
+        fs, rs = f32.scores(trees), rule_scores(trees, isa)
         row = {"name": b.name, "macros": len(trees), "best_gops": float(speeds.max()),
-               "f32_scorer": evaluate(f32.scores(trees), speeds),
-               "rule": evaluate(rule_scores(trees, isa), speeds),
-               "order": evaluate(-np.arange(len(trees), dtype=float), speeds)}
+               "f32_scorer": evaluate(fs, speeds), "rule": evaluate(rs, speeds),
+               "interleaved": evaluate(interleave(fs, rs), speeds),
+               "order": evaluate(-np.arange(len(trees), dtype=float), speeds),
+               "gops": speeds.round(2).tolist(), "f32_scores": fs.round(4).tolist(),
+               "rule_scores": rs.round(4).tolist(),
+               "best_schedule": trees[int(np.argmax(speeds))].dump()}
         rows.append(row)
         print(f"  {b.name}: {len(trees)} macros, best {row['best_gops']:.0f} GOP/s; top1 "
               f"f32 {row['f32_scorer']['top1']:.2f} rule {row['rule']['top1']:.2f} "
               f"order {row['order']['top1']:.2f}", file=sys.stderr, flush=True)
     summary = {}
-    for scorer in ("f32_scorer", "rule", "order"):
+    for scorer in ("f32_scorer", "rule", "interleaved", "order"):
         s = {f"top{k}_geomean": float(geomean([r[scorer][f"top{k}"] for r in rows]))
              for k in TOPK}
         s[f"top{TOPK[0]}_min"] = min(r[scorer][f"top{TOPK[0]}"] for r in rows)

@@ -29,15 +29,18 @@ def _measurer() -> Measurer:
     return Measurer(min_time=0.0005, min_runs=1, max_runs=3, cache={})
 
 
-def test_int8_macros_extend_the_f32_rule_and_are_exact():
+def test_int8_macros_are_register_tiles_in_accumulators_and_exact():
     comp = looptune.matmul(37, 1100, 45, dtype="int8")  # odd sizes: tails everywhere
     assert tiler_int8.is_int8(comp) and not tiler_int8.is_int8(looptune.matmul(4, 4, 4))
     trees = tiler.candidates(comp, looptune.host_isa())
     k_groups = {v.name: v.extent for v in comp.vars}["k"]
     assert k_groups == 275  # groups of 4 values
-    steps = {lp.step for t in trees for lp in t.loops if lp.var == "k"}
-    assert {64} <= steps  # the int8 k block (256 values) is among the macros
     assert len(trees) > 5
+    lanes = _core.isa_facts()["lanes"]
+    facts = trees[1].compile().facts  # a register-tiled macro: int32 accumulators in vectors
+    assert facts.get("int8_path", "") != ""
+    assert any(t.loops[-1].var == "n" and t.loops[-1].step == 1 for t in trees[1:])
+    assert lanes in (8, 16)
     for tree in trees:
         assert _exact(tree), tree.dump()
 

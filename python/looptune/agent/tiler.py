@@ -218,8 +218,6 @@ def _tilings(comp: _core.Computation, isa: str) -> list[_core.LoopTree]:
                 out.append(tree)
         except ValueError:
             continue
-    if tiler_int8.is_int8(comp):  # int8: the same tiles in 32-bit accumulators, more k blocks
-        return tiler_int8.tilings(comp, isa, out)
     return out
 
 
