@@ -309,7 +309,7 @@ def conv_table(rows: list[dict], threads: list[int]) -> str:
 def summarize(gemms: list[dict], convs: list[dict], model: dict, threads: list[int]) -> dict:
     out: dict = {}
     for t in map(str, threads):
-        big = [r["at"][t] for r in gemms if r["ops"] >= BIG_OPS]
+        big = [r["at"][t] for r in gemms if r["at"][t]["ops"] >= BIG_OPS]
         out[t] = {
             "big_gemms": len(big),
             "big_vs_f32_min": min((ratio(a["lt_int8"], a["lt_f32"]) for a in big),

@@ -61,7 +61,7 @@ def test_rule_scores_prefer_register_tiles_over_the_base_schedule():
     assert scores[0] < scores.max()  # trees[0] is the base schedule
 
 
-@pytest.mark.parametrize("name", ["random", "greedy1", "beam2dfs", "agent"])
+@pytest.mark.parametrize("name", ["random", "greedy1", "beam2dfs", "ml2", "agent"])
 def test_searches_on_int8_pick_exact_schedules(name):
     comp = looptune.matmul(48, 200, 40, dtype="int8")
     result = get_search(name)(comp.default_schedule(), _measurer(), measure_budget=6,

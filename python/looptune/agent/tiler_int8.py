@@ -15,7 +15,7 @@ Measured (``benchmarks/int8_tiler.py`` -> ``benchmarks/results/int8_tiler.json``
 33 int8 computations timed: BERT-base GEMMs, large and family matmuls, the ResNet layers):
 
 * extra int8 reduction blocks (64 and 512 groups, i.e. 256 and 2048 values, beside the f32
-  rule's 128 and 256) were tried as macros (a first run, 61 more macros) and were the fastest
+  rule's 128 and 256) were tried as macros (a first run of the same benchmark) and were the fastest
   macro of none of the 33 computations, so they are not generated;
 * the shipped **float32** tiling policy, its features unchanged (``tile_features``: sizes in
   32-bit words, accumulators in vectors), ranks int8 macros at least as well as a hand rule
