@@ -29,17 +29,17 @@ from _bench import environment, strip_openblas_env, write_json
 
 strip_openblas_env()
 
-import argparse  # noqa: E402
-import math  # noqa: E402
+import argparse
+import math
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import looptune  # noqa: E402
-from looptune import datasets  # noqa: E402
-from looptune.agent import tiler  # noqa: E402
-from looptune.agent.tiler_int8 import rule_scores  # noqa: E402
-from looptune.agent.tiler_policy import load_tiler  # noqa: E402
-from looptune.report.tables import geomean  # noqa: E402
+import looptune
+from looptune import datasets
+from looptune.agent import tiler
+from looptune.agent.tiler_int8 import rule_scores
+from looptune.agent.tiler_policy import load_tiler
+from looptune.report.tables import geomean
 
 TOPK = (1, 2, 4)
 
@@ -124,8 +124,8 @@ def main() -> None:
         sp = [r[scorer]["spearman"] for r in rows if math.isfinite(r[scorer]["spearman"])]
         s["spearman_mean"] = float(np.mean(sp)) if sp else math.nan
         summary[scorer] = s
-    lines = ["| scorer | top1 geomean | top2 geomean | top4 geomean | top1 min | top2 min | "
-             "spearman |", "|---|---|---|---|---|---|---|"]
+    lines = [("| scorer | top1 geomean | top2 geomean | top4 geomean | top1 min | top2 min | "
+              "spearman |"), "|---|---|---|---|---|---|---|"]
     for k, s in summary.items():
         lines.append(f"| {k} | {s['top1_geomean']:.3f} | {s['top2_geomean']:.3f} | "
                      f"{s['top4_geomean']:.3f} | {s['top1_min']:.2f} | {s['top2_min']:.2f} | "
