@@ -54,3 +54,35 @@ def test_guarded_arrays_hold_values():
         np.testing.assert_array_equal(a, x)
     finally:
         g.close()
+
+
+def test_int8_cases_are_exact_on_every_path():
+    seeds = [i for i in range(40) if random.Random(3 * 1_000_003 + i).random() < fuzz.INT8_SHARE]
+    assert len(seeds) >= 5
+    kinds = set()
+    for i in seeds[:6]:
+        res = fuzz.run_case(3, i, 3)
+        assert res["wrong"] == [] and res["exceptions"] == []
+        # every schedule on each ISA, on its best int8 path and the forced exact one
+        paths = sum(len(fuzz.int8_paths(isa)) for isa in fuzz.isas())
+        assert res["kernels"] == 3 * paths or res["refused"] == 1
+    for i in range(30):
+        try:
+            comp = fuzz.random_int8_computation(random.Random(i))
+        except ValueError:
+            continue
+        assert comp.dtype == "int8"
+        kinds.add(comp.kind)
+    assert kinds == {"matmul", "batch_matmul", "conv2d"}
+
+
+def test_guarded_arrays_of_bytes_and_ints():
+    g = fuzz.GuardedArrays()
+    try:
+        for dtype in (np.uint8, np.int8, np.int32):
+            x = np.arange(15).reshape(3, 5).astype(dtype)
+            a = g.array((3, 5), x, dtype)
+            assert a.dtype == dtype and a.nbytes == x.nbytes
+            np.testing.assert_array_equal(a, x)
+    finally:
+        g.close()

@@ -16,6 +16,7 @@ import pytest
 import looptune
 from looptune import _core
 from looptune.fuzz import int8_expected, int8_inputs, parallel_mismatch, random_schedule
+from looptune.space import schedules as S
 from tests.isas import ISA_PARAMS, RUNNABLE
 
 # the int8 paths to test: each ISA's best here, and the exact path forced on every ISA
@@ -28,13 +29,19 @@ def int8_path(request, monkeypatch):
     return request.param
 
 
-def _check(comp, isa, a=None, b=None, schedules=(), threads=(1,)):
+def _check(comp, isa, a=None, b=None, schedules=(), threads=(1,), seen=None):
     if a is None:
         a, b = int8_inputs(comp, seed=1)
     want = int8_expected(comp, a, b)
     trees = [comp.default_schedule(), *schedules]
     for tree in trees:
         kernel = tree.compile(isa)
+        if seen is not None:
+            f = kernel.facts
+            seen.update(k for k in ("zero_init", "reduction_vectorized", "out_transposed")
+                        if f[k])
+            seen.add("accumulated" if not f["zero_init"] else "written once")
+            seen.add("parallel" if f["parallel_loop"] >= 0 else "serial")
         got = kernel(a, b)
         assert got.dtype == np.int32 and got.shape == want.shape
         np.testing.assert_array_equal(got, want, err_msg=tree.dump())
@@ -84,14 +91,19 @@ def test_random_schedules_and_threads(isa, int8_path):
     comps = [
         looptune.matmul(37, 45, 53, dtype="int8"),
         looptune.matmul(40, 64, 48, layout="blocked16", dtype="int8"),
-        looptune.matmul(19, 33, 3, dtype="int8"),  # narrow n: B transposed, reduction vectors
+        looptune.matmul(19, 130, 3, layout="blocked1", dtype="int8"),  # B transposed
         looptune.batch_matmul(2, 9, 14, 23, dtype="int8"),
         looptune.conv2d(1, 7, 9, 8, 16, 3, 3, 1, 1, dtype="int8"),
         looptune.conv2d(2, 4, 6, 7, 12, 2, 3, 2, 1, layout="plain", groups=2, dtype="int8"),
     ]
+    seen: set[str] = set()
     for comp in comps:
         trees = [random_schedule(comp, rng) for _ in range(6)]
-        _check(comp, isa, schedules=trees, threads=(1, 2, 3, 8))
+        if comp.block == 1:  # k the vector loop: partial sums per lane, summed at the store
+            trees += list(S.transposed_matmul_tilings(comp, isa))[:6]
+        _check(comp, isa, schedules=trees, threads=(1, 2, 3, 8), seen=seen)
+    # the ways a kernel writes its output were all exercised
+    assert {"accumulated", "written once", "reduction_vectorized", "parallel"} <= seen, seen
 
 
 def test_paths_reported():
@@ -202,6 +214,8 @@ def test_out_argument_and_constant_weights():
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_dequantizing_epilogue(isa, int8_path):
     rng = np.random.default_rng(5)
+    rng_s = random.Random(11)
+    fused: set[bool] = set()
     for comp in [
         looptune.matmul(9, 30, 21, dtype="int8"),
         looptune.conv2d(1, 5, 6, 6, 16, 3, 3, 1, 1, dtype="int8"),
@@ -224,15 +238,20 @@ def test_dequantizing_epilogue(isa, int8_path):
         }
         for spec, want in cases.items():
             c = comp.with_epilogue(spec)
-            kernel = c.default_schedule().compile(isa)
             kw = {"scale": scale}
             if "bias" in spec:
                 kw["bias"] = bias
             if "add" in spec:
                 kw["residual"] = res
-            got = kernel(a, b, **kw)
-            assert got.dtype == np.float32
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+            # fused into the store (written once from registers) or a pass (accumulated)
+            trees = [c.default_schedule(), *(random_schedule(c, rng_s) for _ in range(4))]
+            for tree in trees:
+                kernel = tree.compile(isa)
+                fused.add(kernel.facts["epilogue_fused"])
+                got = kernel(a, b, **kw)
+                assert got.dtype == np.float32
+                np.testing.assert_allclose(got, want, rtol=1e-5,
+                                           atol=1e-5 * np.abs(want).max(), err_msg=tree.dump())
         # constant weights, scale and bias
         c = comp.with_epilogue("scale+bias")
         kernel = c.default_schedule().compile(isa)
@@ -240,6 +259,7 @@ def test_dequantizing_epilogue(isa, int8_path):
         np.testing.assert_allclose(kernel(a), acc * s + bb, rtol=1e-5, atol=1e-4)
         with pytest.raises(TypeError, match="scale"):
             c.default_schedule().compile(isa)(a, b, bias=bias)
+    assert fused == {True, False}
 
 
 def test_zero_point_folding_with_weight_sums():

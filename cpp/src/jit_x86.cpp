@@ -417,8 +417,13 @@ class NestGenerator : public CodeGenerator {
     }
     for (int a = 0; a < nacc; ++a) {
       const int active = accs_[a].second;
-      if (low_.epi_bias) {
+      if (low_.epi_scale) {  // int8: float(acc) * scale[channel]
+        vcvtdq2ps(vr(a), vr(a));
         load(t1, kBias, acc_boff_[a], active);
+        vmulps(vr(a), vr(a), vr(t1));
+      }
+      if (low_.epi_bias) {
+        load(t1, kBias, acc_boff_[a] + low_.epi_bias_offset, active);
         vaddps(vr(a), vr(a), vr(t1));
       }
       if (low_.epi_add) {
@@ -621,8 +626,13 @@ class NestGenerator : public CodeGenerator {
   // The fused epilogue on one transposed row (its g elements share one bias value); t is a
   // scratch register, freed here.
   void row_epilogue(int r, int64_t off, int g, int64_t boff, int t) {
-    if (low_.epi_bias) {
+    if (low_.epi_scale) {
+      vcvtdq2ps(vr(r), vr(r));
       vbroadcastss(vr(t), mem(kBias, boff));
+      vmulps(vr(r), vr(r), vr(t));
+    }
+    if (low_.epi_bias) {
+      vbroadcastss(vr(t), mem(kBias, boff + low_.epi_bias_offset));
       vaddps(vr(r), vr(r), vr(t));
     }
     if (low_.epi_add) {

@@ -153,13 +153,86 @@ void blocked_padded_copy(const float* src, float* dst, const TensorAccess& t, in
   });
 }
 
+// dst word i = bytes {r0[i], r1[i], r2[i], r3[i]} for i < n (a null row gives zeros).
+void interleave4(const uint8_t* const r[4], uint8_t* dst, int64_t n) {
+  static const uint8_t zeros[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m128i v[4];
+    for (int j = 0; j < 4; ++j)
+      v[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[j] ? r[j] + i : zeros));
+    const __m128i ab_lo = _mm_unpacklo_epi8(v[0], v[1]), ab_hi = _mm_unpackhi_epi8(v[0], v[1]);
+    const __m128i cd_lo = _mm_unpacklo_epi8(v[2], v[3]), cd_hi = _mm_unpackhi_epi8(v[2], v[3]);
+    __m128i* o = reinterpret_cast<__m128i*>(dst + 4 * i);
+    _mm_storeu_si128(o, _mm_unpacklo_epi16(ab_lo, cd_lo));
+    _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(ab_lo, cd_lo));
+    _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(ab_hi, cd_hi));
+    _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(ab_hi, cd_hi));
+  }
+  for (; i < n; ++i)
+    for (int j = 0; j < 4; ++j) dst[4 * i + j] = r[j] ? r[j][i] : 0;
+}
+
+// byte_copy's fast case: the grouped dim gd (< nd - 1) puts up to 4 consecutive indices in
+// the bytes of one word and the last dim walks whole words (NCHW -> [N][C/4][H][W][4]
+// activations, [K][N] -> [K/4][N][4] weights): each word row is interleaved from up to 4
+// source rows (missing ones: zeros, which are padding). False if the map is not of this form.
+bool byte_copy_interleaved(const uint8_t* src, uint8_t* dst, const TensorAccess& t,
+                           int threads) {
+  const int nd = static_cast<int>(t.shape.size());
+  const auto& map = t.byte_map;
+  const int64_t W = t.shape[nd - 1];
+  for (int64_t i = 1; i < W; ++i)
+    if (map[nd - 1][i] != map[nd - 1][0] + 4 * i) return false;
+  int gd = -1;
+  for (int d = 0; d + 1 < nd && gd < 0; ++d)
+    for (int64_t i = 1; i < t.shape[d] && gd < 0; ++i)
+      if (map[d][i] == map[d][i - 1] + 1) gd = d;
+  if (gd < 0) return false;
+  std::vector<int64_t> leads, counts;  // first index of each word along gd, and its values
+  for (int64_t i = 0; i < t.shape[gd];) {
+    int64_t j = 1;
+    while (j < 4 && i + j < t.shape[gd] && map[gd][i + j] == map[gd][i] + j) ++j;
+    if (map[gd][i] % 4 != 0) return false;
+    leads.push_back(i);
+    counts.push_back(j);
+    i += j;
+  }
+  int64_t A = 1, Bm = 1;
+  for (int d = 0; d < gd; ++d) A *= t.shape[d];
+  for (int d = gd + 1; d + 1 < nd; ++d) Bm *= t.shape[d];
+  const int64_t G = t.shape[gd], L = static_cast<int64_t>(leads.size());
+  parallel_for(A * L * Bm, threads, [&](int64_t w0, int64_t w1) {
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t b = w % Bm, l = (w / Bm) % L, a = w / (Bm * L);
+      int64_t base = map[gd][leads[l]] + map[nd - 1][0], rest = a;
+      for (int d = gd - 1; d >= 0; --d) {
+        base += map[d][rest % t.shape[d]];
+        rest /= t.shape[d];
+      }
+      rest = b;
+      for (int d = nd - 2; d > gd; --d) {
+        base += map[d][rest % t.shape[d]];
+        rest /= t.shape[d];
+      }
+      const uint8_t* rows[4] = {nullptr, nullptr, nullptr, nullptr};
+      for (int64_t j = 0; j < counts[l]; ++j)
+        rows[j] = src + ((a * G + leads[l] + j) * Bm + b) * W;
+      interleave4(rows, dst + base, W);
+    }
+  });
+  return true;
+}
+
 // An int8 input's bytes into the kernel's buffer (TensorAccess::byte_map), rows of the last
-// user dim shared among `threads`. Padding bytes are never written.
+// user dim shared among `threads`. Padding bytes are never written (but the interleaved copy
+// writes zeros into padding bytes of the words it fills).
 void byte_copy(const uint8_t* src, uint8_t* dst, const TensorAccess& t, int threads) {
   const int nd = static_cast<int>(t.shape.size());
   const auto& map = t.byte_map;
   const int64_t W = t.shape[nd - 1], rows = t.numel() / W;
   const std::vector<int64_t>& last = map[nd - 1];
+  if (nd >= 2 && W >= 4 && byte_copy_interleaved(src, dst, t, threads)) return;
   bool contiguous = true;
   for (int64_t i = 0; i < W && contiguous; ++i) contiguous = last[i] == last[0] + i;
   parallel_for(rows, threads, [&](int64_t r0, int64_t r1) {
@@ -401,6 +474,15 @@ void Kernel::run(const float* in0, const float* in1, float* out, int threads, co
       throw std::invalid_argument("no scale given and no constant scale set");
     scale = constant_scale_.data();
   }
+  if (e.scale && fused) {  // the store reads {scale[Ch], bias[Ch]} through one pointer
+    const int64_t ch = tree_.computation().bias_shape()[0];
+    thread_local std::vector<float> params;
+    params.resize(2 * ch);
+    std::memcpy(params.data(), scale, sizeof(float) * ch);
+    if (e.bias) std::memcpy(params.data() + ch, bias, sizeof(float) * ch);
+    const float* const epi[2] = {params.data(), residual};
+    return run_body(in0, in1, out, threads, epi);
+  }
   if (e.scale) {  // int8: s32 accumulators, dequantized in place, then the float epilogue
     run_body(in0, in1, out, threads);
     dequantize_output(tree_.computation(), out, scale, threads);
@@ -484,14 +566,16 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
   const Kernel::Relayout& layout = buf.relayout;
   // The epilogue pass is part of every timed call (its operands: random buffers).
   const bool epi = !c.epilogue.empty();
-  if (epi && static_cast<int64_t>(buf.bias.size()) < c.bias_shape()[0])
-    buf.bias.resize(c.bias_shape()[0], 0.5f);
+  // (int8: {scale, bias} of a fused epilogue, or the scale of the pass)
+  if (epi && static_cast<int64_t>(buf.bias.size()) < 2 * c.bias_shape()[0])
+    buf.bias.resize(2 * c.bias_shape()[0], 0.5f);
   const float *bias = buf.bias.data(), *res = buf.residual.data();
   auto execute = [&](const float* a_, const float* b_, bool packed_, float* o_,
                      const Kernel::Relayout& l_, int threads_) {
     const float* const ops[2] = {bias, res};
     this->execute(a_, b_, packed_, o_, l_, threads_, ops);
-    if (epi && c.epilogue.scale) dequantize_output(c, o_, bias, threads_);  // (random scale)
+    if (epi && c.epilogue.scale && !facts_.epilogue_fused)
+      dequantize_output(c, o_, bias, threads_);  // (a random scale)
     if (epi && !facts_.epilogue_fused) apply_epilogue(c, o_, bias, res, threads_);
   };
 

@@ -153,7 +153,7 @@ void choose_output_layout(Lowered& low, const Computation& c) {
 // Decides Lowered::epi_fused and the bias strides (see there).
 void choose_epilogue_fusion(Lowered& low, const Computation& c) {
   const Epilogue& e = c.epilogue;
-  if (e.empty() || c.is_int8() || low.lanes == 1 || low.reduce_vec || !low.zero_init ||
+  if (e.empty() || low.lanes == 1 || low.reduce_vec || !low.zero_init ||
       (c.out.padded() && !low.out_user) || (e.act == "gelu" && low.out_transposed))
     return;
   // the output (user layout) viewed as [A][Ch][B]: a variable's bias stride is its stride's
@@ -174,6 +174,8 @@ void choose_epilogue_fusion(Lowered& low, const Computation& c) {
   low.epi_add = e.add;
   low.epi_act = e.act == "relu" ? 1 : e.act == "relu6" ? 2 : e.act == "gelu" ? 3 : 0;
   low.bias_stride = bs;
+  low.epi_scale = e.scale;
+  low.epi_bias_offset = e.scale ? ch : 0;
 }
 
 }  // namespace

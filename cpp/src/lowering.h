@@ -62,6 +62,11 @@ struct Lowered {
   // afterwards; facts().epilogue_fused tells which.
   bool epi_fused = false, epi_bias = false, epi_add = false;
   int epi_act = 0;  // 0 none, 1 relu, 2 relu6, 3 gelu (not with a transposed store)
+  // int8: the accumulators are converted to float and multiplied by scale[channel] first.
+  // The epilogue's first operand pointer then holds {scale[Ch], bias[Ch]}: the scale at the
+  // bias offset, the bias epi_bias_offset elements further (Ch, the output channels).
+  bool epi_scale = false;
+  int64_t epi_bias_offset = 0;
   std::vector<int64_t> bias_stride;
   int tile_accumulators = 0, tile_points = 0;
   int unroll_ignored = 0;

@@ -57,10 +57,10 @@ __attribute__((target("avx2,fma"))) void quantize_span(const float* x, int64_t n
   const __m256i z = _mm256_set1_epi32(zp);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   int64_t i = 0;
-  auto one = [&](int64_t at) { return quantize8(x + at, iv, z); };
   for (; i + 32 <= n; i += 32) {
-    const __m256i ab = _mm256_packs_epi32(one(i), one(i + 8));
-    const __m256i cd = _mm256_packs_epi32(one(i + 16), one(i + 24));
+    const __m256i ab = _mm256_packs_epi32(quantize8(x + i, iv, z), quantize8(x + i + 8, iv, z));
+    const __m256i cd =
+        _mm256_packs_epi32(quantize8(x + i + 16, iv, z), quantize8(x + i + 24, iv, z));
     const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), bytes);
   }

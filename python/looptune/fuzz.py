@@ -13,6 +13,12 @@ Half the schedules that have no parallel loop after the walk get one on a random
 every kernel is run again on a random 2-8 threads (more than the cores, often) and must give
 exactly its 1-thread output.
 
+A quarter of the cases are int8 (``dtype="int8"`` matmul, batch matmul, conv2d with groups and
+depthwise, every layout; a third of them with the extreme values 255 x -128 / 127): uint8 and
+int8 inputs, compiled for each ISA on each int8 path the CPU runs (the best, and the exact
+path forced by ``LOOPTUNE_INT8_PATH=exact``); int32 outputs must equal numpy's int64 sums
+exactly, dequantizing epilogues (``scale+...``) the float64 reference within float rounding.
+
 Work runs in a worker subprocess that reports each case before and after it; the parent is the
 watchdog: a worker that dies is a *crash*, one silent for ``--hang-seconds`` is a *hang*, and
 the parent restarts a worker after the failing case. Everything is determined by the seed.
@@ -55,6 +61,55 @@ LAYOUTS = ("auto", "plain", "blocked16", "blocked8", "blocked1")
 # epilogues (half the cases have none)
 EPILOGUES = ("", "", "", "bias", "bias+relu", "bias+add+relu", "add+relu6", "bias+gelu",
              "gelu", "add", "bias+add+gelu", "relu6")
+
+
+# int8 epilogues (half the cases have none): the output is int32 without one
+INT8_EPILOGUES = ("", "", "", "scale", "scale+bias", "scale+bias+relu", "scale+bias+add+relu6",
+                  "scale+gelu", "scale+add")
+
+INT8_SHARE = 0.25  # of the cases
+
+
+def random_int8_computation(rng: random.Random) -> Any:
+    """An int8 matmul, batch matmul or conv2d (groups, depthwise) with odd sizes (k often not
+    a multiple of 4) and a random epilogue; ValueError if the engine refuses it."""
+    import looptune
+
+    kind = rng.choice(("matmul", "matmul", "bmm", "conv2d", "conv2d"))
+    layout = rng.choice(LAYOUTS)
+    epi = rng.choice(INT8_EPILOGUES)
+    if kind == "matmul":
+        return looptune.matmul(_odd(rng, 41), rng.choice([1, 2, 3, 5, 6, 7, 13, 33, 64, 70]),
+                               _odd(rng, 41), layout=layout, epilogue=epi, dtype="int8")
+    if kind == "bmm":
+        return looptune.batch_matmul(rng.randint(1, 3), _odd(rng, 24), _odd(rng, 24),
+                                     _odd(rng, 24), epilogue=epi, dtype="int8")
+    stride, pad = rng.randint(1, 3), rng.randint(0, 2)
+    r, s = rng.randint(1, 3), rng.randint(1, 3)
+    h, w = rng.randint(max(1, r - 2 * pad), 11), rng.randint(max(1, s - 2 * pad), 11)
+    groups = rng.choice([1, 1, 2, 3, "depthwise"])
+    if groups == "depthwise":
+        c = rng.choice([1, 3, 8, 16, 19])
+        groups, k = c, c
+    else:
+        c = groups * rng.randint(1, 9)
+        k = groups * rng.choice([1, 3, 8, 13, 16])
+        block = int(layout[7:] or 0) if layout.startswith("blocked") else 0
+        if groups > 1 and block and (k // groups) % block:
+            layout = "auto"
+    return looptune.conv2d(rng.randint(1, 2), c, h, w, k, r, s, stride, pad, layout=layout,
+                           groups=groups, epilogue=epi, dtype="int8")
+
+
+def int8_paths(isa: str) -> list[str]:
+    """LOOPTUNE_INT8_PATH values to compile an int8 kernel with on this CPU: the best path,
+    and the exact one when the best is a VNNI one."""
+    from looptune import _core
+
+    best = _core.isa_facts(isa)["int8_path"]
+    if best == "none":
+        return []
+    return ["auto", "exact"] if best != "exact" else ["auto"]
 
 
 def random_computation(rng: random.Random) -> Any:
@@ -213,9 +268,11 @@ class GuardedArrays:
         self._munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         self._maps: list[tuple[int, int]] = []
 
-    def array(self, shape: tuple[int, ...], fill: np.ndarray | None = None) -> np.ndarray:
+    def array(self, shape: tuple[int, ...], fill: np.ndarray | None = None,
+              dtype: Any = np.float32) -> np.ndarray:
         n = int(np.prod(shape, dtype=np.int64))
-        nbytes = 4 * n
+        dtype = np.dtype(dtype)
+        nbytes = dtype.itemsize * n
         data_pages = max(1, -(-nbytes // PAGE))
         size = (data_pages + 1) * PAGE
         addr = self._mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE,
@@ -227,8 +284,8 @@ class GuardedArrays:
         if self._mprotect(guard, PAGE, PROT_NONE) != 0:
             raise OSError(ctypes.get_errno(), "mprotect failed")
         start = guard - nbytes
-        buf = (ctypes.c_float * max(n, 1)).from_address(start if n else guard - 4)
-        arr = np.ctypeslib.as_array(buf)[:n].reshape(shape)
+        buf = (ctypes.c_uint8 * max(nbytes, 1)).from_address(start if n else guard - 1)
+        arr = np.ctypeslib.as_array(buf)[:nbytes].view(dtype).reshape(shape)
         if fill is not None:
             arr[...] = fill
         return arr
@@ -259,6 +316,8 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
     )
 
     rng = random.Random(seed * 1_000_003 + index)
+    if rng.random() < INT8_SHARE:
+        return run_int8_case(rng, index, schedules)
     try:
         comp = random_computation(rng)
     except ValueError:
@@ -299,6 +358,86 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
                     out["wrong"].append({"isa": isa, "error": same, "tree": tree.dump()})
                 out["kernels"] += 1
             out["schedules"] += 1
+    finally:
+        mem.close()
+    return out
+
+
+def run_int8_case(rng: random.Random, index: int, schedules: int) -> dict:
+    """An int8 case of run_case: exact int32 results (or the epilogue's within rounding) on
+    every ISA and int8 path, guard pages and thread counts as for float32."""
+    from looptune import LoopTree
+    from looptune.measure.reference import apply_epilogue, epilogue_inputs
+
+    out: dict[str, Any] = {
+        "schedules": 0, "kernels": 0, "wrong": [], "exceptions": [], "refused": 0
+    }
+    try:
+        comp = random_int8_computation(rng)
+    except ValueError:
+        out["refused"] = 1
+        return out
+    a, b = int8_inputs(comp, seed=index, extreme=rng.random() < 1 / 3)
+    acc = int8_expected(comp, a, b)
+    extra: dict[str, np.ndarray] = {}
+    want: np.ndarray = acc
+    tol = 0.0
+    if comp.epilogue:  # float32 = act(float(acc) * scale + bias + residual)
+        scale = np.random.default_rng(index).uniform(1e-5, 1e-3, comp.bias_shape)
+        extra = {"scale": scale.astype(np.float32), **epilogue_inputs(comp, seed=index)}
+        shape = [1] * acc.ndim
+        shape[1 if comp.kind == "conv2d" else -1] = comp.bias_shape[0]
+        deq = acc.astype(np.float64) * extra["scale"].astype(np.float64).reshape(shape)
+        want = apply_epilogue(comp, deq, bias=extra.get("bias"), residual=extra.get("residual"))
+        tol = 1e-5 * (1.0 + float(np.max(np.abs(deq), initial=0.0)))
+    mem = GuardedArrays()
+    try:
+        ga, gb = mem.array(a.shape, a, np.uint8), mem.array(b.shape, b, np.int8)
+        out_dtype = np.float32 if comp.epilogue else np.int32
+        go = mem.array(tuple(comp.output.shape), dtype=out_dtype)
+        gextra = {name: mem.array(x.shape, x) for name, x in extra.items()}
+        saved = os.environ.pop("LOOPTUNE_INT8_PATH", None)
+        paths = {isa: int8_paths(isa) for isa in isas()}  # (with the variable unset)
+        try:
+            for _ in range(schedules):
+                tree = random_schedule(comp, rng)
+                back = LoopTree.parse(tree.dump())
+                if back != tree or back.hash() != tree.hash():
+                    out["wrong"].append({"what": "dump/parse round trip", "tree": tree.dump()})
+                for isa in isas():
+                    for path in paths[isa]:
+                        os.environ["LOOPTUNE_INT8_PATH"] = path
+                        go[...] = 0x5A if out_dtype == np.int32 else np.nan
+                        threads = rng.randint(2, 8)
+                        try:
+                            kernel = tree.compile(isa)
+                            got = kernel(ga, gb, go, **gextra)
+                            same = parallel_mismatch(kernel, ga, gb, got.copy(), threads,
+                                                     **gextra)
+                        except Exception as exc:  # a legal schedule must compile and run
+                            out["exceptions"].append({
+                                "isa": isa, "int8_path": path,
+                                "error": f"{type(exc).__name__}: {exc}", "tree": tree.dump()})
+                            continue
+                        if comp.epilogue:
+                            err = float(np.max(np.abs(got - want), initial=0.0))
+                            bad = not (np.all(np.isfinite(got)) and err <= tol)
+                        else:
+                            err = float(np.count_nonzero(got != want))
+                            bad = err > 0
+                        if bad:
+                            out["wrong"].append({"isa": isa, "int8_path": path, "error": err,
+                                                 "tree": tree.dump()})
+                        if same:
+                            out["wrong"].append({"isa": isa, "int8_path": path, "error": same,
+                                                 "tree": tree.dump()})
+                        out["kernels"] += 1
+                out["schedules"] += 1
+        finally:
+            if saved is None:
+                os.environ.pop("LOOPTUNE_INT8_PATH", None)
+            else:
+                os.environ["LOOPTUNE_INT8_PATH"] = saved
     finally:
         mem.close()
     return out
