@@ -140,3 +140,18 @@ def test_reference_quantization_is_the_engines_bit_for_bit():
     rq, rs = quantize_weight(w)
     np.testing.assert_array_equal(qw, rq)
     np.testing.assert_array_equal(sw, rs)
+
+
+def test_torch_compile_backend_takes_quantize(tmp_path, monkeypatch):
+    from looptune.model.backend import looptune_backend
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    torch._dynamo.reset()
+    model, x = _mlp(), torch.randn(4, 40)
+    fast = torch.compile(model, backend="looptune", options={"quantize": "dynamic",
+                                                              "quiet": True})
+    with torch.no_grad():
+        got, want = fast(x), model(x)
+    assert "2 int8 (dynamic)" in looptune_backend.last_plan.summary
+    assert float((got - want).abs().max() / want.abs().max()) < 0.03
+    torch._dynamo.reset()
