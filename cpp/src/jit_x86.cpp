@@ -821,6 +821,9 @@ class NestGenerator : public CodeGenerator {
     }
     const int p = vals[0].size() <= vals[1].size() ? 0 : 1, s = 1 - p;
     const int nacc = static_cast<int>(accs_.size()), temp = nacc;
+    if (low_.int8 == Int8Path::Exact &&
+        low_.nregs - nacc - 1 - (mask_reserved() ? 1 : 0) - kExactScratch >= 2)
+      return emit_group_exact(pts, g, vals, act, idx, p);
     const int free = low_.nregs - nacc - 1 - (mask_reserved() ? 1 : 0) -
                      (low_.int8 == Int8Path::Exact ? kExactScratch : 0);
     const int np = static_cast<int>(vals[p].size());
@@ -838,6 +841,53 @@ class NestGenerator : public CodeGenerator {
           continue;
         load(temp, s, vals[s][sv], act[s][sv]);
         for (size_t q : users) fma_reg(pts[g[q]].acc, preg(q), temp, pts[g[q]].active, p);
+      }
+    }
+  }
+
+  // The exact int8 path's tile group: each operand value is split once into its even and odd
+  // bytes widened to 16 bits (u8: zero-, s8: sign-extended): the p values (kept in registers)
+  // per chunk, each s value once for all its users; then every point costs two vpmaddwd and
+  // two vpaddd. Registers: temp (s even), exact_scratch(0) (s odd), exact_scratch(1) (the
+  // product), and pairs (even, odd) of p values after temp.
+  void split_bytes(int x, int odd, bool is_signed) {
+    const Xmm X = vr(x), O = vr(odd);
+    if (is_signed) vpsraw(O, X, 8); else vpsrlw(O, X, 8);
+    vpsllw(X, X, 8);
+    if (is_signed) vpsraw(X, X, 8); else vpsrlw(X, X, 8);
+  }
+  void emit_group_exact(const std::vector<Point>& pts, const std::vector<int>& g,
+                        const std::vector<int64_t> (&vals)[2], const std::vector<int> (&act)[2],
+                        const std::vector<std::array<int, 2>>& idx, int p) {
+    const int s = 1 - p, nacc = static_cast<int>(accs_.size()), temp = nacc;
+    const int sodd = exact_scratch(0), prod = exact_scratch(1);
+    const int pairs = (low_.nregs - nacc - 1 - (mask_reserved() ? 1 : 0) - kExactScratch) / 2;
+    const int np = static_cast<int>(vals[p].size());
+    for (int c0 = 0; c0 < np; c0 += pairs) {
+      const int c1 = std::min(np, c0 + pairs);
+      for (int j = c0; j < c1; ++j) {
+        const int r = temp + 1 + 2 * (j - c0);
+        load(r, p, vals[p][j], act[p][j]);
+        split_bytes(r, r + 1, p == kIn1);
+      }
+      for (size_t sv = 0; sv < vals[s].size(); ++sv) {
+        std::vector<size_t> users;
+        for (size_t q = 0; q < g.size(); ++q)
+          if (idx[q][s] == static_cast<int>(sv) && idx[q][p] >= c0 && idx[q][p] < c1)
+            users.push_back(q);
+        if (users.empty()) continue;
+        load(temp, s, vals[s][sv], act[s][sv]);
+        split_bytes(temp, sodd, s == kIn1);
+        for (size_t q : users) {
+          const int a = pts[g[q]].acc, active = pts[g[q]].active;
+          const int pe = temp + 1 + 2 * (idx[q][p] - c0);
+          const Xmm A = narrow(a, active), P = narrow(prod, active);
+          vpmaddwd(P, narrow(temp, active), narrow(pe, active));  // products of at most
+          vpaddd(A, A, P);                                         // 32640: exact
+          vpmaddwd(P, narrow(sodd, active), narrow(pe + 1, active));
+          vpaddd(A, A, P);
+          ++facts_.fma;
+        }
       }
     }
   }

@@ -24,6 +24,8 @@ class Tensor:
     alloc_shape: tuple[int, ...]  # buffer the kernel reads (conv padding; longer rows vs aliasing)
     pad: tuple[int, ...]  # leading padding per dimension
     strides: dict[str, int]  # element stride (in alloc_shape) per variable name; 0 if unused
+    # int8 inputs: shape counts the user's bytes; alloc_shape and strides count the kernel
+    # buffer's 32-bit words, each 4 consecutive reduction values (zero-padded)
 
 class Computation:
     kind: str  # "matmul" | "batch_matmul" | "conv2d" | "contraction"
