@@ -114,8 +114,7 @@ def computation(layer: Layer, epilogue: str, pad_outside: int = 0) -> looptune.C
 # Activations torch applies (in place, on the kernel's float32 output) instead of the engine's
 # epilogue: measured on the BERT-base FFN (128 x 3072 outputs, Zen 4, one thread), the
 # epilogue's erf GELU added 0.25-0.72 ms (by schedule and engine version) to the int8 kernel's
-# 1.31-1.33 ms, torch's gelu_
-# 0.18-0.31 ms.
+# 1.31-1.33 ms, torch's gelu_ 0.18-0.31 ms.
 TORCH_ACTS = ("gelu",)
 
 
