@@ -10,7 +10,8 @@ from looptune import datasets
 
 def test_names():
     assert datasets.names() == [
-        "bmm_attention", "bmm_real", "conv2d_cnn", "conv2d_resnet", "mm64_256_16", "mm_real"
+        "bmm_attention", "bmm_real", "conv2d_cnn", "conv2d_int8", "conv2d_resnet",
+        "mm64_256_16", "mm_int8", "mm_real"
     ]
 
 

@@ -44,6 +44,7 @@ import math
 import numpy as np
 
 from looptune import _core
+from looptune.agent import tiler_int8
 from looptune.space import schedules as S
 from looptune.space.schedules import from_steps
 
@@ -225,13 +226,15 @@ def _header_fields(comp: _core.Computation) -> tuple[str, dict[str, int]]:
     kept by :func:`_with` from the computation itself)."""
     kind, *rest = comp.header().split()
     fields = (f.split("=", 1) for f in rest)
-    return kind, {k: int(v) for k, v in fields if k != "epilogue"}
+    return kind, {k: int(v) for k, v in fields if k not in ("epilogue", "dtype")}
 
 
 def _with(comp: _core.Computation, **values: int) -> _core.Computation:
     kind, fields = _header_fields(comp)
     fields.update(values)
     text = " ".join([kind] + [f"{k}={v}" for k, v in fields.items()])
+    if tiler_int8.is_int8(comp):
+        text += " dtype=int8"
     if comp.epilogue:
         text += f" epilogue={comp.epilogue}"
     return _core.parse_computation(text)

@@ -88,6 +88,17 @@ def _epilogue_option(p: argparse.ArgumentParser, channel: str) -> None:
     )
 
 
+def _dtype_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "int8"),
+        help="int8: u8 activations times s8 weights summed exactly in int32 (VNNI vpdpbusd "
+        "where the CPU has it); figures are then GOP/s, the references numpy / PyTorch in "
+        "float32 and torch._int_mm; an --epilogue must start with 'scale' (float32 output)",
+    )
+
+
 def _layout_option(p: argparse.ArgumentParser, blocked: str) -> None:
     p.add_argument(
         "--layout",
@@ -189,6 +200,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         p.add_argument(dim, type=_positive_int, help=f"{dim}: {what}")
     _layout_option(p, "B in column panels of L floats (blocked: the vector width)")
     _epilogue_option(p, "N (the columns of C)")
+    _dtype_option(p)
     p = ops.add_parser(
         "bmm", parents=common, help="batched matmul C[b,m,n] = A[b,m,k] B[b,k,n]", **_FMT
     )
@@ -200,6 +212,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     ):
         p.add_argument(dim, type=_positive_int, help=f"{dim}: {what}")
     _epilogue_option(p, "n (the columns of C)")
+    _dtype_option(p)
     p = ops.add_parser(
         "conv2d", parents=common, help="2-D convolution, NCHW input and KCRS weights", **_FMT
     )
@@ -224,6 +237,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         "depthwise)",
     )
     _epilogue_option(p, "K (the output channels)")
+    _dtype_option(p)
     p = ops.add_parser(
         "einsum",
         parents=common,

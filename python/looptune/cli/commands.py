@@ -42,6 +42,8 @@ def reference_timings(
     ``threads`` threads: {name: {"gflops", "call", "ok"}}; torch is None-valued with an
     ``error`` when not installed."""
     out: dict[str, dict] = {}
+    if getattr(comp, "dtype", "float32") == "int8":
+        return int8_reference_timings(comp, names, threads)
     for name in names:
         try:
             t = (harness.time_numpy if name == "numpy" else harness.time_torch)(
@@ -54,12 +56,38 @@ def reference_timings(
     return out
 
 
+def int8_reference_timings(
+    comp: Computation, names: tuple[str, ...], threads: int = 1
+) -> dict[str, dict]:
+    """The references of an int8 computation: numpy / PyTorch on its float32 twin (same
+    shapes; "numpy f32", "torch f32") and, with torch, ``torch._int_mm`` for a matmul."""
+    from looptune.measure import int8
+
+    twin = looptune.parse_computation(
+        comp.header().replace(" dtype=int8", "").split(" epilogue=")[0])
+    out = {f"{k} f32": v for k, v in reference_timings(twin, names, threads).items()}
+    if "torch" in names and comp.kind == "matmul" and not comp.block:
+        try:
+            factory, note = int8.int_mm_entrant(comp)
+            t = harness.time_entrant(comp.with_epilogue(""), factory, "torch._int_mm",
+                                     min_time=REPORT_MIN_TIME, check=False, note=note,
+                                     threads=threads)
+            out["torch._int_mm"] = {"gflops": t.gflops, "call": note, "ok": True}
+        except ImportError as exc:
+            out["torch._int_mm"] = {"gflops": None, "call": None, "ok": False,
+                                    "error": str(exc)}
+    return out
+
+
 def build_computation(args: argparse.Namespace) -> Computation:
+    # int8 (--dtype int8): passed only then, so a float32 command needs no int8 engine
+    dt = {"dtype": "int8"} if getattr(args, "dtype", "float32") == "int8" else {}
     if args.op == "matmul":
         return looptune.matmul(args.m, args.k, args.n, layout=args.layout,
-                               epilogue=args.epilogue)
+                               epilogue=args.epilogue, **dt)
     if args.op == "bmm":
-        return looptune.batch_matmul(args.b, args.m, args.k, args.n, epilogue=args.epilogue)
+        return looptune.batch_matmul(args.b, args.m, args.k, args.n, epilogue=args.epilogue,
+                                     **dt)
     if args.op == "conv2d":
         if args.pad < 0:
             raise ValueError(f"--pad must be >= 0, got {args.pad}")
@@ -70,6 +98,7 @@ def build_computation(args: argparse.Namespace) -> Computation:
             layout=args.layout,
             groups=args.groups,
             epilogue=args.epilogue,
+            **dt,
         )
     sizes = dict(args.sizes)
     if len(sizes) != len(args.sizes):
@@ -238,7 +267,8 @@ def format_tune(r: dict, check: Check) -> str:
             r["tuned"]["schedule"].rstrip(),
             "",
             f"correctness: tuned kernel {check}",
-            "GFLOP/s: " + ", ".join(figures),
+            ("GOP/s (int8; references in float32 are GFLOP/s): "
+             if " dtype=int8" in r["computation"] else "GFLOP/s: ") + ", ".join(figures),
             "; ".join(ratios),
             "(every figure timed the same way: called from Python, output preallocated where the "
             "library allows it, "

@@ -2,7 +2,8 @@
 
     >>> import looptune.datasets as ds
     >>> ds.names()
-    ['bmm_attention', 'bmm_real', 'conv2d_cnn', 'conv2d_resnet', 'mm64_256_16', 'mm_real']
+    ['bmm_attention', 'bmm_real', 'conv2d_cnn', 'conv2d_int8', 'conv2d_resnet', 'mm64_256_16',
+     'mm_int8', 'mm_real']
     >>> len(ds.get("mm64_256_16", split="test"))
     220
 
@@ -24,6 +25,8 @@ Datasets:
   matmuls (scores and context) and the conv2d layers of five CNN families at batch 1, in the
   engine's default layouts (``layout="auto"``: blocked output channels, packed B panels). Split
   80/20 by the same fixed permutation rule; the ResNet-18 layers are left out of all of them.
+* ``mm_int8``, ``conv2d_int8``: int8 computations (u8 x s8 summed in int32): BERT-base GEMMs,
+  large matmuls, matmul families, the ``conv2d_resnet`` layers (``looptune.datasets.int8``).
 
 A benchmark's name equals the name of its computation (``Computation.name``).
 """
@@ -38,6 +41,7 @@ import numpy as np
 
 from looptune import _core
 from looptune.datasets import families
+from looptune.datasets import int8 as _int8
 from looptune.errors import UnknownBenchmarkError
 
 SPLITS = ("train", "test", "all")
@@ -159,6 +163,7 @@ _DATASETS = {
     "bmm_real": (_bmm_real, 0.2),
     "conv2d_cnn": (_conv2d_cnn, 0.2),
 }
+_DATASETS.update(_int8.DATASETS)  # mm_int8, conv2d_int8 (looptune.datasets.int8)
 
 
 def register(

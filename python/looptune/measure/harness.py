@@ -174,7 +174,7 @@ def time_entrant(
         epilogue_inputs,
         expected,
         random_inputs,
-        reduction_length,
+        tolerance,
     )
 
     if allocations < 1:
@@ -186,7 +186,7 @@ def time_entrant(
         for i in range(allocations):
             off = ALIGN_OFFSETS[i % len(ALIGN_OFFSETS)]
             a, b = (at_offset(x, off) for x in random_inputs(comp, seed + i))
-            out = at_offset(np.zeros(comp.output.shape, np.float32), off)
+            out = at_offset(np.zeros(comp.output.shape, _out_dtype(comp)), off)
             call = factory(a, b, out)
             if check and i == 0:
                 got = np.asarray(_result(call(), out), dtype=np.float64)
@@ -195,7 +195,7 @@ def time_entrant(
                 extra = epilogue_inputs(comp) if getattr(factory, "epilogue", False) else {}
                 want = expected(comp, a, b, **extra) if extra else expected(
                     comp.with_epilogue(""), a, b)
-                tol = 1e-5 + 2e-6 * reduction_length(comp)
+                tol = tolerance(comp)
                 same = got.shape == want.shape and bool(np.all(np.isfinite(got)))
                 err = float(np.max(np.abs(got - want))) if same and got.size else math.inf
                 ok = same and err <= tol
@@ -220,6 +220,13 @@ def time_entrant(
         note=note,
         threads=threads,
     )
+
+
+def _out_dtype(comp: Computation) -> type:
+    """float32, or int32 for an int8 computation without an epilogue."""
+    from looptune.measure.int8 import out_dtype
+
+    return out_dtype(comp)
 
 
 def _result(ret: object, out: np.ndarray) -> np.ndarray:

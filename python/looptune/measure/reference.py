@@ -35,7 +35,12 @@ def reduction_length(comp: Computation) -> int:
 
 
 def random_inputs(comp: Computation, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two float32 inputs in the computation's user-facing shapes, uniform in [-1, 1]."""
+    """Two float32 inputs in the computation's user-facing shapes, uniform in [-1, 1] (int8
+    computations: u8 and s8 over their ranges, ``looptune.measure.int8``)."""
+    if getattr(comp, "dtype", "float32") == "int8":
+        from looptune.measure import int8
+
+        return int8.random_inputs(comp, seed)
     rng = np.random.default_rng(seed)
     a, b = (rng.uniform(-1, 1, t.shape).astype(np.float32) for t in comp.inputs)
     return a, b
@@ -88,7 +93,11 @@ def numpy_fn(comp: Computation) -> Callable[[np.ndarray, np.ndarray], np.ndarray
 
 def epilogue_inputs(comp: Computation, seed: int = 0) -> dict[str, np.ndarray]:
     """The keyword arguments ``comp``'s epilogue needs (``bias``, ``residual``), float32
-    uniform in [-1, 1]; empty when it has none."""
+    uniform in [-1, 1]; empty when it has none (int8: ``scale`` too)."""
+    if getattr(comp, "dtype", "float32") == "int8":
+        from looptune.measure import int8
+
+        return int8.epilogue_inputs(comp, seed)
     rng = np.random.default_rng(seed + 7919)
     terms = comp.epilogue.split("+") if comp.epilogue else []
     out = {}
@@ -131,7 +140,12 @@ def apply_epilogue(comp: Computation, out: np.ndarray, bias: np.ndarray | None =
 def expected(comp: Computation, a: np.ndarray, b: np.ndarray,
              **epilogue: np.ndarray) -> np.ndarray:
     """Reference output computed in float64 (``bias`` / ``residual``: the epilogue's, if it
-    names them; :func:`epilogue_inputs` makes random ones)."""
+    names them; :func:`epilogue_inputs` makes random ones). int8: exact int64 sums, or the
+    dequantizing epilogue's output (``looptune.measure.int8.expected``)."""
+    if getattr(comp, "dtype", "float32") == "int8":
+        from looptune.measure import int8
+
+        return int8.expected(comp, a, b, **epilogue)
     out = numpy_fn(comp)(a.astype(np.float64), b.astype(np.float64))
     return apply_epilogue(comp, out, **epilogue) if comp.epilogue else out
 
@@ -151,10 +165,21 @@ def check_kernel(kernel: Kernel, seed: int = 0) -> Check:
     extra = epilogue_inputs(comp, seed)
     got = np.asarray(kernel(a, b, **extra), dtype=np.float64)
     want = expected(comp, a, b, **extra)
-    tol = 1e-5 + 2e-6 * reduction_length(comp)
+    tol = tolerance(comp)
     err = float(np.max(np.abs(got - want))) if got.size else 0.0
     ok = got.shape == want.shape and bool(np.all(np.isfinite(got))) and err <= tol
     return Check(ok, err, tol)
+
+
+def tolerance(comp: Computation) -> float:
+    """The largest absolute error a correct kernel of ``comp`` may have on
+    :func:`random_inputs`: float32 sums of the reduction's products (int8: 0, exact; with a
+    dequantizing epilogue, float32 rounding)."""
+    if getattr(comp, "dtype", "float32") == "int8":
+        from looptune.measure import int8
+
+        return int8.tolerance(comp)
+    return 1e-5 + 2e-6 * reduction_length(comp)
 
 
 def best_seconds(fn: Callable[[], object], min_time: float = 0.1, min_runs: int = 5) -> float:

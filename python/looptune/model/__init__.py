@@ -135,8 +135,17 @@ def lower_graph(
     layout: str = "auto",
     layer_budget: float = DEFAULT_LAYER_BUDGET,
     quiet: bool = False,
+    quantize: str | None = None,
+    calibration: tuple | None = None,
 ) -> Plan:
-    """Lowers ``gm`` (shapes propagated) in place: match, tune, pack, rewrite, pool."""
+    """Lowers ``gm`` (shapes propagated) in place: match, tune, pack, rewrite, pool
+    (``quantize``: int8 layers, ``looptune.model.qruntime.lower_quantized``)."""
+    if quantize:
+        from looptune.model.qruntime import lower_quantized
+
+        return lower_quantized(gm, constants, quantize=quantize, calibration=calibration,
+                               records=records, search=search, fuse=fuse, layout=layout,
+                               layer_budget=layer_budget, quiet=quiet)
     t0 = time.perf_counter()
     feats = engine_features()
     fused = fuse and feats["epilogue"]
@@ -198,6 +207,8 @@ class CompiledModel(nn.Module):
         self.threads = threads  # kernels are tuned and called at this count
         object.__setattr__(self, "_model", model)  # not a submodule: its weights are packed
         self._options = options
+        self.quantize = options.get("quantize")  # None, "dynamic" or "static"
+        self.calibration = options.get("calibration")
         self._graphs: dict[tuple, tuple[fx.GraphModule, Plan]] = {}
         self._lock = threading.Lock()  # the pool buffers serve one call at a time
         self.graph_module, self.plan = self._compile(example_inputs)
@@ -247,6 +258,8 @@ def compile(
     layout: str = "auto",
     layer_budget: float = DEFAULT_LAYER_BUDGET,
     quiet: bool = False,
+    quantize: str | None = None,
+    calibration: torch.Tensor | tuple | None = None,
 ) -> CompiledModel:
     """Compile ``model`` (eval mode) for inputs shaped like ``example_inputs``.
 
@@ -265,7 +278,20 @@ def compile(
         layout: conv2d layout of the kernels ("auto": the engine's blocked layout, "plain").
         layer_budget: seconds of search per distinct layer.
         quiet: no progress bars.
+        quantize: ``"dynamic"``: ``nn.Linear`` layers run as int8 kernels, weights quantized
+            per output channel now, activations per call (as torch.ao's ``quantize_dynamic``);
+            ``"static"``: linears and convolutions, activation ranges observed once on
+            ``calibration`` (``looptune.model.quantize`` has the arithmetic,
+            ``looptune.model.qerror.quantization_report`` its accuracy cost). Raises
+            ``QuantizationUnavailableError`` on an engine or CPU without an int8 path.
+        calibration: the inputs (a tensor or a tuple, like ``example_inputs``) whose
+            activation ranges ``quantize="static"`` uses.
     """
+    from looptune.model.quantize import CalibrationError, check_mode
+
+    quantize = check_mode(quantize)
+    if calibration is not None and quantize != "static":
+        raise ValueError('calibration= is for quantize="static" only')
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if model.training:
@@ -285,6 +311,18 @@ def compile(
         records = None
     options = dict(records=records, search=search, fuse=fuse, layout=layout,
                    layer_budget=layer_budget, quiet=quiet)
+    if quantize:
+        cal = calibration if isinstance(calibration, tuple) or calibration is None else (
+            calibration,)
+        if quantize == "static":
+            if cal is None:
+                raise CalibrationError('quantize="static" needs calibration= inputs')
+            try:
+                with torch.no_grad():
+                    _check_inputs(cal)
+            except ModelInputError as exc:
+                raise CalibrationError(f"calibration: {exc}") from exc
+        options.update(quantize=quantize, calibration=cal)
     return CompiledModel(model, args, options, threads)
 
 

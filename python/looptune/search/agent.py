@@ -37,6 +37,7 @@ import numpy as np
 
 from looptune import _core
 from looptune.agent.policy import LoadedPolicy, resolve_policy
+from looptune.agent import tiler_int8
 from looptune.agent.tiler import candidates as tiler_candidates
 from looptune.agent.tiler import parallel_variant
 from looptune.agent.tiler_policy import TilerPolicy, default_tiler_path, load_tiler
@@ -128,6 +129,8 @@ def uses_paper_policy(comp: _core.Computation) -> bool:
     """True for the computations the shipped paper policy was trained on (plain matmuls with
     every dimension in 64..256): it tunes those; the tiling agent tunes everything else."""
     lo, hi = PAPER_RANGE
+    if tiler_int8.is_int8(comp):
+        return False  # int8: the tiling agent's int8 macros (looptune.agent.tiler_int8)
     return comp.kind == "matmul" and comp.block == 0 and all(
         lo <= v.extent <= hi for v in comp.vars
     )
@@ -170,6 +173,8 @@ def tiler_search(
     tracker = Tracker(measurer, time_budget, measure_budget)
     ranked, _scores = tiler.rank(tree.computation)
     order, min_timed = threaded_order(ranked[:top_k], measurer.threads)
+    if tiler_int8.is_int8(tree.computation):  # the scorer's top 2 is not safe on int8
+        min_timed = max(min_timed, tiler_int8.MIN_TIMED)
     try:
         for i, cand in enumerate(order[:top_k]):
             if i >= min_timed and tracker.elapsed >= tune_seconds:
