@@ -104,7 +104,8 @@ def evaluate(net: object, groups: list) -> dict:
         with torch.no_grad():
             s = net(torch.from_numpy(x)).squeeze(-1).numpy()
         order = np.argsort(-s)
-        par = x[:, PARALLEL_COLUMN] > 0.5
+        par = (x[:, PARALLEL_COLUMN] > 0.5 if x.shape[1] > PARALLEL_COLUMN
+               else np.zeros(len(g), bool))  # a version 1 scorer's features: all serial
         if par.any() and not par.all():  # serial or parallel: does the top-1 choose right?
             decisions.append(bool(par[order[0]]) == bool(par[int(np.argmax(g))]))
         top1.append(g[order[0]] / g.max())

@@ -487,3 +487,16 @@ def test_a_threads_aware_policy_ranks_variants_and_the_search_times_both_kinds()
     slow = Measurer(runner=FakeRunner(_slower_parallel), cache={}, threads=2)
     assert tiler_search(comp.default_schedule(), slow, tiler=pol).best_tree.parallel_loop \
         is None
+
+
+def test_shipped_tiling_policies_load_and_the_host_isas_know_threads() -> None:
+    from looptune.agent.tiler_policy import DATA_DIR, load_tiler
+
+    for path in sorted(DATA_DIR.glob("policy_tiler_*.safetensors")):
+        pol = load_tiler(path)
+        trees, scores = pol.rank(looptune.matmul(128, 256, 192), threads=2)
+        assert len(trees) == len(scores) > 1
+        if pol.knows_threads:
+            assert "threads" in pol.meta["data"] and 2 in pol.meta["data"]["threads"]
+            assert any(t.parallel_loop is not None for t in trees)
+    assert load_tiler(DATA_DIR / "policy_tiler_avx512.safetensors").knows_threads
