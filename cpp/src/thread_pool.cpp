@@ -14,10 +14,12 @@
 // After a job, workers stay awake for a while, so that the next kernel call (the next
 // timing run, the next layer of a network) finds them: first pausing (kSpin), then
 // yielding the core between looks (up to kYieldSpin), so a runnable thread of another pool
-// (PyTorch's OpenMP team, OpenBLAS) on that core runs ahead of them; then they nap, looking
-// for a job every kNapStep for kNap (a caller never pays to wake a napping worker: waking one
-// asleep on the condition variable cost the caller ~40 us here, the futex wake of a halted
-// vCPU); then they sleep and take no CPU time until the next job.
+// (PyTorch's OpenMP team, OpenBLAS) on that core runs ahead of them; then they sleep on the
+// condition variable and take no CPU time until the next job. Waking a sleeping worker costs
+// the caller ~15-40 us here (the futex wake of a halted vCPU), once per idle spell. (Workers
+// napping in short sleeps instead, so that no caller pays to wake them, were tried and
+// dropped: a worker woken by its timer often did not join the next calls for milliseconds,
+// and parallel variants timed as serial.)
 #include "looptune/thread_pool.h"
 
 #include <pthread.h>
@@ -43,8 +45,6 @@ thread_local bool t_in_worker = false;
 
 constexpr auto kSpin = std::chrono::microseconds(50);        // pause between looks
 constexpr auto kYieldSpin = std::chrono::microseconds(400);  // then yield between looks
-constexpr auto kNap = std::chrono::milliseconds(20);         // then look every kNapStep
-constexpr auto kNapStep = std::chrono::microseconds(200);
 constexpr int kPartsBits = 16;
 constexpr uint64_t kPartsMask = (uint64_t(1) << kPartsBits) - 1;
 
@@ -127,14 +127,6 @@ class Pool {
       const auto t = std::chrono::steady_clock::now();
       if (t > yield_until) break;
       if (t > pause_until) sched_yield();
-    }
-    // Napping: a caller does not wake a napping worker (it claims the parts itself until the
-    // worker looks again), so an idle spell of a few milliseconds costs it nothing.
-    const auto nap_until = std::chrono::steady_clock::now() + kNap;
-    while (std::chrono::steady_clock::now() < nap_until) {
-      std::this_thread::sleep_for(kNapStep);
-      const uint64_t w = word_.load(std::memory_order_acquire);
-      if (w != seen) return w;
     }
     std::unique_lock<std::mutex> lock(sleep_mutex_);
     sleeping_.fetch_add(1, std::memory_order_seq_cst);

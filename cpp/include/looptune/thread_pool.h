@@ -8,8 +8,8 @@
 // (pausing, then yielding the core between looks, so back-to-back kernel calls find them
 // awake) and then sleep on a condition variable, so they take no CPU time while PyTorch or
 // numpy run; the parts of a job are claimed by whichever thread is free, so a call that finds
-// the workers asleep runs about as fast as a serial one (the caller does not wait for them to
-// wake: thread_pool.cpp has the measurements); a fork child starts with a fresh, empty
+// the workers asleep does not wait for them to wake (it pays only for the wake-up call:
+// thread_pool.cpp has the measurements); a fork child starts with a fresh, empty
 // pool (pthread_atfork); workers block every signal, so Ctrl-C always reaches the caller's
 // thread, which polls for it between kernel calls. One job runs at a time: a call that finds
 // the pool busy (another Python thread's kernel) or that comes from a worker runs its whole

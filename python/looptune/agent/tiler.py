@@ -65,9 +65,10 @@ _SHRINK = {"matmul": "m", "batch_matmul": "b", "conv2d": "h"}
 # cores idle; ``measure_dispatch_seconds``, which benchmarks/threads.py --pool-cost prints): a
 # parallel call of a kernel of two ~14 us parts took 0.35-1.7 us (8 runs) more than half its
 # serial time when the workers were awake (back-to-back calls: timing, a network's layers
-# within the pool's spin window); DISPATCH_SECONDS is the middle of that range. A call that
-# finds the workers asleep costs about the serial time (the caller claims their parts;
-# thread_pool.cpp), so the warm cost is the one to weigh. Thread counts past the cores of this
+# within the pool's spin window; 0.4 us in a later run with the final pool); DISPATCH_SECONDS
+# is the middle of that range. A call that finds the workers asleep costs the serial time plus
+# the wake-up call (~15-40 us; the caller claims their parts: thread_pool.cpp), once per idle
+# spell, so the warm cost is the one to weigh. Thread counts past the cores of this
 # host cannot be measured here: each thread beyond 2 is assumed to add DISPATCH_PER_THREAD
 # (one more worker to publish to and count down).
 DISPATCH_SECONDS = 1.0e-6
