@@ -30,6 +30,9 @@ model keeps serial at S (predicted speedup under ``MIN_SPEEDUP``, or no loop) is
 the fork/join cost enters only the serial/parallel decision (``tiler.dispatch_seconds``,
 measured at 2 threads and extrapolated): the bound is the compute-balance bound only.
 
+``--resimulate``: recompute the model and the tables of an existing results file (no
+timing).
+
 ``--pool-cost``: print the pool's warm dispatch cost at 2 threads
 (``tiler.measure_dispatch_seconds``, the figure behind ``tiler.DISPATCH_SECONDS``) and, for a
 ~40 us layer, the time of a call at 1 and 2 threads after idle gaps of 0 us to 5 ms (the
@@ -173,14 +176,23 @@ def run_layer(comp: looptune.Computation, threads: list[int], min_time: float,
 
 
 def simulate(tree: looptune.LoopTree, counts: list[int]) -> dict:
-    """The load-balance model of ``tree``'s tiling at each of ``counts`` threads."""
+    """The load-balance model of ``tree``'s tiling at each of ``counts`` threads, and (key
+    "ranked") of the schedule the tiling agent's threads-aware scorer ranks first at that
+    count (``ranked_first``)."""
     serial = tiler.serial(tree)
     out = {}
     for s in counts:
+        first = ranked_first(serial.computation, s)
+        ranked = None
+        if first is not None and first.parallel_loop is not None:
+            ranked = {"loop": first.parallel_loop, "var": first.loops[first.parallel_loop].var,
+                      "imbalance": tiler.imbalance(first, first.parallel_loop, s)}
+        elif first is not None:
+            ranked = {"loop": None, "imbalance": 1.0}
         par = tiler.parallel_variant(serial, s)
         if par is None:
             out[str(s)] = {"loop": None, "imbalance": 1.0, "bound": 1.0, "work_mflop": [
-                serial.computation.flops / 1e6]}
+                serial.computation.flops / 1e6], "ranked": ranked}
             continue
         loop = par.parallel_loop
         work = tiler.thread_work(par, loop, s) * serial.computation.flops / 1e6
@@ -190,8 +202,29 @@ def simulate(tree: looptune.LoopTree, counts: list[int]) -> dict:
                        "reblocked": par.loops[loop].step != serial.loops[loop].step,
                        "iterations": len(tiler.iteration_work(par, loop)),
                        "imbalance": imb, "bound": s / imb,
-                       "work_mflop": [round(float(w), 3) for w in work]}
+                       "work_mflop": [round(float(w), 3) for w in work], "ranked": ranked}
     return out
+
+
+def ranked_first(comp: looptune.Computation, threads: int) -> looptune.LoopTree | None:
+    """The macro the shipped tiling policy ranks first for ``comp`` at ``threads`` threads
+    (the first one the agent would time on a machine with that many cores), or None when the
+    tiling agent does not tune ``comp`` or its policy does not know threads. The policy was
+    trained at 1 and 2 threads: past 2 its thread features (efficiency 1 / imbalance, T,
+    work per thread) are extrapolated."""
+    from looptune.agent.tiler_policy import load_tiler
+    from looptune.search.agent import uses_paper_policy
+
+    if uses_paper_policy(comp):
+        return None
+    try:
+        policy = load_tiler()
+    except (FileNotFoundError, ValueError):
+        return None
+    if not policy.knows_threads:
+        return None
+    trees, _ = policy.rank(comp, threads)
+    return trees[0] if trees else None
 
 
 def pool_cost() -> None:
@@ -269,6 +302,11 @@ def summarize(rows: list[dict], threads: list[int], counts: list[int]) -> dict:
             s[f"sim{c}_imbalance_max"] = max(x["imbalance"] for x in par)
             s[f"sim{c}_serial"] = sum(x["loop"] is None for x in sims)
             s[f"sim{c}_bound_geomean"] = geomean([x["bound"] for x in sims])
+            ranked = [x["ranked"] for x in sims if x.get("ranked")]
+            rpar = [x for x in ranked if x["loop"] is not None]
+            s[f"sim{c}_ranked_imbalance_mean"] = (
+                sum(x["imbalance"] for x in rpar) / len(rpar) if rpar else math.nan)
+            s[f"sim{c}_ranked_layers"] = len(ranked)
         out["suites"][suite] = s
     return out
 
@@ -319,6 +357,14 @@ def tables(rows: list[dict], summary: dict, threads: list[int], counts: list[int
                  "layers run parallel; serial = layers the cost model keeps serial (predicted "
                  f"speedup under {tiler.MIN_SPEEDUP:g}x); bound = geomean "
                  "of S / imbalance (1 for serial layers)"), table(head3, body3)]
+        head4 = ["suite"] + [f"{c}: ranked-first imbalance mean (layers)" for c in counts]
+        body4 = [[k] + [f"{v[f'sim{c}_ranked_imbalance_mean']:.3f} "
+                        f"({v[f'sim{c}_ranked_layers']})" for c in counts]
+                 for k, v in s["suites"].items()]
+        text += ["", ("the same model for the schedule the tiling agent's threads-aware scorer "
+                 "ranks first at S threads (the first it would time on an S-core machine; "
+                 "tiler-domain layers only; trained at 1 and 2 threads, extrapolated past 2)"),
+                 table(head4, body4)]
     return "\n".join(text) + "\n"
 
 
@@ -349,6 +395,23 @@ def plot(rows: list[dict], threads: list[int], path: Path) -> Path | None:
     return path
 
 
+def resimulate(name: str, counts: list[int]) -> None:
+    """``--resimulate``: the load-balance model and the tables of ``results/<name>.json``
+    recomputed from its recorded schedules (no timing)."""
+    import json
+
+    doc = json.loads((RESULTS / f"{name}.json").read_text())
+    rows, threads = doc["rows"], doc["summary"]["threads"]
+    hi = str(threads[-1])
+    for row in rows:
+        row["simulate"] = simulate(looptune.LoopTree.parse(row["at"][hi]["schedule"]), counts)
+    doc["summary"] = summarize(rows, threads, counts)
+    text = tables(rows, doc["summary"], threads, counts)
+    print(text)
+    write_json(name, doc)
+    (RESULTS / f"{name}.md").write_text(text)
+
+
 def parse_counts(text: str) -> list[int]:
     try:
         counts = [int(x) for x in text.split(",") if x.strip()]
@@ -369,11 +432,16 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a few layers per suite, short timings")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     p.add_argument("--out", default="threads", help="result name under benchmarks/results")
+    p.add_argument("--resimulate", action="store_true",
+                   help="recompute the model and tables of the existing results (no timing)")
     p.add_argument("--pool-cost", action="store_true",
                    help="print the pool's dispatch cost and idle-gap latencies, then exit")
     args = p.parse_args()
     if args.pool_cost:
         pool_cost()
+        return
+    if args.resimulate:
+        resimulate(args.out, parse_counts(args.simulate) if args.simulate else [])
         return
     threads = parse_counts(args.threads)
     counts = parse_counts(args.simulate) if args.simulate else []
