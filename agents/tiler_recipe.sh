@@ -1,8 +1,9 @@
 #!/bin/sh
 # The shipped tiling agent, end to end, for one ISA (default: the host's):
 #   sh agents/tiler_recipe.sh [avx512|avx2] [host]
-# 1. measure every tile macro of the training computations on scaled-down instances
-#    (resumable pieces under the bench lock), 2. fit the scorer (no timing),
+# 1. measure every tile macro of the training computations on scaled-down instances, serially
+#    and (their parallel variants) at 2 threads, each 2-thread batch only while both cores are
+#    free (resumable pieces under the bench lock), 2. fit the scorer (no timing),
 # 3. check the cheap reward and the scorer against full-size timings, 4. record the check
 #    in the shipped policy's provenance.
 # With "host", the policy is saved as this microarchitecture's
@@ -17,7 +18,8 @@ fi
 LOCK="flock /tmp/looptune-bench.lock"
 OUT=runs/tiler_$NAME
 mkdir -p "$OUT"
-until $LOCK python agents/tiler_data.py --isa "$ISA" --out "$OUT/data.jsonl" --max-seconds 360; do
+until $LOCK python agents/tiler_data.py --isa "$ISA" --threads 1,2 --out "$OUT/data.jsonl" \
+    --max-seconds 360; do
   [ $? -eq 3 ] || exit 1
 done
 POLICY=python/looptune/data/policy_tiler_$NAME.safetensors

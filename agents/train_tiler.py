@@ -3,11 +3,15 @@
     python agents/train_tiler.py --data runs/tiler/data.jsonl \
         --save python/looptune/data/policy_tiler_avx512.safetensors [--check runs/tiler/check.json]
 
-Imitation of the measured expert, listwise: for each training computation the target is a
+Imitation of the measured expert, listwise: for each training computation and thread count
+(``--threads`` of tiler_data.py: the serial macros and, at T > 1, the parallel variants) the
+target is a
 softmax over its macros of log(GFLOP/s / best GFLOP/s) / ``--temperature`` (measured on the
 scaled instance), and the network's softmax over the same macros is fitted to it by
-cross-entropy. A fixed 15% of the computations (by seed) is held out to report how often the
-top-scored macro is the measured best and its GFLOP/s relative to the best (top-1, top-3).
+cross-entropy. A fixed 15% of the computations (by seed, with their groups at every T) is held
+out to report how often the top-scored macro is the measured best, its GFLOP/s relative to the
+best (top-1, top-3) and, at T > 1, how often the top-scored one is parallel exactly when the
+measured best is (per thread count).
 Deterministic for a seed (torch on one thread). ``--check`` adds the rank correlations of the
 cheap reward against full-size measurements (``agents/tiler_check.py``) to the provenance.
 """
@@ -25,27 +29,40 @@ from pathlib import Path
 import numpy as np
 
 import looptune
-from looptune.agent.tile_features import tile_features
+from looptune.agent.tile_features import V1_FEATURES, tile_features
 from looptune.agent.tiler_policy import TilerPolicy, build_network, save_tiler
 
 HIDDEN = [128, 64]
+PARALLEL_COLUMN = V1_FEATURES + 1  # thread_features: 1.0 when a loop is parallel
 
 
 def load_groups(path: Path, isa: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(computation header, features (n, F), GFLOP/s (n,)) per computation of the data file
-    and kind of CPU that measured it (rows of two CPU signatures never share a group)."""
-    rows: dict[tuple[str, str], list[tuple[str, float]]] = defaultdict(list)
+    """(computation header and thread count, features (n, F), GFLOP/s (n,)) per computation of
+    the data file, kind of CPU that measured it (rows of two CPU signatures never share a
+    group) and thread count T: the group at T holds the serial macros (timed at one thread,
+    which is how they run at any T) and the parallel variants timed at T, with their features
+    at T (the partition ones from the timed scaled-down tree)."""
+    rows: dict[tuple[str, str], dict[int, list[tuple[str, str | None, float]]]] = \
+        defaultdict(lambda: defaultdict(list))
     for line in path.read_text().splitlines():
         r = json.loads(line)
         if r.get("isa", isa) == isa:
-            rows[r["comp"], r.get("cpu_signature") or ""].append((r["tree"], float(r["gflops"])))
+            key = r["comp"], r.get("cpu_signature") or ""
+            rows[key][int(r.get("threads", 1))].append(
+                (r["tree"], r.get("small_tree"), float(r["gflops"])))
     groups = []
-    for (comp, _), items in sorted(rows.items()):
-        g = np.array([x[1] for x in items], np.float32)
-        if g.max() <= 0:
-            continue
-        x = np.stack([tile_features(looptune.LoopTree.parse(t), isa) for t, _ in items])
-        groups.append((comp, x, g))
+    for (comp, _), by_t in sorted(rows.items()):
+        serial = by_t.get(1, [])
+        for t in sorted(by_t):
+            items = serial if t == 1 else serial + by_t[t]
+            g = np.array([x[2] for x in items], np.float32)
+            if len(g) == 0 or g.max() <= 0:
+                continue
+            x = np.stack([
+                tile_features(looptune.LoopTree.parse(tree), isa, t,
+                              looptune.LoopTree.parse(small) if small else None)
+                for tree, small, _ in items])
+            groups.append((f"{comp} threads={t}", x, g))
     return groups
 
 
@@ -82,11 +99,15 @@ def evaluate(net: object, groups: list) -> dict:
 
     from looptune.costmodel.predictor import spearman
 
-    top1, top3, hits, rhos = [], [], 0, []
+    top1, top3, hits, rhos, decisions = [], [], 0, [], []
     for _, x, g in groups:
         with torch.no_grad():
             s = net(torch.from_numpy(x)).squeeze(-1).numpy()
         order = np.argsort(-s)
+        par = (x[:, PARALLEL_COLUMN] > 0.5 if x.shape[1] > PARALLEL_COLUMN
+               else np.zeros(len(g), bool))  # a version 1 scorer's features: all serial
+        if par.any() and not par.all():  # serial or parallel: does the top-1 choose right?
+            decisions.append(bool(par[order[0]]) == bool(par[int(np.argmax(g))]))
         top1.append(g[order[0]] / g.max())
         top3.append(g[order[:3]].max() / g.max())
         hits += int(g[order[0]] == g.max())
@@ -94,7 +115,8 @@ def evaluate(net: object, groups: list) -> dict:
             rhos.append(spearman(s, g))
     return {"n": len(groups), "top1_hit": hits / max(len(groups), 1),
             "top1_rel_gflops": float(np.mean(top1)), "top3_rel_gflops": float(np.mean(top3)),
-            "spearman_mean": float(np.mean(rhos)) if rhos else None}
+            "spearman_mean": float(np.mean(rhos)) if rhos else None,
+            "parallel_decision_hit": float(np.mean(decisions)) if decisions else None}
 
 
 def main() -> None:
@@ -111,13 +133,20 @@ def main() -> None:
     isa = args.isa or looptune.host_isa()
     t0 = time.perf_counter()
     groups = load_groups(Path(args.data), isa)
-    perm = np.random.default_rng(args.seed).permutation(len(groups))
-    n_val = max(1, round(0.15 * len(groups)))
-    val = [groups[i] for i in perm[:n_val]]
-    train = [groups[i] for i in perm[n_val:]]
+    # held out by computation (its groups at every T together)
+    comps = sorted({c.rsplit(" threads=", 1)[0] for c, _, _ in groups})
+    perm = np.random.default_rng(args.seed).permutation(len(comps))
+    held = {comps[i] for i in perm[:max(1, round(0.15 * len(comps)))]}
+    val = [gr for gr in groups if gr[0].rsplit(" threads=", 1)[0] in held]
+    train = [gr for gr in groups if gr[0].rsplit(" threads=", 1)[0] not in held]
     net = fit(train, args.epochs, args.lr, args.temperature, args.seed)
     wall = time.perf_counter() - t0
-    report = {"train": evaluate(net, train), "validation": evaluate(net, val)}
+    report = {}
+    for name, part in (("train", train), ("validation", val)):
+        report[name] = evaluate(net, part)
+        for t in sorted({c.rsplit("=", 1)[1] for c, _, _ in part}):
+            report[name][f"threads={t}"] = evaluate(
+                net, [gr for gr in part if gr[0].endswith(f" threads={t}")])
     print(json.dumps(report, indent=1), file=sys.stderr)
     meta = {
         "kind": "tiler",
@@ -125,6 +154,7 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "data": {"file": args.data, "computations": len(groups),
                  "macros": int(sum(len(g) for _, _, g in groups)),
+                 "threads": sorted({int(c.rsplit("=", 1)[1]) for c, _, _ in groups}),
                  "datasets": "train splits of mm_real, bmm_real (every 2nd), conv2d_cnn "
                              "(every 2nd), 16 large packed matmuls (large_matmuls, seed 1212) "
                              "and 24 narrow-n matmuls with B transposed (narrow_matmuls, seed "
@@ -133,7 +163,8 @@ def main() -> None:
         "reward": "GFLOP/s measured on scaled-down instances "
         "(looptune.agent.tiler.scaled, <= 6.4e7 "
                   "flops, at least 256 matmul rows): same loops, fewer output rows / batches / "
-                  "lines",
+                  "lines; parallel variants timed at T threads on the same instance (one group "
+                  "per computation and T: the serial macros and the variants)",
         "training": {"epochs": args.epochs, "lr": args.lr, "temperature": args.temperature,
                      "seed": args.seed, "fit_seconds": wall},
         "evaluation": report,

@@ -20,14 +20,26 @@ PyTorch and numpy at the highest T per suite and overall, the layers below 0.9x 
 the agent's tuning time at T over 1.
 
 ``--simulate``: the load-balance model. For each layer, the tiling the agent chose (its
-parallel mark removed) and, at S threads, the loop the agent's rule would mark
-(``looptune.agent.tiler.choose_parallel_loop``): the flops each thread gets from the engine's
-partition of that loop's iterations (tails included; ``tiler.thread_work``), the imbalance
-(busiest thread / mean) and the predicted speedup bound S / imbalance. A layer the rule keeps
-serial at S (under ``MIN_FLOPS_PER_THREAD`` per thread, or no loop) is predicted at 1x.
-Memory bandwidth, caches shared between cores, the relayout copies and the fork/join cost are
-not modelled: the bound is the compute-balance bound only (the measured 2-thread efficiency is
-printed beside it for comparison).
+parallel mark removed) and, at S threads, the parallel variant the agent's cost model would
+time (``looptune.agent.tiler.parallel_variant``: the loop with the best predicted speedup,
+re-blocked when that divides its iterations better): the flops each thread gets from the
+engine's partition of that loop's iterations (tails included; ``tiler.thread_work``), the
+imbalance (busiest thread / mean) and the predicted speedup bound S / imbalance. A layer the
+model keeps serial at S (predicted speedup under ``MIN_SPEEDUP``, or no loop) is predicted at
+1x. Memory bandwidth, caches shared between cores and the relayout copies are not modelled;
+the fork/join cost enters only the serial/parallel decision (``tiler.dispatch_seconds``,
+measured at 2 threads and extrapolated): the bound is the compute-balance bound only.
+
+``--resimulate``: recompute the model and the tables of an existing results file (no
+timing).
+
+``--pool-cost``: print the pool's warm dispatch cost at 2 threads
+(``tiler.measure_dispatch_seconds``, the figure behind ``tiler.DISPATCH_SECONDS``) and, for a
+~40 us layer, the time of a call at 1 and 2 threads after idle gaps of 0 us to 5 ms (the
+pool's spin, nap and sleep phases), then exit.
+
+Each layer waits (up to 2 min) until the host's cores are idle (/proc/stat), so that a process
+running outside the bench lock does not turn a 2-thread figure into a serial one.
 
 Writes benchmarks/results/threads.json, threads.md (the tables) and threads.png.
 """
@@ -109,6 +121,33 @@ def layers(quick: bool, mm_limit: int) -> list[tuple[str, str, looptune.Computat
     return out
 
 
+def idle_fraction(seconds: float = 0.2) -> float:
+    """The fraction of the host's CPU time that was idle over ``seconds`` (/proc/stat; 1.0
+    where it does not exist)."""
+    def snap() -> tuple[int, int]:
+        values = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return values[3] + values[4], sum(values)
+
+    if not Path("/proc/stat").is_file():
+        return 1.0
+    a = snap()
+    time.sleep(seconds)
+    b = snap()
+    return (b[0] - a[0]) / max(1, b[1] - a[1])
+
+
+def wait_for_idle(need: float = 0.95, max_wait: float = 120.0) -> float:
+    """Wait (up to ``max_wait`` s) until the other cores are idle: a threaded figure taken
+    while another process runs (outside the bench lock) is the serial one. Returns the idle
+    fraction seen last."""
+    end = time.perf_counter() + max_wait
+    idle = idle_fraction()
+    while idle < need and time.perf_counter() < end:
+        time.sleep(0.5)
+        idle = idle_fraction()
+    return idle
+
+
 def run_layer(comp: looptune.Computation, threads: list[int], min_time: float,
               with_torch: bool) -> dict:
     row: dict = {"flops": comp.flops, "header": comp.header(), "at": {}}
@@ -137,22 +176,89 @@ def run_layer(comp: looptune.Computation, threads: list[int], min_time: float,
 
 
 def simulate(tree: looptune.LoopTree, counts: list[int]) -> dict:
-    """The load-balance model of ``tree``'s tiling at each of ``counts`` threads."""
+    """The load-balance model of ``tree``'s tiling at each of ``counts`` threads, and (key
+    "ranked") of the schedule the tiling agent's threads-aware scorer ranks first at that
+    count (``ranked_first``)."""
     serial = tiler.serial(tree)
     out = {}
     for s in counts:
-        loop = tiler.choose_parallel_loop(serial, s)
-        if loop is None:
+        first = ranked_first(serial.computation, s)
+        ranked = None
+        if first is not None and first.parallel_loop is not None:
+            ranked = {"loop": first.parallel_loop, "var": first.loops[first.parallel_loop].var,
+                      "imbalance": tiler.imbalance(first, first.parallel_loop, s)}
+        elif first is not None:
+            ranked = {"loop": None, "imbalance": 1.0}
+        par = tiler.parallel_variant(serial, s)
+        if par is None:
             out[str(s)] = {"loop": None, "imbalance": 1.0, "bound": 1.0, "work_mflop": [
-                serial.computation.flops / 1e6]}
+                serial.computation.flops / 1e6], "ranked": ranked}
             continue
-        work = tiler.thread_work(serial, loop, s) * serial.computation.flops / 1e6
+        loop = par.parallel_loop
+        work = tiler.thread_work(par, loop, s) * serial.computation.flops / 1e6
         imb = float(work.max() / work.mean())
-        out[str(s)] = {"loop": loop, "var": serial.loops[loop].var,
-                       "iterations": len(tiler.iteration_work(serial, loop)),
+        out[str(s)] = {"loop": loop, "var": par.loops[loop].var,
+                       "step": par.loops[loop].step,
+                       "reblocked": par.loops[loop].step != serial.loops[loop].step,
+                       "iterations": len(tiler.iteration_work(par, loop)),
                        "imbalance": imb, "bound": s / imb,
-                       "work_mflop": [round(float(w), 3) for w in work]}
+                       "work_mflop": [round(float(w), 3) for w in work], "ranked": ranked}
     return out
+
+
+def ranked_first(comp: looptune.Computation, threads: int) -> looptune.LoopTree | None:
+    """The macro the shipped tiling policy ranks first for ``comp`` at ``threads`` threads
+    (the first one the agent would time on a machine with that many cores), or None when the
+    tiling agent does not tune ``comp`` or its policy does not know threads. The policy was
+    trained at 1 and 2 threads: past 2 its thread features (efficiency 1 / imbalance, T,
+    work per thread) are extrapolated."""
+    from looptune.agent.tiler_policy import load_tiler
+    from looptune.search.agent import uses_paper_policy
+
+    if uses_paper_policy(comp):
+        return None
+    try:
+        policy = load_tiler()
+    except (FileNotFoundError, ValueError):
+        return None
+    if not policy.knows_threads:
+        return None
+    trees, _ = policy.rank(comp, threads)
+    return trees[0] if trees else None
+
+
+def pool_cost() -> None:
+    """``--pool-cost``: the pool's dispatch cost and a call's time after idle gaps."""
+    import numpy as np
+
+    warm = [tiler.measure_dispatch_seconds(2) * 1e6 for _ in range(5)]
+    print(f"warm dispatch at 2 threads: {', '.join(f'{w:.2f}' for w in warm)} us "
+          f"(the model uses {tiler.DISPATCH_SECONDS * 1e6:.2f} us)")
+    comp = looptune.matmul(96, 160, 128)
+    par = tiler.parallel_variant(tiler.candidates(comp, looptune.host_isa())[1], 2)
+    kernel = par.compile()
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(tuple(t.shape)).astype(np.float32) for t in comp.inputs)
+    out = np.zeros(tuple(comp.output.shape), np.float32)
+    print("gap before each call: median call time at 1 / 2 threads (us)")
+    for gap in (0.0, 20e-6, 100e-6, 300e-6, 1e-3, 5e-3, 50e-3):
+        med = []
+        for t in (1, 2):
+            looptune.set_num_threads(t)
+            times = []
+            for _ in range(200 if gap < 1e-3 else 40):
+                if gap >= 1e-3:
+                    time.sleep(gap)
+                else:
+                    end = time.perf_counter() + gap
+                    while time.perf_counter() < end:
+                        pass
+                t0 = time.perf_counter()
+                kernel(a, b, out=out)
+                times.append(time.perf_counter() - t0)
+            med.append(sorted(times)[len(times) // 2] * 1e6)
+        looptune.set_num_threads(1)
+        print(f"  {gap * 1e6:7.0f} us: {med[0]:7.1f} / {med[1]:7.1f}")
 
 
 def ratio(a: float | None, b: float | None) -> float:
@@ -163,7 +269,7 @@ def summarize(rows: list[dict], threads: list[int], counts: list[int]) -> dict:
     lo, hi = str(threads[0]), str(threads[-1])
     big = [r for r in rows if r["flops"] >= BIG_FLOPS]
     small = [r for r in rows if r["flops"] < BIG_FLOPS]
-    sp = lambda r: ratio(r["at"][hi]["looptune"], r["at"][lo]["looptune"])  # noqa: E731
+    sp = lambda r: ratio(r["at"][hi]["looptune"], r["at"][lo]["looptune"])
     out: dict = {
         "threads": threads,
         "speedup_big_geomean": geomean([sp(r) for r in big]) if big else math.nan,
@@ -196,6 +302,11 @@ def summarize(rows: list[dict], threads: list[int], counts: list[int]) -> dict:
             s[f"sim{c}_imbalance_max"] = max(x["imbalance"] for x in par)
             s[f"sim{c}_serial"] = sum(x["loop"] is None for x in sims)
             s[f"sim{c}_bound_geomean"] = geomean([x["bound"] for x in sims])
+            ranked = [x["ranked"] for x in sims if x.get("ranked")]
+            rpar = [x for x in ranked if x["loop"] is not None]
+            s[f"sim{c}_ranked_imbalance_mean"] = (
+                sum(x["imbalance"] for x in rpar) / len(rpar) if rpar else math.nan)
+            s[f"sim{c}_ranked_layers"] = len(ranked)
         out["suites"][suite] = s
     return out
 
@@ -216,9 +327,12 @@ def tables(rows: list[dict], summary: dict, threads: list[int], counts: list[int
             f"{a['tuning_seconds']:.2f}/{b['tuning_seconds']:.2f}",
         ])
     loads = [r["load_avg_1m"] for r in rows]
-    text = [f"GFLOP/s, harness timing (kernel(a, b, out=c) from Python), threads {lo} and {hi}; "
-            f"1-minute load average during the run {min(loads):.2f}-{max(loads):.2f} "
-            f"(threaded figures mean something only near 0 on a {os.cpu_count()}-core host)",
+    idle = [r.get("idle_before", 1.0) for r in rows]
+    text = [(f"GFLOP/s, harness timing (kernel(a, b, out=c) from Python), threads {lo} and {hi}; "
+            f"1-minute load average during the run {min(loads):.2f}-{max(loads):.2f}; "
+            f"each layer started once the host was idle (idle fraction before it "
+            f"{min(idle):.2f}-{max(idle):.2f}; threaded figures mean something only with the "
+            f"{os.cpu_count()} cores idle)"),
             "", table(head, body), ""]
     s = summary
     text.append(
@@ -238,11 +352,19 @@ def tables(rows: list[dict], summary: dict, threads: list[int], counts: list[int
                         f"{v[f'sim{c}_serial']}, {v[f'sim{c}_bound_geomean']:.1f}x"
                         for c in counts]
                  for k, v in s["suites"].items()]
-        text += ["", "load-balance model (compute balance only: memory bandwidth, shared caches "
+        text += ["", ("load-balance model (compute balance only: memory bandwidth, shared caches "
                  "and fork/join not modelled). imbalance = busiest thread / mean over the "
-                 "layers run parallel; serial = layers the rule keeps serial (under "
-                 f"{tiler.MIN_FLOPS_PER_THREAD / 1e6:g} MFLOP per thread); bound = geomean "
-                 "of S / imbalance (1 for serial layers)", table(head3, body3)]
+                 "layers run parallel; serial = layers the cost model keeps serial (predicted "
+                 f"speedup under {tiler.MIN_SPEEDUP:g}x); bound = geomean "
+                 "of S / imbalance (1 for serial layers)"), table(head3, body3)]
+        head4 = ["suite"] + [f"{c}: ranked-first imbalance mean (layers)" for c in counts]
+        body4 = [[k] + [f"{v[f'sim{c}_ranked_imbalance_mean']:.3f} "
+                        f"({v[f'sim{c}_ranked_layers']})" for c in counts]
+                 for k, v in s["suites"].items()]
+        text += ["", ("the same model for the schedule the tiling agent's threads-aware scorer "
+                 "ranks first at S threads (the first it would time on an S-core machine; "
+                 "tiler-domain layers only; trained at 1 and 2 threads, extrapolated past 2)"),
+                 table(head4, body4)]
     return "\n".join(text) + "\n"
 
 
@@ -273,6 +395,23 @@ def plot(rows: list[dict], threads: list[int], path: Path) -> Path | None:
     return path
 
 
+def resimulate(name: str, counts: list[int]) -> None:
+    """``--resimulate``: the load-balance model and the tables of ``results/<name>.json``
+    recomputed from its recorded schedules (no timing)."""
+    import json
+
+    doc = json.loads((RESULTS / f"{name}.json").read_text())
+    rows, threads = doc["rows"], doc["summary"]["threads"]
+    hi = str(threads[-1])
+    for row in rows:
+        row["simulate"] = simulate(looptune.LoopTree.parse(row["at"][hi]["schedule"]), counts)
+    doc["summary"] = summarize(rows, threads, counts)
+    text = tables(rows, doc["summary"], threads, counts)
+    print(text)
+    write_json(name, doc)
+    (RESULTS / f"{name}.md").write_text(text)
+
+
 def parse_counts(text: str) -> list[int]:
     try:
         counts = [int(x) for x in text.split(",") if x.strip()]
@@ -293,7 +432,17 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a few layers per suite, short timings")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     p.add_argument("--out", default="threads", help="result name under benchmarks/results")
+    p.add_argument("--resimulate", action="store_true",
+                   help="recompute the model and tables of the existing results (no timing)")
+    p.add_argument("--pool-cost", action="store_true",
+                   help="print the pool's dispatch cost and idle-gap latencies, then exit")
     args = p.parse_args()
+    if args.pool_cost:
+        pool_cost()
+        return
+    if args.resimulate:
+        resimulate(args.out, parse_counts(args.simulate) if args.simulate else [])
+        return
     threads = parse_counts(args.threads)
     counts = parse_counts(args.simulate) if args.simulate else []
     if args.quick:
@@ -302,8 +451,9 @@ def main() -> None:
     work = layers(args.quick, args.mm_limit)
     rows = []
     for suite, name, comp in work:
+        idle = wait_for_idle()
         load = os.getloadavg()[0]
-        row = {"suite": suite, "name": name, "load_avg_1m": load,
+        row = {"suite": suite, "name": name, "load_avg_1m": load, "idle_before": idle,
                **run_layer(comp, threads, args.min_time, with_torch)}
         hi = row["at"][str(threads[-1])]
         row["simulate"] = simulate(looptune.LoopTree.parse(hi["schedule"]), counts)
@@ -317,8 +467,10 @@ def main() -> None:
     print(text)
     doc = {"environment": environment(), "config": vars(args), "summary": summary,
            "model": "compute balance only: flops per thread from the engine's partition of the "
-                    "parallel loop chosen by the agent's rule at each count; memory bandwidth, "
-                    "shared caches, relayout copies and fork/join costs are not modelled",
+                    "parallel loop (re-blocked when that balances it) the agent's cost model "
+                    "chooses at each count; memory bandwidth, shared caches and relayout "
+                    "copies are not modelled, the fork/join cost only in the serial/parallel "
+                    "decision",
            "rows": rows}
     path = write_json(args.out, doc)
     (RESULTS / f"{args.out}.md").write_text(text)

@@ -22,6 +22,7 @@ from looptune.measure import FakeRunner, Measurer, harness
 from looptune.search.agent import agent_search, threaded_order, tiler_search
 from looptune.space import ScheduleSpace, at_cursor
 from looptune.space import graph as lgraph
+from looptune.space.schedules import from_steps
 
 
 @pytest.fixture(autouse=True)
@@ -70,18 +71,24 @@ def test_rule_marks_the_best_balanced_loop_above_the_register_tile() -> None:
             assert not loops
             continue
         best = min(tiler.imbalance(tree, i, 2) for i in loops)
-        assert tiler.imbalance(tree, loop, 2) <= best * 1.02 + 1e-12
         par = tiler.parallel_variant(tree, 2)
         assert par.parallel_loop == loop and par.cursor == tree.cursor
-        assert tiler.serial(par) == tree
+        # the marked loop is at least as balanced as the best loop as it is (re-blocking
+        # only lowers its step)
+        assert tiler.imbalance(par, loop, 2) <= best * 1.02 + 1e-12
+        if par.loops[loop].step == tree.loops[loop].step:
+            assert tiler.serial(par) == tree
+        else:
+            assert par.loops[loop].step in tiler.reblock_steps(tree, loop)
 
 
 def test_small_layers_stay_serial_deterministically() -> None:
-    # under MIN_FLOPS_PER_THREAD per thread: no parallel variant anywhere, at any count
-    for comp in (looptune.matmul(64, 64, 64), looptune.matmul(64, 128, 128),
-                 looptune.batch_matmul(2, 32, 64, 32),
-                 looptune.conv2d(1, 16, 14, 14, 16, 3, 3, stride=1, pad=1)):
-        assert comp.flops / 2 < tiler.MIN_FLOPS_PER_THREAD
+    # under MIN_SPEEDUP by the cost model: no parallel variant anywhere, at any count
+    for comp in (looptune.matmul(16, 16, 16), looptune.matmul(24, 40, 32),
+                 looptune.batch_matmul(2, 8, 16, 16),
+                 looptune.conv2d(1, 4, 6, 6, 16, 3, 3, stride=1, pad=1)):
+        assert all(tiler.predicted_speedup(t, i, 2) < tiler.MIN_SPEEDUP
+                   for t in tiler.candidates(comp, "avx2") for i in tiler.parallel_loops(t))
         serial = tiler.candidates(comp, "avx2")
         assert [t.hash() for t in tiler.candidates(comp, "avx2", threads=2)] == \
             [t.hash() for t in serial]
@@ -89,9 +96,59 @@ def test_small_layers_stay_serial_deterministically() -> None:
         order, _ = threaded_order(serial[:5], 2)
         assert all(t.parallel_loop is None for t in order)
     big = looptune.matmul(256, 256, 256)
-    assert big.flops / 2 >= tiler.MIN_FLOPS_PER_THREAD
     assert any(t.parallel_loop is not None for t in tiler.candidates(big, "avx2", threads=2))
     assert all(t.parallel_loop is None for t in tiler.candidates(big, "avx2", threads=1))
+
+
+def test_cost_model_weighs_work_against_the_dispatch_cost() -> None:
+    assert tiler.dispatch_seconds(1) == 0.0
+    assert tiler.dispatch_seconds(2) == tiler.DISPATCH_SECONDS
+    assert tiler.dispatch_seconds(16) > tiler.dispatch_seconds(2)
+    # the same balanced 2-way loop: the predicted speedup grows with the work towards T
+    speedups = []
+    for m in (4, 16, 64, 256, 1024):
+        tree = from_steps(looptune.matmul(2 * m, 64, 64), [("m", m), ("m", 1), ("k", 1),
+                                                            ("n", 16), ("n", 1)])
+        speedups.append(tiler.predicted_speedup(tree, 0, 2))
+    assert speedups == sorted(speedups) and speedups[0] < 1.0 < speedups[-1] < 2.0
+    assert speedups[-1] > 1.9
+    # the serial time at CORE_GFLOPS against half of it plus one dispatch, by hand
+    tree = from_steps(looptune.matmul(64, 64, 64), [("m", 32), ("m", 1), ("k", 1), ("n", 1)])
+    t1 = 2 * 64**3 / (tiler.CORE_GFLOPS * 1e9)
+    assert tiler.predicted_speedup(tree, 0, 2) == pytest.approx(
+        t1 / (t1 / 2 + tiler.DISPATCH_SECONDS))
+
+
+def test_reblocking_balances_loops_that_do_not_divide() -> None:
+    # 24 column blocks of 128 over 16 threads: 1.33 as they are; the model lowers the block to
+    # a multiple of the next n loop's step (32, above the register tile) that divides better
+    comp = looptune.matmul(128, 768, 3072)
+    tree = from_steps(comp, [("n", 128), ("m", 64), ("n", 32), ("k", 768), ("m", 1),
+                             ("n", 16), ("k", 1), ("n", 1)])
+    assert tiler.imbalance(tree, 0, 16) == pytest.approx(2 * 16 / 24)
+    assert tiler.reblock_steps(tree, 0) == [96, 64, 32]
+    par = tiler.parallel_variant(tree, 16)
+    loop = par.parallel_loop
+    assert loop == 0 and par.loops[0].step in (96, 64, 32)
+    assert tiler.imbalance(par, loop, 16) == pytest.approx(1.0)
+    # the loops below are kept: the same variables, the register tile's steps unchanged
+    assert [lp.var for lp in par.loops] == [lp.var for lp in tree.loops]
+    assert [lp.step for lp in par.loops[1:]] == [lp.step for lp in tree.loops[1:]]
+    # at 2 threads 24 blocks divide evenly: the macro's own step is kept
+    assert tiler.parallel_variant(tree, 2).loops[0].step == 128
+    # an invented shape: 7 row blocks of 32 (224 rows) on 4 threads -> 1.14; blocks of 8 rows
+    # (28) divide evenly
+    tree = from_steps(looptune.matmul(224, 512, 512), [("m", 32), ("m", 8), ("n", 64),
+                                                        ("k", 512), ("m", 1), ("n", 16),
+                                                        ("k", 1), ("n", 1)])
+    par = tiler.parallel_variant(tree, 4)
+    assert tiler.imbalance(tree, 0, 4) == pytest.approx(2 * 32 * 4 / 224)
+    assert tiler.imbalance(par, par.parallel_loop, 4) == pytest.approx(1.0)
+    # a loop whose next loop of the variable is the register tile is never re-blocked
+    tile = from_steps(looptune.matmul(224, 512, 512), [("n", 64), ("m", 28), ("k", 1),
+                                                       ("m", 1), ("n", 1)])
+    assert tiler.reblock_steps(tile, 1) == []
+    assert tiler.reblock_steps(tile, 0) == []  # no inner n loop above the tile either
 
 
 def test_threaded_order_times_the_best_serial_macro_too() -> None:
@@ -156,7 +213,7 @@ def test_tiler_search_picks_parallel_only_where_it_pays() -> None:
     assert tiler_search(big, slow).best_tree.parallel_loop is None
     one = Measurer(runner=FakeRunner(_twice_as_fast_parallel), cache={}, threads=1)
     assert tiler_search(big, one).best_tree.parallel_loop is None
-    tiny = looptune.matmul(32, 300, 40).default_schedule()  # 0.77 MFLOP, tiler domain
+    tiny = looptune.matmul(16, 40, 24).default_schedule()  # 31 kFLOP, tiler domain
     fast = Measurer(runner=FakeRunner(_twice_as_fast_parallel), cache={}, threads=2)
     assert tiler_search(tiny, fast).best_tree.parallel_loop is None
 
@@ -165,9 +222,13 @@ def test_paper_policy_domain_gets_the_parallel_variant_of_its_best() -> None:
     tree = looptune.matmul(256, 256, 128).default_schedule()  # paper domain, 16.8 MFLOP
     fast = Measurer(runner=FakeRunner(_twice_as_fast_parallel), cache={}, threads=2)
     assert agent_search(tree, fast).best_tree.parallel_loop is not None
+    # the smallest layer of the domain (0.5 MFLOP, ~4 us) gets its variant timed too (the
+    # model predicts it pays), and the measurement decides
     small = looptune.matmul(64, 64, 64).default_schedule()
     fast = Measurer(runner=FakeRunner(_twice_as_fast_parallel), cache={}, threads=2)
-    assert agent_search(small, fast).best_tree.parallel_loop is None
+    assert agent_search(small, fast).best_tree.parallel_loop is not None
+    slow = Measurer(runner=FakeRunner(_slower_parallel), cache={}, threads=2)
+    assert agent_search(small, slow).best_tree.parallel_loop is None
 
 
 # ---------------------------------------------------------------- the env
@@ -327,3 +388,115 @@ def test_leaderboard_report_says_the_thread_count() -> None:
     assert "0.75" in text  # 150 GFLOP/s over 2 x 100 of peak
     doc["config"] = {}
     assert "one core" in report.report_markdown(doc)
+
+
+# ---------------------------------------------------------------- the scorer knows T
+
+
+def test_thread_features_describe_the_partition() -> None:
+    from looptune.agent.tile_features import N_FEATURES, THREAD_FEATURES, V1_FEATURES, tile_features
+
+    assert N_FEATURES == V1_FEATURES + THREAD_FEATURES
+    comp = looptune.matmul(224, 512, 512)
+    tree = from_steps(comp, [("m", 32), ("m", 8), ("n", 64), ("k", 512), ("m", 1), ("n", 16),
+                             ("k", 1), ("n", 1)])
+    serial1, serial4 = tile_features(tree, "avx512"), tile_features(tree, "avx512", 4)
+    # the T-free columns do not depend on T or the mark
+    np.testing.assert_array_equal(serial1[:V1_FEATURES], serial4[:V1_FEATURES])
+    t1, t4 = serial1[V1_FEATURES:], serial4[V1_FEATURES:]
+    assert t1[0] == 0 and t4[0] == pytest.approx(2 / 8)  # log2(T) / 8
+    assert t4[1] == 0 and t4[3] == pytest.approx(1 / 4)  # serial: one thread of four works
+    marked = at_cursor(tree, 0).toggle_parallel()  # 7 blocks of 32 rows on 4 threads
+    p4 = tile_features(marked, "avx512", 4)[V1_FEATURES:]
+    assert p4[1] == 1.0
+    assert p4[3] == pytest.approx(1 / tiler.imbalance(marked, 0, 4))
+    assert p4[5] == pytest.approx(tiler.predicted_speedup(marked, 0, 4) / 4)
+    balanced = tiler.parallel_variant(tree, 4)  # re-blocked: 28 blocks of 8
+    assert tile_features(balanced, "avx512", 4)[V1_FEATURES + 3] == pytest.approx(1.0)
+    # the partition features come from the tree passed as the partition (training: the timed
+    # scaled-down tree)
+    small = looptune.matmul(64, 512, 512)
+    timed = at_cursor(tiler.transfer(marked, small), 0).toggle_parallel()
+    x = tile_features(marked, "avx512", 4, partition=timed)
+    np.testing.assert_array_equal(x[:V1_FEATURES], tile_features(marked, "avx512", 4)[
+        :V1_FEATURES])
+    assert x[V1_FEATURES + 3] == pytest.approx(1 / tiler.imbalance(timed, 0, 4))
+
+
+def test_a_version_1_policy_still_loads_and_ranks_serial_macros(tmp_path) -> None:
+    import json
+
+    import torch
+
+    from looptune.agent.tile_features import V1_FEATURES
+    from looptune.agent.tiler_policy import TilerPolicy, build_network, load_tiler, save_tiler
+
+    torch.manual_seed(0)
+    pol = TilerPolicy(build_network([8], V1_FEATURES), "avx2", {"hidden": [8]})
+    path = save_tiler(pol, tmp_path / "v1.safetensors", {"command": "test"})
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta.update(feature_version=1, n_features=V1_FEATURES)
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    loaded = load_tiler(path)
+    assert not loaded.knows_threads
+    comp = looptune.matmul(192, 256, 320)
+    trees, scores = loaded.rank(comp, threads=2)
+    assert all(t.parallel_loop is None for t in trees)  # the search adds the variants
+    x = np.stack([tiler_features_v1(t) for t in trees])
+    want = torch.from_numpy(x)
+    with torch.no_grad():
+        np.testing.assert_allclose(scores, pol.net(want).squeeze(-1).numpy(), rtol=1e-5,
+                                   atol=1e-6)
+    meta.update(n_features=V1_FEATURES + 1)
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    from looptune.agent.policy_io import PolicyFormatError
+
+    with pytest.raises(PolicyFormatError, match="features"):
+        load_tiler(path)
+
+
+def tiler_features_v1(tree):
+    from looptune.agent.tile_features import V1_FEATURES, tile_features
+
+    return tile_features(tree, "avx2")[:V1_FEATURES]
+
+
+def test_a_threads_aware_policy_ranks_variants_and_the_search_times_both_kinds() -> None:
+    import torch
+
+    from looptune.agent.tiler_policy import TilerPolicy, build_network
+    from looptune.search.agent import ranked_threaded_order
+
+    torch.manual_seed(3)
+    pol = TilerPolicy(build_network([8]), "avx2", {"hidden": [8]})
+    assert pol.knows_threads
+    comp = looptune.matmul(192, 256, 320)
+    trees, scores = pol.rank(comp, threads=2)
+    assert np.all(np.diff(scores) <= 0)
+    assert {t.hash() for t in trees} == {t.hash() for t in tiler.candidates(comp, "avx2", 2)}
+    assert any(t.parallel_loop is not None for t in trees)
+    order, least = ranked_threaded_order(trees)
+    head = order[:least]
+    assert any(t.parallel_loop is None for t in head)
+    assert any(t.parallel_loop is not None for t in head)
+    assert head[:2] == trees[:2] and len({t.hash() for t in order}) == len(trees)
+    # the search times the head at least, keeps the fastest
+    fast = Measurer(runner=FakeRunner(_twice_as_fast_parallel), cache={}, threads=2)
+    assert tiler_search(comp.default_schedule(), fast, tiler=pol).best_tree.parallel_loop \
+        is not None
+    slow = Measurer(runner=FakeRunner(_slower_parallel), cache={}, threads=2)
+    assert tiler_search(comp.default_schedule(), slow, tiler=pol).best_tree.parallel_loop \
+        is None
+
+
+def test_shipped_tiling_policies_load_and_the_host_isas_know_threads() -> None:
+    from looptune.agent.tiler_policy import DATA_DIR, load_tiler
+
+    for path in sorted(DATA_DIR.glob("policy_tiler_*.safetensors")):
+        pol = load_tiler(path)
+        trees, scores = pol.rank(looptune.matmul(128, 256, 192), threads=2)
+        assert len(trees) == len(scores) > 1
+        if pol.knows_threads:
+            assert "threads" in pol.meta["data"] and 2 in pol.meta["data"]["threads"]
+            assert any(t.parallel_loop is not None for t in trees)
+    assert load_tiler(DATA_DIR / "policy_tiler_avx512.safetensors").knows_threads

@@ -4,9 +4,12 @@
 // own OpenMP runtime, often a different one than the compiler's) and numpy's OpenBLAS threads.
 // Two OpenMP runtimes in one process oversubscribe the cores (each spins its own team) and
 // libgomp is not fork-safe (a forked child that touches a team hangs). This pool is small
-// and predictable instead: workers spin for a few tens of microseconds after a job (so back-to-
-// back kernel calls, as in timing, find them awake) and then sleep on a condition variable, so
-// they take no CPU time while PyTorch or numpy run; a fork child starts with a fresh, empty
+// and predictable instead: workers stay awake for a few hundred microseconds after a job
+// (pausing, then yielding the core between looks, so back-to-back kernel calls find them
+// awake) and then sleep on a condition variable, so they take no CPU time while PyTorch or
+// numpy run; the parts of a job are claimed by whichever thread is free, so a call that finds
+// the workers asleep does not wait for them to wake (it pays only for the wake-up call:
+// thread_pool.cpp has the measurements); a fork child starts with a fresh, empty
 // pool (pthread_atfork); workers block every signal, so Ctrl-C always reaches the caller's
 // thread, which polls for it between kernel calls. One job runs at a time: a call that finds
 // the pool busy (another Python thread's kernel) or that comes from a worker runs its whole

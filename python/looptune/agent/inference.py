@@ -18,6 +18,7 @@ choices on every policy shipped in ``looptune/data``. Training (SB3) still uses 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -139,11 +140,32 @@ class Mlp:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         act = ACTIVATIONS[self.activation]
         last = len(self.layers) - 1
-        for i, (wt, b) in enumerate(self.layers):
-            x = x @ wt + b
-            if i < last or self.last_activation:
-                x = act(x)
+        with _one_blas_thread():
+            for i, (wt, b) in enumerate(self.layers):
+                x = x @ wt + b
+                if i < last or self.last_activation:
+                    x = act(x)
         return x
+
+
+_BLAS: list = []  # the threadpoolctl controller, made on first use (it costs ~1 ms)
+
+
+def _one_blas_thread() -> Any:
+    """A context that runs numpy's BLAS on one thread (~10 us to enter). A policy's matrices
+    are small, and an OpenBLAS call on several threads leaves its threads spinning for a
+    while afterwards: the agent's next timing of a parallel kernel then shared the other core
+    with them and ran at serial speed (measured on 2 cores: 4 of 4 paper-domain layers kept
+    serial at 2 threads in one run, none with BLAS on one thread)."""
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS.append(ThreadpoolController())
+        except ImportError:  # threadpoolctl is a dependency; without it, no limit
+            _BLAS.append(None)
+    return contextlib.nullcontext() if _BLAS[0] is None else _BLAS[0].limit(
+        limits=1, user_api="blas")
 
 
 def sequential_layers(

@@ -22,6 +22,12 @@ Layout of the vector (``N_FEATURES`` float32 values, each clipped to [-1, 1]):
   iterations inside the tile's enclosing loops that are partial (tails).
 * loops (``INNER_LOOPS`` x 8), aligned from the innermost loop outwards: present, log2(size),
   log2(step), reduction, vector variable, working set below it against L1, L2 and L3.
+* threads (7, feature version 2): log2(T), whether a loop is parallel, log2(flops per
+  thread), the partition's efficiency 1 / imbalance (1/T for a serial tree: one thread
+  works), log2(parallel iterations per thread), the speedup the cost model predicts over T
+  (``looptune.agent.tiler.predicted_speedup``; 1/T serial) and how far above the register
+  tile the parallel loop is. A policy of feature version 1 reads only the first
+  ``V1_FEATURES`` columns (it ranks serial macros; the parallel loop is then the model's).
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ INNER_LOOPS = 14
 LOOP_COLUMNS = 8
 COMP_FEATURES = 18
 TILE_FEATURES = 8
-N_FEATURES = COMP_FEATURES + TILE_FEATURES + INNER_LOOPS * LOOP_COLUMNS
+THREAD_FEATURES = 7
+V1_FEATURES = COMP_FEATURES + TILE_FEATURES + INNER_LOOPS * LOOP_COLUMNS
+N_FEATURES = V1_FEATURES + THREAD_FEATURES
 KINDS = ("matmul", "batch_matmul", "conv2d")
 
 
@@ -128,16 +136,50 @@ def _loop_rows(facts: NestFacts, vec: str, isa: str | None) -> np.ndarray:
     return out
 
 
-def tile_features(tree: _core.LoopTree, isa: str | None = None) -> np.ndarray:
-    """The (N_FEATURES,) float32 features of ``tree`` for ``isa`` (default the host's)."""
+def thread_features(
+    tree: _core.LoopTree, threads: int, partition: _core.LoopTree | None = None
+) -> list[float]:
+    """The ``THREAD_FEATURES`` values of ``tree`` run on ``threads`` threads; the partition
+    ones (imbalance, iterations, predicted speedup, depth) from ``partition`` (default
+    ``tree``; training passes the scaled-down tree that was timed)."""
+    from looptune.agent import tiler
+
+    part = tree if partition is None else partition
+    comp = tree.computation
+    head = [math.log2(threads) / 8, 0.0, math.log2(max(comp.flops / threads, 1.0)) / 40]
+    loop = part.parallel_loop
+    if loop is None or threads == 1:
+        return head + [1.0 / threads, 0.0, 1.0 / threads, 0.0]
+    loops = part.loops
+    reds = [i for i, lp in enumerate(loops) if lp.var in
+            {v.name for v in part.computation.vars if v.reduction}]
+    top = max(reds) if reds else len(loops) - 1
+    iters = len(tiler.iteration_work(part, loop))
+    head[1] = 1.0
+    return head + [
+        1.0 / tiler.imbalance(part, loop, threads),
+        math.log2(iters / threads) / 8,
+        tiler.predicted_speedup(part, loop, threads) / threads,
+        (top - loop) / _core.MAX_TREE_LOOPS,
+    ]
+
+
+def tile_features(
+    tree: _core.LoopTree, isa: str | None = None, threads: int = 1,
+    partition: _core.LoopTree | None = None,
+) -> np.ndarray:
+    """The (N_FEATURES,) float32 features of ``tree`` for ``isa`` (default the host's) run on
+    ``threads`` threads (``partition``: see ``thread_features``)."""
     if not isinstance(tree, _core.LoopTree):
         raise TypeError(f"expected a looptune LoopTree, got {type(tree).__name__}")
     comp = tree.computation
     facts = nest_facts(tree)
     vec = vector_var(comp)
     head = _comp_features(comp, isa) + _tile_features(facts, vec, isa)
-    x = np.concatenate([np.asarray(head, np.float32), _loop_rows(facts, vec, isa).reshape(-1)])
+    x = np.concatenate([np.asarray(head, np.float32), _loop_rows(facts, vec, isa).reshape(-1),
+                        np.asarray(thread_features(tree, threads, partition), np.float32)])
     return np.clip(x, -1.0, 1.0)
 
 
-__all__ = ["INNER_LOOPS", "N_FEATURES", "tile_features", "vector_var"]
+__all__ = ["INNER_LOOPS", "N_FEATURES", "THREAD_FEATURES", "V1_FEATURES", "thread_features",
+           "tile_features", "vector_var"]

@@ -18,18 +18,24 @@ only the best-scored few at full size (``looptune.search.agent``).
     True
 
 **Threads.** ``candidates(comp, isa, threads=T)`` adds, for T > 1, each macro's *parallel
-variant* (``parallel_variant``): the same loops with one loop marked parallel, chosen by a rule,
-not learned. The scorer ranks the serial macros (its features do not see the mark); the rule
-picks the loop:
+variant* (``parallel_variant``): the same loops with one loop marked parallel, chosen by a
+model, not learned (the scorer of a feature version >= 2 then ranks serial macros and parallel
+variants together; ``looptune.agent.tile_features`` shows it T, the work per thread and the
+partition's imbalance):
 
 * only loops above the register tile (above the innermost reduction loop): a loop inside the
   tile splits the unrolled micro-kernel and ran at 0.2-0.6x of serial in every measurement;
-* of those, the one whose partition over T threads is best balanced (``imbalance``: the work
-  of the busiest thread over the mean, tails included), the outermost among equals: on a
-  2-core Zen 4 the 2-thread speedup of a loop matched ``T / imbalance`` within ~5% (a 6-
-  iteration loop with a short tail: predicted 1.67x, measured 1.62x);
-* no variant at all when a thread would get less than ``MIN_FLOPS_PER_THREAD`` flops (the
-  layer stays serial; see that constant for the measurement behind it).
+* each such loop is scored by the speedup the cost model predicts (``predicted_speedup``):
+  the busiest thread's share of the flops (``imbalance``: the work of the busiest thread over
+  the mean, tails included; on a 2-core Zen 4 the 2-thread speedup of a loop matched
+  ``T / imbalance`` within ~5%) plus the pool's measured dispatch cost (``dispatch_seconds``);
+  the best one is marked, the outermost among near-equals;
+* a loop whose iterations do not divide well over T (24 column blocks on 16 threads: 1.33)
+  may be *re-blocked*: its step lowered to a multiple of the next loop of its variable (never
+  a register-tile loop: the tile is kept), when that balances it better (48 blocks: 1.0);
+* no variant at all when the predicted speedup is under ``MIN_SPEEDUP`` (the layer stays
+  serial; the agent then also times the best serial macro and keeps the faster, so a layer
+  where threads do not pay ends serial by measurement).
 
 ``scaled`` and ``transfer`` give the cheap training reward: a macro measured on a scaled-down
 instance of the same computation (fewer output rows, batches or output lines; reduction,
@@ -56,16 +62,72 @@ MIN_ROWS = 256
 _SHRINK = {"matmul": "m", "batch_matmul": "b", "conv2d": "h"}
 
 
-# Work a thread must get for a layer to run parallel. Measured on the 2-core Zen 4 host (AVX-512,
-# ~118 GFLOP/s per core; other sessions were running, so the figures are rough): back-to-back
-# calls (timing loops, the harness) pay ~0.2 us to share a loop and gained even at 0.26 MFLOP
-# (1.67x), but a call that finds the pool's workers asleep (between a network's layers) paid
-# ~100-120 us more than a serial call with the other core busy (idle cores not measured). 2 MFLOP
-# is ~17 us of one core's work: below it no thread count can pay for a wake-up, and a layer
-# under 4 MFLOP (a 64x128x128 matmul: 2.1 MFLOP) stays serial at 2 threads. Above it the agent
-# times the parallel variants AND the best serial macro and keeps the fastest, so a layer where
-# threads do not pay (memory-bound GEMVs, measured at 0.66-1.2x) stays serial too.
-MIN_FLOPS_PER_THREAD = 2e6
+# The cost model of running a loop parallel. Measured on the 2-core Zen 4 VM (AVX-512, both
+# cores idle; ``measure_dispatch_seconds``, which benchmarks/threads.py --pool-cost prints): a
+# parallel call of a kernel of two ~14 us parts took 0.35-1.7 us (8 runs) more than half its
+# serial time when the workers were awake (back-to-back calls: timing, a network's layers
+# within the pool's spin window; 0.4 us in a later run with the final pool); DISPATCH_SECONDS
+# is the middle of that range. A call that finds the workers asleep costs the serial time plus
+# the wake-up call (~15-40 us; the caller claims their parts: thread_pool.cpp), once per idle
+# spell, so the warm cost is the one to weigh. Thread counts past the cores of this
+# host cannot be measured here: each thread beyond 2 is assumed to add DISPATCH_PER_THREAD
+# (one more worker to publish to and count down).
+DISPATCH_SECONDS = 1.0e-6
+DISPATCH_PER_THREAD = 0.2e-6
+# One core's FMA peak (``_core.measure_peak_gflops``: 118 GFLOP/s for AVX-512 and AVX2 on Zen 4);
+# the serial time of a layer is estimated at this rate, which underestimates it (no kernel
+# reaches peak) and so errs towards keeping a layer serial.
+CORE_GFLOPS = 118.0
+# A parallel variant is generated when the model predicts at least this speedup: the model
+# ignores caches and memory bandwidth, and the timing that follows decides anyway.
+MIN_SPEEDUP = 1.15
+# The engine zeroes an accumulated output in parallel chunks of this many floats first (a second
+# dispatch; kernel.cpp Kernel::call).
+_ZERO_CHUNK = 4096
+
+
+def dispatch_seconds(threads: int) -> float:
+    """The modelled extra time of one parallel call at ``threads`` threads (0 at one)."""
+    threads = _check_threads(threads)
+    if threads == 1:
+        return 0.0
+    return DISPATCH_SECONDS + DISPATCH_PER_THREAD * (threads - 2)
+
+
+def predicted_speedup(tree: _core.LoopTree, loop: int, threads: int) -> float:
+    """The speedup of running loop ``loop`` of ``tree`` parallel on ``threads`` threads that the
+    cost model predicts: serial time ``flops / CORE_GFLOPS`` against the busiest thread's share
+    of it plus the pool's dispatch cost (two dispatches when the engine zeroes a large output
+    first). Caches and memory bandwidth are not modelled."""
+    return _speedup(tree.computation, imbalance(tree, loop, threads), threads)
+
+
+def _speedup(comp: _core.Computation, imbalance: float, threads: int) -> float:
+    serial_s = comp.flops / (CORE_GFLOPS * 1e9)
+    calls = 1 + (math.prod(comp.output.shape) > _ZERO_CHUNK)
+    return serial_s / (serial_s * imbalance / threads + calls * dispatch_seconds(threads))
+
+
+def measure_dispatch_seconds(threads: int = 2, isa: str | None = None,
+                             min_time: float = 0.05, repeats: int = 5) -> float:
+    """Measure the pool's warm dispatch cost at ``threads`` threads: a kernel of ``threads``
+    equal parts of ~4 us each (a matmul of 16 rows per part, k = 256, n = 64, rows parallel)
+    timed back-to-back at ``threads`` threads, minus its one-thread time over ``threads``.
+    The parts must be long enough for the workers to take theirs: the caller claims any part
+    no worker has taken when it finishes its own. Meaningful only with idle cores."""
+    from looptune.space import at_cursor
+    from looptune.space.schedules import from_steps
+
+    threads = _check_threads(threads)
+    comp = _core.parse_computation(f"matmul m={16 * threads} k=256 n=64")
+    tree = from_steps(comp, [("m", 16), ("k", 256), ("m", 1), ("n", 16), ("k", 1), ("n", 1)])
+    kernel = at_cursor(tree, 0).toggle_parallel().compile(isa)
+
+    def best(t: int) -> float:
+        return min(kernel.benchmark(min_time=min_time, threads=t).min_seconds
+                   for _ in range(repeats))
+
+    return max(0.0, best(threads) - best(1) / threads)
 
 
 def candidates(
@@ -105,18 +167,30 @@ def iteration_work(tree: _core.LoopTree, loop: int) -> np.ndarray:
     loops = tree.loops
     if not 0 <= loop < len(loops):
         raise ValueError(f"loop {loop} is outside 0..{len(loops) - 1}")
-    lp = loops[loop]
-    extent = {v.name: v.extent for v in tree.computation.vars}[lp.var]
-    parent = next((q.step for q in reversed(loops[:loop]) if q.var == lp.var), extent)
-    count = math.ceil(min(parent, extent) / lp.step)
+    extents = {v.name: v.extent for v in tree.computation.vars}
+    return _iteration_work([(lp.var, lp.step) for lp in loops], extents, loop)
+
+
+def _iteration_work(steps: list[tuple[str, int]], extents: dict[str, int],
+                    loop: int) -> np.ndarray:
+    var, step = steps[loop]
+    extent = extents[var]
+    parent = next((s for v, s in reversed(steps[:loop]) if v == var), extent)
+    count = math.ceil(min(parent, extent) / step)
     work = np.zeros(count, np.float64)
     for start in range(0, extent, parent):  # each chunk the enclosing loop hands down
         chunk = min(parent, extent - start)
-        full, tail = divmod(chunk, lp.step)
-        work[:full] += lp.step
+        full, tail = divmod(chunk, step)
+        work[:full] += step
         if tail:
             work[full] += tail
     return work / extent
+
+
+def _imbalance_of(work: np.ndarray, threads: int) -> float:
+    n = len(work)
+    per = [work[n * p // threads: n * (p + 1) // threads].sum() for p in range(threads)]
+    return float(max(per) * threads / work.sum())
 
 
 def thread_work(tree: _core.LoopTree, loop: int, threads: int) -> np.ndarray:
@@ -159,28 +233,73 @@ def _reduction_loops(tree: _core.LoopTree) -> list[int]:
 
 
 def choose_parallel_loop(tree: _core.LoopTree, threads: int) -> int | None:
-    """The loop the rule marks parallel at ``threads`` threads (see the module doc), or None:
-    one thread, too little work per thread (``MIN_FLOPS_PER_THREAD``) or no candidate loop."""
+    """The loop ``parallel_variant`` marks at ``threads`` threads (see the module doc), or None:
+    one thread, no candidate loop, or a predicted speedup under ``MIN_SPEEDUP``."""
+    choice = choose_parallel(tree, threads)
+    return None if choice is None else choice[0]
+
+
+def choose_parallel(tree: _core.LoopTree, threads: int) -> tuple[int, int] | None:
+    """(loop, step) of the parallel loop at ``threads`` threads: the loop above the register
+    tile with the best predicted speedup (``predicted_speedup``; the outermost among those
+    within 2% of the best) and its step, lowered when re-blocking it balances the partition
+    better (``reblock_steps``; the original step among near-equals). None when the best
+    predicted speedup is under ``MIN_SPEEDUP`` or no loop may be marked."""
     threads = _check_threads(threads)
-    if threads == 1 or tree.computation.flops / threads < MIN_FLOPS_PER_THREAD:
+    if threads == 1:
         return None
-    best, best_speedup = None, 1.0
+    comp = tree.computation
+    extents = {v.name: v.extent for v in comp.vars}
+    steps = [(lp.var, lp.step) for lp in tree.loops]
+    best, best_speedup = None, 0.0
     for i in parallel_loops(tree):
-        speedup = threads / imbalance(tree, i, threads)
-        if speedup > best_speedup * 1.02:  # the outermost among near-equals
-            best, best_speedup = i, speedup
+        for step in [steps[i][1], *reblock_steps(tree, i)]:
+            trial = steps[:i] + [(steps[i][0], step)] + steps[i + 1:]
+            imb = _imbalance_of(_iteration_work(trial, extents, i), threads)
+            speedup = _speedup(comp, imb, threads)
+            if speedup > best_speedup * 1.02:  # the outermost / original step among equals
+                best, best_speedup = (i, step), speedup
+    if best is None or best_speedup < MIN_SPEEDUP:
+        return None
     return best
 
 
+def reblock_steps(tree: _core.LoopTree, loop: int) -> list[int]:
+    """The lower steps loop ``loop`` may take for a better-balanced partition, largest first:
+    multiples of the step of the next loop of its variable, when that loop is above the
+    register tile (the tile is never changed) and the tree is a plain list of loops (no
+    annotation that rebuilding it from its steps would drop)."""
+    loops = tree.loops
+    lp = loops[loop]
+    reds = _reduction_loops(tree)
+    top = max(reds) if reds else len(loops) - 1
+    inner = next((j for j in range(loop + 1, len(loops)) if loops[j].var == lp.var), None)
+    if inner is None or inner >= top:
+        return []
+    unit = loops[inner].step
+    out = [m * unit for m in range(lp.step // unit - 1, 0, -1) if m * unit < lp.step]
+    if out and from_steps(tree.computation, [(q.var, q.step) for q in loops]).hash() != \
+            serial(tree).hash():
+        return []
+    return out
+
+
 def parallel_variant(tree: _core.LoopTree, threads: int) -> _core.LoopTree | None:
-    """``tree`` with the loop of ``choose_parallel_loop`` marked parallel (an existing mark is
-    moved there; the cursor is kept), or None when the rule keeps it serial."""
+    """``tree`` with the loop of ``choose_parallel`` marked parallel (re-blocked when it says
+    so; an existing mark is moved there; the cursor is kept), or None when the model keeps it
+    serial."""
     from looptune.space import at_cursor
 
-    loop = choose_parallel_loop(serial(tree), threads)
-    if loop is None:
+    base = serial(tree)
+    choice = choose_parallel(base, threads)
+    if choice is None:
         return None
-    return at_cursor(at_cursor(serial(tree), loop).toggle_parallel(), tree.cursor)
+    loop, step = choice
+    if step != base.loops[loop].step:
+        steps = [(lp.var, lp.step) for lp in base.loops]
+        steps[loop] = (steps[loop][0], step)
+        base = from_steps(base.computation, steps)
+    return at_cursor(at_cursor(base, loop).toggle_parallel(), tree.cursor)
 
 
 def serial(tree: _core.LoopTree) -> _core.LoopTree:
@@ -279,6 +398,24 @@ def transfer(tree: _core.LoopTree, comp: _core.Computation) -> _core.LoopTree:
     return from_steps(comp, loops)
 
 
-__all__ = ["MIN_FLOPS_PER_THREAD", "candidates", "choose_parallel_loop", "imbalance",
-           "iteration_work", "parallel_loops", "parallel_variant", "scaled", "serial",
-           "thread_work", "transfer"]
+__all__ = [
+    "CORE_GFLOPS",
+    "DISPATCH_PER_THREAD",
+    "DISPATCH_SECONDS",
+    "MIN_SPEEDUP",
+    "candidates",
+    "choose_parallel",
+    "choose_parallel_loop",
+    "dispatch_seconds",
+    "imbalance",
+    "iteration_work",
+    "measure_dispatch_seconds",
+    "parallel_loops",
+    "parallel_variant",
+    "predicted_speedup",
+    "reblock_steps",
+    "scaled",
+    "serial",
+    "thread_work",
+    "transfer",
+]

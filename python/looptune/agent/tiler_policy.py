@@ -9,6 +9,10 @@ A policy is ``policy_tiler_<isa>.safetensors`` (tensors only) plus a ``.json`` w
 sizes, the feature version, the ISA and its provenance (command, data, wall time, rank
 correlations). The network is an MLP (ReLU) from ``tile_features`` to one score per macro; the
 macros of a computation are ranked by score (a softmax over them is the policy's distribution).
+A policy of feature version 2 was trained at 1 and 2 threads and sees T (``thread_features``):
+``rank(comp, threads=T)`` scores the serial macros and their parallel variants together. A
+version 1 policy (trained before threads) still loads: it scores the first ``V1_FEATURES``
+columns of serial macros only, and the search adds the parallel variants by the cost model.
 A loaded policy scores in numpy (``looptune.agent.inference.Mlp``: no torch); training builds
 the torch network of ``build_network``, and ``TilerPolicy`` scores with either.
 """
@@ -27,11 +31,13 @@ from looptune import _core
 from looptune.agent import policy_io, tiler
 from looptune.agent.inference import Mlp, read_tensors, sequential_layers
 from looptune.agent.policy_io import PolicyFormatError
-from looptune.agent.tile_features import N_FEATURES, tile_features
+from looptune.agent.tile_features import N_FEATURES, V1_FEATURES, tile_features
 
 FORMAT = "looptune-tiler-v1"
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
+# feature version -> feature count this version of the code reads
+FEATURE_COUNTS = {1: V1_FEATURES, 2: N_FEATURES}
 MAX_HIDDEN = 1024
 
 
@@ -65,11 +71,18 @@ class TilerPolicy:
     meta: dict = field(default_factory=dict)
     path: Path | None = None
 
-    def scores(self, trees: list[_core.LoopTree]) -> np.ndarray:
-        """One score per tree (higher = expected faster), from ``tile_features``."""
+    @property
+    def knows_threads(self) -> bool:
+        """True when the policy was trained with the thread features (feature version 2)."""
+        return self.meta.get("feature_version", FEATURE_VERSION) >= 2
+
+    def scores(self, trees: list[_core.LoopTree], threads: int = 1) -> np.ndarray:
+        """One score per tree (higher = expected faster) at ``threads`` threads, from
+        ``tile_features`` (its first ``V1_FEATURES`` columns for a version 1 policy)."""
         if not trees:
             return np.zeros(0, np.float32)
-        x = np.stack([tile_features(t, self.isa) for t in trees])
+        x = np.stack([tile_features(t, self.isa, threads) for t in trees])
+        x = x[:, :FEATURE_COUNTS[self.meta.get("feature_version", FEATURE_VERSION)]]
         if isinstance(self.net, Mlp):
             return self.net(x).reshape(-1)
         import torch
@@ -77,10 +90,15 @@ class TilerPolicy:
         with torch.no_grad():
             return self.net(torch.from_numpy(x)).squeeze(-1).numpy()
 
-    def rank(self, comp: _core.Computation) -> tuple[list[_core.LoopTree], np.ndarray]:
-        """The macros of ``comp`` best-scored first, and their scores."""
-        trees = tiler.candidates(comp, self.isa)
-        s = self.scores(trees)
+    def rank(
+        self, comp: _core.Computation, threads: int = 1
+    ) -> tuple[list[_core.LoopTree], np.ndarray]:
+        """The macros of ``comp`` best-scored first, and their scores; at ``threads`` > 1 a
+        policy that knows threads ranks their parallel variants among them (a version 1
+        policy ranks the serial macros)."""
+        threads = tiler._check_threads(threads)
+        trees = tiler.candidates(comp, self.isa, threads if self.knows_threads else 1)
+        s = self.scores(trees, threads)
         order = np.argsort(-s, kind="stable")
         return [trees[i] for i in order], s[order]
 
@@ -142,16 +160,19 @@ def load_tiler(
         raise FileNotFoundError(f"no tiling policy (and metadata) at {path}")
     if backend not in ("numpy", "torch"):
         raise ValueError(f"unknown backend {backend!r}; choose from ['numpy', 'torch']")
-    return _load(str(path), path.stat().st_mtime, backend)
+    stamp = (path.stat().st_mtime_ns, path.with_suffix(".json").stat().st_mtime_ns)
+    return _load(str(path), stamp, backend)
 
 
 @lru_cache(maxsize=8)
-def _load(path: str, _mtime: float, backend: str) -> TilerPolicy:
+def _load(path: str, _stamp: tuple[int, int], backend: str) -> TilerPolicy:
     meta = policy_io.read_meta(Path(path).with_suffix(".json"))
     if meta.get("format") != FORMAT:
         raise PolicyFormatError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
-    if meta.get("feature_version") != FEATURE_VERSION or meta.get("n_features") != N_FEATURES:
+    version = meta.get("feature_version")
+    if version not in FEATURE_COUNTS or meta.get("n_features") != FEATURE_COUNTS[version]:
         raise PolicyFormatError(f"{path} was trained on other features than this version's")
+    n_features = FEATURE_COUNTS[version]
     if meta.get("isa") not in _core.known_isas():
         raise PolicyFormatError(f"{path}: unknown isa {meta.get('isa')!r}")
     hidden = meta.get("hidden")
@@ -159,14 +180,14 @@ def _load(path: str, _mtime: float, backend: str) -> TilerPolicy:
         _check_hidden(hidden)
         layers = sequential_layers(read_tensors(path))
         sizes = [w.shape[0] for w, _ in layers]
-        if sizes != [*hidden, 1] or layers[0][0].shape[1] != N_FEATURES:
+        if sizes != [*hidden, 1] or layers[0][0].shape[1] != n_features:
             raise PolicyFormatError(
                 f"{path}: tensors of layer sizes {sizes} do not fit hidden {hidden} "
-                f"with {N_FEATURES} features"
+                f"with {n_features} features"
             )
         net: Any = Mlp(layers, "ReLU")
     else:
-        net = build_network(hidden)
+        net = build_network(hidden, n_features)
         policy_io.load_weights(net, path)
         net.eval()
     return TilerPolicy(net, meta["isa"], meta, Path(path))

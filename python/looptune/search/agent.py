@@ -8,11 +8,14 @@ of the computation (``looptune.agent.tiler``) and times only the best-scored few
 When no tiling policy is shipped for the ISA, the paper policy tunes everything.
 
 **Threads.** Both tune for the measurer's thread count (``Measurer(threads=T)``, default
-``looptune.get_num_threads()``). Neither policy saw a parallel mark: the tiling agent times the
-parallel variants of its best-scored macros beside the best serial one (``threaded_order``), and
-after the paper policy's rollout the parallel variant of its best schedule is timed too
-(``best_with_threads``); the loop is chosen by the rule of ``looptune.agent.tiler`` and a layer
-too small for it stays serial.
+``looptune.get_num_threads()``). A tiling policy that knows threads (feature version 2) ranks
+the serial macros and their parallel variants together at T and the best-ranked are timed, the
+best-ranked serial macro and parallel variant always among them (``ranked_threaded_order``); an
+older one ranks serial macros and the parallel variants of its best are timed beside the best
+serial one (``threaded_order``). The paper policy never saw a parallel mark: after its rollout
+the parallel variant of its best schedule is timed too (``best_with_threads``). The parallel
+loop is chosen by the cost model of ``looptune.agent.tiler``; a layer too small for it stays
+serial.
 
 The policy acts on observations only: it is rolled greedily (argmax over the legal actions)
 for its episode length from the given schedule, and afterwards only the distinct schedules it
@@ -171,8 +174,12 @@ def tiler_search(
     if not isinstance(tiler, TilerPolicy):
         tiler = load_tiler(tiler, isa=measurer.isa if tiler is None else None)
     tracker = Tracker(measurer, time_budget, measure_budget)
-    ranked, _scores = tiler.rank(tree.computation)
-    order, min_timed = threaded_order(ranked[:top_k], measurer.threads)
+    if tiler.knows_threads and measurer.threads > 1:
+        ranked, _scores = tiler.rank(tree.computation, measurer.threads)
+        order, min_timed = ranked_threaded_order(ranked)
+    else:
+        ranked, _scores = tiler.rank(tree.computation)
+        order, min_timed = threaded_order(ranked[:top_k], measurer.threads)
     if tiler_int8.is_int8(tree.computation):  # the scorer's top 2 is not safe on int8
         min_timed = max(min_timed, tiler_int8.MIN_TIMED)
     try:
@@ -204,6 +211,20 @@ def threaded_order(
     seen: set[int] = set()
     out = [t for t in order if not (t.hash() in seen or seen.add(t.hash()))]
     return out, min(MIN_TIMED + 1, len(out))
+
+
+def ranked_threaded_order(ranked: list[_core.LoopTree]) -> tuple[list[_core.LoopTree], int]:
+    """The order to time a threads-aware ranking (serial macros and parallel variants, best
+    first) in, and how many to time at least: its best two, then the best-ranked serial macro
+    and the best-ranked parallel variant if they are not among them, so that whether threads
+    pay is always decided by measurement; then the rest."""
+    head = list(ranked[:2])
+    for pick in (lambda t: t.parallel_loop is None, lambda t: t.parallel_loop is not None):
+        best = next((t for t in ranked if pick(t)), None)
+        if best is not None and all(best.hash() != h.hash() for h in head):
+            head.append(best)
+    hashes = {t.hash() for t in head}
+    return head + [t for t in ranked if t.hash() not in hashes], max(MIN_TIMED, len(head))
 
 
 def best_with_threads(tracker: Tracker, threads: int) -> None:
@@ -297,6 +318,7 @@ __all__ = [
     "legal_actions",
     "observe",
     "policy_space",
+    "ranked_threaded_order",
     "rollout",
     "threaded_order",
     "tiler_search",
