@@ -277,15 +277,22 @@ Kernel::Kernel(const LoopTree& tree, Isa isa, const KernelViews& views)
     if (out_view && !blocked_view && c.out.padded() && !low.out_user)
       throw CompileError("this schedule cannot store the output in the user's layout (out view)");
     std::vector<int64_t> s(low.extents.size());
+    // the vector loop keeps its unit strides (its loads and stores are contiguous)
+    auto keeps_unit = [&](int t) {
+      if (low.vec_var >= 0 && low.stride[low.vec_var][t] == 1 && s[low.vec_var] != 1)
+        throw CompileError("a buffer view would make the vector loop's accesses strided");
+    };
     if (views.in0.active()) {
       for (size_t v = 0; v < s.size(); ++v) s[v] = low.stride[v][detail::kIn0];
       s = detail::restride(s, low.extents, c.in0.alloc_shape, views.in0.shape);
+      keeps_unit(detail::kIn0);
       for (size_t v = 0; v < s.size(); ++v) low.stride[v][detail::kIn0] = s[v];
     }
     if (out_view) {
       for (size_t v = 0; v < s.size(); ++v) s[v] = low.stride[v][detail::kOut];
       s = detail::restride(s, low.extents, blocked_view ? c.out.alloc_shape : c.out.shape,
                            views.out.shape);
+      keeps_unit(detail::kOut);
       for (size_t v = 0; v < s.size(); ++v) low.stride[v][detail::kOut] = s[v];
     }
   };

@@ -202,7 +202,10 @@ std::vector<int64_t> restride(const std::vector<int64_t>& strides,
   std::vector<int64_t> out(strides.size(), 0);
   for (size_t v = 0; v < strides.size(); ++v) {
     const int64_t s = strides[v];
-    if (s == 0 || extents[v] == 1) continue;  // (a single iteration never moves)
+    if (s == 0 || extents[v] == 1) {  // (a single iteration never moves: kept as it is)
+      out[v] = s;
+      continue;
+    }
     int d = 0;  // the outermost dim whose stride divides s with the walk inside it
     while (d < nd && (s % fs[d] != 0 || (s / fs[d]) * (extents[v] - 1) >= from[d])) ++d;
     if (d == nd) throw CompileError("a buffer view needs every variable to walk one dimension");

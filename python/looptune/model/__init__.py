@@ -37,6 +37,7 @@ from looptune.errors import LoopTuneError
 from looptune.measure import RecordStore
 from looptune.model.capture import propagate_shapes, trace
 from looptune.model.lower import Layer, Lowering
+from looptune.model.layout import apply_layouts
 from looptune.model.runtime import LoopOp, plan_buffers, rewrite
 from looptune.model.tune import DEFAULT_LAYER_BUDGET, TuneStats, default_records, tune
 
@@ -93,6 +94,7 @@ class Plan:
     fused: bool
     seconds: float = 0.0  # the whole compile
     torch_ops: Counter = field(default_factory=Counter)
+    layouts: dict = field(default_factory=dict)  # layout propagation (layout.apply_layouts)
 
 
 def _torch_op_name(gm: fx.GraphModule, node: fx.Node) -> str | None:
@@ -135,6 +137,7 @@ def lower_graph(
     layout: str = "auto",
     layer_budget: float = DEFAULT_LAYER_BUDGET,
     quiet: bool = False,
+    layouts: bool = True,
 ) -> Plan:
     """Lowers ``gm`` (shapes propagated) in place: match, tune, pack, rewrite, pool."""
     t0 = time.perf_counter()
@@ -153,9 +156,14 @@ def lower_graph(
         kernel = kernels[h] if layer.kind in ("matmul", "bmm") else trees[h].compile()
         ops.append(LoopOp(layer, kernel, fused))
     nodes = rewrite(gm, layers, ops)
+    lay = apply_layouts(gm, nodes) if layouts else {}
     pool = plan_buffers(gm, nodes)
     summary, torch_ops = summarize(gm, layers, fused)
-    return Plan(layers, stats, pool, summary, fused, time.perf_counter() - t0, torch_ops)
+    if lay.get("laid_out"):
+        summary += (f"; layouts: {lay['laid_out']} activations kept in kernel layout "
+                    f"({lay['blocked']} blocked), {lay['direct_inputs']} inputs read in place")
+    return Plan(layers, stats, pool, summary, fused, time.perf_counter() - t0, torch_ops,
+                layouts=lay)
 
 
 def _kernel_threads(n: int) -> Any:
@@ -247,6 +255,7 @@ def compile(
     layout: str = "auto",
     layer_budget: float = DEFAULT_LAYER_BUDGET,
     quiet: bool = False,
+    layouts: bool = True,
 ) -> CompiledModel:
     """Compile ``model`` (eval mode) for inputs shaped like ``example_inputs``.
 
@@ -265,6 +274,9 @@ def compile(
         layout: conv2d layout of the kernels ("auto": the engine's blocked layout, "plain").
         layer_budget: seconds of search per distinct layer.
         quiet: no progress bars.
+        layouts: layout propagation (``looptune.model.layout``): conv2d layers pass
+            activations in the layout the next kernel reads (zero-bordered, channel-blocked)
+            instead of copying each padded conv's input (off: the benchmark's "layouts off").
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -284,7 +296,7 @@ def compile(
     elif records is False:
         records = None
     options = dict(records=records, search=search, fuse=fuse, layout=layout,
-                   layer_budget=layer_budget, quiet=quiet)
+                   layer_budget=layer_budget, quiet=quiet, layouts=layouts)
     return CompiledModel(model, args, options, threads)
 
 
