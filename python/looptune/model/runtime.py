@@ -205,13 +205,13 @@ def plan_buffers(gm: fx.GraphModule, loop_nodes: list[fx.Node]) -> dict:
         leaves, last, order = escapes(node, loop_set)
         if not leaves:
             intervals.append((order[node], last, node))
-    slots: list[list] = []  # [end, numel, [nodes], layout buffer shape or None]
+    slots: list[list] = []  # [end, numel, [nodes], layout or None]
     for start, end, node in sorted(intervals, key=lambda t: t[0]):
         op = gm.get_submodule(str(node.target))
-        geo = None if op.layout is None else op.layout.buf_shape
-        numel = math.prod(op.out_shape if geo is None else geo)
+        geo = op.layout  # None: plain
+        numel = math.prod(op.out_shape if geo is None else geo.buf_shape)
         # a laid-out buffer (a zero border the kernels never write) is shared only with values
-        # of the same layout, so its border stays zero
+        # of the same layout (not merely the same buffer shape), so its border stays zero
         free = [s for s in slots if s[0] < start and s[3] == geo]
         # reuse the free slot closest in size (growing it if needed)
         best = min(free, key=lambda s: abs(s[1] - numel), default=None)
@@ -222,7 +222,7 @@ def plan_buffers(gm: fx.GraphModule, loop_nodes: list[fx.Node]) -> dict:
         best[2].append(node)
     total = 0
     for _, numel, nodes, geo in slots:
-        storage = torch.empty(numel) if geo is None else torch.zeros(geo)
+        storage = torch.empty(numel) if geo is None else torch.zeros(geo.buf_shape)
         total += numel * 4
         for node in nodes:
             op = gm.get_submodule(str(node.target))
