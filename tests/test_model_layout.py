@@ -244,3 +244,39 @@ def test_layout_geometry() -> None:
     assert plain.buf_shape == (2, 8, 11, 9) and plain.offset(1) == (0, 0, 1, 1)
     buf = torch.zeros(plain.buf_shape)
     assert plain.interior(buf).shape == (2, 8, 7, 5)
+
+
+def test_two_threads_with_parallel_kernels_and_layouts(records: str) -> None:
+    """At threads=2 the compiled model calls its kernels on 2 threads; with every layer's
+    schedule given a parallel loop (its first legal one: the batch) it gives exactly its
+    1-thread output, layouts included (the engine's results are bit-identical at every thread
+    count)."""
+    from looptune.agent.tiler import parallel_loops
+    from looptune.space import at_cursor
+
+    torch.manual_seed(1)
+    model = zoo.mobilenet_v2(10, 0.5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    kw = dict(records=records, search="base", quiet=True)
+    one = looptune.compile(model, x, threads=1, **kw)
+    two = looptune.compile(model, x, threads=2, **kw)
+    assert two.threads == 2 and two.plan.layouts["laid_out"] > 0
+    parallel = 0
+    for op in two.graph_module.modules():
+        if not isinstance(op, LoopOp):
+            continue
+        tree = op.kernel.tree
+        if tree.parallel_loop is None:
+            loops = parallel_loops(tree)
+            if not loops:
+                continue
+            tree = at_cursor(at_cursor(tree, loops[0]).toggle_parallel(), tree.cursor)
+        views = op.kernel.views
+        op.use_kernel(tree.compile(in_view=views["in0"], out_view=views["out"]))
+        assert op.kernel.threads_used(2) == 2
+        parallel += 1
+    assert parallel >= 40
+    with torch.no_grad():
+        a, b, ref = one(x), two(x), model(x)
+    assert torch.equal(a, b)
+    assert float((b - ref).abs().max()) <= _tol(two.plan, ref)
