@@ -194,7 +194,7 @@ def _tol(plan, ref: torch.Tensor) -> float:
 def test_random_models_with_layouts_equal_the_copying_path(seed: int, records: str) -> None:
     model, shape = random_layout_model(seed)
     x = torch.randn(*shape)
-    kw = dict(records=records, search="base", quiet=True)
+    kw = {"records": records, "search": "base", "quiet": True}
     threads = 2 if seed % 2 else 1
     on = looptune.compile(model, x, threads=threads, **kw)
     off = looptune.compile(model, x, threads=threads, layouts=False, **kw)
@@ -209,7 +209,7 @@ def test_random_models_with_layouts_equal_the_copying_path(seed: int, records: s
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_mobilenet_and_resnet_keep_layouts(threads: int, records: str) -> None:
-    kw = dict(records=records, search="base", quiet=True, threads=threads)
+    kw = {"records": records, "search": "base", "quiet": True, "threads": threads}
     torch.manual_seed(0)
     for make, fuse, blocked in ((lambda: zoo.mobilenet_v2(10, 0.5), True, True),
                                 (lambda: zoo.resnet18(10, 16), True, False),
@@ -257,7 +257,7 @@ def test_two_threads_with_parallel_kernels_and_layouts(records: str) -> None:
     torch.manual_seed(1)
     model = zoo.mobilenet_v2(10, 0.5).eval()
     x = torch.randn(2, 3, 64, 64)
-    kw = dict(records=records, search="base", quiet=True)
+    kw = {"records": records, "search": "base", "quiet": True}
     one = looptune.compile(model, x, threads=1, **kw)
     two = looptune.compile(model, x, threads=2, **kw)
     assert two.threads == 2 and two.plan.layouts["laid_out"] > 0

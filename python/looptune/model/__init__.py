@@ -36,8 +36,8 @@ import looptune
 from looptune.errors import LoopTuneError
 from looptune.measure import RecordStore
 from looptune.model.capture import propagate_shapes, trace
-from looptune.model.lower import Layer, Lowering
 from looptune.model.layout import apply_layouts
+from looptune.model.lower import Layer, Lowering
 from looptune.model.runtime import LoopOp, plan_buffers, rewrite
 from looptune.model.tune import DEFAULT_LAYER_BUDGET, TuneStats, default_records, tune
 
@@ -109,8 +109,10 @@ def _torch_op_name(gm: fx.GraphModule, node: fx.Node) -> str | None:
     return None
 
 
-def summarize(gm: fx.GraphModule, layers: list[Layer], fused: bool) -> tuple[str, Counter]:
-    """The one-line summary: which ops ran where, and what the kernels fused."""
+def summarize(gm: fx.GraphModule, layers: list[Layer], fused: bool,
+              layouts: dict | None = None) -> tuple[str, Counter]:
+    """The one-line summary: which ops ran where, what the kernels fused, and (``layouts``,
+    from ``layout.apply_layouts``) which activations stayed in a kernel layout."""
     ops = Counter(layer.op_name for layer in layers)
     epi = Counter(layer.epilogue for layer in layers if layer.epilogue)
     bn = sum(layer.bn_folded for layer in layers)
@@ -124,7 +126,11 @@ def summarize(gm: fx.GraphModule, layers: list[Layer], fused: bool) -> tuple[str
     elif bn:
         lt += f" ({bn} batchnorm folded)"
     tt = ", ".join(f"{v} {k}" for k, v in torch_ops.most_common()) or "nothing"
-    return f"looptune: {lt}; torch: {tt}", torch_ops
+    lay = ""
+    if layouts and layouts.get("laid_out"):
+        lay = (f"; layouts: {layouts['laid_out']} activations kept in kernel layout "
+               f"({layouts['blocked']} blocked), {layouts['direct_inputs']} inputs read in place")
+    return f"looptune: {lt}{lay}; torch: {tt}", torch_ops
 
 
 def lower_graph(
@@ -158,10 +164,7 @@ def lower_graph(
     nodes = rewrite(gm, layers, ops)
     lay = apply_layouts(gm, nodes) if layouts else {}
     pool = plan_buffers(gm, nodes)
-    summary, torch_ops = summarize(gm, layers, fused)
-    if lay.get("laid_out"):
-        summary += (f"; layouts: {lay['laid_out']} activations kept in kernel layout "
-                    f"({lay['blocked']} blocked), {lay['direct_inputs']} inputs read in place")
+    summary, torch_ops = summarize(gm, layers, fused, lay)
     return Plan(layers, stats, pool, summary, fused, time.perf_counter() - t0, torch_ops,
                 layouts=lay)
 

@@ -130,10 +130,10 @@ def plan_layouts(gm: fx.GraphModule, loop_nodes: list[fx.Node], plain: set | Non
                 lay[r].shape == lay[node].shape:
             parent[find(r)] = find(node)
     halo: dict[fx.Node, int] = {}
-    for n in lay:
-        if not lay[n].block:
+    for n, v in lay.items():
+        if not v.block:
             root = find(n)
-            halo[root] = max(halo.get(root, 0), lay[n].halo)
+            halo[root] = max(halo.get(root, 0), v.halo)
     for n in list(lay):
         if not lay[n].block:
             lay[n] = Layout(lay[n].shape, halo[find(n)])
