@@ -18,6 +18,7 @@ from looptune import CompileError  # noqa: E402
 from looptune.fuzz import nchw_to_view, view_to_nchw  # noqa: E402
 from looptune.model import zoo  # noqa: E402
 from looptune.model.layout import Layout  # noqa: E402
+from looptune.model.pool import MaxPoolOp  # noqa: E402
 from looptune.model.runtime import LoopOp  # noqa: E402
 
 EPS = 2.0**-23
@@ -280,3 +281,42 @@ def test_two_threads_with_parallel_kernels_and_layouts(records: str) -> None:
         a, b, ref = one(x), two(x), model(x)
     assert torch.equal(a, b)
     assert float((b - ref).abs().max()) <= _tol(two.plan, ref)
+
+
+class _PoolNet(nn.Module):
+    def __init__(self, act: nn.Module, k: int, s: int, p: int, functional: bool) -> None:
+        super().__init__()
+        self.c1, self.act = nn.Conv2d(3, 16, 3, 1, 1), act
+        self.pool = (lambda x: torch.nn.functional.max_pool2d(x, k, s, p)) if functional \
+            else nn.MaxPool2d(k, s, p)
+        self.c2 = nn.Conv2d(16, 16, 3, 1, 1)
+
+    def forward(self, x):
+        y = self.pool(self.act(self.c1(x)))
+        return self.c2(y) + y
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_max_pools_are_exact(seed: int, records: str) -> None:
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    k = rng.choice((1, 2, 3, 5))
+    s, p = rng.choice((1, 2, 3)), rng.randint(0, k // 2)
+    act = rng.choice((nn.ReLU(), nn.ReLU6(), nn.Identity(), nn.GELU()))  # GELU: negatives
+    model = _PoolNet(act, k, s, p, functional=seed % 3 == 0).eval()
+    x = torch.randn(rng.choice((1, 2)), 3, rng.randint(k + 2, 15), rng.randint(k + 2, 15))
+    on = looptune.compile(model, x, records=records, search="base", quiet=True)
+    off = looptune.compile(model, x, records=records, search="base", quiet=True, layouts=False)
+    assert "1 maxpool2d" in on.summary.split("; torch:")[0], on.summary
+    pool = next(m for m in on.graph_module.modules() if isinstance(m, MaxPoolOp))
+    # a zero border replaces -inf padding only under a ReLU
+    assert (pool.in_src is not None) == isinstance(act, (nn.ReLU, nn.ReLU6)) or p == 0 and \
+        pool.in_src is None
+    with torch.no_grad():
+        ref, a, b = model(x), on(x), off(x)
+        assert torch.equal(a, b) and torch.equal(a, on(x))
+        # the pool itself is exact (a max of the same elements), on any input
+        z = torch.randn(2, 5, x.shape[2], x.shape[3])
+        alone = MaxPoolOp(tuple(z.shape), k, s, p)
+        assert torch.equal(alone(z), torch.nn.functional.max_pool2d(z, k, s, p))
+    assert float((a - ref).abs().max()) <= _tol(on.plan, ref)

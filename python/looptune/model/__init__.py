@@ -38,6 +38,7 @@ from looptune.measure import RecordStore
 from looptune.model.capture import propagate_shapes, trace
 from looptune.model.layout import apply_layouts
 from looptune.model.lower import Layer, Lowering
+from looptune.model.pool import MaxPoolOp, lower_pools
 from looptune.model.runtime import LoopOp, plan_buffers, rewrite
 from looptune.model.tune import DEFAULT_LAYER_BUDGET, TuneStats, default_records, tune
 
@@ -100,7 +101,7 @@ class Plan:
 def _torch_op_name(gm: fx.GraphModule, node: fx.Node) -> str | None:
     if node.op == "call_module":
         mod = gm.get_submodule(str(node.target))
-        return None if isinstance(mod, LoopOp) else type(mod).__name__.lower()
+        return None if isinstance(mod, (LoopOp, MaxPoolOp)) else type(mod).__name__.lower()
     if node.op == "call_function":
         name = getattr(node.target, "__name__", str(node.target))
         return None if name in ("getitem", "getattr") else name
@@ -114,6 +115,7 @@ def summarize(gm: fx.GraphModule, layers: list[Layer], fused: bool,
     """The one-line summary: which ops ran where, what the kernels fused, and (``layouts``,
     from ``layout.apply_layouts``) which activations stayed in a kernel layout."""
     ops = Counter(layer.op_name for layer in layers)
+    ops.update(m.kind for m in gm.modules() if isinstance(m, MaxPoolOp))
     epi = Counter(layer.epilogue for layer in layers if layer.epilogue)
     bn = sum(layer.bn_folded for layer in layers)
     torch_ops = Counter(n for n in (_torch_op_name(gm, node) for node in gm.graph.nodes) if n)
@@ -162,6 +164,9 @@ def lower_graph(
         kernel = kernels[h] if layer.kind in ("matmul", "bmm") else trees[h].compile()
         ops.append(LoopOp(layer, kernel, fused))
     nodes = rewrite(gm, layers, ops)
+    pools = lower_pools(gm)
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    nodes = sorted(nodes + pools, key=order.__getitem__)
     lay = apply_layouts(gm, nodes) if layouts else {}
     pool = plan_buffers(gm, nodes)
     summary, torch_ops = summarize(gm, layers, fused, lay)

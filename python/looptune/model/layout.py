@@ -33,6 +33,7 @@ import torch
 from torch import fx
 
 from looptune.errors import CompileError
+from looptune.model.pool import MaxPoolOp
 from looptune.model.runtime import LoopOp, escapes
 
 
@@ -67,6 +68,12 @@ def _conv(op) -> bool:
     return isinstance(op, LoopOp) and op.kind == "conv2d"
 
 
+def _producer(op) -> bool:
+    """An op that can write its NCHW output into a bordered buffer and read its input from
+    one: a conv2d, or a max pool (``pool.MaxPoolOp``)."""
+    return _conv(op) or isinstance(op, MaxPoolOp)
+
+
 def _blocked_input(op: LoopOp) -> bool:
     """The kernel reads a channel-blocked input (a depthwise conv with blocks)."""
     return len(op.kernel.tree.computation.inputs[0].alloc_shape) == 5
@@ -79,6 +86,13 @@ def _desired(node: fx.Node, op: LoopOp, ops: dict, loop_set: set) -> Layout | No
     pads, blocks, residual_of = [], set(), False
     for u in node.users:
         uop = ops.get(u)
+        if isinstance(uop, MaxPoolOp):
+            # a zero border pools like -inf only under values >= 0
+            if op.act not in ("relu", "relu6"):
+                return None
+            pads.append(uop.p)
+            blocks.add(0)
+            continue
         if not _conv(uop):
             return None  # a torch op or a linear reads it: a plain tensor
         if uop.has_residual and u.args[-1] is node:
@@ -89,11 +103,11 @@ def _desired(node: fx.Node, op: LoopOp, ops: dict, loop_set: set) -> Layout | No
         comp = uop.kernel.tree.computation
         pads.append(int(comp.conv_pad))
         blocks.add(int(comp.block) if _blocked_input(uop) else 0)
-    comp = op.kernel.tree.computation
     k = op.out_shape[1]
     if blocks and blocks != {0}:  # depthwise consumers: blocked, if all of them are
         (L,) = blocks if len(blocks) == 1 else (0,)
-        if (L and not residual_of and not op.has_residual and comp.block == L and k % L == 0):
+        if (L and _conv(op) and not residual_of and not op.has_residual
+                and op.kernel.tree.computation.block == L and k % L == 0):
             return Layout(op.out_shape, max(pads), L)
         return None
     halo = max(pads, default=0)
@@ -108,7 +122,7 @@ def plan_layouts(gm: fx.GraphModule, loop_nodes: list[fx.Node], plain: set | Non
     loop_set = set(loop_nodes)
     lay: dict[fx.Node, Layout] = {}
     for node in loop_nodes:
-        if _conv(ops[node]) and node not in plain:
+        if _producer(ops[node]) and node not in plain:
             want = _desired(node, ops[node], ops, loop_set)
             if want is not None:
                 lay[node] = want
@@ -146,13 +160,14 @@ def plan_layouts(gm: fx.GraphModule, loop_nodes: list[fx.Node], plain: set | Non
 
 def apply_layouts(gm: fx.GraphModule, loop_nodes: list[fx.Node]) -> dict:
     """Plans the layouts, compiles each conv's kernel with its buffer views and wires the
-    ops (``LoopOp.layout / in_src / res_src / stage``); call before ``plan_buffers``. Returns
+    ops (``LoopOp.layout / in_src / res_src / stage``; max pools' ``layout / in_src``); call
+    before ``plan_buffers``. ``loop_nodes``: the LoopOp and MaxPoolOp nodes. Returns
     ``{"laid_out": activations not plain, "blocked": of them blocked, "direct_inputs": convs
     reading their input without a copy, "staged_residuals": residuals copied, "fallbacks":
     producers whose schedule could not store the layout}``."""
     ops = {n: gm.get_submodule(str(n.target)) for n in loop_nodes}
     plain: set = set()
-    base = {n: ops[n].kernel for n in loop_nodes}
+    base = {n: ops[n].kernel for n in loop_nodes if isinstance(ops[n], LoopOp)}
     while True:
         lay = plan_layouts(gm, loop_nodes, plain)
         failed = None
@@ -189,7 +204,9 @@ def apply_layouts(gm: fx.GraphModule, loop_nodes: list[fx.Node]) -> dict:
         op = ops[node]
         op.layout = lay.get(node)
         x = node.args[0]
-        op.in_src = ops[x] if x in lay and _conv(op) else None
+        if not _producer(op):
+            continue
+        op.in_src = ops[x] if x in lay and _producer(op) else None
         stats["direct_inputs"] += op.in_src is not None
         op.res_src, op.stage = None, None
         if op.layout is not None and op.has_residual and op.fused:

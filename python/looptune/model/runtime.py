@@ -185,6 +185,7 @@ def rewrite(gm: fx.GraphModule, layers: list[Layer], ops: list[LoopOp]) -> list[
         last = layer.nodes[-1]
         with g.inserting_after(last):
             node = g.call_module(name, tuple(args))
+        node.meta.update(last.meta)  # (its shape: the chain's result's)
         last.replace_all_uses_with(node)
         for old in reversed(layer.nodes):
             g.erase_node(old)
