@@ -320,3 +320,45 @@ def test_max_pools_are_exact(seed: int, records: str) -> None:
         alone = MaxPoolOp(tuple(z.shape), k, s, p)
         assert torch.equal(alone(z), torch.nn.functional.max_pool2d(z, k, s, p))
     assert float((a - ref).abs().max()) <= _tol(on.plan, ref)
+
+
+_SEEN: list[int] = []
+
+
+def _probe(x: torch.Tensor) -> torch.Tensor:
+    """A torch op that records torch's thread count when it runs."""
+    _SEEN.append(torch.get_num_threads())
+    return x
+
+
+torch.fx.wrap("_probe")
+
+
+class _Probe(nn.Module):
+    def forward(self, x):
+        return _probe(x)
+
+
+def test_torch_ops_run_serially_while_kernels_use_threads(records: str) -> None:
+    from looptune.model import serial_torch_ops
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with serial_torch_ops(2):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with serial_torch_ops(1):
+            assert torch.get_num_threads() == 2
+        _SEEN.clear()
+        model = nn.Sequential(nn.Linear(8, 8), _Probe(), nn.Linear(8, 4)).eval()
+        x = torch.randn(3, 8)
+        two = looptune.compile(model, x, threads=2, records=records, search="base", quiet=True)
+        _SEEN.clear()
+        with torch.no_grad():
+            out = two(x)
+        assert _SEEN == [1] and torch.get_num_threads() == 2
+        with torch.no_grad():
+            assert float((out - model(x)).abs().max()) < 1e-5
+    finally:
+        torch.set_num_threads(old)
