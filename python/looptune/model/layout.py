@@ -65,7 +65,9 @@ class Layout:
 
 
 def _conv(op) -> bool:
-    return isinstance(op, LoopOp) and op.kind == "conv2d"
+    """A float32 conv2d LoopOp (an int8 kernel, when the engine has them, keeps its copies)."""
+    return (isinstance(op, LoopOp) and op.kind == "conv2d"
+            and getattr(op.kernel.tree.computation, "dtype", "float32") == "float32")
 
 
 def _producer(op) -> bool:
