@@ -48,11 +48,19 @@ TensorAccess bias_tensor(const Computation& c) {
   return t;
 }
 
-TensorAccess residual_tensor(const Computation& c) {
+TensorAccess residual_tensor(const Kernel& k) {
   TensorAccess t;
   t.name = "residual";
-  t.shape = c.out.shape;
+  t.shape = k.out_shape();  // an out view's shape (the residual is read at its offsets)
   return t;
+}
+
+// t with the shape of the caller's buffer (a BufferView's, see Kernel::in0_shape).
+TensorAccess caller(const TensorAccess& t, const std::vector<int64_t>& shape) {
+  TensorAccess u;
+  u.name = t.name;
+  u.shape = shape;
+  return u;
 }
 
 // bias / residual given exactly when the epilogue names them (a constant bias may stand in for
@@ -114,19 +122,21 @@ py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle o
   const Computation& c = k.tree().computation();
   const ArgTypes ty = arg_types(c);
   check_epilogue_args(k, !bias.is_none(), !res.is_none(), !scale.is_none());
-  py::array A = checked(a, "a", c.in0, false, ty.a), B, Bias, Res, Scale;
+  py::array A = checked(a, "a", caller(c.in0, k.in0_shape()), false, ty.a), B, Bias, Res, Scale;
   if (!bias.is_none()) Bias = checked(bias, "bias", bias_tensor(c), false);
   if (!scale.is_none()) Scale = checked(scale, "scale", bias_tensor(c), false);
-  if (!res.is_none()) Res = checked(res, "residual", residual_tensor(c), false);
+  if (!res.is_none()) Res = checked(res, "residual", residual_tensor(k), false);
   if (b.is_none() && !k.has_constant_in1())
     throw py::value_error("b is required: this kernel has no constant operand (set_constant)");
   if (!b.is_none()) B = checked(b, "b", c.in1, false, ty.b);
   py::array O;
-  if (out.is_none()) {  // no zero-fill: Kernel::run writes every element
+  if (out.is_none() && k.views().out.active()) {  // a view's border is zero
+    O = py::module_::import("numpy").attr("zeros")(py::tuple(py::cast(k.out_shape())), "float32").cast<py::array>();
+  } else if (out.is_none()) {  // no zero-fill: Kernel::run writes every element
     if (ty.out == kS32) O = py::array_t<int32_t>(c.out.shape);
     else O = py::array_t<float>(c.out.shape);
   } else {
-    O = checked(out, "out", c.out, true, ty.out);
+    O = checked(out, "out", caller(c.out, k.out_shape()), true, ty.out);
     if (overlap(O, A) || (!b.is_none() && overlap(O, B)))
       throw py::value_error("out must not overlap a or b");
     if ((!bias.is_none() && overlap(O, Bias)) || (!res.is_none() && overlap(O, Res)) ||
@@ -190,9 +200,9 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
   const Computation& c = k.tree().computation();
   const ArgTypes ty = arg_types(c);
   const bool has_b = !b.is_none(), has_out = !out.is_none();
-  const float* pa = fast_data(a.ptr(), c.in0, false, ty.a);
+  const float* pa = fast_data(a.ptr(), k.in0_shape(), false, ty.a);
   const float* pb = has_b ? fast_data(b.ptr(), c.in1, false, ty.b) : nullptr;
-  float* po = has_out ? fast_data(out.ptr(), c.out, true, ty.out) : nullptr;
+  float* po = has_out ? fast_data(out.ptr(), k.out_shape(), true, ty.out) : nullptr;
   // The epilogue's operands: the no-epilogue case costs three pointer compares.
   const bool has_bias = !bias.is_none(), has_res = !res.is_none(), has_scale = !scale.is_none();
   const Epilogue& e = c.epilogue;
@@ -205,16 +215,22 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
     if (e.scale && !has_scale && k.has_constant_scale())
       epi_ok = has_res == e.add && (has_bias == e.bias || k.has_constant_bias());
     if (epi_ok && has_bias) epi_ok = (pbias = fast_data(bias.ptr(), c.bias_shape(), false));
-    if (epi_ok && has_res) epi_ok = (pres = fast_data(res.ptr(), c.out.shape, false));
+    if (epi_ok && has_res) epi_ok = (pres = fast_data(res.ptr(), k.out_shape(), false));
     if (epi_ok && has_scale) epi_ok = (pscale = fast_data(scale.ptr(), c.bias_shape(), false));
   }
-  if (epi_ok && pa && (has_b ? pb != nullptr : k.has_constant_in1()) && (po || !has_out)) {
-    const int64_t out_bytes = 4 * c.out.numel();
+  if (epi_ok && pa && (has_b ? pb != nullptr : k.has_constant_in1()) &&
+      (po || (!has_out && !k.views().out.active()))) {
+    auto numel = [](const std::vector<int64_t>& sh) {
+      int64_t n = 1;
+      for (int64_t d : sh) n *= d;
+      return n;
+    };
+    const int64_t out_bytes = 4 * numel(k.out_shape());
     auto overlaps = [&](const float* x, int64_t bytes) {
       const char *lo = reinterpret_cast<const char*>(x), *olo = reinterpret_cast<char*>(po);
       return lo < olo + out_bytes && olo < lo + bytes;
     };
-    if (!po || (!overlaps(pa, c.in0.elem_bytes() * c.in0.numel()) &&
+    if (!po || (!overlaps(pa, c.in0.elem_bytes() * numel(k.in0_shape())) &&
                 !(pb && overlaps(pb, c.in1.elem_bytes() * c.in1.numel())) &&
                 !(pbias && overlaps(pbias, 4 * c.bias_shape()[0])) &&
                 !(pscale && overlaps(pscale, 4 * c.bias_shape()[0])) &&
@@ -396,6 +412,19 @@ void register_kernel(py::module_& m) {
       .def_property_readonly("isa", [](const Kernel& k) { return isa_name(k.isa()); })
       .def_property_readonly("facts", [](const Kernel& k) { return facts_dict(k.facts()); })
       .def_property_readonly("assembly", &Kernel::assembly)
+      .def_property_readonly(
+          "views",
+          [](const Kernel& k) {
+            py::dict d;
+            auto one = [](const BufferView& v) -> py::object {
+              if (!v.active()) return py::none();
+              return py::make_tuple(py::tuple(py::cast(v.shape)), py::tuple(py::cast(v.offset)));
+            };
+            d["in0"] = one(k.views().in0);
+            d["out"] = one(k.views().out);
+            return d;
+          },
+          "The buffer views it was compiled with: {'in0': (shape, offset) or None, 'out': ...}.")
       .def("set_constant",
            [](Kernel& k, const py::object& b, const py::object& bias, const py::object& scale) {
              const Computation& c = k.tree().computation();

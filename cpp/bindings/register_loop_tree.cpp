@@ -132,12 +132,23 @@ void register_loop_tree(py::module_& m) {
   register_mutations(c);
   c.def(
       "compile",
-      [](const LoopTree& t, std::optional<std::string> isa) {
+      [](const LoopTree& t, std::optional<std::string> isa,
+         std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> in_view,
+         std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> out_view) {
         Isa chosen = resolve_isa(isa);
+        KernelViews views;
+        if (in_view) views.in0 = {in_view->first, in_view->second};
+        if (out_view) views.out = {out_view->first, out_view->second};
         py::gil_scoped_release release;
-        return std::make_unique<Kernel>(t, chosen);
+        return std::make_unique<Kernel>(t, chosen, views);
       },
-      py::arg("isa") = py::none(), "JIT-compile this schedule (isa None: the host's best).");
+      py::arg("isa") = py::none(), py::kw_only(), py::arg("in_view") = py::none(),
+      py::arg("out_view") = py::none(),
+      "JIT-compile this schedule (isa None: the host's best). in_view / out_view: "
+      "(shape, offset) of the caller's larger buffer holding the input in the kernel's layout "
+      "(conv padding, channel blocks; read without a copy) / receiving the output (the user's "
+      "layout, or a blocked output's kernel layout) at that offset; the border is never "
+      "written. CompileError if the schedule cannot use them.");
 }
 
 }  // namespace looptune::bindings

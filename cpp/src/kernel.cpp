@@ -328,27 +328,97 @@ std::unique_ptr<Kernel::Packed> Kernel::pack_in1(const float* in1) const {
 
 void Kernel::set_constant_in1(const float* in1) { constant_ = pack_in1(in1); }
 
-Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
+Kernel::Kernel(const LoopTree& tree, Isa isa) : Kernel(tree, isa, KernelViews{}) {}
+
+namespace {
+
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// Checks that `v` holds a buffer of dims `inner` at its offset; returns that offset in elements.
+int64_t view_base(const BufferView& v, const std::vector<int64_t>& inner, const char* what) {
+  if (v.shape.size() != inner.size() || v.offset.size() != inner.size())
+    throw CompileError(std::string(what) + " view: needs shape and offset of rank " +
+                       std::to_string(inner.size()));
+  int64_t base = 0, stride = 1;
+  for (int d = static_cast<int>(inner.size()) - 1; d >= 0; --d) {
+    if (v.offset[d] < 0 || v.offset[d] + inner[d] > v.shape[d] || v.shape[d] > kMaxExtent)
+      throw CompileError(std::string(what) + " view: dim " + std::to_string(d) + " of " +
+                         std::to_string(v.shape[d]) + " cannot hold " + std::to_string(inner[d]) +
+                         " elements at offset " + std::to_string(v.offset[d]));
+    base += v.offset[d] * stride;
+    stride *= v.shape[d];
+  }
+  if (stride > kMaxTensorElements) throw CompileError(std::string(what) + " view is too large");
+  return base;
+}
+
+}  // namespace
+
+Kernel::Kernel(const LoopTree& tree, Isa isa, const KernelViews& views)
+    : tree_(tree), isa_(isa), views_(views) {
   if (!isa_supported(isa)) throw CompileError("this CPU does not support " + isa_name(isa));
-  if (tree.computation().is_int8()) int8_path(isa, true);  // CompileError if there is none
+  const Computation& c = tree.computation();
+  if (c.is_int8()) {
+    int8_path(isa, true);  // CompileError if there is none
+    if (views.in0.active() || views.out.active())
+      throw CompileError("buffer views are for float32 kernels; int8 kernels take their own copies");
+  }
   {  // inputs, output and relayout copies, checked before anything is allocated
-    const Computation& c = tree.computation();
     check_buffer_bytes(4.0 * (static_cast<double>(c.in0.numel()) + c.in1.numel() +
                               c.in0.alloc_numel() + c.in1.alloc_numel() + c.out.alloc_numel()),
                        c.name());
   }
+  // An out view in the user's layout (rank of out.shape) or the blocked kernel layout.
+  const bool out_view = views.out.active();
+  const bool blocked_view = out_view && c.out.blocking.active() &&
+                            views.out.shape.size() != c.out.shape.size();
+  if (views.in0.active()) in0_base_ = view_base(views.in0, c.in0.alloc_shape, "in0");
+  if (out_view) out_base_ = view_base(views.out, blocked_view ? c.out.alloc_shape : c.out.shape,
+                                      "out");
   const auto t0 = Clock::now();
   code_ = std::make_unique<Code>();
+  // the strides of the caller's buffers (views), and the user-layout output a view needs
+  auto apply_views = [&](detail::Lowered& low) {
+    if (out_view && !blocked_view && c.out.padded() && !low.out_user)
+      throw CompileError("this schedule cannot store the output in the user's layout (out view)");
+    std::vector<int64_t> s(low.extents.size());
+    // the vector loop keeps its unit strides (its loads and stores are contiguous)
+    auto keeps_unit = [&](int t) {
+      if (low.vec_var >= 0 && low.stride[low.vec_var][t] == 1 && s[low.vec_var] != 1)
+        throw CompileError("a buffer view would make the vector loop's accesses strided");
+    };
+    if (views.in0.active()) {
+      for (size_t v = 0; v < s.size(); ++v) s[v] = low.stride[v][detail::kIn0];
+      s = detail::restride(s, low.extents, c.in0.alloc_shape, views.in0.shape);
+      keeps_unit(detail::kIn0);
+      for (size_t v = 0; v < s.size(); ++v) low.stride[v][detail::kIn0] = s[v];
+    }
+    if (out_view) {
+      for (size_t v = 0; v < s.size(); ++v) s[v] = low.stride[v][detail::kOut];
+      s = detail::restride(s, low.extents, blocked_view ? c.out.alloc_shape : c.out.shape,
+                           views.out.shape);
+      keeps_unit(detail::kOut);
+      for (size_t v = 0; v < s.size(); ++v) low.stride[v][detail::kOut] = s[v];
+    }
+  };
   try {
-    code_->low = detail::lower(tree, isa);
+    code_->low = detail::lower(tree, isa, !blocked_view, blocked_view);
+    apply_views(code_->low);
     code_->jit = generate_code(code_->low, isa, facts_);
   } catch (const detail::TransposeUnavailable&) {  // the output goes through the copy pass
     code_->low = detail::lower(tree, isa, false);
+    apply_views(code_->low);
     code_->jit = generate_code(code_->low, isa, facts_);
   }
-  relaid_[0] = tree.computation().in0.padded();  // fixed per kernel: kept off the timed path
-  relaid_[1] = tree.computation().in1.padded();
-  out_relaid_ = tree.computation().out.padded() && !code_->low.out_user;
+  if (out_view && !c.epilogue.empty() && !facts_.epilogue_fused)
+    throw CompileError("an out view needs the epilogue fused into the kernel's store");
+  relaid_[0] = c.in0.padded() && !views.in0.active();  // fixed per kernel: off the timed path
+  relaid_[1] = c.in1.padded();
+  out_relaid_ = c.out.padded() && !code_->low.out_user && !out_view;
   facts_.compile_seconds = seconds_since(t0);
   const auto& low = code_->low;
   if (debug_enabled()) {
@@ -362,6 +432,13 @@ Kernel::Kernel(const LoopTree& tree, Isa isa) : tree_(tree), isa_(isa) {
   }
 }
 
+const std::vector<int64_t>& Kernel::in0_shape() const {
+  return views_.in0.active() ? views_.in0.shape : tree_.computation().in0.shape;
+}
+
+const std::vector<int64_t>& Kernel::out_shape() const {
+  return views_.out.active() ? views_.out.shape : tree_.computation().out.shape;
+}
 
 Kernel::~Kernel() = default;
 
@@ -378,11 +455,17 @@ void Kernel::call(const float* in0, const float* in1, float* out, int threads,
   const detail::KernelFn fn = code_->jit.fn;
   if (!code_->low.zero_init) {
     const TensorAccess& o = tree_.computation().out;
-    const int64_t n = out_relaid_ ? o.alloc_numel() : o.numel(), chunk = 4096;
+    int64_t n = out_relaid_ ? o.alloc_numel() : o.numel();
+    const int64_t chunk = 4096;
+    if (views_.out.active()) {  // the whole view: its border is zero anyway
+      out -= out_base_;
+      n = numel_of(views_.out.shape);
+    }
     parallel_for((n + chunk - 1) / chunk, threads, [&](int64_t c0, int64_t c1) {
       std::memset(out + c0 * chunk, 0, sizeof(float) * (std::min(n, c1 * chunk) - c0 * chunk));
     });
   }
+  if (!code_->low.zero_init && views_.out.active()) out += out_base_;
   static const float* const kNoEpilogue[2] = {nullptr, nullptr};
   if (!epi) epi = kNoEpilogue;
   if (threads <= 1) return fn(in0, in1, out, 0, code_->low.par_iterations, epi);
@@ -461,6 +544,11 @@ void Kernel::set_constant_bias(const float* bias) {
 void Kernel::run(const float* in0, const float* in1, float* out, int threads, const float* bias,
                  const float* residual, const float* scale) const {
   threads = threads_used(threads);
+  if (views_.in0.active()) in0 += in0_base_;  // the kernel's buffers inside the views
+  if (views_.out.active()) {
+    out += out_base_;
+    if (residual) residual += out_base_;
+  }
   const Epilogue& e = tree_.computation().epilogue;
   if (e.empty()) return run_body(in0, in1, out, threads);
   const bool fused = facts_.epilogue_fused;  // (the generator may have declined)
@@ -555,6 +643,7 @@ struct BenchBuffers {
 TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max_runs,
                                bool prepacked, int threads) const {
   const Computation& c = tree_.computation();
+  if (views_.any()) throw CompileError("time the kernel compiled without buffer views");
   threads = threads_used(threads);
   thread_local BenchBuffers buf;
   if (!buf.fits(c.in0.numel(), c.in1.numel(), c.out.numel()))

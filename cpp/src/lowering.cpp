@@ -151,10 +151,16 @@ void choose_output_layout(Lowered& low, const Computation& c) {
 }
 
 // Decides Lowered::epi_fused and the bias strides (see there).
-void choose_epilogue_fusion(Lowered& low, const Computation& c) {
+void choose_epilogue_fusion(Lowered& low, const Computation& c, bool blocked_out) {
   const Epilogue& e = c.epilogue;
+  std::vector<int64_t> user;  // the user-layout strides of a blocked output stored blocked
+  if (blocked_out && c.out.padded() && !low.out_user) {
+    user = user_out_strides(c.out, low.extents);
+    if (user.empty()) return;
+  }
   if (e.empty() || low.lanes == 1 || low.reduce_vec || !low.zero_init ||
-      (c.out.padded() && !low.out_user) || (e.act == "gelu" && low.out_transposed))
+      (c.out.padded() && !low.out_user && user.empty()) ||
+      (e.act == "gelu" && low.out_transposed))
     return;
   // the output (user layout) viewed as [A][Ch][B]: a variable's bias stride is its stride's
   // component along Ch
@@ -164,7 +170,7 @@ void choose_epilogue_fusion(Lowered& low, const Computation& c) {
   const int64_t ch = c.out.shape[bd];
   std::vector<int64_t> bs(low.extents.size(), 0);
   for (size_t v = 0; v < bs.size(); ++v) {
-    const int64_t s = low.stride[v][kOut];
+    const int64_t s = user.empty() ? low.stride[v][kOut] : user[v];
     if (s != 0 && s % B == 0) bs[v] = (s / B) % ch;
   }
   // the vector loop walks the bias by 0 or 1 (a transposed store: 1, the channel block)
@@ -186,7 +192,31 @@ std::vector<int64_t> full_ranges_at(const Lowered& low, int i) {
   return range;
 }
 
-Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user) {
+std::vector<int64_t> restride(const std::vector<int64_t>& strides,
+                              const std::vector<int64_t>& extents,
+                              const std::vector<int64_t>& from, const std::vector<int64_t>& to) {
+  const int nd = static_cast<int>(from.size());
+  std::vector<int64_t> fs(nd, 1), ts(nd, 1);
+  for (int d = nd - 1; d-- > 0;) {
+    fs[d] = fs[d + 1] * from[d + 1];
+    ts[d] = ts[d + 1] * to[d + 1];
+  }
+  std::vector<int64_t> out(strides.size(), 0);
+  for (size_t v = 0; v < strides.size(); ++v) {
+    const int64_t s = strides[v];
+    if (s == 0 || extents[v] == 1) {  // (a single iteration never moves: kept as it is)
+      out[v] = s;
+      continue;
+    }
+    int d = 0;  // the outermost dim whose stride divides s with the walk inside it
+    while (d < nd && (s % fs[d] != 0 || (s / fs[d]) * (extents[v] - 1) >= from[d])) ++d;
+    if (d == nd) throw CompileError("a buffer view needs every variable to walk one dimension");
+    out[v] = s / fs[d] * ts[d];
+  }
+  return out;
+}
+
+Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user, bool blocked_out_epilogue) {
   const Computation& c = tree.computation();
   Lowered low;
   low.isa = isa;
@@ -253,7 +283,7 @@ Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user) {
   }
   honour_unroll_annotations(low);
   if (allow_out_user) choose_output_layout(low, c);
-  choose_epilogue_fusion(low, c);
+  choose_epilogue_fusion(low, c, blocked_out_epilogue);
   return low;
 }
 

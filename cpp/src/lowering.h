@@ -125,7 +125,18 @@ inline std::pair<int64_t, int64_t> acc_key(const Lowered& low, const std::vector
 
 // Throws CompileError if the tree cannot be lowered (never for a valid LoopTree).
 // allow_out_user: the output may be written in the user's layout (see Lowered::out_user).
-Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user = true);
+// blocked_out_epilogue: the output is written in its blocked kernel layout into the caller's
+// buffer (an out BufferView), so a fused epilogue is allowed there (bias strides from the
+// user's layout; full blocks only).
+Lowered lower(const LoopTree& tree, Isa isa, bool allow_out_user = true,
+              bool blocked_out_epilogue = false);
+
+// Re-expresses per-variable element strides of a row-major buffer of dims `from` in a buffer
+// of dims `to` (same rank, each at least as large); throws CompileError if a variable does not
+// walk one dimension.
+std::vector<int64_t> restride(const std::vector<int64_t>& strides,
+                              const std::vector<int64_t>& extents,
+                              const std::vector<int64_t>& from, const std::vector<int64_t>& to);
 
 // The generator cannot store this tile through the transposed store (too few registers): the
 // kernel is lowered again with allow_out_user = false.

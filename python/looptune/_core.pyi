@@ -126,7 +126,15 @@ class LoopTree:
         self, actions: Sequence[str], max_loops: int = ...
     ) -> tuple[npt.NDArray[np.bool_], list[str]]: ...  # (mask, reason per action; "" = legal)
     def try_apply_capped(self, action: str, max_loops: int = ...) -> LoopTree | None: ...
-    def compile(self, isa: str | None = None) -> Kernel: ...
+    # in_view / out_view: (shape, offset) of a larger caller buffer holding the input in the
+    # kernel's layout / receiving the output (user or blocked layout) at that offset
+    def compile(
+        self,
+        isa: str | None = None,
+        *,
+        in_view: tuple[Sequence[int], Sequence[int]] | None = None,
+        out_view: tuple[Sequence[int], Sequence[int]] | None = None,
+    ) -> Kernel: ...
 
 class TimingResult:
     min_seconds: float
@@ -144,6 +152,8 @@ class Kernel:
     # ([M][K] / [K][N]; NCHW / [K][C/g][R][S]), out int32 without an epilogue, else float32;
     # scale (float32, bias_shape) required iff the epilogue names it (or set_constant(b,
     # scale=...)). Wrong dtypes: TypeError, never a cast.
+    # the buffer views it was compiled with: {"in0": (shape, offset) or None, "out": ...}
+    views: dict[str, tuple[tuple[int, ...], tuple[int, ...]] | None]
     def __call__(
         self,
         a: npt.NDArray[np.float32] | npt.NDArray[np.uint8],

@@ -9,6 +9,9 @@ random legal schedules of it (random walks over the rich action set). Every sche
 compiled for each ISA the CPU runs (AVX-512 and AVX2), run on inputs and an output that end
 exactly at a ``PROT_NONE`` guard page (an overrun faults instead of passing silently), and
 compared with numpy in float64; its dump is parsed back and must give the same tree and hash.
+Each conv2d kernel is also compiled with random buffer views (the input read in its kernel
+layout from a wider zero-bordered buffer, the output written into the interior of one, NCHW or
+blocked; ``view_mismatch``) and must give exactly its plain output and leave the border zero.
 Half the schedules that have no parallel loop after the walk get one on a random legal loop;
 every kernel is run again on a random 2-8 threads (more than the cores, often) and must give
 exactly its 1-thread output.
@@ -250,6 +253,73 @@ def int8_expected(comp: Any, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out.astype(np.int32)
 
 
+def nchw_to_view(x: np.ndarray, halo: int, block: int = 0) -> np.ndarray:
+    """``x`` (NCHW) inside a zero border of ``halo``, channel-blocked by ``block`` when > 0
+    (``[N][ceil(C/L)][H+2h][W+2h][L]``, the tail block zero): a buffer view's layout."""
+    n, c, h, w = x.shape
+    if not block:
+        buf = np.zeros((n, c, h + 2 * halo, w + 2 * halo), np.float32)
+        buf[:, :, halo:halo + h, halo:halo + w] = x
+        return buf
+    cb = -(-c // block)
+    full = np.zeros((n, cb * block, h, w), np.float32)
+    full[:, :c] = x
+    buf = np.zeros((n, cb, h + 2 * halo, w + 2 * halo, block), np.float32)
+    buf[:, :, halo:halo + h, halo:halo + w, :] = full.reshape(n, cb, block, h, w).transpose(
+        0, 1, 3, 4, 2)
+    return buf
+
+
+def view_to_nchw(buf: np.ndarray, shape: tuple[int, ...], halo: int) -> np.ndarray:
+    """Inverse of :func:`nchw_to_view` (``shape``: the NCHW shape)."""
+    n, c, h, w = shape
+    inner = buf[:, :, halo:halo + h, halo:halo + w]
+    if buf.ndim == 4:
+        return inner
+    return inner.transpose(0, 1, 4, 2, 3).reshape(n, -1, h, w)[:, :c]
+
+
+def view_mismatch(tree: Any, isa: str, a: np.ndarray, b: np.ndarray, want: np.ndarray,
+                  extra: dict, rng: random.Random, mem: GuardedArrays) -> str | None:
+    """A conv2d schedule compiled with random buffer views (the input already in its kernel
+    layout inside a wider zero border; the output, and a residual, in the interior of a
+    bordered buffer, NCHW or blocked): "" when it gives exactly ``want`` (the kernel without
+    views) and leaves the border zero, None when the schedule refuses the views
+    (CompileError), else what differs. The view buffers end at guard pages."""
+    from looptune.errors import CompileError
+
+    comp = tree.computation
+    pad, block = int(comp.conv_pad), int(comp.block)
+    in_alloc = tuple(comp.inputs[0].alloc_shape)
+    in_block = block if len(in_alloc) == 5 else 0
+    p_halo, q = pad + rng.randint(0, 2), rng.randint(0, 2)
+    k = comp.output.shape[1]
+    out_block = block if block and k % block == 0 and rng.random() < 0.5 else 0
+    xin = mem.array(nchw_to_view(a, p_halo, in_block).shape, nchw_to_view(a, p_halo, in_block))
+    d = p_halo - pad
+    in_off = (0, 0, d, d, 0) if in_block else (0, 0, d, d)
+    obuf = nchw_to_view(np.zeros_like(want), q, out_block)
+    gout = mem.array(obuf.shape, obuf)
+    out_off = (0, 0, q, q, 0) if out_block else (0, 0, q, q)
+    kw = dict(extra)
+    if "residual" in kw:
+        r = nchw_to_view(kw["residual"], q, out_block)
+        kw["residual"] = mem.array(r.shape, r)
+    try:
+        kernel = tree.compile(isa, in_view=(xin.shape, in_off), out_view=(gout.shape, out_off))
+    except CompileError:
+        return None
+    kernel(xin, b, gout, **kw)
+    got = view_to_nchw(gout, want.shape, q)
+    border = gout.copy()
+    border[:, :, q:q + want.shape[2], q:q + want.shape[3]] = 0
+    if not np.array_equal(got, want):
+        return f"views differ from the plain kernel in {int(np.sum(got != want))} element(s)"
+    if np.any(border != 0):
+        return "a kernel with an out view wrote its border"
+    return ""
+
+
 # ---------------------------------------------------------------- guarded buffers
 
 
@@ -356,6 +426,17 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
                     out["wrong"].append({"isa": isa, "error": err, "tree": tree.dump()})
                 if same:
                     out["wrong"].append({"isa": isa, "error": same, "tree": tree.dump()})
+                if comp.kind == "conv2d":
+                    try:
+                        bad = view_mismatch(tree, isa, ga, gb, got.copy(), gextra, rng, mem)
+                    except Exception as exc:
+                        bad = f"views: {type(exc).__name__}: {exc}"
+                    if bad is None:
+                        out["views_refused"] = out.get("views_refused", 0) + 1
+                    elif bad:
+                        out["wrong"].append({"isa": isa, "error": bad, "tree": tree.dump()})
+                    else:
+                        out["views"] = out.get("views", 0) + 1
                 out["kernels"] += 1
             out["schedules"] += 1
     finally:
@@ -471,6 +552,7 @@ class Report:
     cases: int = 0
     schedules: int = 0
     kernels: int = 0
+    views: int = 0  # conv2d kernels also checked with buffer views (view_mismatch)
     refused_computations: int = 0
     wrong: int = 0
     exceptions: int = 0
@@ -537,6 +619,7 @@ def fuzz(minutes: float, seed: int, schedules: int = 20, hang_seconds: float = 6
             report.cases += 1
             report.schedules += msg["schedules"]
             report.kernels += msg["kernels"]
+            report.views += msg.get("views", 0)
             report.refused_computations += msg["refused"]
             report.wrong += len(msg["wrong"])
             report.exceptions += len(msg["exceptions"])

@@ -41,6 +41,24 @@ struct CompileFacts {
   std::string int8_path;         // int8 computations: int8_path_name() of the code; "" else
 };
 
+// The caller's buffer of one tensor when it is not the kernel's default one (layout
+// propagation between the layers of a model): a larger row-major buffer of `shape` in which the
+// kernel's own buffer starts at `offset` (per dim). For in0, the view holds the kernel layout
+// (Computation::in0.alloc_shape: conv padding, channel blocks) and the kernel reads it as it is,
+// without a relayout copy (the caller keeps its conv padding zero). For out, the view holds
+// either the user's layout (rank of out.shape) or, for a blocked output, the kernel's blocked
+// layout (rank of out.alloc_shape, full blocks only); the kernel writes only the region the
+// tensor occupies (a zeroed border stays zero), and an epilogue residual has the out view's
+// shape (read at the same offsets). A view needs a fused epilogue (or none).
+struct BufferView {
+  std::vector<int64_t> shape, offset;
+  bool active() const { return !shape.empty(); }
+};
+struct KernelViews {
+  BufferView in0, out;
+  bool any() const { return in0.active() || out.active(); }
+};
+
 struct TimingResult {
   double min_seconds = 0, median_seconds = 0;
   double gflops = 0;         // from min_seconds (best run)
@@ -51,6 +69,10 @@ struct TimingResult {
 class Kernel {
  public:
   Kernel(const LoopTree& tree, Isa isa);  // compiles; throws CompileError
+  // Compiles with buffer views (see BufferView); throws CompileError when the schedule cannot
+  // read / write them (e.g. a user-layout out view of a blocked output without a transposed
+  // store, or an epilogue that is not fused).
+  Kernel(const LoopTree& tree, Isa isa, const KernelViews& views);
   ~Kernel();
   Kernel(const Kernel&) = delete;
   Kernel& operator=(const Kernel&) = delete;
@@ -96,6 +118,10 @@ class Kernel {
   int threads_used(int threads = 0) const;
 
   const LoopTree& tree() const { return tree_; }
+  const KernelViews& views() const { return views_; }
+  // Shapes of the caller's buffers: a view's shape, else the computation's user shape.
+  const std::vector<int64_t>& in0_shape() const;
+  const std::vector<int64_t>& out_shape() const;
   const CompileFacts& facts() const { return facts_; }
   struct Relayout;  // kernel-layout input buffers (defined in kernel.cpp)
   std::string assembly() const;  // disassembly of the generated code (objdump, else hex)
@@ -119,6 +145,8 @@ class Kernel {
   bool relaid_[2] = {false, false};  // input i is copied into its kernel layout first
   bool out_relaid_ = false;  // the output is computed in a blocked layout, then copied (a
                              // blocked output the kernel cannot store in the user's layout)
+  KernelViews views_;
+  int64_t in0_base_ = 0, out_base_ = 0;  // element offsets of the kernel's buffers in the views
   std::unique_ptr<Packed> constant_;  // set_constant_in1
   std::vector<float> constant_bias_;  // set_constant_bias
   std::vector<float> constant_scale_;  // set_constant_scale

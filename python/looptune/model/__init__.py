@@ -36,7 +36,9 @@ import looptune
 from looptune.errors import LoopTuneError
 from looptune.measure import RecordStore
 from looptune.model.capture import propagate_shapes, trace
+from looptune.model.layout import apply_layouts
 from looptune.model.lower import Layer, Lowering
+from looptune.model.pool import MaxPoolOp, lower_pools
 from looptune.model.runtime import LoopOp, plan_buffers, rewrite
 from looptune.model.tune import DEFAULT_LAYER_BUDGET, TuneStats, default_records, tune
 
@@ -93,12 +95,13 @@ class Plan:
     fused: bool
     seconds: float = 0.0  # the whole compile
     torch_ops: Counter = field(default_factory=Counter)
+    layouts: dict = field(default_factory=dict)  # layout propagation (layout.apply_layouts)
 
 
 def _torch_op_name(gm: fx.GraphModule, node: fx.Node) -> str | None:
     if node.op == "call_module":
         mod = gm.get_submodule(str(node.target))
-        return None if isinstance(mod, LoopOp) else type(mod).__name__.lower()
+        return None if isinstance(mod, (LoopOp, MaxPoolOp)) else type(mod).__name__.lower()
     if node.op == "call_function":
         name = getattr(node.target, "__name__", str(node.target))
         return None if name in ("getitem", "getattr") else name
@@ -107,9 +110,12 @@ def _torch_op_name(gm: fx.GraphModule, node: fx.Node) -> str | None:
     return None
 
 
-def summarize(gm: fx.GraphModule, layers: list[Layer], fused: bool) -> tuple[str, Counter]:
-    """The one-line summary: which ops ran where, and what the kernels fused."""
+def summarize(gm: fx.GraphModule, layers: list[Layer], fused: bool,
+              layouts: dict | None = None) -> tuple[str, Counter]:
+    """The one-line summary: which ops ran where, what the kernels fused, and (``layouts``,
+    from ``layout.apply_layouts``) which activations stayed in a kernel layout."""
     ops = Counter(layer.op_name for layer in layers)
+    ops.update(m.kind for m in gm.modules() if isinstance(m, MaxPoolOp))
     epi = Counter(layer.epilogue for layer in layers if layer.epilogue)
     bn = sum(layer.bn_folded for layer in layers)
     torch_ops = Counter(n for n in (_torch_op_name(gm, node) for node in gm.graph.nodes) if n)
@@ -122,7 +128,11 @@ def summarize(gm: fx.GraphModule, layers: list[Layer], fused: bool) -> tuple[str
     elif bn:
         lt += f" ({bn} batchnorm folded)"
     tt = ", ".join(f"{v} {k}" for k, v in torch_ops.most_common()) or "nothing"
-    return f"looptune: {lt}; torch: {tt}", torch_ops
+    lay = ""
+    if layouts and layouts.get("laid_out"):
+        lay = (f"; layouts: {layouts['laid_out']} activations kept in kernel layout "
+               f"({layouts['blocked']} blocked), {layouts['direct_inputs']} inputs read in place")
+    return f"looptune: {lt}{lay}; torch: {tt}", torch_ops
 
 
 def lower_graph(
@@ -137,6 +147,7 @@ def lower_graph(
     quiet: bool = False,
     quantize: str | None = None,
     calibration: tuple | None = None,
+    layouts: bool = True,
 ) -> Plan:
     """Lowers ``gm`` (shapes propagated) in place: match, tune, pack, rewrite, pool
     (``quantize``: int8 layers, ``looptune.model.qruntime.lower_quantized``)."""
@@ -162,9 +173,14 @@ def lower_graph(
         kernel = kernels[h] if layer.kind in ("matmul", "bmm") else trees[h].compile()
         ops.append(LoopOp(layer, kernel, fused))
     nodes = rewrite(gm, layers, ops)
+    pools = lower_pools(gm)
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    nodes = sorted(nodes + pools, key=order.__getitem__)
+    lay = apply_layouts(gm, nodes) if layouts else {}
     pool = plan_buffers(gm, nodes)
-    summary, torch_ops = summarize(gm, layers, fused)
-    return Plan(layers, stats, pool, summary, fused, time.perf_counter() - t0, torch_ops)
+    summary, torch_ops = summarize(gm, layers, fused, lay)
+    return Plan(layers, stats, pool, summary, fused, time.perf_counter() - t0, torch_ops,
+                layouts=lay)
 
 
 def _kernel_threads(n: int) -> Any:
@@ -172,6 +188,23 @@ def _kernel_threads(n: int) -> Any:
     nothing to do for an engine without threads."""
     ctx = getattr(looptune, "num_threads", None)
     return contextlib.nullcontext() if ctx is None else ctx(n)
+
+
+@contextlib.contextmanager
+def serial_torch_ops(kernel_threads: int) -> Any:
+    """Torch's ops on one thread for a block in which looptune kernels run on
+    ``kernel_threads`` > 1: torch's OpenMP workers keep spinning for a while after each op,
+    and on the cores the engine's pool wants they halve the kernels' speed (a BERT-base layer
+    at 2 threads on 2 cores: 19.4 ms with torch's ops on 2 threads, 11.2 ms on one)."""
+    if kernel_threads <= 1 or torch.get_num_threads() == 1:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _check_inputs(args: tuple) -> None:
@@ -199,6 +232,8 @@ class CompiledModel(nn.Module):
       records make that cheap for layers seen before); each shape's graph is kept.
     - Calls from several threads are served one at a time (the intermediate buffers are
       shared); results are always fresh tensors, never a pool buffer.
+    - With ``threads`` > 1 the torch ops between the kernels run on one thread during a call
+      (:func:`serial_torch_ops`; torch's thread count is restored after it).
     """
 
     def __init__(self, model: nn.Module, example_inputs: tuple, options: dict,
@@ -243,7 +278,8 @@ class CompiledModel(nn.Module):
                           RuntimeWarning, stacklevel=2)
             entry = self._compile(args)
         gm = entry[0]
-        with self._lock, torch.no_grad(), _kernel_threads(self.threads):
+        with self._lock, torch.no_grad(), _kernel_threads(self.threads), \
+                serial_torch_ops(self.threads):
             return gm(*args)
 
 
@@ -260,6 +296,7 @@ def compile(
     quiet: bool = False,
     quantize: str | None = None,
     calibration: torch.Tensor | tuple | None = None,
+    layouts: bool = True,
 ) -> CompiledModel:
     """Compile ``model`` (eval mode) for inputs shaped like ``example_inputs``.
 
@@ -286,6 +323,9 @@ def compile(
             ``QuantizationUnavailableError`` on an engine or CPU without an int8 path.
         calibration: the inputs (a tensor or a tuple, like ``example_inputs``) whose
             activation ranges ``quantize="static"`` uses.
+        layouts: layout propagation (``looptune.model.layout``): conv2d layers pass
+            activations in the layout the next kernel reads (zero-bordered, channel-blocked)
+            instead of copying each padded conv's input (off: the benchmark's "layouts off").
     """
     from looptune.model.quantize import CalibrationError, check_mode
 
@@ -310,7 +350,7 @@ def compile(
     elif records is False:
         records = None
     options = dict(records=records, search=search, fuse=fuse, layout=layout,
-                   layer_budget=layer_budget, quiet=quiet)
+                   layer_budget=layer_budget, quiet=quiet, layouts=layouts)
     if quantize:
         cal = calibration if isinstance(calibration, tuple) or calibration is None else (
             calibration,)

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from looptune import _core
+
 BACKEND_NAME = "looptune"
 
 
@@ -109,7 +111,9 @@ def looptune_backend(gm: fx.GraphModule, example_inputs: list, **options: Any) -
                 warnings.warn("looptune backend: a weight changed since compilation; running "
                               "the graph in torch", RuntimeWarning, stacklevel=2)
                 return original.forward(*args)
-        with lock, torch.no_grad():
+        from looptune.model import serial_torch_ops
+
+        with lock, torch.no_grad(), serial_torch_ops(_core.get_num_threads()):
             return lowered(*args)
 
     run.plan = plan

@@ -51,18 +51,34 @@ class LoopOp(nn.Module):
         self.bias = None if layer.bias is None else layer.bias.float().reshape(bias_shape)
         self._bias_np = None if self.bias is None else np.ascontiguousarray(
             layer.bias.float().numpy())
-        if b is not None:
-            if fused and self._bias_np is not None:
-                kernel.set_constant(b, bias=self._bias_np)
-            else:
-                kernel.set_constant(b)
+        self._b_np = b
+        self.use_kernel(kernel)
         self.out: torch.Tensor | None = None  # a pool buffer (plan_buffers), else per call
+        # layout propagation (looptune.model.layout): the output's layout when it is not the
+        # plain NCHW tensor, the whole buffer holding it, and where the inputs come from
+        self.layout = None  # a layout.Layout, or None (plain)
+        self.out_buf: torch.Tensor | None = None  # the buffer of `layout` (a pool buffer)
+        self.in_src: LoopOp | None = None  # read x as the kernel's in_view of its out_buf
+        self.res_src: LoopOp | None = None  # the residual is in_src-like: its out_buf
+        self.stage: torch.Tensor | None = None  # a buffer of `layout` the residual is copied to
+
+    def use_kernel(self, kernel) -> None:
+        """Makes ``kernel`` (this layer's schedule, possibly compiled with buffer views) the
+        one called, its constant weights (and bias) packed."""
+        self.kernel = kernel
+        if self._b_np is not None:
+            if self.fused and self._bias_np is not None:
+                kernel.set_constant(self._b_np, bias=self._bias_np)
+            else:
+                kernel.set_constant(self._b_np)
 
     def extra_repr(self) -> str:
         return f"{self.kernel.tree.computation.name}, epilogue={self.epilogue!r}, " \
                f"fused={self.fused}"
 
     def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        if self.layout is not None or self.in_src is not None:
+            return self._forward_layout(x, *rest)
         a = x.contiguous().numpy().reshape(self.a_shape)
         y = rest[0].contiguous().numpy().reshape(self.y_shape) if self.has_y else None
         r = rest[-1] if self.has_residual else None
@@ -90,6 +106,68 @@ class LoopOp(nn.Module):
         return out
 
 
+    def _forward_layout(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        """A conv2d whose input is its producer's buffer (``in_src``, read in the kernel's
+        layout) and / or whose output is written into the interior of ``out_buf``."""
+        a = self.in_src.out_buf.numpy() if self.in_src is not None else \
+            x.contiguous().numpy().reshape(self.a_shape)
+        lay = self.layout
+        if lay is None:
+            out = self.out if self.out is not None else torch.empty(self.out_shape)
+            o, ret = out.numpy(), out
+        else:
+            o, ret = self.out_buf.numpy(), lay.interior(self.out_buf)
+        r = rest[-1] if self.has_residual else None
+        if self.fused:
+            kw = {}
+            if r is not None:
+                if lay is None:
+                    kw["residual"] = r.contiguous().numpy()
+                elif self.res_src is not None:
+                    kw["residual"] = self.res_src.out_buf.numpy()
+                else:  # the residual arrives in another layout: staged in this one
+                    lay.interior(self.stage).copy_(r)
+                    kw["residual"] = self.stage.numpy()
+            self.kernel(a, None, o, **kw)
+            return ret
+        self.kernel(a, None, o)
+        inner = ret
+        if lay is not None and lay.block:  # [N][K/L][H][W][L]: the bias runs along K/L, L
+            inner = lay.interior(self.out_buf)
+            if self.bias is not None:
+                inner.add_(self.bias.reshape(-1, lay.block)[None, :, None, None, :])
+        elif self.bias is not None:
+            inner.add_(self.bias)
+        if r is not None:
+            inner.add_(r)
+        if self.act == "relu":
+            inner.relu_()
+        elif self.act == "relu6":
+            inner.clamp_(0.0, 6.0)
+        elif self.act == "gelu":
+            torch.ops.aten.gelu_(inner)
+        return ret
+
+
+def escapes(node: fx.Node, loop_set: set) -> tuple[bool, int, dict]:
+    """Whether ``node``'s value (or anything torch ops compute from it: a view, a reshape or
+    an in-place op may share its memory) leaves the graph; the graph order of its last use
+    (while it does not); the graph order."""
+    order = {n: i for i, n in enumerate(node.graph.nodes)}
+    last, stack, seen = order[node], list(node.users), set()
+    while stack:
+        u = stack.pop()
+        if u in seen:
+            continue
+        seen.add(u)
+        if u.op == "output":
+            return True, last, order
+        last = max(last, order[u])
+        if u not in loop_set:
+            stack.extend(u.users)
+    return False, last, order
+
+
 def rewrite(gm: fx.GraphModule, layers: list[Layer], ops: list[LoopOp]) -> list[fx.Node]:
     """Replaces each layer's chain of nodes by a call of its ``LoopOp``; returns the new
     nodes. ``gm`` is recompiled."""
@@ -107,6 +185,7 @@ def rewrite(gm: fx.GraphModule, layers: list[Layer], ops: list[LoopOp]) -> list[
         last = layer.nodes[-1]
         with g.inserting_after(last):
             node = g.call_module(name, tuple(args))
+        node.meta.update(last.meta)  # (its shape: the chain's result's)
         last.replace_all_uses_with(node)
         for old in reversed(layer.nodes):
             g.erase_node(old)
@@ -121,45 +200,42 @@ def rewrite(gm: fx.GraphModule, layers: list[Layer], ops: list[LoopOp]) -> list[
 def plan_buffers(gm: fx.GraphModule, loop_nodes: list[fx.Node]) -> dict:
     """Assigns pool buffers to the outputs of ``loop_nodes`` (their ``LoopOp.out``); returns
     ``{"buffers": n, "pooled": n, "bytes": pool bytes, "unpooled_bytes": without sharing}``."""
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
     loop_set = set(loop_nodes)
     intervals = []
     for node in loop_nodes:
-        last, escapes = order[node], False
-        stack, seen = list(node.users), set()
-        while stack:
-            u = stack.pop()
-            if u in seen:
-                continue
-            seen.add(u)
-            if u.op == "output":
-                escapes = True
-                break
-            last = max(last, order[u])
-            if u not in loop_set:  # a torch op: its result may alias (a view, in place)
-                stack.extend(u.users)
-        if not escapes:
+        leaves, last, order = escapes(node, loop_set)
+        if not leaves:
             intervals.append((order[node], last, node))
-    slots: list[list] = []  # [end, numel, [nodes]]
+    slots: list[list] = []  # [end, numel, [nodes], layout or None]
     for start, end, node in sorted(intervals, key=lambda t: t[0]):
         op = gm.get_submodule(str(node.target))
-        numel = math.prod(op.out_shape)
-        free = [s for s in slots if s[0] < start]
+        geo = op.layout  # None: plain
+        numel = math.prod(op.out_shape if geo is None else geo.buf_shape)
+        # a laid-out buffer (a zero border the kernels never write) is shared only with values
+        # of the same layout (not merely the same buffer shape), so its border stays zero
+        free = [s for s in slots if s[0] < start and s[3] == geo]
         # reuse the free slot closest in size (growing it if needed)
         best = min(free, key=lambda s: abs(s[1] - numel), default=None)
         if best is None:
-            best = [end, numel, []]
+            best = [end, numel, [], geo]
             slots.append(best)
         best[0], best[1] = end, max(best[1], numel)
         best[2].append(node)
     total = 0
-    for _, numel, nodes in slots:
-        storage = torch.empty(numel)
+    for _, numel, nodes, geo in slots:
+        storage = torch.empty(numel) if geo is None else torch.zeros(geo.buf_shape)
         total += numel * 4
         for node in nodes:
             op = gm.get_submodule(str(node.target))
-            op.out = storage[: math.prod(op.out_shape)].view(op.out_shape)
-    unpooled = sum(4 * math.prod(gm.get_submodule(str(n.target)).out_shape)
+            if geo is None:
+                op.out = storage.view(-1)[: math.prod(op.out_shape)].view(op.out_shape)
+            else:
+                op.out_buf = storage
+    unpooled = sum(4 * math.prod(_buf_shape(gm.get_submodule(str(n.target))))
                    for _, _, n in intervals)
     return {"buffers": len(slots), "pooled": len(intervals), "bytes": total,
             "unpooled_bytes": unpooled}
+
+
+def _buf_shape(op: LoopOp) -> tuple[int, ...]:
+    return op.out_shape if op.layout is None else op.layout.buf_shape
