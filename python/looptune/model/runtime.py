@@ -209,7 +209,7 @@ def plan_buffers(gm: fx.GraphModule, loop_nodes: list[fx.Node]) -> dict:
     slots: list[list] = []  # [end, numel, [nodes], layout or None]
     for start, end, node in sorted(intervals, key=lambda t: t[0]):
         op = gm.get_submodule(str(node.target))
-        geo = op.layout  # None: plain
+        geo = getattr(op, "layout", None)  # None: plain (int8 ops have no layout)
         numel = math.prod(op.out_shape if geo is None else geo.buf_shape)
         # a laid-out buffer (a zero border the kernels never write) is shared only with values
         # of the same layout (not merely the same buffer shape), so its border stays zero
@@ -238,4 +238,5 @@ def plan_buffers(gm: fx.GraphModule, loop_nodes: list[fx.Node]) -> dict:
 
 
 def _buf_shape(op: LoopOp) -> tuple[int, ...]:
-    return op.out_shape if op.layout is None else op.layout.buf_shape
+    lay = getattr(op, "layout", None)
+    return op.out_shape if lay is None else lay.buf_shape
