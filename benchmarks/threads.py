@@ -269,7 +269,8 @@ def summarize(rows: list[dict], threads: list[int], counts: list[int]) -> dict:
     lo, hi = str(threads[0]), str(threads[-1])
     big = [r for r in rows if r["flops"] >= BIG_FLOPS]
     small = [r for r in rows if r["flops"] < BIG_FLOPS]
-    sp = lambda r: ratio(r["at"][hi]["looptune"], r["at"][lo]["looptune"])
+    def sp(r):
+        return ratio(r["at"][hi]["looptune"], r["at"][lo]["looptune"])
     out: dict = {
         "threads": threads,
         "speedup_big_geomean": geomean([sp(r) for r in big]) if big else math.nan,

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from looptune import _core
-from looptune.agent.policy import LoadedPolicy, resolve_policy
 from looptune.agent import tiler_int8
+from looptune.agent.policy import LoadedPolicy, resolve_policy
 from looptune.agent.tiler import candidates as tiler_candidates
 from looptune.agent.tiler import parallel_variant
 from looptune.agent.tiler_policy import TilerPolicy, default_tiler_path, load_tiler
