@@ -110,6 +110,22 @@ def test_static_error_within_pytorch_fx():
     assert rep.within_torch, str(rep)
 
 
+def test_report_under_deterministic_algorithms():
+    """PyTorch's quantized reference has no deterministic kernels: the report still runs with
+    torch.use_deterministic_algorithms(True) set (RLlib's seeding sets it) and restores it."""
+    torch.manual_seed(1)
+    model = zoo.resnet18(num_classes=10, width=8).eval()
+    cal = torch.randn(2, 3, 32, 32)
+    q = looptune.compile(model, cal[:1], quantize="static", calibration=cal, **KW)
+    torch.use_deterministic_algorithms(True)
+    try:
+        rep = quantization_report(model, q, cal[:1])
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert rep.torch is not None, str(rep)
+
+
 def test_grouped_convs_and_attention_stay_float32():
     torch.manual_seed(0)
     model = zoo.mobilenet_v2(num_classes=10, width_mult=0.25).eval()

@@ -87,6 +87,23 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _nondeterministic_ok() -> Iterator[None]:
+    """PyTorch's quantized kernels (``quantized_resize_cpu_``...) have no deterministic
+    implementation: with ``torch.use_deterministic_algorithms(True)`` set by the caller (RLlib's
+    seeding does it) building or running the reference would raise. It is turned off while the
+    reference runs and restored after."""
+    det = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if det:
+        torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        if det:
+            torch.use_deterministic_algorithms(True, warn_only=warn_only)
+
+
 def torch_dynamic(model: nn.Module) -> nn.Module:
     """PyTorch's dynamically quantized copy of ``model`` (its ``nn.Linear`` layers, qint8)."""
     from torch.ao.quantization import quantize_dynamic
@@ -132,6 +149,7 @@ def quantization_report(model: nn.Module, quantized: nn.Module, inputs: torch.Te
     with torch.no_grad():
         want = model(*args)
         mine = relative_error(quantized(*args), want)
+    with torch.no_grad(), _nondeterministic_ok():
         if torch_model is None:
             try:
                 if mode == "dynamic":
