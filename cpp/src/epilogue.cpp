@@ -12,6 +12,20 @@
 namespace looptune {
 namespace {
 
+// The user-facing output viewed as [outer][ch][inner] around its channel dim (bias_dim()).
+struct ChannelSplit {
+  int64_t outer, ch, inner;
+};
+ChannelSplit channel_split(const Computation& c) {
+  const int bd = c.bias_dim();
+  ChannelSplit s{1, c.out.shape[bd], 1};
+  for (int d = 0; d < static_cast<int>(c.out.shape.size()); ++d) {
+    if (d < bd) s.outer *= c.out.shape[d];
+    if (d > bd) s.inner *= c.out.shape[d];
+  }
+  return s;
+}
+
 enum Act { kNone = 0, kRelu = 1, kRelu6 = 2, kGelu = 3 };
 
 Act act_of(const Epilogue& e) {
@@ -103,13 +117,8 @@ __attribute__((target("avx2,fma"))) void span(float* x, const float* res, const 
 
 template <int A>
 void apply(const Computation& c, float* out, const float* bias, const float* res, int threads) {
-  const int bd = c.bias_dim();
-  int64_t outer = 1, inner = 1;
-  for (int d = 0; d < static_cast<int>(c.out.shape.size()); ++d) {
-    if (d < bd) outer *= c.out.shape[d];
-    if (d > bd) inner *= c.out.shape[d];
-  }
-  const int64_t ch = c.out.shape[bd];
+  const ChannelSplit sp = channel_split(c);
+  const int64_t outer = sp.outer, ch = sp.ch, inner = sp.inner;
   const bool use_bias = c.epilogue.bias && bias, use_res = c.epilogue.add && res;
   if (inner == 1) {  // channels last: rows of ch, the bias a vector along each row
     parallel_for(outer, threads, [&](int64_t a0, int64_t a1) {
@@ -159,13 +168,8 @@ __attribute__((target("avx2,fma"))) void scale_span(float* x, float scale_s,
 }  // namespace
 
 void dequantize_output(const Computation& c, float* out, const float* scale, int threads) {
-  const int bd = c.bias_dim();
-  int64_t outer = 1, inner = 1;
-  for (int d = 0; d < static_cast<int>(c.out.shape.size()); ++d) {
-    if (d < bd) outer *= c.out.shape[d];
-    if (d > bd) inner *= c.out.shape[d];
-  }
-  const int64_t ch = c.out.shape[bd];
+  const ChannelSplit sp = channel_split(c);
+  const int64_t outer = sp.outer, ch = sp.ch, inner = sp.inner;
   if (inner == 1) {
     parallel_for(outer, threads, [&](int64_t a0, int64_t a1) {
       for (int64_t a = a0; a < a1; ++a) scale_span(out + a * ch, 0.0f, scale, ch);
