@@ -14,7 +14,8 @@ The pipeline: capture (``torch.fx``), BatchNorm folding, lowering of conv2d / li
 matmul / bmm with their bias, residual add and ReLU / ReLU6 / GELU into the kernel's store
 (the engine's epilogue), tuning of each distinct layer (``looptune.model.tune``; records make a
 second compile measure nothing), weights packed once, one buffer pool for intermediates.
-Everything else runs as the torch op it was. The compiled module is for inference: it runs
+LayerNorm, softmax and GELU run as the engine's row functions (``looptune.model.rowops``);
+everything else runs as the torch op it was. The compiled module is for inference: it runs
 without autograd (see :class:`CompiledModel` for what it refuses and when it recompiles).
 """
 
@@ -39,6 +40,7 @@ from looptune.model.capture import propagate_shapes, trace
 from looptune.model.layout import apply_layouts
 from looptune.model.lower import Layer, Lowering
 from looptune.model.pool import MaxPoolOp, lower_pools
+from looptune.model.rowops import RowOp, lower_rowops
 from looptune.model.runtime import LoopOp, plan_buffers, rewrite
 from looptune.model.tune import DEFAULT_LAYER_BUDGET, TuneStats, default_records, tune
 
@@ -101,7 +103,7 @@ class Plan:
 def _torch_op_name(gm: fx.GraphModule, node: fx.Node) -> str | None:
     if node.op == "call_module":
         mod = gm.get_submodule(str(node.target))
-        return None if isinstance(mod, (LoopOp, MaxPoolOp)) else type(mod).__name__.lower()
+        return None if isinstance(mod, (LoopOp, MaxPoolOp, RowOp)) else type(mod).__name__.lower()
     if node.op == "call_function":
         name = getattr(node.target, "__name__", str(node.target))
         return None if name in ("getitem", "getattr") else name
@@ -115,7 +117,7 @@ def summarize(gm: fx.GraphModule, layers: list[Layer], fused: bool,
     """The one-line summary: which ops ran where, what the kernels fused, and (``layouts``,
     from ``layout.apply_layouts``) which activations stayed in a kernel layout."""
     ops = Counter(layer.op_name for layer in layers)
-    ops.update(m.kind for m in gm.modules() if isinstance(m, MaxPoolOp))
+    ops.update(m.kind for m in gm.modules() if isinstance(m, (MaxPoolOp, RowOp)))
     epi = Counter(layer.epilogue for layer in layers if layer.epilogue)
     bn = sum(layer.bn_folded for layer in layers)
     torch_ops = Counter(n for n in (_torch_op_name(gm, node) for node in gm.graph.nodes) if n)
@@ -148,6 +150,7 @@ def lower_graph(
     quantize: str | None = None,
     calibration: tuple | None = None,
     layouts: bool = True,
+    rowops: bool = True,
 ) -> Plan:
     """Lowers ``gm`` (shapes propagated) in place: match, tune, pack, rewrite, pool
     (``quantize``: int8 layers, ``looptune.model.qruntime.lower_quantized``)."""
@@ -156,7 +159,7 @@ def lower_graph(
 
         return lower_quantized(gm, constants, quantize=quantize, calibration=calibration,
                                records=records, search=search, fuse=fuse, layout=layout,
-                               layer_budget=layer_budget, quiet=quiet)
+                               layer_budget=layer_budget, quiet=quiet, rowops=rowops)
     t0 = time.perf_counter()
     feats = engine_features()
     fused = fuse and feats["epilogue"]
@@ -174,10 +177,11 @@ def lower_graph(
         ops.append(LoopOp(layer, kernel, fused))
     nodes = rewrite(gm, layers, ops)
     pools = lower_pools(gm)
+    rows = lower_rowops(gm, constants) if rowops else []
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     nodes = sorted(nodes + pools, key=order.__getitem__)
     lay = apply_layouts(gm, nodes) if layouts else {}
-    pool = plan_buffers(gm, nodes)
+    pool = plan_buffers(gm, sorted(nodes + rows, key=order.__getitem__))
     summary, torch_ops = summarize(gm, layers, fused, lay)
     return Plan(layers, stats, pool, summary, fused, time.perf_counter() - t0, torch_ops,
                 layouts=lay)
@@ -297,6 +301,7 @@ def compile(
     quantize: str | None = None,
     calibration: torch.Tensor | tuple | None = None,
     layouts: bool = True,
+    rowops: bool = True,
 ) -> CompiledModel:
     """Compile ``model`` (eval mode) for inputs shaped like ``example_inputs``.
 
@@ -326,6 +331,9 @@ def compile(
         layouts: layout propagation (``looptune.model.layout``): conv2d layers pass
             activations in the layout the next kernel reads (zero-bordered, channel-blocked)
             instead of copying each padded conv's input (off: the benchmark's "layouts off").
+        rowops: LayerNorm, softmax (a constant scale before it folded in) and unfused GELU
+            run as the engine's row functions on its thread pool (``looptune.model.rowops``;
+            off: as torch ops).
     """
     from looptune.model.quantize import CalibrationError, check_mode
 
@@ -350,7 +358,7 @@ def compile(
     elif records is False:
         records = None
     options = dict(records=records, search=search, fuse=fuse, layout=layout,
-                   layer_budget=layer_budget, quiet=quiet, layouts=layouts)
+                   layer_budget=layer_budget, quiet=quiet, layouts=layouts, rowops=rowops)
     if quantize:
         cal = calibration if isinstance(calibration, tuple) or calibration is None else (
             calibration,)

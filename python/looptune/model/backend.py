@@ -51,7 +51,8 @@ def _is_constant(node: fx.Node, value: Any) -> bool:
 def looptune_backend(gm: fx.GraphModule, example_inputs: list, **options: Any) -> Any:
     """The backend function: returns a callable computing ``gm`` with looptune kernels.
     ``options`` (``torch.compile(..., options={...})``) go to ``looptune.model.lower_graph``
-    (``records``, ``search``, ``fuse``, ``layout``, ``layer_budget``, ``quiet``)."""
+    (``records``, ``search``, ``fuse``, ``layout``, ``layer_budget``, ``quiet``, ``layouts``,
+    ``rowops``, ``quantize``)."""
     import copy
 
     from looptune.model import lower_graph

@@ -153,6 +153,13 @@ class QuantOp(nn.Module):
         self.pad = outer_pad(layer, act)
         if act is None:
             kernel.set_constant(packed)
+            # the per-call (scale, bias'): dequant_params' arithmetic in these buffers
+            n = len(self.w_scale)
+            self._ws = np.asarray(self.w_scale, np.float32)
+            self._cs = np.asarray(self.colsum, np.float32)
+            self._b = np.zeros(n, np.float32) if self.bias is None else np.asarray(
+                self.bias, np.float32)
+            self._scale, self._shift, self._bias = (np.empty(n, np.float32) for _ in range(3))
         else:
             scale, bias = dequant_params(act, self.w_scale, self.colsum, self.bias)
             kernel.set_constant(packed, scale=scale, bias=bias)
@@ -176,11 +183,27 @@ class QuantOp(nn.Module):
             kw["residual"] = rest[-1].contiguous().numpy().reshape(self.k_out)
         xq, q = self._quantized(x, a)
         if self.static is None:
-            kw["scale"], kw["bias"] = dequant_params(q, self.w_scale, self.colsum, self.bias)
-        self.kernel(xq, out=out.numpy().reshape(self.k_out), **kw)
+            kw["scale"], kw["bias"] = self._dequant_params(q)
+        o = out.numpy().reshape(self.k_out)
+        self.kernel(xq, out=o, **kw)
         if self.torch_act == "gelu":
-            torch.ops.aten.gelu_(out)
+            gelu = getattr(_core, "gelu", None)
+            if gelu is None:
+                torch.ops.aten.gelu_(out)
+            else:
+                gelu(o, out=o)
         return out
+
+    def _dequant_params(self, q: ActQuant) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`dequant_params` (the same float32 operations in the same order, so the same
+        bits) into buffers allocated once: ``scale = s_x * s_w``, ``bias' = bias - scale * z_x
+        * colsum``."""
+        scale, shift = self._scale, self._shift
+        np.multiply(self._ws, np.float32(q.scale), out=scale)
+        np.multiply(scale, np.float32(q.zero_point), out=shift)
+        np.multiply(shift, self._cs, out=shift)
+        np.subtract(self._b, shift, out=self._bias)
+        return scale, self._bias
 
     def _quantized(self, x: torch.Tensor, a: np.ndarray) -> tuple[np.ndarray, ActQuant]:
         sh = self.shared
@@ -218,10 +241,12 @@ def _share_inputs(layers: list[Layer], ops: list[nn.Module]) -> None:
 def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quantize: str,
                     calibration: tuple | None = None, records: Any = None,
                     search: str = "agent", fuse: bool = True, layout: str = "auto",
-                    layer_budget: float = 2.0, quiet: bool = False) -> Any:
+                    layer_budget: float = 2.0, quiet: bool = False,
+                    rowops: bool = True) -> Any:
     """``lower_graph`` with the quantizable layers as int8 kernels (see the module doc)."""
     from looptune.model import Plan, engine_features, summarize
     from looptune.model import computation as f32_computation
+    from looptune.model.rowops import lower_rowops
     from looptune.model.runtime import LoopOp, plan_buffers, rewrite
     from looptune.model.tune import tune
 
@@ -255,7 +280,9 @@ def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quanti
             ops.append(LoopOp(layer, kernel, fused))
     _share_inputs(layers, ops)
     nodes = rewrite(gm, layers, ops)
-    pool = plan_buffers(gm, nodes)
+    rows = lower_rowops(gm, constants) if rowops else []
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    pool = plan_buffers(gm, sorted(nodes + rows, key=order.__getitem__))
     summary, torch_ops = summarize(gm, layers, fused)
     n_q = sum(quant)
     summary = summary.replace("looptune: ", f"looptune: {n_q} int8 ({quantize}) of ", 1)
