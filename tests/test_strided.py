@@ -323,8 +323,18 @@ def test_strides_are_not_combined_with_a_view_or_a_constant_operand() -> None:
     kernel = comp.default_schedule().compile(strides={"in1": (1, 8)})
     with pytest.raises(ValueError, match="constant"):
         kernel.set_constant(np.ones((8, 8), np.float32))
-    with pytest.raises(CompileError):
-        kernel.benchmark(min_time=0.0, min_runs=1)
+    with pytest.raises(CompileError, match="buffer views"):
+        comp.default_schedule().compile(in_view=((8, 9), (0, 0))).benchmark(min_time=0.0)
+
+
+@pytest.mark.parametrize("epilogue", ["", "bias+add+gelu"])
+def test_strided_kernels_time_their_packing(epilogue: str) -> None:
+    q_strides, kt_strides = (64, 768, 1), (64, 1, 768)
+    comp = looptune.batch_matmul(12, 128, 64, 128, epilogue=epilogue)
+    kernel = comp.default_schedule().compile(
+        strides={"in0": q_strides, "in1": kt_strides, "out": (128, 12 * 128, 1)})
+    r = kernel.benchmark(min_time=0.0, min_runs=2, threads=2)
+    assert r.runs >= 2 and r.gflops > 0
 
 
 def test_numpy_integer_strides_and_extent_one_dims() -> None:

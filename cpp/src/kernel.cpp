@@ -741,11 +741,47 @@ struct BenchBuffers {
   }
 };
 
+namespace {
+
+template <class F>
+TimingResult time_runs(F&& run_once, int64_t flops, double min_seconds, int64_t min_runs,
+                       int64_t max_runs) {
+  const auto start = Clock::now();
+  auto t0 = start;
+  run_once();  // warm-up (code, caches, TLB); its time sizes the batches
+  const double estimate = std::max(seconds_since(t0), 1e-9);
+  // batch very short kernels so each sample is >= ~20 us of work (clock overhead < 1%)
+  const int64_t batch = std::max<int64_t>(1, static_cast<int64_t>(2e-5 / estimate));
+  std::vector<double> samples;
+  // An unbatched warm-up is a sample of its own and counts towards the budget: a cold run can
+  // only be slower, so it never lowers the best time, and slow kernels get one more sample.
+  if (batch == 1) samples.push_back(estimate);
+  while (static_cast<int64_t>(samples.size()) < max_runs &&
+         (static_cast<int64_t>(samples.size()) < min_runs || seconds_since(start) < min_seconds)) {
+    poll_interrupt();  // Ctrl-C: throws within ~20 ms plus one batch
+    t0 = Clock::now();
+    for (int64_t i = 0; i < batch; ++i) run_once();
+    samples.push_back(seconds_since(t0) / static_cast<double>(batch));
+  }
+  std::sort(samples.begin(), samples.end());
+  TimingResult r;
+  r.runs = static_cast<int64_t>(samples.size()) * batch;
+  r.min_seconds = samples.front();
+  r.median_seconds = samples[samples.size() / 2];
+  r.gflops = static_cast<double>(flops) / r.min_seconds * 1e-9;
+  r.median_gflops = static_cast<double>(flops) / r.median_seconds * 1e-9;
+  return r;
+}
+
+}  // namespace
+
 TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max_runs,
                                bool prepacked, int threads) const {
   const Computation& c = tree_.computation();
-  if (views_.any()) throw CompileError("time the kernel compiled without buffer views");
+  if (views_.in0.active() || views_.out.active())
+    throw CompileError("time the kernel compiled without buffer views");
   threads = threads_used(threads);
+  if (views_.any()) return benchmark_strided(min_seconds, min_runs, max_runs, threads);
   thread_local BenchBuffers buf;
   if (!buf.fits(c.in0.numel(), c.in1.numel(), c.out.numel()))
     buf.reset(c.in0.numel(), c.in1.numel(), c.out.numel());
@@ -769,31 +805,39 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
     if (epi && !facts_.epilogue_fused) apply_epilogue(c, o_, bias, res, threads_);
   };
 
-  const auto start = Clock::now();
-  auto t0 = start;
-  execute(a, b, prepacked, o, layout, threads);  // warm-up (code, caches, TLB); its time sizes the batches
-  const double estimate = std::max(seconds_since(t0), 1e-9);
-  // batch very short kernels so each sample is >= ~20 us of work (clock overhead < 1%)
-  const int64_t batch = std::max<int64_t>(1, static_cast<int64_t>(2e-5 / estimate));
-  std::vector<double> samples;
-  // An unbatched warm-up is a sample of its own and counts towards the budget: a cold run can
-  // only be slower, so it never lowers the best time, and slow kernels get one more sample.
-  if (batch == 1) samples.push_back(estimate);
-  while (static_cast<int64_t>(samples.size()) < max_runs &&
-         (static_cast<int64_t>(samples.size()) < min_runs || seconds_since(start) < min_seconds)) {
-    poll_interrupt();  // Ctrl-C: throws within ~20 ms plus one batch
-    t0 = Clock::now();
-    for (int64_t i = 0; i < batch; ++i) execute(a, b, prepacked, o, layout, threads);
-    samples.push_back(seconds_since(t0) / static_cast<double>(batch));
+  return time_runs([&] { execute(a, b, prepacked, o, layout, threads); }, c.flops(), min_seconds,
+                   min_runs, max_runs);
+}
+
+
+// A strided kernel (KernelViews::strides) timed through run(), packing included, on random
+// buffers that span its strided views.
+TimingResult Kernel::benchmark_strided(double min_seconds, int64_t min_runs, int64_t max_runs,
+                                       int threads) const {
+  const Computation& c = tree_.computation();
+  const TensorAccess* ts[3] = {&c.in0, &c.in1, &c.out};
+  std::unique_ptr<AlignedFloats> bufs[4];
+  uint32_t x = 2463534242u;  // xorshift32: uniform floats in [-1, 1) (bytes, for int8 inputs)
+  for (int t = 0; t < 4; ++t) {
+    const TensorAccess& ta = *ts[std::min(t, 2)];
+    const int64_t n = views_.strided(std::min(t, 2))
+                          ? detail::span_elements(ta.shape, views_.strides[std::min(t, 2)])
+                          : ta.numel();
+    bufs[t] = std::make_unique<AlignedFloats>(std::max<int64_t>(1, n));
+    for (int64_t i = 0; i < bufs[t]->n; ++i) {
+      x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+      bufs[t]->p[i] = static_cast<float>(x >> 8) * (2.0f / 16777216.0f) - 1.0f;
+    }
   }
-  std::sort(samples.begin(), samples.end());
-  TimingResult r;
-  r.runs = static_cast<int64_t>(samples.size()) * batch;
-  r.min_seconds = samples.front();
-  r.median_seconds = samples[samples.size() / 2];
-  r.gflops = static_cast<double>(c.flops()) / r.min_seconds * 1e-9;
-  r.median_gflops = static_cast<double>(c.flops()) / r.median_seconds * 1e-9;
-  return r;
+  const Epilogue& e = c.epilogue;
+  std::vector<float> params(std::max<int64_t>(1, c.bias_shape().empty() ? 1 : c.bias_shape()[0]),
+                            0.5f);
+  const float* bias = e.bias ? params.data() : nullptr;
+  const float* scale = e.scale ? params.data() : nullptr;
+  const float* res = e.add ? bufs[3]->p : nullptr;
+  const float* b = views_.strided(1) || !has_constant_in1() ? bufs[1]->p : nullptr;
+  return time_runs([&] { run(bufs[0]->p, b, bufs[2]->p, threads, bias, res, scale); },
+                   c.flops(), min_seconds, min_runs, max_runs);
 }
 
 std::string Kernel::assembly() const {

@@ -131,6 +131,9 @@ class Kernel {
   // are taken (at most max_runs). Kernels under ~20 us run in batches, one sample per batch;
   // a slower kernel's warm-up is its first sample (a cold run never lowers the best time).
   // With `prepacked`, in1 is packed once before timing (the constant-weights case).
+  // A kernel compiled with strides (KernelViews::strides) is timed through run() on buffers
+  // spanning its strided views, its call-time packing included (prepacked is ignored);
+  // CompileError for one compiled with a BufferView.
   // threads: as for run() (0: num_threads()).
   TimingResult benchmark(double min_seconds, int64_t min_runs, int64_t max_runs,
                          bool prepacked = false, int threads = 0) const;
@@ -166,6 +169,8 @@ class Kernel {
   // in1_packed: in1 is already in the kernel's layout.
   void execute(const float* in0, const float* in1, bool in1_packed, float* out,
                const Relayout& r, int threads, const float* const* epi = nullptr) const;
+  TimingResult benchmark_strided(double min_seconds, int64_t min_runs, int64_t max_runs,
+                                 int threads) const;
   struct Packed;
   std::unique_ptr<Packed> pack_in1(const float* in1) const;
   LoopTree tree_;
