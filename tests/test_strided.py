@@ -345,3 +345,21 @@ def test_numpy_integer_strides_and_extent_one_dims() -> None:
     b = np.arange(12, dtype=np.float32).reshape(4, 3).T[None]
     a = np.ones((1, 5, 3), np.float32)
     np.testing.assert_allclose(kernel(a, b), np.matmul(a, b))
+
+
+def test_torch_views_go_in_as_they_are() -> None:
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(0)
+    proj = [torch.randn(1, 128, 768, generator=g) for _ in range(2)]
+    q, k = (x.view(1, 128, 12, 64).transpose(1, 2)[0] for x in proj)
+    kt = k.transpose(-2, -1)
+    kernel = looptune.batch_matmul(12, 128, 64, 128).default_schedule().compile(
+        strides={"in0": q.stride(), "in1": kt.stride()})
+    got = kernel(q, kt)
+    assert isinstance(got, torch.Tensor)
+    torch.testing.assert_close(got, torch.matmul(q, kt), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="compiled for strides"):
+        kernel(q.contiguous(), kt)
+    dense = looptune.batch_matmul(12, 128, 64, 128).default_schedule().compile()
+    with pytest.raises(ValueError, match="contiguous"):
+        dense(q, kt)
