@@ -363,3 +363,13 @@ def test_torch_views_go_in_as_they_are() -> None:
     dense = looptune.batch_matmul(12, 128, 64, 128).default_schedule().compile()
     with pytest.raises(ValueError, match="contiguous"):
         dense(q, kt)
+
+
+def test_a_pickled_strided_kernel_keeps_its_strides() -> None:
+    import pickle
+
+    kernel = looptune.matmul(8, 8, 8).default_schedule().compile(strides={"in1": (1, 8)})
+    back = pickle.loads(pickle.dumps(kernel))
+    assert back.strides == kernel.strides and back.facts["access"] == kernel.facts["access"]
+    a = np.arange(64, dtype=np.float32).reshape(8, 8)
+    np.testing.assert_array_equal(back(a, a.T), a @ a.T)

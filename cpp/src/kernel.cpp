@@ -619,12 +619,13 @@ void Kernel::run(const float* in0, const float* in1, float* out, int threads, co
   const Computation& c = tree_.computation();
   const TensorAccess* ts[3] = {&c.in0, &c.in1, &c.out};
   const void* ins[2] = {in0, in1};
+  const bool wide = isa_ == Isa::AVX512;  // the packing's transposes: the kernel's ISA
   for (int t = 0; t < 2; ++t) {
     if (access_[t] != Access::Packed || !ins[t]) continue;
     const int eb = static_cast<int>(ts[t]->elem_bytes());
     void* dense = w->get(t, eb * ts[t]->numel());
     detail::copy_strided(ins[t], views_.strides[t], dense, detail::dense_strides(ts[t]->shape),
-                         ts[t]->shape, eb, threads);
+                         ts[t]->shape, eb, threads, wide);
     ins[t] = dense;
   }
   in0 = static_cast<const float*>(ins[0]);
@@ -636,11 +637,11 @@ void Kernel::run(const float* in0, const float* in1, float* out, int threads, co
   float* o = w->get(2, 4 * c.out.numel());
   if (residual) {
     float* r = w->get(3, 4 * c.out.numel());
-    detail::copy_strided(residual, views_.strides[2], r, dense, shape, 4, threads);
+    detail::copy_strided(residual, views_.strides[2], r, dense, shape, 4, threads, wide);
     residual = r;
   }
   run_dense(in0, in1, o, threads, bias, residual, scale);
-  detail::copy_strided(o, dense, out, views_.strides[2], shape, 4, threads);
+  detail::copy_strided(o, dense, out, views_.strides[2], shape, 4, threads, wide);
 }
 
 void Kernel::run_dense(const float* in0, const float* in1, float* out, int threads,

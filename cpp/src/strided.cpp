@@ -141,7 +141,7 @@ void copy_rows(const T* src, const std::vector<int64_t>& ss, T* dst,
 // b rows is one transpose of a [b][a] tile of src (rows strided by src's b stride).
 void copy_transposed(const float* src, const std::vector<int64_t>& ss, float* dst,
                      const std::vector<int64_t>& ds, const std::vector<int64_t>& shape,
-                     const std::vector<int>& moving, int a, int b, int threads) {
+                     const std::vector<int>& moving, int a, int b, int threads, bool wide) {
   const Outer outer(moving, {a, b}, shape, ss, ds);
   const int64_t chunk = 64, nb = shape[b], chunks = (nb + chunk - 1) / chunk;
   parallel_for(outer.count * chunks, threads, [&](int64_t w0, int64_t w1) {
@@ -149,7 +149,8 @@ void copy_transposed(const float* src, const std::vector<int64_t>& ss, float* ds
       int64_t so, dof;
       outer.offsets(w / chunks, so, dof);
       const int64_t j0 = (w % chunks) * chunk, rows = std::min(chunk, nb - j0);
-      transpose_floats(src + so + j0 * ss[b], ss[b], dst + dof + j0, ds[a], rows, shape[a]);
+      transpose_floats(src + so + j0 * ss[b], ss[b], dst + dof + j0, ds[a], rows, shape[a],
+                       wide);
     }
   });
 }
@@ -173,7 +174,12 @@ int64_t span_elements(const std::vector<int64_t>& shape, const std::vector<int64
 
 void transpose_floats(const float* src, int64_t ss, float* dst, int64_t ds, int64_t rows,
                       int64_t cols) {
-  const int tile = host_avx512() ? 16 : 8;
+  transpose_floats(src, ss, dst, ds, rows, cols, host_avx512());
+}
+
+void transpose_floats(const float* src, int64_t ss, float* dst, int64_t ds, int64_t rows,
+                      int64_t cols, bool wide) {
+  const int tile = wide && host_avx512() ? 16 : 8;
   const int64_t rt = rows / tile * tile, ct = cols / tile * tile;
   // rows innermost: each group of destination rows is written completely before the next,
   // while every source row streams forward
@@ -188,7 +194,7 @@ void transpose_floats(const float* src, int64_t ss, float* dst, int64_t ds, int6
 
 void copy_strided(const void* src, const std::vector<int64_t>& src_strides, void* dst,
                   const std::vector<int64_t>& dst_strides, const std::vector<int64_t>& shape,
-                  int elem_bytes, int threads) {
+                  int elem_bytes, int threads, bool wide) {
   for (int64_t e : shape)
     if (e == 0) return;
   const std::vector<int> moving = moving_dims(shape);
@@ -199,7 +205,7 @@ void copy_strided(const void* src, const std::vector<int64_t>& src_strides, void
   const int a = unit_dim(moving, src_strides), b = unit_dim(moving, dst_strides);
   if (elem_bytes == 4 && a >= 0 && b >= 0 && a != b && shape[a] >= 8 && shape[b] >= 8)
     return copy_transposed(static_cast<const float*>(src), src_strides, static_cast<float*>(dst),
-                           dst_strides, shape, moving, a, b, threads);
+                           dst_strides, shape, moving, a, b, threads, wide);
   const int inner = b >= 0 ? b : a >= 0 ? a : moving.back();
   if (elem_bytes == 4)
     return copy_rows(static_cast<const float*>(src), src_strides, static_cast<float*>(dst),

@@ -15,7 +15,7 @@ Installed on ``looptune.Kernel`` at import (``install()``), so every kernel gets
   ``Kernel._call_fallback`` (``kernel_call`` below), which converts the tensors and calls the
   engine again (a second fallback from there raises the engine's typed error).
 - ``pickle.dumps(kernel)`` stores the schedule text (the computation header and the loops, as
-  ``LoopTree.dump()``) and the ISA; unpickling recompiles it (tens of microseconds). On a CPU
+  ``LoopTree.dump()``), the ISA and any strides it was compiled with; unpickling recompiles it (tens of microseconds). On a CPU
   without that ISA it compiles for the host ISA instead, with a ``RuntimeWarning``.
 """
 
@@ -89,7 +89,7 @@ def kernel_call(
     return sys.modules["torch"].from_numpy(result)
 
 
-def _rebuild_kernel(schedule: str, isa: str) -> Kernel:
+def _rebuild_kernel(schedule: str, isa: str, strides: dict | None = None) -> Kernel:
     tree = LoopTree.parse(schedule)
     if not isa_supported(isa):
         host = host_isa()
@@ -99,10 +99,13 @@ def _rebuild_kernel(schedule: str, isa: str) -> Kernel:
             stacklevel=2,
         )
         isa = host
-    return tree.compile(isa)
+    return tree.compile(isa, strides=strides)
 
 
 def _reduce_kernel(kernel: Kernel) -> tuple:
+    strides = {k: v for k, v in kernel.strides.items() if v is not None}
+    if strides:
+        return _rebuild_kernel, (kernel.tree.dump(), kernel.isa, strides)
     return _rebuild_kernel, (kernel.tree.dump(), kernel.isa)
 
 
