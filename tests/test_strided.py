@@ -304,6 +304,8 @@ def test_a_residual_takes_the_strides_of_its_output() -> None:
     ({"in1": (64, -1, 768)}, ValueError, "positive"),
     ({"out": (2**62, 1, 1)}, ValueError, "positive"),
     ({"out": (2**70, 1, 1)}, ValueError, "out of range"),
+    ({"out": (64, 1, 1)}, ValueError, "share memory"),
+    ({"out": (128 * 128, 64, 1)}, ValueError, "share memory"),
     ({"in2": (1, 1, 1)}, ValueError, "unknown tensor"),
     ({"in0": ()}, ValueError, "empty"),
     ({"in0": (1.0, 2, 3)}, TypeError, "ints"),
@@ -335,6 +337,15 @@ def test_strided_kernels_time_their_packing(epilogue: str) -> None:
         strides={"in0": q_strides, "in1": kt_strides, "out": (128, 12 * 128, 1)})
     r = kernel.benchmark(min_time=0.0, min_runs=2, threads=2)
     assert r.runs >= 2 and r.gflops > 0
+
+
+def test_inputs_may_overlap_themselves() -> None:
+    # a read-only view whose rows overlap (a sliding window) is a legal input
+    base = np.arange(20, dtype=np.float32)
+    a = np.lib.stride_tricks.as_strided(base, (8, 5), (4, 4))
+    b = np.ones((5, 3), np.float32)
+    kernel = looptune.matmul(8, 5, 3).default_schedule().compile(strides={"in0": (1, 1)})
+    np.testing.assert_array_equal(kernel(a, b), a @ b)
 
 
 def test_numpy_integer_strides_and_extent_one_dims() -> None:

@@ -350,6 +350,21 @@ void check_strides(const KernelViews& views, const Computation& c) {
                                     std::to_string(s[d]) +
                                     "; strides must be positive element counts (zero, negative "
                                     "and overflowing strides are refused)");
+    if (t == 2) {  // each output element its own memory: dims nest, each past the last
+      std::vector<int> order;
+      for (int d = 0; d < static_cast<int>(s.size()); ++d)
+        if (shape[d] > 1) order.push_back(d);
+      std::sort(order.begin(), order.end(), [&](int x, int y) { return s[x] < s[y]; });
+      int64_t reach = 1;
+      for (int d : order) {
+        if (s[d] < reach)
+          throw std::invalid_argument(what + " would let output elements share memory (dim " +
+                                      std::to_string(d) + " has stride " +
+                                      std::to_string(s[d]) + " inside the " +
+                                      std::to_string(reach) + " elements of the dims below)");
+        reach = s[d] * shape[d];
+      }
+    }
     if ((t == 0 && views.in0.active()) || (t == 2 && views.out.active()))
       throw std::invalid_argument(what + " and a buffer view of the same tensor cannot be "
                                   "combined");
