@@ -22,7 +22,9 @@ of the result into the [128, 768] layout, as ``looptune.model.runtime`` does tod
 ``transpose(1, 2).reshape`` into [128, 768], the model's own code); and, for reference,
 ``dense``: the contiguous kernel alone on inputs copied beforehand (the strided kernel's
 overhead over it is its call-time packing). Every result is checked against ``torch.matmul``
-first.
+first. Each op waits (up to 2 min) until the host's cores are idle (``idle_before``): a
+process running outside the bench lock turns the 2-thread figures (torch's OpenMP copies
+above all) into noise.
 
 Writes benchmarks/results/strided.json (CPU, ISA, per op and thread count the three times,
 the ratios and the kernel's ``facts['access']``) and prints the table.
@@ -42,6 +44,7 @@ import argparse
 
 import numpy as np
 import torch
+from threads import wait_for_idle  # (benchmarks/threads.py)
 
 import looptune
 from looptune.measure import Measurer
@@ -136,8 +139,9 @@ def main() -> None:
         with thread_limit(threads):
             for name, fn in (("scores q@k^T 12x128x64x128", bench_scores),
                              ("context p@v 12x128x128x64", bench_context)):
+                idle = wait_for_idle()
                 r = fn(ops, threads, args.min_time)
-                r.update(op=name, threads=threads,
+                r.update(op=name, threads=threads, idle_before=round(idle, 3),
                          vs_contiguous=r["contiguous"] / r["strided"],
                          vs_torch=r["torch"] / r["strided"])
                 rows.append(r)
