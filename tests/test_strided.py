@@ -356,6 +356,22 @@ def test_numpy_integer_strides_and_extent_one_dims() -> None:
     b = np.arange(12, dtype=np.float32).reshape(4, 3).T[None]
     a = np.ones((1, 5, 3), np.float32)
     np.testing.assert_allclose(kernel(a, b), np.matmul(a, b))
+    # stride 0 on a dim of extent 1 (np.broadcast_to, torch's expand)
+    kernel = comp.default_schedule().compile(strides={"in0": (0, 3, 1)})
+    a0 = np.broadcast_to(np.ones((5, 3), np.float32), (1, 5, 3))
+    assert a0.strides[0] == 0
+    np.testing.assert_allclose(kernel(a0, np.ascontiguousarray(b)), np.matmul(a0, b))
+
+
+def test_the_fuzzer_checks_strided_layouts() -> None:
+    from looptune import fuzz
+
+    checked = 0
+    for index in range(4):
+        res = fuzz.run_case(2, index, 2)
+        assert res["wrong"] == [] and res["exceptions"] == []
+        checked += res.get("strided", 0)
+    assert checked > 0
 
 
 def test_torch_views_go_in_as_they_are() -> None:

@@ -344,8 +344,8 @@ void check_strides(const KernelViews& views, const Computation& c) {
       throw std::invalid_argument(what + " needs " + std::to_string(shape.size()) +
                                   " strides (one per dim of tensor " + tensor_of(c, t).name +
                                   "), got " + std::to_string(s.size()));
-    for (size_t d = 0; d < s.size(); ++d)
-      if (s[d] < 1 || s[d] > kMaxTensorElements)
+    for (size_t d = 0; d < s.size(); ++d)  // (a dim of extent 1 never moves: 0 is fine there)
+      if (s[d] < (shape[d] > 1 ? 1 : 0) || s[d] > kMaxTensorElements)
         throw std::invalid_argument(what + ": dim " + std::to_string(d) + " has stride " +
                                     std::to_string(s[d]) +
                                     "; strides must be positive element counts (zero, negative "

@@ -61,7 +61,8 @@ struct BufferView {
   bool active() const { return !shape.empty(); }
 };
 // strides[t] (t: 0 in0, 1 in1, 2 out): element strides, one per user-facing dim of the tensor,
-// of the buffer the caller passes (numpy's strides / itemsize), all >= 1; empty: the dense
+// of the buffer the caller passes (numpy's strides / itemsize), all >= 1 (0 allowed for a
+// dim of extent 1; output dims may not share memory); empty: the dense
 // C-contiguous buffer. A tensor read in place is addressed at these strides by the generated
 // code (no copy); where the schedule's vector loop would become strided (e.g. the transposed
 // operand of an attention matmul), the operand is packed at call time by a blocked in-register
