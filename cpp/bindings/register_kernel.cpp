@@ -36,9 +36,29 @@ ArgTypes arg_types(const Computation& c) {
   return {kU8, kS8, c.epilogue.empty() ? kS32 : kF32};
 }
 
-// Checks dtype, contiguity and shape; returns the array (a view, never a copy).
+// Checks dtype, contiguity (or the element `strides` a kernel was compiled with) and shape;
+// returns the array (a view, never a copy).
 py::array checked(const py::handle& obj, const char* what, const TensorAccess& t, bool write,
-                  int type = kF32);
+                  int type = kF32, const std::vector<int64_t>* strides = nullptr);
+
+// The caller's strides of a kernel's tensor t (0 a, 1 b, 2 out), nullptr for a dense one.
+const std::vector<int64_t>* strides_of(const Kernel& k, int t) {
+  return k.views().strided(t) ? &k.strides(t) : nullptr;
+}
+
+int elem_size(int type) { return type == kU8 || type == kS8 ? 1 : 4; }
+
+// Bytes from the first element that a view of `shape` spans (dense without `strides`).
+int64_t span_bytes(const std::vector<int64_t>& shape, const std::vector<int64_t>* strides,
+                   int elem) {
+  int64_t n = 1, dense = 1;
+  for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
+    if (shape[d] == 0) return 0;
+    n += (shape[d] - 1) * (strides ? (*strides)[d] : dense);
+    dense *= shape[d];
+  }
+  return n * elem;
+}
 
 // The epilogue's operands as tensors (bias: the output channels; residual: the output's shape).
 TensorAccess bias_tensor(const Computation& c) {
@@ -86,7 +106,7 @@ void check_epilogue_args(const Kernel& k, bool has_bias, bool has_res, bool has_
 }
 
 py::array checked(const py::handle& obj, const char* what, const TensorAccess& t, bool write,
-                  int type) {
+                  int type, const std::vector<int64_t>* strides) {
   if (!py::isinstance<py::array>(obj))
     throw py::type_error(std::string(what) + " must be a numpy " + type_name(type) +
                          " array, got " +
@@ -105,15 +125,42 @@ py::array checked(const py::handle& obj, const char* what, const TensorAccess& t
   if (got != t.shape)
     throw py::value_error(std::string(what) + " has shape " + shape_str(got) + ", expected " +
                           shape_str(t.shape) + " for tensor " + t.name);
-  if (!(a.flags() & py::array::c_style))
+  if (strides) {
+    const int64_t eb = elem_size(type);
+    bool same = true;
+    for (size_t d = 0; d < got.size(); ++d)
+      same = same && (got[d] <= 1 || a.strides()[d] == (*strides)[d] * eb);
+    if (!same) {
+      std::vector<int64_t> have(a.strides(), a.strides() + a.ndim());
+      for (int64_t& x : have) x = x % eb == 0 ? x / eb : x;
+      throw py::value_error(std::string(what) + " has element strides " + shape_str(have) +
+                            ", but this kernel was compiled for strides " +
+                            shape_str(*strides) + " of tensor " + t.name +
+                            " (compile(strides=...)); pass a view with exactly those strides");
+    }
+  } else if (!(a.flags() & py::array::c_style)) {
     throw py::value_error(std::string(what) + " must be C-contiguous (use np.ascontiguousarray)");
+  }
   if (write && !a.writeable()) throw py::value_error(std::string(what) + " is read-only");
   return a;
 }
 
+// The bytes [lo, hi) an array's elements span (any strides).
+std::pair<const char*, const char*> byte_range(const py::array& a) {
+  const char* lo = static_cast<const char*>(a.data());
+  const char* hi = lo + a.itemsize();
+  if (a.size() == 0) return {lo, lo};
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+    const py::ssize_t reach = (a.shape()[d] - 1) * a.strides()[d];
+    if (reach < 0) lo += reach;
+    else hi += reach;
+  }
+  return {lo, hi};
+}
+
 bool overlap(const py::array& x, const py::array& y) {
-  auto lo = [](const py::array& a) { return static_cast<const char*>(a.data()); };
-  return lo(x) < lo(y) + y.nbytes() && lo(y) < lo(x) + x.nbytes();
+  const auto a = byte_range(x), b = byte_range(y);
+  return a.first < b.second && b.first < a.second;
 }
 
 // The general call: validates each argument with its typed error, allocates the output.
@@ -122,13 +169,18 @@ py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle o
   const Computation& c = k.tree().computation();
   const ArgTypes ty = arg_types(c);
   check_epilogue_args(k, !bias.is_none(), !res.is_none(), !scale.is_none());
-  py::array A = checked(a, "a", caller(c.in0, k.in0_shape()), false, ty.a), B, Bias, Res, Scale;
+  py::array A = checked(a, "a", caller(c.in0, k.in0_shape()), false, ty.a, strides_of(k, 0)), B,
+            Bias, Res, Scale;
   if (!bias.is_none()) Bias = checked(bias, "bias", bias_tensor(c), false);
   if (!scale.is_none()) Scale = checked(scale, "scale", bias_tensor(c), false);
-  if (!res.is_none()) Res = checked(res, "residual", residual_tensor(k), false);
+  if (!res.is_none())
+    Res = checked(res, "residual", residual_tensor(k), false, kF32, strides_of(k, 2));
   if (b.is_none() && !k.has_constant_in1())
     throw py::value_error("b is required: this kernel has no constant operand (set_constant)");
-  if (!b.is_none()) B = checked(b, "b", c.in1, false, ty.b);
+  if (!b.is_none()) B = checked(b, "b", c.in1, false, ty.b, strides_of(k, 1));
+  if (out.is_none() && k.views().strided(2))
+    throw py::value_error("out is required: this kernel writes into a strided output "
+                          "(compiled with strides['out'])");
   py::array O;
   if (out.is_none() && k.views().out.active()) {  // a view's border is zero
     O = py::module_::import("numpy").attr("zeros")(py::tuple(py::cast(k.out_shape())), "float32").cast<py::array>();
@@ -136,7 +188,7 @@ py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle o
     if (ty.out == kS32) O = py::array_t<int32_t>(c.out.shape);
     else O = py::array_t<float>(c.out.shape);
   } else {
-    O = checked(out, "out", caller(c.out, k.out_shape()), true, ty.out);
+    O = checked(out, "out", caller(c.out, k.out_shape()), true, ty.out, strides_of(k, 2));
     if (overlap(O, A) || (!b.is_none() && overlap(O, B)))
       throw py::value_error("out must not overlap a or b");
     if ((!bias.is_none() && overlap(O, Bias)) || (!res.is_none() && overlap(O, Res)) ||
@@ -160,23 +212,25 @@ py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle o
 // numpy array of float32 in native byte order, C-contiguous, of the tensor's shape (and
 // writeable for `out`). Its data pointer, or nullptr for anything else (the general call then
 // converts it or raises the typed error).
-float* fast_data(PyObject* o, const std::vector<int64_t>& shape, bool write, int type = kF32) {
+// With `strides` (a strided kernel tensor), the array must have exactly those element strides
+// (dims of extent 1 excepted) instead of being C-contiguous.
+float* fast_data(PyObject* o, const std::vector<int64_t>& shape, bool write, int type = kF32,
+                 const std::vector<int64_t>* strides = nullptr) {
   namespace d = py::detail;
   if (!d::npy_api::get().PyArray_Check_(o)) return nullptr;
   const d::PyArray_Proxy* a = d::array_proxy(o);
   const d::PyArrayDescr_Proxy* dt = d::array_descriptor_proxy(a->descr);
-  const int need =
-      d::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | (write ? d::npy_api::NPY_ARRAY_WRITEABLE_ : 0);
+  const int need = (strides ? 0 : d::npy_api::NPY_ARRAY_C_CONTIGUOUS_) |
+                   (write ? d::npy_api::NPY_ARRAY_WRITEABLE_ : 0);
   if (dt->type_num != type || (dt->byteorder != '=' && dt->byteorder != '<') ||
       (a->flags & need) != need || a->nd != static_cast<int>(shape.size()))
     return nullptr;
   for (int i = 0; i < a->nd; ++i)
     if (a->dimensions[i] != shape[i]) return nullptr;
+  if (strides)
+    for (int i = 0; i < a->nd; ++i)
+      if (shape[i] > 1 && a->strides[i] != (*strides)[i] * elem_size(type)) return nullptr;
   return reinterpret_cast<float*>(a->data);
-}
-
-float* fast_data(PyObject* o, const TensorAccess& t, bool write, int type = kF32) {
-  return fast_data(o, t.shape, write, type);
 }
 
 bool is_array_or_none(py::handle h) {
@@ -200,9 +254,10 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
   const Computation& c = k.tree().computation();
   const ArgTypes ty = arg_types(c);
   const bool has_b = !b.is_none(), has_out = !out.is_none();
-  const float* pa = fast_data(a.ptr(), k.in0_shape(), false, ty.a);
-  const float* pb = has_b ? fast_data(b.ptr(), c.in1, false, ty.b) : nullptr;
-  float* po = has_out ? fast_data(out.ptr(), k.out_shape(), true, ty.out) : nullptr;
+  const std::vector<int64_t>*sa = strides_of(k, 0), *sb = strides_of(k, 1), *so = strides_of(k, 2);
+  const float* pa = fast_data(a.ptr(), k.in0_shape(), false, ty.a, sa);
+  const float* pb = has_b ? fast_data(b.ptr(), c.in1.shape, false, ty.b, sb) : nullptr;
+  float* po = has_out ? fast_data(out.ptr(), k.out_shape(), true, ty.out, so) : nullptr;
   // The epilogue's operands: the no-epilogue case costs three pointer compares.
   const bool has_bias = !bias.is_none(), has_res = !res.is_none(), has_scale = !scale.is_none();
   const Epilogue& e = c.epilogue;
@@ -215,23 +270,18 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
     if (e.scale && !has_scale && k.has_constant_scale())
       epi_ok = has_res == e.add && (has_bias == e.bias || k.has_constant_bias());
     if (epi_ok && has_bias) epi_ok = (pbias = fast_data(bias.ptr(), c.bias_shape(), false));
-    if (epi_ok && has_res) epi_ok = (pres = fast_data(res.ptr(), k.out_shape(), false));
+    if (epi_ok && has_res) epi_ok = (pres = fast_data(res.ptr(), k.out_shape(), false, kF32, so));
     if (epi_ok && has_scale) epi_ok = (pscale = fast_data(scale.ptr(), c.bias_shape(), false));
   }
   if (epi_ok && pa && (has_b ? pb != nullptr : k.has_constant_in1()) &&
-      (po || (!has_out && !k.views().out.active()))) {
-    auto numel = [](const std::vector<int64_t>& sh) {
-      int64_t n = 1;
-      for (int64_t d : sh) n *= d;
-      return n;
-    };
-    const int64_t out_bytes = 4 * numel(k.out_shape());
+      (po || (!has_out && !k.views().out.active() && !so))) {
+    const int64_t out_bytes = span_bytes(k.out_shape(), so, 4);
     auto overlaps = [&](const float* x, int64_t bytes) {
       const char *lo = reinterpret_cast<const char*>(x), *olo = reinterpret_cast<char*>(po);
       return lo < olo + out_bytes && olo < lo + bytes;
     };
-    if (!po || (!overlaps(pa, c.in0.elem_bytes() * numel(k.in0_shape())) &&
-                !(pb && overlaps(pb, c.in1.elem_bytes() * c.in1.numel())) &&
+    if (!po || (!overlaps(pa, span_bytes(k.in0_shape(), sa, c.in0.elem_bytes())) &&
+                !(pb && overlaps(pb, span_bytes(c.in1.shape, sb, c.in1.elem_bytes()))) &&
                 !(pbias && overlaps(pbias, 4 * c.bias_shape()[0])) &&
                 !(pscale && overlaps(pscale, 4 * c.bias_shape()[0])) &&
                 !(pres && overlaps(pres, out_bytes)))) {
@@ -359,6 +409,11 @@ py::dict facts_dict(const CompileFacts& f) {
   d["parallel_iterations"] = f.parallel_iterations;
   d["compile_seconds"] = f.compile_seconds;
   d["int8_path"] = f.int8_path;
+  py::dict access;
+  access["in0"] = f.access[0];
+  access["in1"] = f.access[1];
+  access["out"] = f.access[2];
+  d["access"] = access;
   return d;
 }
 
@@ -425,6 +480,19 @@ void register_kernel(py::module_& m) {
             return d;
           },
           "The buffer views it was compiled with: {'in0': (shape, offset) or None, 'out': ...}.")
+      .def_property_readonly(
+          "strides",
+          [](const Kernel& k) {
+            py::dict d;
+            const char* const keys[3] = {"in0", "in1", "out"};
+            for (int t = 0; t < 3; ++t)
+              d[keys[t]] = k.views().strided(t) ? py::object(py::tuple(py::cast(k.strides(t))))
+                                                : py::object(py::none());
+            return d;
+          },
+          "The element strides it was compiled with (compile(strides=...)): {'in0': tuple or "
+          "None (dense), 'in1': ..., 'out': ...}; facts['access'] tells which it reads or "
+          "writes in place and which it packs at call time.")
       .def("set_constant",
            [](Kernel& k, const py::object& b, const py::object& bias, const py::object& scale) {
              const Computation& c = k.tree().computation();

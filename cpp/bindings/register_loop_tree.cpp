@@ -89,6 +89,39 @@ void register_mutations(py::class_<LoopTree>& c) {
            "try_apply with splits beyond max_loops loops illegal.");
 }
 
+// compile(strides=...): {"in0" | "in1" | "out": sequence of ints} into views.strides.
+void parse_strides(const py::object& strides, KernelViews& views) {
+  if (strides.is_none()) return;
+  if (!py::isinstance<py::dict>(strides))
+    throw py::type_error("strides must be a dict {'in0': (...), 'in1': (...), 'out': (...)}, got " +
+                         py::str(py::type::of(strides).attr("__name__")).cast<std::string>());
+  static const char* const keys[3] = {"in0", "in1", "out"};
+  for (auto item : strides.cast<py::dict>()) {
+    const std::string key = py::str(item.first).cast<std::string>();
+    int t = 0;
+    while (t < 3 && key != keys[t]) ++t;
+    if (t == 3 || !py::isinstance<py::str>(item.first))
+      throw py::value_error("strides: unknown tensor '" + key + "' (use 'in0', 'in1', 'out')");
+    if (item.second.is_none()) continue;
+    if (!py::isinstance<py::sequence>(item.second) || py::isinstance<py::str>(item.second))
+      throw py::type_error("strides['" + key + "'] must be a sequence of ints");
+    std::vector<int64_t> s;
+    for (auto x : item.second.cast<py::sequence>()) {
+      if (!PyIndex_Check(x.ptr()) || py::isinstance<py::bool_>(x))
+        throw py::type_error("strides['" + key + "'] must hold ints, got " +
+                             py::str(py::type::of(x).attr("__name__")).cast<std::string>());
+      int overflow = 0;
+      const py::object i = py::reinterpret_steal<py::object>(PyNumber_Index(x.ptr()));
+      if (!i) throw py::error_already_set();
+      const long long v = PyLong_AsLongLongAndOverflow(i.ptr(), &overflow);
+      if (overflow) throw py::value_error("strides['" + key + "']: a stride is out of range");
+      s.push_back(v);
+    }
+    if (s.empty()) throw py::value_error("strides['" + key + "'] is empty");
+    views.strides[t] = std::move(s);
+  }
+}
+
 }  // namespace
 
 void register_loop_tree(py::module_& m) {
@@ -134,21 +167,28 @@ void register_loop_tree(py::module_& m) {
       "compile",
       [](const LoopTree& t, std::optional<std::string> isa,
          std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> in_view,
-         std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> out_view) {
+         std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> out_view,
+         const py::object& strides) {
         Isa chosen = resolve_isa(isa);
         KernelViews views;
         if (in_view) views.in0 = {in_view->first, in_view->second};
         if (out_view) views.out = {out_view->first, out_view->second};
+        parse_strides(strides, views);
         py::gil_scoped_release release;
         return std::make_unique<Kernel>(t, chosen, views);
       },
       py::arg("isa") = py::none(), py::kw_only(), py::arg("in_view") = py::none(),
-      py::arg("out_view") = py::none(),
+      py::arg("out_view") = py::none(), py::arg("strides") = py::none(),
       "JIT-compile this schedule (isa None: the host's best). in_view / out_view: "
       "(shape, offset) of the caller's larger buffer holding the input in the kernel's layout "
       "(conv padding, channel blocks; read without a copy) / receiving the output (the user's "
       "layout, or a blocked output's kernel layout) at that offset; the border is never "
-      "written. CompileError if the schedule cannot use them.");
+      "written. CompileError if the schedule cannot use them. strides: {'in0': (...), "
+      "'in1': (...), 'out': (...)} (any subset), the element strides per dim of the numpy "
+      "arrays the calls will pass for a, b, out (array.strides // itemsize; all >= 1): the "
+      "kernel then takes exactly those strides (ValueError for others) and reads / writes them "
+      "in place, or packs an operand whose vector loop would be strided at call time "
+      "(kernel.facts['access']). A residual of a strided out has out's strides.");
 }
 
 }  // namespace looptune::bindings

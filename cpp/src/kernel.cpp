@@ -18,6 +18,7 @@
 #include "looptune/safety.h"
 #include "looptune/thread_pool.h"
 #include "lowering.h"
+#include "strided.h"
 
 namespace looptune {
 namespace {
@@ -67,40 +68,6 @@ void copy_padded(const float* src, float* dst, const TensorAccess& t, int thread
   });
 }
 
-// dst[j][i] = src[i][j] for an 8x8 tile (row strides in elements). Every CPU the JIT runs on
-// has AVX2 (Kernel's constructor checks).
-__attribute__((target("avx2"))) void transpose8x8(const float* src, int64_t ss, float* dst,
-                                                  int64_t ds) {
-  __m256 r[8], t[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ss);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int h = 0; h < 8; h += 4) {
-    r[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
-    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);
-    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
-    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
-  }
-  for (int i = 0; i < 4; ++i) {
-    _mm256_storeu_ps(dst + i * ds, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
-    _mm256_storeu_ps(dst + (i + 4) * ds, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
-  }
-}
-
-// dst[j][i] = src[i][j] for i < rows, j < cols (row strides ss, ds), in 8x8 tiles.
-void transpose(const float* src, int64_t ss, float* dst, int64_t ds, int64_t rows,
-               int64_t cols) {
-  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
-  // rows innermost: each group of 8 destination rows (e.g. 8 cache lines of a [B][16] block)
-  // is written completely before the next, while every source row streams forward
-  for (int64_t j = 0; j < c8; j += 8)
-    for (int64_t i = 0; i < r8; i += 8) transpose8x8(src + i * ss + j, ss, dst + j * ds + i, ds);
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = (i < r8 ? c8 : 0); j < cols; ++j) dst[j * ds + i] = src[i * ss + j];
-}
-
 // Copies between the user's dense layout and a blocked kernel layout (see Blocking): the user's
 // tensor is viewed as [A][size][B], the kernel's as [A][blocks][B][factor] or
 // [blocks][A][B][factor]. The zero padding of the last block is never written. The blocks are
@@ -131,8 +98,8 @@ void blocked_copy(const float* user, float* kern, const TensorAccess& t, bool to
       // one block: [B][L] <-> L user rows of B
       const int64_t width = std::min(L, D - bo * L);
       float* u = const_cast<float*>(user) + (a * D + bo * L) * B;
-      if (to_kernel) transpose(u, B, k, L, width, B);
-      else transpose(k, L, u, B, B, width);
+      if (to_kernel) detail::transpose_floats(u, B, k, L, width, B);
+      else detail::transpose_floats(k, L, u, B, B, width);
     }
   });
 }
@@ -147,7 +114,7 @@ void blocked_padded_copy(const float* src, float* dst, const TensorAccess& t, in
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t n = i / CB, cb = i % CB, rows = std::min(L, C - cb * L);
       for (int64_t h = 0; h < H; ++h)
-        transpose(src + ((n * C + cb * L) * H + h) * W, H * W,
+        detail::transpose_floats(src + ((n * C + cb * L) * H + h) * W, H * W,
                   dst + (((n * CB + cb) * hp + h + ph) * wp + pw) * L, L, rows, W);
     }
   });
@@ -313,6 +280,9 @@ struct Kernel::Packed {
 };
 
 std::unique_ptr<Kernel::Packed> Kernel::pack_in1(const float* in1) const {
+  if (views_.strided(1))
+    throw std::invalid_argument("this kernel reads b at the strides it was compiled with; "
+                                "compile it without strides['in1'] to keep a constant b");
   const TensorAccess& t = tree_.computation().in1;
   auto p = std::make_unique<Packed>();
   const int64_t n = t.alloc_numel();
@@ -356,12 +326,72 @@ int64_t view_base(const BufferView& v, const std::vector<int64_t>& inner, const 
   return base;
 }
 
+const char* const kTensorKeys[3] = {"in0", "in1", "out"};
+
+const TensorAccess& tensor_of(const Computation& c, int t) {
+  return t == 0 ? c.in0 : t == 1 ? c.in1 : c.out;
+}
+
+// std::invalid_argument unless every given stride list has the tensor's rank and positive
+// entries (and names no tensor that also has a BufferView).
+void check_strides(const KernelViews& views, const Computation& c) {
+  for (int t = 0; t < 3; ++t) {
+    if (!views.strided(t)) continue;
+    const std::string what = std::string("strides['") + kTensorKeys[t] + "']";
+    const auto& s = views.strides[t];
+    const auto& shape = tensor_of(c, t).shape;
+    if (s.size() != shape.size())
+      throw std::invalid_argument(what + " needs " + std::to_string(shape.size()) +
+                                  " strides (one per dim of tensor " + tensor_of(c, t).name +
+                                  "), got " + std::to_string(s.size()));
+    for (size_t d = 0; d < s.size(); ++d)  // (a dim of extent 1 never moves: 0 is fine there)
+      if (s[d] < (shape[d] > 1 ? 1 : 0) || s[d] > kMaxTensorElements)
+        throw std::invalid_argument(what + ": dim " + std::to_string(d) + " has stride " +
+                                    std::to_string(s[d]) +
+                                    "; strides must be positive element counts (zero, negative "
+                                    "and overflowing strides are refused)");
+    if (t == 2) {  // each output element its own memory: dims nest, each past the last
+      std::vector<int> order;
+      for (int d = 0; d < static_cast<int>(s.size()); ++d)
+        if (shape[d] > 1) order.push_back(d);
+      std::sort(order.begin(), order.end(), [&](int x, int y) { return s[x] < s[y]; });
+      int64_t reach = 1;
+      for (int d : order) {
+        if (s[d] < reach)
+          throw std::invalid_argument(what + " would let output elements share memory (dim " +
+                                      std::to_string(d) + " has stride " +
+                                      std::to_string(s[d]) + " inside the " +
+                                      std::to_string(reach) + " elements of the dims below)");
+        reach = s[d] * shape[d];
+      }
+    }
+    if ((t == 0 && views.in0.active()) || (t == 2 && views.out.active()))
+      throw std::invalid_argument(what + " and a buffer view of the same tensor cannot be "
+                                  "combined");
+  }
+}
+
+// A tensor whose kernel buffer is its user layout (possibly with longer rows against cache
+// aliasing, which only changes the row strides): the generated code may address it at the
+// caller's strides. Conv padding, blocking and int8 word layouts need a copy.
+bool addressable_in_place(const TensorAccess& t, bool output) {
+  if (!t.byte_map.empty() || t.blocking.active()) return false;
+  if (output) return !t.padded();
+  for (int64_t p : t.pad)
+    if (p != 0) return false;
+  if (t.alloc_shape.size() != t.shape.size()) return false;
+  for (size_t d = 0; d + 1 < t.shape.size(); ++d)
+    if (t.alloc_shape[d] != t.shape[d]) return false;
+  return true;
+}
+
 }  // namespace
 
 Kernel::Kernel(const LoopTree& tree, Isa isa, const KernelViews& views)
     : tree_(tree), isa_(isa), views_(views) {
   if (!isa_supported(isa)) throw CompileError("this CPU does not support " + isa_name(isa));
   const Computation& c = tree.computation();
+  check_strides(views, c);
   if (c.is_int8()) {
     int8_path(isa, true);  // CompileError if there is none
     if (views.in0.active() || views.out.active())
@@ -381,6 +411,7 @@ Kernel::Kernel(const LoopTree& tree, Isa isa, const KernelViews& views)
                                       "out");
   const auto t0 = Clock::now();
   code_ = std::make_unique<Code>();
+  bool out_packed = false;  // a strided output computed densely, then copied out
   // the strides of the caller's buffers (views), and the user-layout output a view needs
   auto apply_views = [&](detail::Lowered& low) {
     if (out_view && !blocked_view && c.out.padded() && !low.out_user)
@@ -404,20 +435,53 @@ Kernel::Kernel(const LoopTree& tree, Isa isa, const KernelViews& views)
       keeps_unit(detail::kOut);
       for (size_t v = 0; v < s.size(); ++v) low.stride[v][detail::kOut] = s[v];
     }
+    // Strided caller buffers: addressed in place where the code can, else packed (see
+    // KernelViews::strides).
+    for (int t = 0; t < 3; ++t) {
+      access_[t] = views.strided(t) ? Access::Packed : Access::Dense;
+      if (!views.strided(t) || (t == detail::kOut && out_packed)) continue;
+      const TensorAccess& ta = tensor_of(c, t);
+      if (!addressable_in_place(ta, t == detail::kOut)) continue;
+      for (size_t v = 0; v < s.size(); ++v) s[v] = low.stride[v][t];
+      try {
+        s = detail::restride_to_strides(s, low.extents, ta.alloc_shape, views.strides[t]);
+      } catch (const CompileError&) {
+        continue;
+      }
+      // the vector loop keeps its unit stride; every offset fits a 32-bit displacement
+      if (low.vec_var >= 0 && low.stride[low.vec_var][t] == 1 && s[low.vec_var] != 1) continue;
+      if (detail::span_elements(ta.shape, views.strides[t]) * 4 >= (int64_t(1) << 30)) continue;
+      // an output written in place takes its epilogue fused (the pass reads dense buffers)
+      if (t == detail::kOut && !c.epilogue.empty() && !low.epi_fused) continue;
+      for (size_t v = 0; v < s.size(); ++v) low.stride[v][t] = s[v];
+      access_[t] = Access::InPlace;
+    }
   };
-  try {
-    code_->low = detail::lower(tree, isa, !blocked_view, blocked_view);
-    apply_views(code_->low);
-    code_->jit = generate_code(code_->low, isa, facts_);
-  } catch (const detail::TransposeUnavailable&) {  // the output goes through the copy pass
-    code_->low = detail::lower(tree, isa, false);
-    apply_views(code_->low);
-    code_->jit = generate_code(code_->low, isa, facts_);
+  for (;;) {
+    try {
+      code_->low = detail::lower(tree, isa, !blocked_view, blocked_view);
+      apply_views(code_->low);
+      code_->jit = generate_code(code_->low, isa, facts_);
+    } catch (const detail::TransposeUnavailable&) {  // the output goes through the copy pass
+      code_->low = detail::lower(tree, isa, false);
+      apply_views(code_->low);
+      code_->jit = generate_code(code_->low, isa, facts_);
+    }
+    // the generator declined to fuse the epilogue into an in-place strided store
+    if (access_[detail::kOut] != Access::InPlace || c.epilogue.empty() || facts_.epilogue_fused)
+      break;
+    out_packed = true;
+  }
+  static const char* const kAccessNames[3] = {"dense", "in_place", "packed"};
+  for (int t = 0; t < 3; ++t) {
+    facts_.access[t] = kAccessNames[static_cast<int>(access_[t])];
+    packs_ = packs_ || access_[t] == Access::Packed;
   }
   if (out_view && !c.epilogue.empty() && !facts_.epilogue_fused)
     throw CompileError("an out view needs the epilogue fused into the kernel's store");
-  relaid_[0] = c.in0.padded() && !views.in0.active();  // fixed per kernel: off the timed path
-  relaid_[1] = c.in1.padded();
+  // fixed per kernel: off the timed path
+  relaid_[0] = c.in0.padded() && !views.in0.active() && access_[0] != Access::InPlace;
+  relaid_[1] = c.in1.padded() && access_[1] != Access::InPlace;
   out_relaid_ = c.out.padded() && !code_->low.out_user && !out_view;
   facts_.compile_seconds = seconds_since(t0);
   const auto& low = code_->low;
@@ -453,7 +517,10 @@ int Kernel::threads_used(int threads) const {
 void Kernel::call(const float* in0, const float* in1, float* out, int threads,
                   const float* const* epi) const {
   const detail::KernelFn fn = code_->jit.fn;
-  if (!code_->low.zero_init) {
+  if (!code_->low.zero_init && access_[detail::kOut] == Access::InPlace) {
+    detail::zero_strided(out, views_.strides[detail::kOut], tree_.computation().out.shape,
+                         threads);
+  } else if (!code_->low.zero_init) {
     const TensorAccess& o = tree_.computation().out;
     int64_t n = out_relaid_ ? o.alloc_numel() : o.numel();
     const int64_t chunk = 4096;
@@ -541,9 +608,59 @@ void Kernel::set_constant_bias(const float* bias) {
   constant_bias_.assign(bias, bias + c.bias_shape()[0]);
 }
 
+// The dense copies of a kernel's packed operands (Access::Packed): inputs, output, and the
+// residual of a packed output. Sized once (they serve one computation).
+struct Kernel::StridedWork {
+  std::unique_ptr<AlignedFloats> buf[4];  // in0, in1, out, residual
+  float* get(int i, int64_t bytes) {
+    if (!buf[i]) buf[i] = std::make_unique<AlignedFloats>((bytes + 3) / 4);
+    return buf[i]->p;
+  }
+};
+
 void Kernel::run(const float* in0, const float* in1, float* out, int threads, const float* bias,
                  const float* residual, const float* scale) const {
   threads = threads_used(threads);
+  if (!packs_) return run_dense(in0, in1, out, threads, bias, residual, scale);
+  // Packed operands: copied between the caller's strides and dense buffers around the call.
+  // The workspace serves one call at a time; a concurrent call uses buffers of its own.
+  std::unique_lock<std::mutex> lock(strided_mutex_, std::try_to_lock);
+  StridedWork local;
+  StridedWork* w = &local;
+  if (lock.owns_lock()) {
+    if (!strided_work_) strided_work_ = std::make_unique<StridedWork>();
+    w = strided_work_.get();
+  }
+  const Computation& c = tree_.computation();
+  const TensorAccess* ts[3] = {&c.in0, &c.in1, &c.out};
+  const void* ins[2] = {in0, in1};
+  const bool wide = isa_ == Isa::AVX512;  // the packing's transposes: the kernel's ISA
+  for (int t = 0; t < 2; ++t) {
+    if (access_[t] != Access::Packed || !ins[t]) continue;
+    const int eb = static_cast<int>(ts[t]->elem_bytes());
+    void* dense = w->get(t, eb * ts[t]->numel());
+    detail::copy_strided(ins[t], views_.strides[t], dense, detail::dense_strides(ts[t]->shape),
+                         ts[t]->shape, eb, threads, wide);
+    ins[t] = dense;
+  }
+  in0 = static_cast<const float*>(ins[0]);
+  in1 = static_cast<const float*>(ins[1]);
+  if (access_[detail::kOut] != Access::Packed)
+    return run_dense(in0, in1, out, threads, bias, residual, scale);
+  const std::vector<int64_t>& shape = c.out.shape;
+  const std::vector<int64_t> dense = detail::dense_strides(shape);
+  float* o = w->get(2, 4 * c.out.numel());
+  if (residual) {
+    float* r = w->get(3, 4 * c.out.numel());
+    detail::copy_strided(residual, views_.strides[2], r, dense, shape, 4, threads, wide);
+    residual = r;
+  }
+  run_dense(in0, in1, o, threads, bias, residual, scale);
+  detail::copy_strided(o, dense, out, views_.strides[2], shape, 4, threads, wide);
+}
+
+void Kernel::run_dense(const float* in0, const float* in1, float* out, int threads,
+                       const float* bias, const float* residual, const float* scale) const {
   if (views_.in0.active()) in0 += in0_base_;  // the kernel's buffers inside the views
   if (views_.out.active()) {
     out += out_base_;
@@ -640,11 +757,47 @@ struct BenchBuffers {
   }
 };
 
+namespace {
+
+template <class F>
+TimingResult time_runs(F&& run_once, int64_t flops, double min_seconds, int64_t min_runs,
+                       int64_t max_runs) {
+  const auto start = Clock::now();
+  auto t0 = start;
+  run_once();  // warm-up (code, caches, TLB); its time sizes the batches
+  const double estimate = std::max(seconds_since(t0), 1e-9);
+  // batch very short kernels so each sample is >= ~20 us of work (clock overhead < 1%)
+  const int64_t batch = std::max<int64_t>(1, static_cast<int64_t>(2e-5 / estimate));
+  std::vector<double> samples;
+  // An unbatched warm-up is a sample of its own and counts towards the budget: a cold run can
+  // only be slower, so it never lowers the best time, and slow kernels get one more sample.
+  if (batch == 1) samples.push_back(estimate);
+  while (static_cast<int64_t>(samples.size()) < max_runs &&
+         (static_cast<int64_t>(samples.size()) < min_runs || seconds_since(start) < min_seconds)) {
+    poll_interrupt();  // Ctrl-C: throws within ~20 ms plus one batch
+    t0 = Clock::now();
+    for (int64_t i = 0; i < batch; ++i) run_once();
+    samples.push_back(seconds_since(t0) / static_cast<double>(batch));
+  }
+  std::sort(samples.begin(), samples.end());
+  TimingResult r;
+  r.runs = static_cast<int64_t>(samples.size()) * batch;
+  r.min_seconds = samples.front();
+  r.median_seconds = samples[samples.size() / 2];
+  r.gflops = static_cast<double>(flops) / r.min_seconds * 1e-9;
+  r.median_gflops = static_cast<double>(flops) / r.median_seconds * 1e-9;
+  return r;
+}
+
+}  // namespace
+
 TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max_runs,
                                bool prepacked, int threads) const {
   const Computation& c = tree_.computation();
-  if (views_.any()) throw CompileError("time the kernel compiled without buffer views");
+  if (views_.in0.active() || views_.out.active())
+    throw CompileError("time the kernel compiled without buffer views");
   threads = threads_used(threads);
+  if (views_.any()) return benchmark_strided(min_seconds, min_runs, max_runs, threads);
   thread_local BenchBuffers buf;
   if (!buf.fits(c.in0.numel(), c.in1.numel(), c.out.numel()))
     buf.reset(c.in0.numel(), c.in1.numel(), c.out.numel());
@@ -668,31 +821,39 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
     if (epi && !facts_.epilogue_fused) apply_epilogue(c, o_, bias, res, threads_);
   };
 
-  const auto start = Clock::now();
-  auto t0 = start;
-  execute(a, b, prepacked, o, layout, threads);  // warm-up (code, caches, TLB); its time sizes the batches
-  const double estimate = std::max(seconds_since(t0), 1e-9);
-  // batch very short kernels so each sample is >= ~20 us of work (clock overhead < 1%)
-  const int64_t batch = std::max<int64_t>(1, static_cast<int64_t>(2e-5 / estimate));
-  std::vector<double> samples;
-  // An unbatched warm-up is a sample of its own and counts towards the budget: a cold run can
-  // only be slower, so it never lowers the best time, and slow kernels get one more sample.
-  if (batch == 1) samples.push_back(estimate);
-  while (static_cast<int64_t>(samples.size()) < max_runs &&
-         (static_cast<int64_t>(samples.size()) < min_runs || seconds_since(start) < min_seconds)) {
-    poll_interrupt();  // Ctrl-C: throws within ~20 ms plus one batch
-    t0 = Clock::now();
-    for (int64_t i = 0; i < batch; ++i) execute(a, b, prepacked, o, layout, threads);
-    samples.push_back(seconds_since(t0) / static_cast<double>(batch));
+  return time_runs([&] { execute(a, b, prepacked, o, layout, threads); }, c.flops(), min_seconds,
+                   min_runs, max_runs);
+}
+
+
+// A strided kernel (KernelViews::strides) timed through run(), packing included, on random
+// buffers that span its strided views.
+TimingResult Kernel::benchmark_strided(double min_seconds, int64_t min_runs, int64_t max_runs,
+                                       int threads) const {
+  const Computation& c = tree_.computation();
+  const TensorAccess* ts[3] = {&c.in0, &c.in1, &c.out};
+  std::unique_ptr<AlignedFloats> bufs[4];
+  uint32_t x = 2463534242u;  // xorshift32: uniform floats in [-1, 1) (bytes, for int8 inputs)
+  for (int t = 0; t < 4; ++t) {
+    const TensorAccess& ta = *ts[std::min(t, 2)];
+    const int64_t n = views_.strided(std::min(t, 2))
+                          ? detail::span_elements(ta.shape, views_.strides[std::min(t, 2)])
+                          : ta.numel();
+    bufs[t] = std::make_unique<AlignedFloats>(std::max<int64_t>(1, n));
+    for (int64_t i = 0; i < bufs[t]->n; ++i) {
+      x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+      bufs[t]->p[i] = static_cast<float>(x >> 8) * (2.0f / 16777216.0f) - 1.0f;
+    }
   }
-  std::sort(samples.begin(), samples.end());
-  TimingResult r;
-  r.runs = static_cast<int64_t>(samples.size()) * batch;
-  r.min_seconds = samples.front();
-  r.median_seconds = samples[samples.size() / 2];
-  r.gflops = static_cast<double>(c.flops()) / r.min_seconds * 1e-9;
-  r.median_gflops = static_cast<double>(c.flops()) / r.median_seconds * 1e-9;
-  return r;
+  const Epilogue& e = c.epilogue;
+  std::vector<float> params(std::max<int64_t>(1, c.bias_shape().empty() ? 1 : c.bias_shape()[0]),
+                            0.5f);
+  const float* bias = e.bias ? params.data() : nullptr;
+  const float* scale = e.scale ? params.data() : nullptr;
+  const float* res = e.add ? bufs[3]->p : nullptr;
+  const float* b = views_.strided(1) || !has_constant_in1() ? bufs[1]->p : nullptr;
+  return time_runs([&] { run(bufs[0]->p, b, bufs[2]->p, threads, bias, res, scale); },
+                   c.flops(), min_seconds, min_runs, max_runs);
 }
 
 std::string Kernel::assembly() const {

@@ -195,12 +195,18 @@ std::vector<int64_t> full_ranges_at(const Lowered& low, int i) {
 std::vector<int64_t> restride(const std::vector<int64_t>& strides,
                               const std::vector<int64_t>& extents,
                               const std::vector<int64_t>& from, const std::vector<int64_t>& to) {
+  std::vector<int64_t> ts(to.size(), 1);
+  for (int d = static_cast<int>(to.size()) - 1; d-- > 0;) ts[d] = ts[d + 1] * to[d + 1];
+  return restride_to_strides(strides, extents, from, ts);
+}
+
+std::vector<int64_t> restride_to_strides(const std::vector<int64_t>& strides,
+                                         const std::vector<int64_t>& extents,
+                                         const std::vector<int64_t>& from,
+                                         const std::vector<int64_t>& to_strides) {
   const int nd = static_cast<int>(from.size());
-  std::vector<int64_t> fs(nd, 1), ts(nd, 1);
-  for (int d = nd - 1; d-- > 0;) {
-    fs[d] = fs[d + 1] * from[d + 1];
-    ts[d] = ts[d + 1] * to[d + 1];
-  }
+  std::vector<int64_t> fs(nd, 1);
+  for (int d = nd - 1; d-- > 0;) fs[d] = fs[d + 1] * from[d + 1];
   std::vector<int64_t> out(strides.size(), 0);
   for (size_t v = 0; v < strides.size(); ++v) {
     const int64_t s = strides[v];
@@ -211,7 +217,7 @@ std::vector<int64_t> restride(const std::vector<int64_t>& strides,
     int d = 0;  // the outermost dim whose stride divides s with the walk inside it
     while (d < nd && (s % fs[d] != 0 || (s / fs[d]) * (extents[v] - 1) >= from[d])) ++d;
     if (d == nd) throw CompileError("a buffer view needs every variable to walk one dimension");
-    out[v] = s / fs[d] * ts[d];
+    out[v] = s / fs[d] * to_strides[d];
   }
   return out;
 }

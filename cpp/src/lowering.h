@@ -138,6 +138,13 @@ std::vector<int64_t> restride(const std::vector<int64_t>& strides,
                               const std::vector<int64_t>& extents,
                               const std::vector<int64_t>& from, const std::vector<int64_t>& to);
 
+// The same, into a buffer with arbitrary element strides per dim (`to_strides`, e.g. a caller's
+// strided numpy view); restride() is the case of row-major strides.
+std::vector<int64_t> restride_to_strides(const std::vector<int64_t>& strides,
+                                         const std::vector<int64_t>& extents,
+                                         const std::vector<int64_t>& from,
+                                         const std::vector<int64_t>& to_strides);
+
 // The generator cannot store this tile through the transposed store (too few registers): the
 // kernel is lowered again with allow_out_user = false.
 struct TransposeUnavailable {};

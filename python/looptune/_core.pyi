@@ -134,6 +134,10 @@ class LoopTree:
         *,
         in_view: tuple[Sequence[int], Sequence[int]] | None = None,
         out_view: tuple[Sequence[int], Sequence[int]] | None = None,
+        # {"in0" | "in1" | "out": element strides per dim (array.strides // itemsize, >= 1)}:
+        # calls then pass arrays with exactly those strides (ValueError otherwise), read /
+        # written in place or packed at call time (Kernel.facts["access"])
+        strides: dict[str, Sequence[int]] | None = None,
     ) -> Kernel: ...
 
 class TimingResult:
@@ -154,6 +158,8 @@ class Kernel:
     # scale=...)). Wrong dtypes: TypeError, never a cast.
     # the buffer views it was compiled with: {"in0": (shape, offset) or None, "out": ...}
     views: dict[str, tuple[tuple[int, ...], tuple[int, ...]] | None]
+    # the element strides it was compiled with: {"in0": tuple or None (dense), "in1", "out"}
+    strides: dict[str, tuple[int, ...] | None]
     def __call__(
         self,
         a: npt.NDArray[np.float32] | npt.NDArray[np.uint8],

@@ -12,6 +12,11 @@ compared with numpy in float64; its dump is parsed back and must give the same t
 Each conv2d kernel is also compiled with random buffer views (the input read in its kernel
 layout from a wider zero-bordered buffer, the output written into the interior of one, NCHW or
 blocked; ``view_mismatch``) and must give exactly its plain output and leave the border zero.
+Every kernel is also compiled with random caller strides (``compile(strides=...)``: each of
+a, b and out, at random, a view of a guarded buffer with its dims permuted and padded, the
+attention shapes' transposed views among them) and must give exactly its plain output, leave
+every byte of the buffer outside the output view untouched, and run on 2-8 threads
+(``strided_mismatch``).
 Half the schedules that have no parallel loop after the walk get one on a random legal loop;
 every kernel is run again on a random 2-8 threads (more than the cores, often) and must give
 exactly its 1-thread output.
@@ -320,6 +325,82 @@ def view_mismatch(tree: Any, isa: str, a: np.ndarray, b: np.ndarray, want: np.nd
     return ""
 
 
+def random_strides(shape: tuple[int, ...], rng: random.Random) -> tuple[int, ...]:
+    """Element strides of a random layout of ``shape``: its dims in a random order (the
+    attention views' transposes among them), each padded by 0-3 elements at random, the
+    innermost sometimes at stride 2 (an interleaved buffer)."""
+    order = list(range(len(shape)))
+    rng.shuffle(order)
+    strides = [0] * len(shape)
+    step = rng.choice([1, 1, 1, 2])
+    for d in reversed(order):
+        strides[d] = step
+        step *= shape[d] + rng.choice([0, 0, 1, 3])
+    return tuple(strides)
+
+
+def strided_array(mem: GuardedArrays, shape: tuple[int, ...], strides: tuple[int, ...],
+                  dtype: Any, fill: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(view, base): a view of ``shape`` at element ``strides`` into a guarded 1-D buffer that
+    ends with its last element (the buffer filled with ``fill``)."""
+    span = 1 + sum((n - 1) * st for n, st in zip(shape, strides)) if all(shape) else 1
+    base = mem.array((span,), dtype=dtype)
+    base[...] = fill
+    item = np.dtype(dtype).itemsize
+    view = np.lib.stride_tricks.as_strided(base, shape, tuple(st * item for st in strides))
+    return view, base
+
+
+def strided_mismatch(tree: Any, isa: str, a: np.ndarray, b: np.ndarray, want: np.ndarray,
+                     extra: dict, rng: random.Random, mem: GuardedArrays) -> str:
+    """``tree`` compiled with random caller strides for a random subset of a, b and out (a
+    residual takes out's): "" when it gives exactly ``want`` (the plain kernel's output) at 1
+    and 2-8 threads and writes nothing outside the output view, else what differs."""
+    which = [t for t in ("in0", "in1", "out") if rng.random() < 0.6] or ["in1"]
+    arrays = {"in0": a, "in1": b, "out": want}
+    strides = {t: random_strides(arrays[t].shape, rng) for t in which}
+    args = {}
+    for t in ("in0", "in1"):
+        x = arrays[t]
+        args[t] = strided_array(mem, x.shape, strides[t], x.dtype, 0)[0] if t in strides else x
+        args[t][...] = x
+    sentinel = 0x5A if want.dtype == np.int32 else np.nan
+    if "out" in strides:
+        out, base = strided_array(mem, want.shape, strides["out"], want.dtype, sentinel)
+    else:
+        out, base = np.empty_like(want), None
+    kw = dict(extra)
+    if "residual" in kw and "out" in strides:
+        kw["residual"] = strided_array(mem, want.shape, strides["out"], np.float32, 0)[0]
+        kw["residual"][...] = extra["residual"]
+    kernel = tree.compile(isa, strides=strides)
+    for threads in (1, rng.randint(2, 8)):
+        from looptune import _core
+
+        old = _core.get_num_threads()
+        _core.set_num_threads(threads)
+        try:
+            got = kernel(args["in0"], args["in1"], out, **kw)
+        finally:
+            _core.set_num_threads(old)
+        if got is not out:
+            return "a strided call did not return its out"
+        if not np.array_equal(got, want, equal_nan=True):
+            diff = int(np.count_nonzero(got != want))
+            return (f"strides {strides} ({kernel.facts['access']}), {threads} threads: "
+                    f"{diff} element(s) differ from the plain kernel")
+        if base is not None:
+            touched = np.zeros(base.shape, bool)
+            np.lib.stride_tricks.as_strided(touched, want.shape, tuple(
+                st * touched.itemsize for st in strides["out"]))[...] = True
+            outside = base[~touched]
+            clean = (np.all(outside == sentinel) if want.dtype == np.int32
+                     else np.all(np.isnan(outside)))
+            if not clean:
+                return f"strides {strides}: the kernel wrote outside its output view"
+    return ""
+
+
 # ---------------------------------------------------------------- guarded buffers
 
 
@@ -386,8 +467,9 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
     )
 
     rng = random.Random(seed * 1_000_003 + index)
+    srng = random.Random(f"strided/{seed}/{index}")  # (the main stream stays as it was)
     if rng.random() < INT8_SHARE:
-        return run_int8_case(rng, index, schedules)
+        return run_int8_case(rng, index, schedules, srng)
     try:
         comp = random_computation(rng)
     except ValueError:
@@ -426,6 +508,14 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
                     out["wrong"].append({"isa": isa, "error": err, "tree": tree.dump()})
                 if same:
                     out["wrong"].append({"isa": isa, "error": same, "tree": tree.dump()})
+                try:
+                    bad = strided_mismatch(tree, isa, ga, gb, got.copy(), gextra, srng, mem)
+                except Exception as exc:  # noqa: BLE001 (any failure is reported)
+                    bad = f"strides: {type(exc).__name__}: {exc}"
+                if bad:
+                    out["wrong"].append({"isa": isa, "error": bad, "tree": tree.dump()})
+                else:
+                    out["strided"] = out.get("strided", 0) + 1
                 if comp.kind == "conv2d":
                     try:
                         bad = view_mismatch(tree, isa, ga, gb, got.copy(), gextra, rng, mem)
@@ -444,7 +534,8 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
     return out
 
 
-def run_int8_case(rng: random.Random, index: int, schedules: int) -> dict:
+def run_int8_case(rng: random.Random, index: int, schedules: int,
+                  srng: random.Random | None = None) -> dict:
     """An int8 case of run_case: exact int32 results (or the epilogue's within rounding) on
     every ISA and int8 path, guard pages and thread counts as for float32."""
     from looptune import LoopTree
@@ -512,6 +603,17 @@ def run_int8_case(rng: random.Random, index: int, schedules: int) -> dict:
                         if same:
                             out["wrong"].append({"isa": isa, "int8_path": path, "error": same,
                                                  "tree": tree.dump()})
+                        if srng is not None:
+                            try:
+                                bad = strided_mismatch(tree, isa, ga, gb, got.copy(), gextra,
+                                                       srng, mem)
+                            except Exception as exc:  # noqa: BLE001 (reported)
+                                bad = f"strides: {type(exc).__name__}: {exc}"
+                            if bad:
+                                out["wrong"].append({"isa": isa, "int8_path": path,
+                                                     "error": bad, "tree": tree.dump()})
+                            else:
+                                out["strided"] = out.get("strided", 0) + 1
                         out["kernels"] += 1
                 out["schedules"] += 1
         finally:
@@ -553,6 +655,7 @@ class Report:
     schedules: int = 0
     kernels: int = 0
     views: int = 0  # conv2d kernels also checked with buffer views (view_mismatch)
+    strided: int = 0  # kernels also checked with random caller strides (strided_mismatch)
     refused_computations: int = 0
     wrong: int = 0
     exceptions: int = 0
@@ -620,6 +723,7 @@ def fuzz(minutes: float, seed: int, schedules: int = 20, hang_seconds: float = 6
             report.schedules += msg["schedules"]
             report.kernels += msg["kernels"]
             report.views += msg.get("views", 0)
+            report.strided += msg.get("strided", 0)
             report.refused_computations += msg["refused"]
             report.wrong += len(msg["wrong"])
             report.exceptions += len(msg["exceptions"])

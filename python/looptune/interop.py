@@ -7,13 +7,15 @@ Installed on ``looptune.Kernel`` at import (``install()``), so every kernel gets
   of its memory (no copy); when any argument is a tensor the result is a tensor (``out``
   itself when given, else a new tensor that shares the result's memory). Tensors that need
   grad, live on another device or have another dtype raise ``TypeError``; non-contiguous ones
-  ``ValueError`` (call ``.contiguous()``).
+  ``ValueError`` (call ``.contiguous()``), except for an argument the kernel was compiled with
+  strides for (``compile(strides=...)``; ``residual`` follows ``out``): its view is passed
+  as it is, and the engine checks its strides.
   ``Kernel.__call__`` stays the engine's own: numpy arrays never pass through Python code here.
   The engine hands any call with an argument that is not a numpy array to
   ``Kernel._call_fallback`` (``kernel_call`` below), which converts the tensors and calls the
   engine again (a second fallback from there raises the engine's typed error).
 - ``pickle.dumps(kernel)`` stores the schedule text (the computation header and the loops, as
-  ``LoopTree.dump()``) and the ISA; unpickling recompiles it (tens of microseconds). On a CPU
+  ``LoopTree.dump()``), the ISA and any strides it was compiled with; unpickling recompiles it (tens of microseconds). On a CPU
   without that ISA it compiles for the host ISA instead, with a ``RuntimeWarning``.
 """
 
@@ -34,7 +36,7 @@ def _torch_tensor_type() -> type | None:
     return getattr(torch, "Tensor", None) if torch is not None else None
 
 
-def _as_array(x: Any, what: str, tensor_type: type) -> Any:
+def _as_array(x: Any, what: str, tensor_type: type, strided: bool = False) -> Any:
     if not isinstance(x, tensor_type):
         return x
     # is_cpu and the dtype's identity: ~0.5 us cheaper a tensor than x.device.type / str(dtype)
@@ -44,7 +46,7 @@ def _as_array(x: Any, what: str, tensor_type: type) -> Any:
         raise TypeError(f"{what} requires grad; pass {what}.detach() (kernels do not record grad)")
     if x.dtype is not sys.modules["torch"].float32:
         raise TypeError(f"{what} must have dtype torch.float32, got {x.dtype}")
-    if not x.is_contiguous():
+    if not strided and not x.is_contiguous():
         raise ValueError(f"{what} must be contiguous (use .contiguous())")
     return x.numpy()  # shares the tensor's memory
 
@@ -70,15 +72,16 @@ def kernel_call(
         if residual is not None:
             extra["residual"] = residual
         return _native_call(self, a, b, out, **extra)
+    strides = self.strides  # the tensors compiled with strides are passed as views
     if bias is not None:
         extra["bias"] = _as_array(bias, "bias", tensor)
     if residual is not None:
-        extra["residual"] = _as_array(residual, "residual", tensor)
+        extra["residual"] = _as_array(residual, "residual", tensor, strides["out"] is not None)
     result = _native_call(
         self,
-        _as_array(a, "a", tensor),
-        _as_array(b, "b", tensor),
-        None if out is None else _as_array(out, "out", tensor),
+        _as_array(a, "a", tensor, strides["in0"] is not None),
+        _as_array(b, "b", tensor, strides["in1"] is not None),
+        None if out is None else _as_array(out, "out", tensor, strides["out"] is not None),
         **extra,
     )
     if out is not None and isinstance(out, tensor):
@@ -86,7 +89,7 @@ def kernel_call(
     return sys.modules["torch"].from_numpy(result)
 
 
-def _rebuild_kernel(schedule: str, isa: str) -> Kernel:
+def _rebuild_kernel(schedule: str, isa: str, strides: dict | None = None) -> Kernel:
     tree = LoopTree.parse(schedule)
     if not isa_supported(isa):
         host = host_isa()
@@ -96,10 +99,13 @@ def _rebuild_kernel(schedule: str, isa: str) -> Kernel:
             stacklevel=2,
         )
         isa = host
-    return tree.compile(isa)
+    return tree.compile(isa, strides=strides)
 
 
 def _reduce_kernel(kernel: Kernel) -> tuple:
+    strides = {k: v for k, v in kernel.strides.items() if v is not None}
+    if strides:
+        return _rebuild_kernel, (kernel.tree.dump(), kernel.isa, strides)
     return _rebuild_kernel, (kernel.tree.dump(), kernel.isa)
 
 

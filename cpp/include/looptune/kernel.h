@@ -1,6 +1,7 @@
 // A compiled kernel and the facts the code generator reports about it.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -39,6 +40,11 @@ struct CompileFacts {
   int64_t parallel_iterations = 0;  // its iterations (tail included): the work split over threads
   double compile_seconds = 0.0;
   std::string int8_path;         // int8 computations: int8_path_name() of the code; "" else
+  // How the kernel reaches each caller buffer (in0, in1, out): "dense" (the C-contiguous
+  // buffer, or a BufferView), "in_place" (read / written at the caller's strides, no copy) or
+  // "packed" (strided operands the JIT cannot address: copied at call time into the kernel's
+  // own dense buffer, an output copied back). See KernelViews::strides.
+  std::string access[3] = {"dense", "dense", "dense"};
 };
 
 // The caller's buffer of one tensor when it is not the kernel's default one (layout
@@ -54,9 +60,24 @@ struct BufferView {
   std::vector<int64_t> shape, offset;
   bool active() const { return !shape.empty(); }
 };
+// strides[t] (t: 0 in0, 1 in1, 2 out): element strides, one per user-facing dim of the tensor,
+// of the buffer the caller passes (numpy's strides / itemsize), all >= 1 (0 allowed for a
+// dim of extent 1; output dims may not share memory); empty: the dense
+// C-contiguous buffer. A tensor read in place is addressed at these strides by the generated
+// code (no copy); where the schedule's vector loop would become strided (e.g. the transposed
+// operand of an attention matmul), the operand is packed at call time by a blocked in-register
+// transpose instead (CompileFacts::access tells which). A strided output is written in place
+// when its vector loop stays unit-stride and its epilogue is fused (or it has none); otherwise
+// the kernel computes into a dense buffer of its own and copies the result out. An epilogue
+// residual of a strided output has the output's strides. Not combined with a BufferView of the
+// same tensor, nor with a constant in1 (set_constant_in1) when in1 is strided.
 struct KernelViews {
   BufferView in0, out;
-  bool any() const { return in0.active() || out.active(); }
+  std::array<std::vector<int64_t>, 3> strides;
+  bool strided(int t) const { return !strides[t].empty(); }
+  bool any() const {
+    return in0.active() || out.active() || strided(0) || strided(1) || strided(2);
+  }
 };
 
 struct TimingResult {
@@ -77,8 +98,9 @@ class Kernel {
   Kernel(const Kernel&) = delete;
   Kernel& operator=(const Kernel&) = delete;
 
-  // Unpadded, dense row-major buffers of the computation's shapes; any alignment. Inputs whose
-  // kernel layout differs (TensorAccess::padded) are copied into it first.
+  // Unpadded, dense row-major buffers of the computation's shapes (or of the strides it was
+  // compiled with, KernelViews::strides); any alignment. Inputs whose kernel layout differs
+  // (TensorAccess::padded) are copied into it first.
   // in1 == nullptr uses the constant operand kept by set_constant_in1 (CompileError if none).
   // `out` needs no zero-fill (run zeroes it when the kernel accumulates into it). Safe to call
   // from several threads at once; a kernel without relayout copies takes no lock.
@@ -110,6 +132,9 @@ class Kernel {
   // are taken (at most max_runs). Kernels under ~20 us run in batches, one sample per batch;
   // a slower kernel's warm-up is its first sample (a cold run never lowers the best time).
   // With `prepacked`, in1 is packed once before timing (the constant-weights case).
+  // A kernel compiled with strides (KernelViews::strides) is timed through run() on buffers
+  // spanning its strided views, its call-time packing included (prepacked is ignored);
+  // CompileError for one compiled with a BufferView.
   // threads: as for run() (0: num_threads()).
   TimingResult benchmark(double min_seconds, int64_t min_runs, int64_t max_runs,
                          bool prepacked = false, int threads = 0) const;
@@ -123,6 +148,11 @@ class Kernel {
   const std::vector<int64_t>& in0_shape() const;
   const std::vector<int64_t>& out_shape() const;
   const CompileFacts& facts() const { return facts_; }
+  // How the kernel reaches the caller's buffer of tensor t (0 in0, 1 in1, 2 out).
+  enum class Access { Dense, InPlace, Packed };
+  Access access(int t) const { return access_[t]; }
+  // The caller's element strides of tensor t (empty: dense); see KernelViews::strides.
+  const std::vector<int64_t>& strides(int t) const { return views_.strides[t]; }
   struct Relayout;  // kernel-layout input buffers (defined in kernel.cpp)
   std::string assembly() const;  // disassembly of the generated code (objdump, else hex)
   Isa isa() const { return isa_; }
@@ -132,11 +162,16 @@ class Kernel {
   // an epilogue fused into the kernel's store (nullptr: none)
   void call(const float* in0, const float* in1, float* out, int threads,
             const float* const* epi = nullptr) const;
+  // run() for the dense buffers (strided operands already packed), threads resolved
+  void run_dense(const float* in0, const float* in1, float* out, int threads, const float* bias,
+                 const float* residual, const float* scale) const;
   void run_body(const float* in0, const float* in1, float* out, int threads,
                 const float* const* epi = nullptr) const;  // run() less an unfused epilogue
   // in1_packed: in1 is already in the kernel's layout.
   void execute(const float* in0, const float* in1, bool in1_packed, float* out,
                const Relayout& r, int threads, const float* const* epi = nullptr) const;
+  TimingResult benchmark_strided(double min_seconds, int64_t min_runs, int64_t max_runs,
+                                 int threads) const;
   struct Packed;
   std::unique_ptr<Packed> pack_in1(const float* in1) const;
   LoopTree tree_;
@@ -146,6 +181,11 @@ class Kernel {
   bool out_relaid_ = false;  // the output is computed in a blocked layout, then copied (a
                              // blocked output the kernel cannot store in the user's layout)
   KernelViews views_;
+  Access access_[3] = {Access::Dense, Access::Dense, Access::Dense};
+  bool packs_ = false;  // some operand is packed (Access::Packed) at call time
+  struct StridedWork;   // the dense copies of packed operands (kernel.cpp)
+  mutable std::mutex strided_mutex_;
+  mutable std::unique_ptr<StridedWork> strided_work_;
   int64_t in0_base_ = 0, out_base_ = 0;  // element offsets of the kernel's buffers in the views
   std::unique_ptr<Packed> constant_;  // set_constant_in1
   std::vector<float> constant_bias_;  // set_constant_bias
