@@ -15,8 +15,9 @@ Installed on ``looptune.Kernel`` at import (``install()``), so every kernel gets
   ``Kernel._call_fallback`` (``kernel_call`` below), which converts the tensors and calls the
   engine again (a second fallback from there raises the engine's typed error).
 - ``pickle.dumps(kernel)`` stores the schedule text (the computation header and the loops, as
-  ``LoopTree.dump()``), the ISA and any strides it was compiled with; unpickling recompiles it (tens of microseconds). On a CPU
-  without that ISA it compiles for the host ISA instead, with a ``RuntimeWarning``.
+  ``LoopTree.dump()``), the ISA and any strides it was compiled with; unpickling recompiles
+  it (tens of microseconds). On a CPU without that ISA it compiles for the host ISA instead,
+  with a ``RuntimeWarning``.
 """
 
 from __future__ import annotations

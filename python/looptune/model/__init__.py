@@ -41,7 +41,7 @@ from looptune.model.layout import apply_layouts
 from looptune.model.lower import Layer, Lowering
 from looptune.model.pool import MaxPoolOp, lower_pools
 from looptune.model.rowops import RowOp, lower_rowops
-from looptune.model.runtime import LoopOp, plan_buffers, rewrite
+from looptune.model.runtime import LoopOp, choose_output_orders, plan_buffers, rewrite
 from looptune.model.tune import DEFAULT_LAYER_BUDGET, TuneStats, default_records, tune
 
 
@@ -102,8 +102,11 @@ class Plan:
 
 def _torch_op_name(gm: fx.GraphModule, node: fx.Node) -> str | None:
     if node.op == "call_module":
+        from looptune.model.qruntime import QuantOp
+
         mod = gm.get_submodule(str(node.target))
-        return None if isinstance(mod, (LoopOp, MaxPoolOp, RowOp)) else type(mod).__name__.lower()
+        ours = (LoopOp, MaxPoolOp, RowOp, QuantOp)
+        return None if isinstance(mod, ours) else type(mod).__name__.lower()
     if node.op == "call_function":
         name = getattr(node.target, "__name__", str(node.target))
         return None if name in ("getitem", "getattr") else name
@@ -181,6 +184,7 @@ def lower_graph(
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     nodes = sorted(nodes + pools, key=order.__getitem__)
     lay = apply_layouts(gm, nodes) if layouts else {}
+    choose_output_orders(gm, nodes)
     pool = plan_buffers(gm, sorted(nodes + rows, key=order.__getitem__))
     summary, torch_ops = summarize(gm, layers, fused, lay)
     return Plan(layers, stats, pool, summary, fused, time.perf_counter() - t0, torch_ops,

@@ -247,7 +247,7 @@ def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quanti
     from looptune.model import Plan, engine_features, summarize
     from looptune.model import computation as f32_computation
     from looptune.model.rowops import lower_rowops
-    from looptune.model.runtime import LoopOp, plan_buffers, rewrite
+    from looptune.model.runtime import LoopOp, choose_output_orders, plan_buffers, rewrite
     from looptune.model.tune import tune
 
     t0 = time.perf_counter()
@@ -282,6 +282,7 @@ def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quanti
     nodes = rewrite(gm, layers, ops)
     rows = lower_rowops(gm, constants) if rowops else []
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    choose_output_orders(gm, nodes)
     pool = plan_buffers(gm, sorted(nodes + rows, key=order.__getitem__))
     summary, torch_ops = summarize(gm, layers, fused)
     n_q = sum(quant)

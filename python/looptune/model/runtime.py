@@ -10,6 +10,14 @@ on the kernel's output right after the call.
 buffer, shared between layers whose values are never alive at the same time. A value stays
 alive until the last use of anything computed from it by torch ops (a view, a reshape or an
 in-place op may share its memory), so a reused buffer is never read after it is overwritten.
+
+A matmul / bmm of two activations (attention) reads its inputs where they are: torch views
+(a head split ``view(...).transpose(1, 2)``, a ``k.transpose(-2, -1)``) go to a kernel compiled
+for their strides (``LoopTree.compile(strides=)``: read in place, or packed by the kernel when
+the vectorized dimension is strided), one kernel per stride pattern met. When the output's only
+use is a transpose / permute (the heads merged back), :func:`choose_output_orders` makes the
+kernel write it in that order, so the permuted value is contiguous and the reshape after it
+is free.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from looptune import CompileError
 from looptune.model.lower import Layer
 
 
@@ -54,6 +63,10 @@ class LoopOp(nn.Module):
         self._b_np = b
         self.use_kernel(kernel)
         self.out: torch.Tensor | None = None  # a pool buffer (plan_buffers), else per call
+        # matmul / bmm of activations: kernels for the input / output strides met
+        self.strided = layer.kind in ("matmul", "bmm")
+        self._by_strides: dict[tuple, object] = {}
+        self.out_perm: tuple[int, ...] | None = None  # output stored permuted (see below)
         # layout propagation (looptune.model.layout): the output's layout when it is not the
         # plain NCHW tensor, the whole buffer holding it, and where the inputs come from
         self.layout = None  # a layout.Layout, or None (plain)
@@ -79,6 +92,10 @@ class LoopOp(nn.Module):
     def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         if self.layout is not None or self.in_src is not None:
             return self._forward_layout(x, *rest)
+        if self.strided and self.fused and x.dtype == torch.float32:
+            out = self._forward_strided(x, *rest)
+            if out is not None:
+                return out
         a = x.contiguous().numpy().reshape(self.a_shape)
         y = rest[0].contiguous().numpy().reshape(self.y_shape) if self.has_y else None
         r = rest[-1] if self.has_residual else None
@@ -105,6 +122,50 @@ class LoopOp(nn.Module):
             torch.ops.aten.gelu_(out)
         return out
 
+
+    def output_tensor(self) -> torch.Tensor:
+        """This call's output (``out_shape``): the pool buffer, or a fresh tensor; stored in
+        the order ``out_perm`` (a permuted view of a contiguous buffer) when set."""
+        if self.out_perm is None:
+            return self.out if self.out is not None else torch.empty(self.out_shape)
+        stored = tuple(self.out_shape[d] for d in self.out_perm)
+        buf = self.out.view(-1).view(stored) if self.out is not None else torch.empty(stored)
+        inverse = sorted(range(len(self.out_perm)), key=self.out_perm.__getitem__)
+        return buf.permute(*inverse)
+
+    def _forward_strided(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor | None:
+        """A matmul / bmm on its inputs' strides (no copies) and ``output_tensor()``'s; None
+        when a value cannot be viewed at the kernel's shape (the caller copies then)."""
+        y = rest[0]
+        r = rest[-1] if self.has_residual else None
+        out = self.output_tensor()
+        try:
+            views = [x.view(self.a_shape), y.view(self.y_shape), out.view(self.k_out)]
+            if r is not None:
+                views.append(r.view(self.k_out))
+        except RuntimeError:  # not viewable at that shape
+            return None
+        if y.dtype != torch.float32 or (r is not None and r.stride() != out.stride()):
+            return None
+        key = tuple(v.stride() for v in views[:3])
+        if key not in self._by_strides:
+            strides = {name: st for name, st, v in zip(("in0", "in1", "out"), key, views)
+                       if not v.is_contiguous()}
+            try:
+                self._by_strides[key] = self.kernel if not strides else \
+                    self.kernel.tree.compile(self.kernel.isa, strides=strides)
+            except (ValueError, CompileError):  # e.g. an expanded (stride 0) operand
+                self._by_strides[key] = None
+        kernel = self._by_strides[key]
+        if kernel is None:
+            return None
+        kw = {}
+        if r is not None:
+            kw["residual"] = views[3].numpy()
+        if self._bias_np is not None:
+            kw["bias"] = self._bias_np
+        kernel(views[0].numpy(), views[1].numpy(), views[2].numpy(), **kw)
+        return out
 
     def _forward_layout(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         """A conv2d whose input is its producer's buffer (``in_src``, read in the kernel's
@@ -195,6 +256,58 @@ def rewrite(gm: fx.GraphModule, layers: list[Layer], ops: list[LoopOp]) -> list[
     gm.delete_all_unused_submodules()
     gm.recompile()
     return new_nodes
+
+
+_PERMUTES = {torch.transpose, torch.permute, torch.swapaxes, torch.swapdims}
+
+
+def _permutation(node: fx.Node, ndim: int) -> tuple[int, ...] | None:
+    """The dims order of ``node`` when it is a transpose / permute of its first argument."""
+    name = node.target if node.op == "call_method" else None
+    if node.op == "call_function" and node.target in _PERMUTES:
+        name = node.target.__name__
+    if name is None or node.kwargs:
+        return None
+    args = node.args[1:]
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        args = tuple(args[0])
+    if not all(isinstance(a, int) and -ndim <= a < ndim for a in args):
+        return None
+    args = tuple(a % ndim for a in args)
+    if name in ("transpose", "swapaxes", "swapdims") and len(args) == 2:
+        perm = list(range(ndim))
+        perm[args[0]], perm[args[1]] = perm[args[1]], perm[args[0]]
+        return tuple(perm)
+    if name == "permute" and sorted(args) == list(range(ndim)):
+        return args
+    return None
+
+
+def choose_output_orders(gm: fx.GraphModule, loop_nodes: list[fx.Node]) -> int:
+    """Sets ``out_perm`` of each matmul / bmm ``LoopOp`` whose value is used once, by a
+    transpose / permute: the kernel stores it in that order (the permuted value contiguous),
+    when its output can still be viewed at the kernel's shape. Returns how many."""
+    n = 0
+    for node in loop_nodes:
+        op = gm.get_submodule(str(node.target))
+        if not isinstance(op, LoopOp) or not op.strided or not op.fused or op.has_residual:
+            continue
+        if len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        if user.args[:1] != (node,):
+            continue
+        perm = _permutation(user, len(op.out_shape))
+        if perm is None or perm == tuple(range(len(perm))):
+            continue
+        op.out_perm = perm
+        try:
+            op.output_tensor().view(op.k_out)
+        except RuntimeError:
+            op.out_perm = None
+            continue
+        n += 1
+    return n
 
 
 def plan_buffers(gm: fx.GraphModule, loop_nodes: list[fx.Node]) -> dict:
