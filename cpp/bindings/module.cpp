@@ -108,4 +108,5 @@ PYBIND11_MODULE(_core, m) {
   lb::register_computation(m);
   lb::register_loop_tree(m);
   lb::register_kernel(m);
+  lb::register_rowops(m);
 }

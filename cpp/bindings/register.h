@@ -17,6 +17,7 @@ namespace py = pybind11;
 void register_computation(py::module_& m);
 void register_loop_tree(py::module_& m);
 void register_kernel(py::module_& m);
+void register_rowops(py::module_& m);  // register_rowops.cpp
 
 // Python holds computations by shared pointer; trees share the same object.
 using CompPtr = std::shared_ptr<Computation>;

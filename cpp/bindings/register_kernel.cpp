@@ -563,7 +563,8 @@ void register_kernel(py::module_& m) {
   m.def(
       "quantize_u8",
       [](const py::object& x, const py::object& scale, const py::object& zero_point,
-         const py::object& out) {
+         const py::object& out, const std::optional<std::string>& isa) {
+        const Isa I = resolve_isa(isa);
         if (!py::isinstance<py::array>(x))
           throw py::type_error("x must be a numpy float32 array");
         py::array X = py::reinterpret_borrow<py::array>(x);
@@ -593,18 +594,20 @@ void register_kernel(py::module_& m) {
         const int64_t n = static_cast<int64_t>(X.size());
         {
           py::gil_scoped_release release;
-          quantize_u8(px, n, pq, &s, &zp, given);
+          quantize_u8(px, n, pq, &s, &zp, given, I, num_threads());
         }
         return py::make_tuple(Q, s, zp);
       },
       py::arg("x"), py::arg("scale") = py::none(), py::arg("zero_point") = py::none(),
-      py::arg("out") = py::none(),
+      py::arg("out") = py::none(), py::kw_only(), py::arg("isa") = py::none(),
       "Quantize a float32 array to uint8: returns (q, scale, zero_point) with "
       "q = clamp(round_half_even(x / scale) + zero_point, 0, 255). Without scale and "
       "zero_point they come from the range [min(x, 0), max(x, 0)] as in PyTorch's dynamic "
       "quantization (scale = range / 255, zero_point = round(-min / scale)); with them "
       "(static quantization, requantizing a float32 output) they are used as given. "
-      "ValueError on a non-finite x.");
+      "ValueError on a non-finite x. Large inputs run on the engine's thread pool at "
+      "looptune.get_num_threads() threads (the results do not depend on the count); isa: "
+      "'avx512' or 'avx2' (default: the host's best; the same results).");
   m.def(
       "quantize_per_channel_s8",
       [](const py::object& w, int axis) {

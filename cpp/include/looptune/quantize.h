@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "looptune/cpu.h"
+
 namespace looptune {
 
 // Asymmetric per-tensor u8 quantization, the way PyTorch's dynamic quantization picks its
@@ -11,9 +13,10 @@ namespace looptune {
 // and *zero_point as given instead (static quantization, requantizing an output). Then
 // q = clamp(round_half_even(x / scale) + zero_point, 0, 255). Throws std::invalid_argument
 // on a non-finite x (or a given scale that is not finite and positive, or a zero point outside
-// 0..255).
+// 0..255). AVX2 or AVX-512 loops (`isa`; the same results), split over up to `threads` of the
+// engine's pool for large inputs (the results do not depend on the thread count).
 void quantize_u8(const float* x, int64_t n, uint8_t* q, float* scale, int32_t* zero_point,
-                 bool have_params);
+                 bool have_params, Isa isa = Isa::AVX2, int threads = 1);
 
 // Symmetric per-channel s8 quantization of weights viewed as [outer][channels][inner]:
 // scale[c] = max |w| over channel c / 127 (1 for an all-zero channel) and
