@@ -223,10 +223,42 @@ def quantize_u8(
     scale: float | None = None,
     zero_point: int | None = None,
     out: npt.NDArray[np.uint8] | None = None,
+    *,
+    isa: str | None = None,
 ) -> tuple[npt.NDArray[np.uint8], float, int]: ...
+# (large inputs run on the engine's pool at get_num_threads(); isa "avx512" | "avx2": the same
+# results for every ISA and thread count)
 # symmetric per-channel: scale[c] = max |w[c]| / 127 (1 if all zero), q = clamp(round(w /
 # scale[c]), -127, 127); returns (q int8 of w's shape, scale float32 [w.shape[axis]])
 def quantize_per_channel_s8(
     w: npt.NDArray[np.float32], axis: int = 0
 ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]: ...
+# Row-wise float32 ops of transformer layers (C++, AVX-512 or AVX2+FMA; isa forces one; run on
+# the engine's pool at get_num_threads() with the GIL released; results bit-identical for every
+# thread count). x: float32, C-contiguous, >= 1 dim; out: None (a new array), x itself (in
+# place) or an array of x's shape that does not overlap it. Returns out. Bad input: TypeError
+# (not a native float32 array) or ValueError (0-d, not C-contiguous, shapes, eps, scale).
+def gelu(
+    x: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32] | None = None,
+    *,
+    isa: str | None = None,
+) -> npt.NDArray[np.float32]: ...  # exact (erf) GELU, within 3e-7 of x Phi(x); -inf -> 0
+def softmax(
+    x: npt.NDArray[np.float32],
+    scale: float = 1.0,
+    out: npt.NDArray[np.float32] | None = None,
+    *,
+    isa: str | None = None,
+) -> npt.NDArray[np.float32]: ...  # softmax(x * scale) over the last dim; all -inf row -> NaN
+def layer_norm(
+    x: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.float32] | None = None,
+    bias: npt.NDArray[np.float32] | None = None,
+    eps: float = 1e-5,
+    out: npt.NDArray[np.float32] | None = None,
+    *,
+    isa: str | None = None,
+) -> npt.NDArray[np.float32]: ...  # over x's trailing dims of weight's (else bias's, else the
+# last dim's) shape: (x - mean) / sqrt(biased var + eps) * weight + bias
 def measure_peak_gflops(isa: str | None = None, min_time: float = 0.05) -> float: ...
