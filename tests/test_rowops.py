@@ -9,11 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from isas import ISA_PARAMS
 
 import looptune
 from looptune import _core
-
-from isas import ISA_PARAMS
 
 ROWS = [1, 3, 15, 17, 33, 767, 3071]  # row lengths: tails of every size for 8 and 16 lanes
 LEADING = [(), (2,), (3, 5), (2, 1, 3)]
@@ -42,8 +41,8 @@ def _both_thread_counts(fn, threads):
 
 def _gelu_exact(x):
     x = np.asarray(x, np.float64)
-    return 0.5 * x * np.array([1.0 + math.erf(v / math.sqrt(2.0)) for v in x.ravel()]).reshape(
-        x.shape
+    return (
+        0.5 * x * np.array([1.0 + math.erf(v / math.sqrt(2.0)) for v in x.ravel()]).reshape(x.shape)
     )
 
 
@@ -110,9 +109,7 @@ def test_softmax_matches_torch(isa, threads):
         for lead in LEADING:
             for scale in (1.0, 0.125, -0.7):
                 x = _rand(lead + (d,), seed=10 + i, scale=5.0)
-                y = _both_thread_counts(
-                    lambda x=x, s=scale: _core.softmax(x, s, isa=isa), threads
-                )
+                y = _both_thread_counts(lambda x=x, s=scale: _core.softmax(x, s, isa=isa), threads)
                 t = torch.softmax(torch.from_numpy(x) * scale, -1).numpy()
                 np.testing.assert_allclose(y, t, rtol=2e-6, atol=1e-12)
 
@@ -197,9 +194,7 @@ def test_layer_norm_bert_shape_and_trailing_dims(isa, threads):
     x = _rand((3, 4, 6), seed=7)
     w2 = _rand((4, 6), seed=9)
     t = torch.nn.functional.layer_norm(torch.from_numpy(x), (4, 6), torch.from_numpy(w2))
-    np.testing.assert_allclose(
-        _core.layer_norm(x, w2, isa=isa), t.numpy(), rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(_core.layer_norm(x, w2, isa=isa), t.numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
