@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "looptune/kernel.h"
+#include "looptune/rowops.h"
 #include "looptune/thread_pool.h"
 
 namespace looptune {
@@ -35,58 +36,11 @@ Act act_of(const Epilogue& e) {
   return kNone;
 }
 
-// exp(v) for v <= 0 (clamped at -87, where it is ~1.6e-38): v = n ln2 + r with |r| <= ln2/2,
-// exp(r) by its Taylor polynomial to r^7 (relative error under 1e-7 there), 2^n in the
-// exponent bits.
-__attribute__((target("avx2,fma"))) inline __m256 exp_neg(__m256 v) {
-  v = _mm256_max_ps(v, _mm256_set1_ps(-87.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), v);  // ln2, high part
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);   // ln2, low part
-  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-// GELU(x) = 0.5 x (1 + erf(x / sqrt 2)). With a = |x| / sqrt 2, erfc(a) is approximated by
-// the rational form of Abramowitz & Stegun 7.1.26 (t = 1 / (1 + p a), a degree-5 polynomial
-// in t times exp(-a^2); absolute error under 1.5e-7). 1 + erf(x / sqrt 2) is then 2 - erfc(a)
-// for x >= 0 and erfc(a) for x < 0: no cancellation on the negative side.
-__attribute__((target("avx2,fma"))) inline __m256 gelu_v(__m256 x) {
-  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
-  const __m256 a = _mm256_mul_ps(_mm256_andnot_ps(sign_mask, x),
-                                 _mm256_set1_ps(0.70710678118654752f));
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
-  __m256 p = _mm256_set1_ps(1.061405429f);
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
-  p = _mm256_mul_ps(p, t);
-  const __m256 erfc = _mm256_mul_ps(p, exp_neg(_mm256_sub_ps(_mm256_setzero_ps(),
-                                                             _mm256_mul_ps(a, a))));
-  const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
-  const __m256 one_plus_erf =
-      _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), erfc), erfc, neg);
-  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), one_plus_erf);
-}
-
 template <int A>
 __attribute__((target("avx2,fma"))) inline __m256 activate(__m256 x) {
   if constexpr (A == kRelu) return _mm256_max_ps(x, _mm256_setzero_ps());
   if constexpr (A == kRelu6)
     return _mm256_min_ps(_mm256_max_ps(x, _mm256_setzero_ps()), _mm256_set1_ps(6.0f));
-  if constexpr (A == kGelu) return gelu_v(x);
   return x;
 }
 
@@ -95,6 +49,11 @@ __attribute__((target("avx2,fma"))) inline __m256 activate(__m256 x) {
 template <int A>
 __attribute__((target("avx2,fma"))) void span(float* x, const float* res, const float* bias_vec,
                                               float bias_s, int64_t n) {
+  if constexpr (A == kGelu) {  // the sums, then rowops' GELU over the span (still in L1)
+    span<kNone>(x, res, bias_vec, bias_s, n);
+    gelu_span(x, n);
+    return;
+  }
   const __m256 bs = _mm256_set1_ps(bias_s);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -149,7 +108,7 @@ void apply_epilogue(const Computation& c, float* out, const float* bias, const f
   }
 }
 
-void gelu_inplace(float* x, int64_t n) { span<kGelu>(x, nullptr, nullptr, 0.0f, n); }
+void gelu_inplace(float* x, int64_t n) { gelu_span(x, n); }
 
 namespace {
 

@@ -44,11 +44,11 @@ enum class Kind { Vec, Bcast, Scalar };
 constexpr int kPtrs = 5;  // in0, in1, out, and the fused epilogue's bias and residual
 
 // Constants of the fused GELU, each broadcast over 16 lanes (a memory operand of any width).
-// GELU(x) = 0.5 x (1 + erf(x / sqrt 2)) with erfc from Abramowitz & Stegun 7.1.26 and exp by
-// range reduction and a Taylor polynomial: the same computation as epilogue.cpp's gelu_v.
+// GELU(x) = x Phi(x) with Phi(-|x|) = 1 / (2 Q(|x|)^16), Q a fitted degree-7 polynomial: the
+// same computation as rowops_kernels.inc's gelu_v (see there).
 enum GeluConst {
-  kAbsMask, kRsqrt2, kOne, kP, kA5, kA4, kA3, kA2, kA1, kNegOne, kMin, kLog2e, kLn2Hi, kLn2Lo,
-  kE7, kE6, kE5, kE4, kE3, kE2, kI127, kTwo, kZero, kHalf, kGeluConsts
+  kAbsMask, kOne, kTwo, kHalf, kZero, kTen, kMinusTen, kQ7, kQ6, kQ5, kQ4, kQ3, kQ2, kQ1,
+  kGeluConsts
 };
 struct alignas(64) Broadcast16 { uint32_t v[16]; };
 const Broadcast16* gelu_table() {
@@ -57,29 +57,19 @@ const Broadcast16* gelu_table() {
     auto setf = [&](int i, float f) { uint32_t b; std::memcpy(&b, &f, 4); for (auto& x : t[i].v) x = b; };
     auto seti = [&](int i, uint32_t b) { for (auto& x : t[i].v) x = b; };
     seti(kAbsMask, 0x7fffffffu);
-    setf(kRsqrt2, 0.70710678118654752f);
     setf(kOne, 1.0f);
-    setf(kP, 0.3275911f);
-    setf(kA5, 1.061405429f);
-    setf(kA4, -1.453152027f);
-    setf(kA3, 1.421413741f);
-    setf(kA2, -0.284496736f);
-    setf(kA1, 0.254829592f);
-    setf(kNegOne, -1.0f);
-    setf(kMin, -87.0f);
-    setf(kLog2e, 1.44269504088896341f);
-    setf(kLn2Hi, 0.693145751953125f);
-    setf(kLn2Lo, 1.428606765330187045e-06f);
-    setf(kE7, 1.0f / 5040.0f);
-    setf(kE6, 1.0f / 720.0f);
-    setf(kE5, 1.0f / 120.0f);
-    setf(kE4, 1.0f / 24.0f);
-    setf(kE3, 1.0f / 6.0f);
-    setf(kE2, 0.5f);
-    seti(kI127, 127u);
     setf(kTwo, 2.0f);
-    setf(kZero, 0.0f);
     setf(kHalf, 0.5f);
+    setf(kZero, 0.0f);
+    setf(kTen, 10.0f);
+    setf(kMinusTen, -10.0f);
+    setf(kQ7, 5.07935511e-07f);
+    setf(kQ6, 8.91361822e-07f);
+    setf(kQ5, 6.38705969e-05f);
+    setf(kQ4, 1.43414554e-05f);
+    setf(kQ3, 3.29578947e-03f);
+    setf(kQ2, 2.11348515e-02f);
+    setf(kQ1, 4.98680137e-02f);
     return t;
   }();
   return table.data();
@@ -437,44 +427,40 @@ class NestGenerator : public CodeGenerator {
   }
 
   // x = GELU(x) in place (scratch registers A, T, P, D; r11 holds the constant table).
+  // min/max keep a NaN x: a NaN in the second source operand is what they return.
   void gelu(int x, int A, int T, int P, int D) {
     auto c = [&](int i) { return ptr[r11 + i * 64]; };
     mov(r11, reinterpret_cast<size_t>(gelu_table()));
     const Xmm X = vr(x), a = vr(A), t = vr(T), p = vr(P), d = vr(D);
-    if constexpr (I == Isa::AVX512) vpandd(a, X, c(kAbsMask)); else vandps(a, X, c(kAbsMask));
-    vmulps(a, a, c(kRsqrt2));                      // a = |x| / sqrt 2
-    vmovups(d, c(kOne));
-    vmovups(t, c(kP));
-    vfmadd213ps(t, a, d);                          // 1 + p a
-    vdivps(t, d, t);                               // t = 1 / (1 + p a)
-    vmovups(p, c(kA5));
-    for (int k : {kA4, kA3, kA2, kA1}) vfmadd213ps(p, t, c(k));
-    vmulps(p, p, t);                               // p = poly(t) t
-    vmulps(a, a, a);
-    vmulps(a, a, c(kNegOne));
-    vmaxps(a, a, c(kMin));                         // e = max(-a^2, -87)
-    vmulps(d, a, c(kLog2e));
-    if constexpr (I == Isa::AVX512) vrndscaleps(d, d, 0); else vroundps(d, d, 0);  // n
-    vfnmadd231ps(a, d, c(kLn2Hi));
-    vfnmadd231ps(a, d, c(kLn2Lo));                 // r = e - n ln2
-    vmovups(t, c(kE7));
-    for (int k : {kE6, kE5, kE4, kE3, kE2, kOne, kOne}) vfmadd213ps(t, a, c(k));  // exp(r)
-    vcvtps2dq(d, d);
-    vpaddd(d, d, c(kI127));
-    vpslld(d, d, 23);                              // 2^n
-    vmulps(t, t, d);                               // exp(e)
-    vmulps(p, p, t);                               // erfc(|x| / sqrt 2)
-    vmovups(t, c(kTwo));
-    vsubps(t, t, p);                               // 1 + erf for x >= 0
+    vmovups(a, c(kTen));
+    vminps(a, a, X);
+    vmovups(t, c(kMinusTen));
+    vmaxps(a, t, a);                               // xc = clamp(x, -10, 10)
+    if constexpr (I == Isa::AVX512) vpandd(t, a, c(kAbsMask)); else vandps(t, a, c(kAbsMask));
+    vmovups(p, c(kQ7));                            // u = |xc|
+    for (int k : {kQ6, kQ5, kQ4, kQ3, kQ2, kQ1}) vfmadd213ps(p, t, c(k));
+    vmulps(p, p, t);                               // e = Q(u) - 1
+    for (int k = 0; k < 2; ++k) {
+      vaddps(d, p, c(kTwo));
+      vmulps(p, p, d);                             // (1 + e)^2 - 1 = e (e + 2)
+    }
+    vaddps(p, p, c(kOne));                         // Q^4
+    vmulps(p, p, p);
+    vmulps(p, p, p);                               // Q^16
+    vmulps(a, a, c(kHalf));
+    vdivps(a, a, p);                               // h = xc / 2 / Q^16
+    vsubps(t, X, a);                               // x - h for x >= 0
     if constexpr (I == Isa::AVX512) {
       vcmpps(k2, X, c(kZero), 1);                  // x < 0 (LT_OS)
-      vmovaps(t | k2, p);                          // 1 + erf = erfc(-x / sqrt 2) for x < 0
+      vmovaps(t | k2, a);                          // h for x < 0
+      vcmpps(k2, X, c(kMinusTen), 5);              // !(x < -10) (NLT_US: NaN too)
+      vmovaps(X | k2 | T_z, t);                    // 0 below -10
     } else {
       vcmpps(d, X, c(kZero), 1);
-      vblendvps(t, t, p, d);
+      vblendvps(t, t, a, d);
+      vcmpps(d, X, c(kMinusTen), 5);
+      vandps(X, t, d);
     }
-    vmulps(X, X, t);
-    vmulps(X, X, c(kHalf));
   }
 
   // Reduction vector loop: the accumulators of one output element are added together, summed

@@ -15,6 +15,11 @@
 
 #include "looptune/thread_pool.h"
 
+// No contraction of a multiply and an add into an FMA: the kernels' arithmetic is exactly the
+// operations written, so GELU here gives the bits of the JIT's fused GELU (jit_x86.cpp), which
+// a kernel with a fused epilogue and one whose epilogue pass runs must agree on.
+#pragma GCC optimize("fp-contract=off")
+
 namespace looptune {
 
 #pragma GCC push_options
