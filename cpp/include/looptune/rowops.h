@@ -11,13 +11,13 @@
 
 namespace looptune {
 
-// y[i] = GELU(x[i]) = x/2 (1 + erf(x / sqrt 2)) for i < n (y may be x). erfc from Abramowitz &
-// Stegun 7.1.26 (absolute error under 1.5e-7, the approximation PyTorch's vectorized erf uses)
-// with exp by range reduction and a degree-5 polynomial; GELU(-inf) = -0, GELU(inf) = inf,
-// NaN stays NaN.
+// y[i] = GELU(x[i]) = x/2 (1 + erf(x / sqrt 2)) for i < n (y may be x): x Phi(x) with
+// Phi(-|x|) = 1 / (2 Q(|x|)^16), Q a fitted degree-7 polynomial (rowops_kernels.inc); absolute
+// error under 4e-7 (PyTorch's float32 GELU: ~1.1e-6). GELU(x < -10) = +0 (so -inf gives 0),
+// GELU(inf) = inf, NaN stays NaN. The same bits as the JIT's fused GELU on either ISA.
 void gelu(const float* x, float* y, int64_t n, Isa isa, int threads);
 
-// The pointwise GELU of one span on the host ISA, on the calling thread (epilogue.cpp).
+// GELU of one span in place on the host ISA, on the calling thread (the epilogue pass).
 void gelu_span(float* x, int64_t n);
 
 // y = softmax(x * scale) over each of `rows` contiguous rows of d elements (y may be x):
