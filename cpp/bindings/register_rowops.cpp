@@ -35,7 +35,8 @@ py::array f32_array(const py::handle& obj, const char* what, bool write) {
     throw py::type_error(std::string(what) + " must have dtype float32 in native byte order, got " +
                          py::str(dt).cast<std::string>());
   if (a.ndim() == 0)
-    throw py::value_error(std::string(what) + " must have at least one dimension (got a 0-d array)");
+    throw py::value_error(std::string(what) +
+                          " must have at least one dimension (got a 0-d array)");
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(what) + " must be C-contiguous (use np.ascontiguousarray)");
   if (write && !a.writeable()) throw py::value_error(std::string(what) + " is read-only");
@@ -46,7 +47,8 @@ py::array f32_array(const py::handle& obj, const char* what, bool write) {
 // shape, either x itself or not overlapping it).
 py::array output_like(const py::array& x, const py::object& out) {
   if (out.is_none())
-    return py::array(py::dtype::of<float>(), std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    return py::array(py::dtype::of<float>(),
+                     std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
   py::array o = f32_array(out, "out", true);
   if (std::vector<py::ssize_t>(o.shape(), o.shape() + o.ndim()) !=
       std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()))
@@ -91,7 +93,8 @@ void register_rowops(py::module_& m) {
       [](const py::object& x, double scale, const py::object& out,
          const std::optional<std::string>& isa) {
         const Isa I = resolve_isa(isa);
-        if (!std::isfinite(scale)) throw py::value_error("scale must be finite, got " + std::to_string(scale));
+        if (!std::isfinite(scale))
+          throw py::value_error("scale must be finite, got " + std::to_string(scale));
         py::array X = f32_array(x, "x", false);
         py::array Y = output_like(X, out);
         const int64_t d = X.shape(X.ndim() - 1);
@@ -134,7 +137,8 @@ void register_rowops(py::module_& m) {
         if (norm) {
           const py::ssize_t k = norm->ndim();
           bool ok = k <= X.ndim();
-          for (py::ssize_t j = 0; ok && j < k; ++j) ok = norm->shape(j) == X.shape(X.ndim() - k + j);
+          for (py::ssize_t j = 0; ok && j < k; ++j)
+            ok = norm->shape(j) == X.shape(X.ndim() - k + j);
           if (!ok)
             throw py::value_error(std::string(!weight.is_none() ? "weight" : "bias") +
                                   " has shape " + shape_str(*norm) + ", which x's shape " +

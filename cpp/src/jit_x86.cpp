@@ -440,11 +440,10 @@ class NestGenerator : public CodeGenerator {
     vmovups(p, c(kQ7));                            // u = |xc|
     for (int k : {kQ6, kQ5, kQ4, kQ3, kQ2, kQ1}) vfmadd213ps(p, t, c(k));
     vmulps(p, p, t);                               // e = Q(u) - 1
-    for (int k = 0; k < 2; ++k) {
-      vaddps(d, p, c(kTwo));
-      vmulps(p, p, d);                             // (1 + e)^2 - 1 = e (e + 2)
-    }
-    vaddps(p, p, c(kOne));                         // Q^4
+    vaddps(d, p, c(kTwo));
+    vmulps(p, p, d);                               // (1 + e)^2 - 1 = e (e + 2)
+    vaddps(d, p, c(kTwo));
+    vfmadd213ps(p, d, c(kOne));                    // Q^4 = e (e + 2) + 1
     vmulps(p, p, p);
     vmulps(p, p, p);                               // Q^16
     vmulps(a, a, c(kHalf));

@@ -55,11 +55,12 @@ inline F vround(F a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM
 // 2^n in the exponent bits: n = -127 (v = -88) gives the bits of +0
 constexpr float kExpMin = -88.0f;
 inline F ldexp(F p, F n) {
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(
-                              _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23)));
+  const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
 }
 inline F gelu_select(F x, F h) {
-  const F y = _mm256_blendv_ps(_mm256_sub_ps(x, h), h, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+  const F neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
+  const F y = _mm256_blendv_ps(_mm256_sub_ps(x, h), h, neg);
   return _mm256_and_ps(y, _mm256_cmp_ps(x, _mm256_set1_ps(-10.0f), _CMP_NLT_UQ));
 }
 inline F div(F a, F b) { return _mm256_div_ps(a, b); }
@@ -67,13 +68,6 @@ inline float hmax(F v) {
   const __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 b = _mm_max_ps(a, _mm_movehl_ps(a, a));
   return _mm_cvtss_f32(_mm_max_ss(b, _mm_movehdup_ps(b)));
-}
-inline double hsum(F v) {
-  alignas(32) float t[8];
-  _mm256_store_ps(t, v);
-  double s = 0.0;
-  for (int j = 0; j < 8; ++j) s += t[j];
-  return s;
 }
 inline float hsum_f(F v) {
   const __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -123,13 +117,6 @@ inline F gelu_select(F x, F h) {
 }
 inline F div(F a, F b) { return _mm512_div_ps(a, b); }
 inline float hmax(F v) { return _mm512_reduce_max_ps(v); }
-inline double hsum(F v) {
-  alignas(64) float t[16];
-  _mm512_store_ps(t, v);
-  double s = 0.0;
-  for (int j = 0; j < 16; ++j) s += t[j];
-  return s;
-}
 inline float hsum_f(F v) {
   const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
