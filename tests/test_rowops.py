@@ -100,6 +100,20 @@ def test_gelu_in_place_and_out(isa):
     assert _core.gelu(np.zeros((3, 0), np.float32)).shape == (3, 0)
 
 
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_gelu_same_bits_as_the_fused_epilogue_gelu(isa):
+    """The JIT's fused GELU, the epilogue pass and _core.gelu are one computation: a kernel
+    whose epilogue is fused and one whose pass applies it must agree bit for bit."""
+    x = np.concatenate([np.linspace(-12, 12, 4001), [np.inf, -np.inf, 0.0, -0.0, -30, 30]])
+    x = x.astype(np.float32)
+    kernel = looptune.matmul(1, 1, x.size, layout="plain", epilogue="gelu").default_schedule()
+    kernel = kernel.compile(isa)
+    assert kernel.facts["epilogue_fused"]
+    got = kernel(np.ones((1, 1), np.float32), x[None, :])[0]
+    for other in _core.supported_isas():
+        assert got.tobytes() == _core.gelu(x, isa=other).tobytes()
+
+
 # ---- softmax ------------------------------------------------------------------------------
 
 
