@@ -34,7 +34,9 @@ quint8 input: quint8 out) and ``torch_f32`` (``F.conv2d``). Figures are GOP/s (2
 second; for float32, GFLOP/s).
 
 The model row: eager float32, looptune float32 (``looptune.compile``), PyTorch's dynamically
-quantized layer and ``looptune.compile(..., quantize="dynamic")``: best of ``--runs`` calls,
+quantized layer and ``looptune.compile(..., quantize="dynamic")`` (also with ``rowops=False``:
+LayerNorm, softmax and GELU as torch ops instead of the engine's row functions): best of
+``--runs`` calls,
 and the accuracy report (``looptune.model.qerror.quantization_report``: max and mean relative
 error of both quantized layers against float32 on the same input).
 
@@ -263,12 +265,13 @@ def model_row(threads: int, runs: int, min_time: float) -> dict:
         t0 = time.perf_counter()
         q = looptune.compile(model, x, quantize="dynamic", **kw)
         row["compile_s"] = time.perf_counter() - t0
+        q_torch_rows = looptune.compile(model, x, quantize="dynamic", rowops=False, **kw)
         f = looptune.compile(model, x, **kw)
         row["summary"] = q.summary
         rep = quantization_report(model, q, x, torch_model=tq)
         row["error"] = rep.as_dict()
         for name, fn in (("eager_f32", model), ("lt_f32", f), ("torch_dynamic", tq),
-                         ("lt_dynamic", q)):
+                         ("lt_dynamic", q), ("lt_dynamic_torch_rows", q_torch_rows)):
             row[f"{name}_ms"] = best_ms(fn, x, runs, min_time)
         # eager again (its first timing came first, while the process was coldest), at the
         # same thread count: outside thread_limit torch would run on every core
@@ -414,7 +417,9 @@ def main() -> None:
         text.append(f"BERT-base layer, {t} thread(s): eager f32 {m['eager_f32_ms']:.2f} ms, "
                     f"looptune f32 {m['lt_f32_ms']:.2f} ms, torch dynamic int8 "
                     f"{m['torch_dynamic_ms']:.2f} ms, looptune dynamic int8 "
-                    f"{m['lt_dynamic_ms']:.2f} ms ({m['vs_torch_dynamic']:.2f}x torch); "
+                    f"{m['lt_dynamic_ms']:.2f} ms ({m['vs_torch_dynamic']:.2f}x torch; "
+                    f"{m['lt_dynamic_torch_rows_ms']:.2f} ms with LayerNorm / softmax / GELU "
+                    f"as torch ops); "
                     f"error: looptune max {m['error']['looptune']['max']:.4f} mean "
                     f"{m['error']['looptune']['mean']:.4f}, torch max "
                     f"{m['error']['torch']['max']:.4f} mean {m['error']['torch']['mean']:.4f}")

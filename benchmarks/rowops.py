@@ -72,23 +72,27 @@ def callables(op: str, shape: tuple[int, ...]) -> dict[str, Callable[[], object]
     if op == "gelu":
         for isa in isas:
             ours[isa] = lambda isa=isa: _core.gelu(x, out=y, isa=isa)
-        theirs = lambda: torch._C._nn.gelu(t, out=o)
+        def theirs():
+            return torch._C._nn.gelu(t, out=o)
     elif op == "softmax":
         for isa in isas:
             ours[isa] = lambda isa=isa: _core.softmax(x, 0.125, out=y, isa=isa)
-        theirs = lambda: torch.softmax(t / 8, -1)
+        def theirs():
+            return torch.softmax(t / 8, -1)
     elif op == "layer_norm":
         d = shape[-1]
         w, b = rng.standard_normal(d).astype(np.float32), rng.standard_normal(d).astype(np.float32)
         tw, tb = torch.from_numpy(w), torch.from_numpy(b)
         for isa in isas:
             ours[isa] = lambda isa=isa: _core.layer_norm(x, w, b, 1e-12, out=y, isa=isa)
-        theirs = lambda: torch.nn.functional.layer_norm(t, (d,), tw, tb, 1e-12)
+        def theirs():
+            return torch.nn.functional.layer_norm(t, (d,), tw, tb, 1e-12)
     else:
         q = np.empty(shape, np.uint8)
         for isa in isas:
             ours[isa] = lambda isa=isa: _core.quantize_u8(x, out=q, isa=isa)
-        theirs = lambda: torch.quantize_per_tensor_dynamic(t, torch.quint8, False)
+        def theirs():
+            return torch.quantize_per_tensor_dynamic(t, torch.quint8, False)
     return {**{f"looptune_{k}": f for k, f in ours.items()}, "torch": theirs}
 
 
