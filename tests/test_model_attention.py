@@ -91,3 +91,45 @@ def test_output_orders(records: str) -> None:
     with torch.no_grad():
         for got, want in zip(compiled(*args), model(*args)):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+class Siblings(nn.Module):
+    """Linears on one input (odd widths, one without bias), one on another input, and one on
+    the same input whose ReLU keeps it apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(12, 7), nn.Linear(12, 5, bias=False)
+        self.c = nn.Linear(12, 9)
+        self.other = nn.Linear(12, 7)
+        self.r = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple:
+        a, b, c = self.a(x), self.b(x), self.c(x)
+        return a * 2, b, c.sum(-1), self.other(y), torch.relu(self.r(x))
+
+
+@pytest.mark.parametrize("quantize", [None, "dynamic"])
+def test_sibling_linears_merge_into_one_gemm(quantize, records: str) -> None:
+    torch.manual_seed(5)
+    model = Siblings().eval()
+    args = (torch.randn(2, 6, 12), torch.randn(2, 6, 12))
+    merged = looptune.compile(model, args, records=records, quiet=True, search="base",
+                              quantize=quantize)
+    layers = merged.plan.layers
+    (big,) = [la for la in layers if la.parts]
+    assert [(a, b) for _, a, b in big.parts] == [(0, 7), (7, 12), (12, 21)]
+    assert big.dims["n"] == 21 and len(layers) == 3  # the merged one, other, r
+    assert "3 linears as 1 merged GEMMs" in merged.summary
+    assert "5 linear" in merged.summary
+    with torch.no_grad():
+        got = merged(*args)
+        if quantize is None:
+            for g, w in zip(got, model(*args)):
+                torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+        else:  # the int8 kernels' columns are the same computations merged or not
+            apart = looptune.compile(model, args, records=records, quiet=True, search="base",
+                                     quantize=quantize, fuse=False)
+            assert not any(la.parts for la in apart.plan.layers)
+            for g, w in zip(got, apart(*args)):
+                assert torch.equal(g, w)

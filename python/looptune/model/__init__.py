@@ -38,7 +38,7 @@ from looptune.errors import LoopTuneError
 from looptune.measure import RecordStore
 from looptune.model.capture import propagate_shapes, trace
 from looptune.model.layout import apply_layouts
-from looptune.model.lower import Layer, Lowering
+from looptune.model.lower import Layer, Lowering, merge_siblings
 from looptune.model.pool import MaxPoolOp, lower_pools
 from looptune.model.rowops import RowOp, lower_rowops
 from looptune.model.runtime import LoopOp, choose_output_orders, plan_buffers, rewrite
@@ -119,7 +119,9 @@ def summarize(gm: fx.GraphModule, layers: list[Layer], fused: bool,
               layouts: dict | None = None) -> tuple[str, Counter]:
     """The one-line summary: which ops ran where, what the kernels fused, and (``layouts``,
     from ``layout.apply_layouts``) which activations stayed in a kernel layout."""
-    ops = Counter(layer.op_name for layer in layers)
+    ops: Counter = Counter()
+    for layer in layers:
+        ops[layer.op_name] += layer.count
     ops.update(m.kind for m in gm.modules() if isinstance(m, (MaxPoolOp, RowOp)))
     epi = Counter(layer.epilogue for layer in layers if layer.epilogue)
     bn = sum(layer.bn_folded for layer in layers)
@@ -132,6 +134,9 @@ def summarize(gm: fx.GraphModule, layers: list[Layer], fused: bool,
         lt += f"; {bn} batchnorm folded)" if bn else ")"
     elif bn:
         lt += f" ({bn} batchnorm folded)"
+    merged = [layer.count for layer in layers if layer.parts]
+    if merged:
+        lt += f"; {sum(merged)} linears as {len(merged)} merged GEMMs"
     tt = ", ".join(f"{v} {k}" for k, v in torch_ops.most_common()) or "nothing"
     lay = ""
     if layouts and layouts.get("laid_out"):
@@ -167,6 +172,8 @@ def lower_graph(
     feats = engine_features()
     fused = fuse and feats["epilogue"]
     layers = Lowering(gm, constants, groups_ok=feats["groups"]).layers()
+    if fuse:
+        layers = merge_siblings(layers)
     comps = [computation(la, layout, la.epilogue if fused else "") for la in layers]
     trees, stats = tune(comps, records, search, layer_budget, quiet)
     kernels: dict[str, looptune.Kernel] = {}
@@ -320,7 +327,8 @@ def compile(
             (``looptune.model.tune.default_records()``); ``False`` = none (tune every layer).
         search: the search that tunes each distinct layer (``looptune.search.get``).
         fuse: fuse bias / residual / activation into the kernels' store (off: torch applies
-            them after each kernel, in place; the benchmark's "fusion off").
+            them after each kernel, in place; the benchmark's "fusion off"), and compute
+            linears that read the same value (Q, K, V) as one merged GEMM.
         layout: conv2d layout of the kernels ("auto": the engine's blocked layout, "plain").
         layer_budget: seconds of search per distinct layer.
         quiet: no progress bars.

@@ -48,6 +48,8 @@ class Layer:
     out_shape: tuple[int, ...] = ()
     bn_folded: bool = False
     nodes: list[fx.Node] = field(default_factory=list)  # the chain it replaces, in order
+    # linears merged into this one (merge_siblings): each part's chain end and its columns
+    parts: list[tuple[fx.Node, int, int]] = field(default_factory=list)
 
     @property
     def epilogue(self) -> str:
@@ -62,6 +64,11 @@ class Layer:
     @property
     def op_name(self) -> str:
         return "conv2d" if self.kind == "conv2d" else self.kind
+
+    @property
+    def count(self) -> int:
+        """How many of the model's layers this kernel computes (merged siblings: several)."""
+        return max(1, len(self.parts))
 
 
 def _arg(node: fx.Node, i: int, name: str, default: Any = None) -> Any:
@@ -294,3 +301,39 @@ class Lowering:
                 out.append(layer)
                 taken.update(layer.nodes)
         return out
+
+
+def merge_siblings(layers: list[Layer]) -> list[Layer]:
+    """Linears that read the same value with the same activation and no residual (a
+    transformer's Q, K and V projections) become one wider linear: its weight rows and bias
+    concatenated, each original output a column slice of the merged one (``Layer.parts``).
+    One GEMM instead of several: the input is read (and, quantized, quantized) once, and
+    one kernel call replaces several. The merged layer takes the place of the first."""
+    groups: dict[tuple, list[Layer]] = {}
+    for la in layers:
+        if la.kind == "linear" and la.residual is None and la.weight is not None:
+            groups.setdefault((la.x, la.act, la.in_shape, la.weight.dtype), []).append(la)
+    merged: dict[int, Layer] = {}
+    gone: set[int] = set()
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        first = group[0]
+        w = torch.cat([la.weight for la in group], 0)
+        biases = [la.bias if la.bias is not None else torch.zeros(la.weight.shape[0],
+                                                                  dtype=la.weight.dtype)
+                  for la in group]
+        any_bias = any(la.bias is not None for la in group)
+        parts, start = [], 0
+        for la in group:
+            n = int(la.weight.shape[0])
+            parts.append((la.nodes[-1], start, start + n))
+            start += n
+        dims = dict(first.dims, n=start)
+        out_shape = (*first.out_shape[:-1], start)
+        merged[id(first)] = Layer(
+            "linear", first.x, weight=w, bias=torch.cat(biases) if any_bias else None,
+            act=first.act, dims=dims, in_shape=first.in_shape, out_shape=out_shape,
+            nodes=[n for la in group for n in la.nodes], parts=parts)
+        gone.update(id(la) for la in group[1:])
+    return [merged.get(id(la), la) for la in layers if id(la) not in gone]

@@ -29,7 +29,7 @@ from torch import fx, nn
 
 import looptune
 from looptune import _core
-from looptune.model.lower import Layer, Lowering
+from looptune.model.lower import Layer, Lowering, merge_siblings
 from looptune.model.quantize import (
     ActQuant,
     CalibrationError,
@@ -255,6 +255,8 @@ def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quanti
     feats = engine_features()
     fused = fuse and feats["epilogue"]
     layers = Lowering(gm, constants, groups_ok=feats["groups"]).layers()
+    if fuse:
+        layers = merge_siblings(layers)
     quant = [quantizable(la, quantize) for la in layers]
     ranges: dict = {}
     if quantize == "static":
@@ -285,7 +287,7 @@ def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quanti
     choose_output_orders(gm, nodes)
     pool = plan_buffers(gm, sorted(nodes + rows, key=order.__getitem__))
     summary, torch_ops = summarize(gm, layers, fused)
-    n_q = sum(quant)
+    n_q = sum(la.count for la, q in zip(layers, quant) if q)
     summary = summary.replace("looptune: ", f"looptune: {n_q} int8 ({quantize}) of ", 1)
     return Plan(layers, stats, pool, summary, fused, time.perf_counter() - t0, torch_ops)
 

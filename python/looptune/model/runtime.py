@@ -23,6 +23,7 @@ is free.
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 import torch
@@ -210,6 +211,28 @@ class LoopOp(nn.Module):
         return ret
 
 
+def _rewrite_merged(gm: fx.GraphModule, layer: Layer, name: str, args: tuple, order: dict,
+                    replaced: dict) -> fx.Node:
+    """``rewrite`` of merged siblings (``lower.merge_siblings``): the op runs where the first
+    of them ran, each part's value becomes a column slice of its output."""
+    g = gm.graph
+    first = min(layer.nodes, key=order.__getitem__)
+    with g.inserting_before(first):
+        node = g.call_module(name, args)
+    node.meta["val"] = torch.empty(layer.out_shape, device="meta")
+    prev = node
+    for end, a, b in layer.parts:
+        with g.inserting_after(prev):
+            part = g.call_function(operator.getitem, (node, (Ellipsis, slice(a, b))))
+        part.meta.update(end.meta)
+        end.replace_all_uses_with(part)
+        replaced[end] = part
+        prev = part
+    for old in sorted(layer.nodes, key=order.__getitem__, reverse=True):
+        g.erase_node(old)
+    return node
+
+
 def escapes(node: fx.Node, loop_set: set) -> tuple[bool, int, dict]:
     """Whether ``node``'s value (or anything torch ops compute from it: a view, a reshape or
     an in-place op may share its memory) leaves the graph; the graph order of its last use
@@ -235,6 +258,7 @@ def rewrite(gm: fx.GraphModule, layers: list[Layer], ops: list[LoopOp]) -> list[
     g = gm.graph
     replaced: dict[fx.Node, fx.Node] = {}
     new_nodes = []
+    order = {n: i for i, n in enumerate(g.nodes)}
     for i, (layer, op) in enumerate(zip(layers, ops)):
         name = f"looptune_{i}"
         gm.add_submodule(name, op)
@@ -243,6 +267,9 @@ def rewrite(gm: fx.GraphModule, layers: list[Layer], ops: list[LoopOp]) -> list[
             args.append(replaced.get(layer.y, layer.y))
         if layer.residual is not None:
             args.append(replaced.get(layer.residual, layer.residual))
+        if layer.parts:
+            new_nodes.append(_rewrite_merged(gm, layer, name, tuple(args), order, replaced))
+            continue
         last = layer.nodes[-1]
         with g.inserting_after(last):
             node = g.call_module(name, tuple(args))
