@@ -70,14 +70,15 @@ def test_strided_and_copied_paths_agree(records: str) -> None:
 
 
 class PermutedOut(nn.Module):
-    """bmm outputs used by a transpose the kernel can store, and by one it cannot (two batch
-    dims whose permuted strides do not merge into the kernel's one)."""
+    """bmm outputs used by a transpose of two batch dims (one of them batch > 1, so the
+    kernel is a contraction over both), of the heads, and of the output's last two dims."""
 
     def forward(self, a: torch.Tensor, b: torch.Tensor, a2: torch.Tensor,
                 b2: torch.Tensor) -> tuple:
-        c = torch.matmul(a2, b2).transpose(1, 2)  # [2, 5, 3, 7]: not viewable as [6, 5, 7]
-        e = torch.matmul(a, b).transpose(1, 2).reshape(1, 5, 21)  # [1][5][3][7]: stored so
-        return c.reshape(2, 5, 21), e
+        c = torch.matmul(a2, b2).transpose(1, 2)  # [2, 5, 3, 7]
+        e = torch.matmul(a, b).transpose(1, 2).reshape(1, 5, 21)
+        f = torch.matmul(a2, b2).transpose(-2, -1)  # n strided: computed, then copied out
+        return c.reshape(2, 5, 21), e, f.contiguous()
 
 
 def test_output_orders(records: str) -> None:
@@ -86,11 +87,28 @@ def test_output_orders(records: str) -> None:
             torch.randn(2, 3, 4, 7))
     model = PermutedOut().eval()
     compiled = looptune.compile(model, args, records=records, quiet=True, search="base")
-    first, second = _mm_ops(compiled)
-    assert first.out_perm is None and second.out_perm == (0, 2, 1, 3)
+    ops = _mm_ops(compiled)
+    assert [op.out_perm for op in ops] == [(0, 2, 1, 3), (0, 2, 1, 3), (0, 1, 3, 2)]
+    assert ops[0].a_shape == (2, 3, 5, 4) and ops[1].a_shape == (3, 5, 4)
+    assert "ein_" in ops[0].kernel.tree.computation.name
     with torch.no_grad():
         for got, want in zip(compiled(*args), model(*args)):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_bert_attention_reads_views_in_place(records: str) -> None:
+    torch.manual_seed(6)
+    model = zoo.bert_layer(hidden=64, heads=4, ffn=32).eval()
+    x = torch.randn(3, 10, 64)
+    compiled = looptune.compile(model, x, records=records, quiet=True, search="base")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+    scores, context = _mm_ops(compiled)
+    assert scores.a_shape == (3, 4, 10, 16)  # [batch][heads] kept: a contraction over both
+    (access,) = [k.facts["access"] for k in scores._by_strides.values()]
+    assert access == {"in0": "in_place", "in1": "packed", "out": "dense"}
+    (access,) = [k.facts["access"] for k in context._by_strides.values()]
+    assert access == {"in0": "dense", "in1": "in_place", "out": "in_place"}
 
 
 class Siblings(nn.Module):

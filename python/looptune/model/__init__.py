@@ -83,6 +83,11 @@ def computation(layer: Layer, layout: str = "auto", epilogue: str = "") -> loopt
                                stride=d["stride"], pad=d["pad"], layout=layout, **kw)
     if layer.kind in ("linear", "matmul"):
         return looptune.matmul(d["m"], d["k"], d["n"], **kw)
+    lead = layer.batch_dims
+    if len(lead) > 1:  # several batch dims: a contraction over each ("abmk,abkn->abmn")
+        letters = "abcdef"[: len(lead)]
+        sizes = dict(zip(letters, lead), m=d["m"], k=d["k"], n=d["n"])
+        return looptune.contraction(f"{letters}mk,{letters}kn->{letters}mn", sizes, **kw)
     return looptune.batch_matmul(d["b"], d["m"], d["k"], d["n"], **kw)
 
 

@@ -29,6 +29,7 @@ _MATMUL_FNS = {torch.matmul, operator.matmul, torch.bmm}
 _ADD_FNS = {operator.add, operator.iadd, torch.add}
 _RELU_FNS = {F.relu, torch.relu, torch.relu_}
 _GELU_FNS = {F.gelu, torch._C._nn.gelu}
+MAX_BATCH_DIMS = 6  # a bmm with more batch dims runs them as one (their product)
 
 
 @dataclass
@@ -64,6 +65,15 @@ class Layer:
     @property
     def op_name(self) -> str:
         return "conv2d" if self.kind == "conv2d" else self.kind
+
+    @property
+    def batch_dims(self) -> tuple[int, ...]:
+        """A bmm's batch dims as its kernel sees them: one (their product) when at most one
+        of them is not 1, else each of those (up to :data:`MAX_BATCH_DIMS`; the kernel is then
+        a contraction over each, so views of them, e.g. the [batch][heads] of a head split,
+        are read in place)."""
+        lead = tuple(d for d in self.in_shape[:-2] if d != 1)
+        return lead if 1 < len(lead) <= MAX_BATCH_DIMS else (self.dims["b"],)
 
     @property
     def count(self) -> int:

@@ -54,7 +54,7 @@ class LoopOp(nn.Module):
             bias_shape = (d["n"],)
             b = layer.weight.float().t().contiguous().numpy()  # [K, N]
         else:
-            lead = (d["b"],) if layer.kind == "bmm" else ()
+            lead = layer.batch_dims if layer.kind == "bmm" else ()
             self.a_shape, self.y_shape = (*lead, d["m"], d["k"]), (*lead, d["k"], d["n"])
             self.k_out = (*lead, d["m"], d["n"])
             bias_shape, b = (d["n"],), None
