@@ -102,3 +102,27 @@ def shape_of(node: fx.Node) -> tuple[int, ...] | None:
             return None
         return tuple(val.shape)
     return None
+
+
+def swap_in(gm: fx.GraphModule, node: fx.Node, name: str, module: torch.nn.Module,
+            args: tuple, erase: tuple = ()) -> fx.Node:
+    """Replaces ``node`` by a call of ``module`` (added to ``gm`` as ``name``) on ``args``,
+    right where it was, with its metadata; ``node`` and the nodes of ``erase`` (each used only
+    by what is erased before it) are erased. Call :func:`finish_rewrite` when done."""
+    g = gm.graph
+    gm.add_submodule(name, module)
+    with g.inserting_after(node):
+        new = g.call_module(name, args)
+    new.meta.update(node.meta)
+    node.replace_all_uses_with(new)
+    for old in (node, *erase):
+        g.erase_node(old)
+    return new
+
+
+def finish_rewrite(gm: fx.GraphModule, changed: bool) -> None:
+    """Checks and recompiles ``gm`` after graph surgery (nothing when nothing ``changed``)."""
+    if changed:
+        gm.graph.lint()
+        gm.delete_all_unused_submodules()
+        gm.recompile()

@@ -130,7 +130,7 @@ def _pool_args(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, int, int, in
 def lower_pools(gm: fx.GraphModule) -> list[fx.Node]:
     """Replaces every max pool of a 4-D float input (shapes propagated) by a
     :class:`MaxPoolOp`; returns the new nodes. ``gm`` is recompiled."""
-    from looptune.model.capture import shape_of
+    from looptune.model.capture import finish_rewrite, shape_of, swap_in
 
     g, new = gm.graph, []
     for node in list(g.nodes):
@@ -144,16 +144,6 @@ def lower_pools(gm: fx.GraphModule) -> list[fx.Node]:
         op = MaxPoolOp(tuple(xs), k, s, p)
         if op.out_shape != tuple(os_):
             continue
-        name = f"looptune_pool_{len(new)}"
-        gm.add_submodule(name, op)
-        with g.inserting_after(node):
-            repl = g.call_module(name, (x,))
-        repl.meta.update(node.meta)
-        node.replace_all_uses_with(repl)
-        g.erase_node(node)
-        new.append(repl)
-    if new:
-        g.lint()
-        gm.delete_all_unused_submodules()
-        gm.recompile()
+        new.append(swap_in(gm, node, f"looptune_pool_{len(new)}", op, (x,)))
+    finish_rewrite(gm, bool(new))
     return new

@@ -31,8 +31,8 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from looptune import _core
-from looptune.model.capture import shape_of
-from looptune.model.lower import _GELU_FNS, _arg
+from looptune.model.capture import finish_rewrite, shape_of, swap_in
+from looptune.model.lower import _GELU_FNS, Lowering, _arg
 
 _SOFTMAX_FNS = {torch.softmax, F.softmax}
 _LAYER_NORM_FNS = {F.layer_norm, torch.layer_norm}
@@ -88,22 +88,8 @@ class RowOp(nn.Module):
         return out
 
 
-class _Matcher:
-    def __init__(self, gm: fx.GraphModule, constants: dict | None) -> None:
-        self.gm, self.constants = gm, constants or {}
-
-    def module(self, node: fx.Node) -> nn.Module | None:
-        return self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
-
-    def const(self, x: Any) -> torch.Tensor | None:
-        if not isinstance(x, fx.Node):
-            return None
-        if x.op == "get_attr":
-            obj: Any = self.gm
-            for part in str(x.target).split("."):
-                obj = getattr(obj, part)
-            return obj if isinstance(obj, torch.Tensor) else None
-        return self.constants.get(x)
+class _Matcher(Lowering):
+    """The row operations' patterns (``module`` / ``const``: :class:`Lowering`'s)."""
 
     @staticmethod
     def _last_dim(dim: Any, ndim: int) -> bool:
@@ -202,8 +188,8 @@ def lower_rowops(gm: fx.GraphModule, constants: dict | None = None) -> list[fx.N
     if not available():
         return []
     match = _Matcher(gm, constants)
-    g, new, n = gm.graph, [], 0
-    for node in list(g.nodes):
+    new = []
+    for node in list(gm.graph.nodes):
         for kind in KINDS:
             spec = getattr(match, kind)(node)
             if spec is not None:
@@ -215,7 +201,7 @@ def lower_rowops(gm: fx.GraphModule, constants: dict | None = None) -> list[fx.N
             continue
         if kind == "layer_norm" and (not out_shape or out_shape[-1] != spec["d"]):
             continue
-        erase = [node]
+        erase = []  # the scaling folded into a softmax, used by it alone
         if kind == "softmax" and x.op in ("call_function", "call_method"):
             sc = match.scaled(x)
             if sc is not None and shape_of(sc[0]) == out_shape:
@@ -224,20 +210,8 @@ def lower_rowops(gm: fx.GraphModule, constants: dict | None = None) -> list[fx.N
         op = RowOp(kind, out_shape, _fallback(kind, spec), weight=spec.get("weight"),
                    bias=spec.get("bias"), eps=spec.get("eps", 1e-5),
                    scale=spec.get("scale", 1.0))
-        name = f"looptune_row_{n}"
-        n += 1
-        gm.add_submodule(name, op)
-        with g.inserting_after(node):
-            repl = g.call_module(name, (x,))
-        repl.meta.update(node.meta)
-        node.replace_all_uses_with(repl)
-        for old in erase:
-            g.erase_node(old)
-        new.append(repl)
-    if new:
-        g.lint()
-        gm.delete_all_unused_submodules()
-        gm.recompile()
+        new.append(swap_in(gm, node, f"looptune_row_{len(new)}", op, (x,), tuple(erase)))
+    finish_rewrite(gm, bool(new))
     return new
 
 
