@@ -171,3 +171,49 @@ def test_torch_compile_backend_takes_quantize(tmp_path, monkeypatch):
     assert "2 int8 (dynamic)" in looptune_backend.last_plan.summary
     assert float((got - want).abs().max() / want.abs().max()) < 0.03
     torch._dynamo.reset()
+
+
+class _Chain(nn.Module):
+    """conv-bn-relu -> conv (the first hands u8 to the second), a residual block (its input is
+    also the residual: float32), and a linear after a flatten (a view: float32)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.b1 = nn.BatchNorm2d(16)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.c3 = nn.Conv2d(16, 16, 1)
+        self.fc = nn.Linear(16 * 8 * 8, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.b1(self.c1(x)))
+        y = torch.relu(self.c2(y))
+        y = torch.relu(self.c3(y) + y)
+        return self.fc(torch.flatten(y, 1))
+
+
+def test_static_u8_handoff_equals_quantizing_again(monkeypatch):
+    from looptune.model import qruntime
+
+    if not qruntime.requant_available():
+        pytest.skip("engine without the requantizing epilogue")
+    torch.manual_seed(3)
+    model = _Chain().eval()
+    with torch.no_grad():  # a BatchNorm that is not the identity
+        model.b1.running_mean.uniform_(-0.5, 0.5)
+        model.b1.running_var.uniform_(0.5, 2.0)
+    x, cal = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    q = looptune.compile(model, x, quantize="static", calibration=cal, **KW)
+    ops = [m for m in q.graph_module.modules() if isinstance(m, QuantOp)]
+    handing = [m for m in ops if m.requant is not None]
+    # c1 (read only by c2's conv) hands over; c2 is also c3's residual, c3 feeds a view
+    assert len(handing) == 1 and "requant" in handing[0].kernel.tree.computation.header()
+    assert "1 int8 layers hand u8 to the next" in q.summary
+    monkeypatch.setattr(qruntime, "U8_HANDOFF", False)
+    apart = looptune.compile(model, x, quantize="static", calibration=cal, **KW)
+    assert not any(m.requant is not None for m in apart.graph_module.modules()
+                   if isinstance(m, QuantOp))
+    with torch.no_grad():
+        for _ in range(2):  # the u8 buffer is reused call to call
+            x = torch.randn(2, 3, 8, 8)
+            assert torch.equal(q(x), apart(x))

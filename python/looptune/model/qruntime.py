@@ -14,7 +14,9 @@ Matmuls / bmms of two activations (attention) and grouped convolutions stay floa
 kernels, everything else stays the torch op it was. The arithmetic is
 ``looptune.model.quantize``'s; an int8 kernel's store dequantizes and finishes the chain
 (``scale+bias[+add][+act]``: ``act(acc * scale[c] + bias[c] + residual)``, the activation's
-zero point folded into the bias).
+zero point folded into the bias). In static mode, a layer whose value only quantized layers
+read (a conv feeding the next conv) stores it as their u8 input, requantized by its kernel's
+epilogue (``...+requant``, :func:`u8_handoffs`), instead of float32 they would quantize again.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from looptune.model.quantize import (
 )
 
 QUANTIZED_KINDS = {"dynamic": ("linear",), "static": ("linear", "conv2d")}
+# static mode: a quantized layer whose value only quantized layers read stores it as their u8
+# input (the kernel's requantizing epilogue) instead of float32 they would quantize again
+U8_HANDOFF = True
 
 
 def int8_support(isa: str | None = None) -> str:
@@ -60,6 +65,38 @@ def int8_support(isa: str | None = None) -> str:
             f"the ISA {facts.get('isa')!r} has no int8 path on this CPU (int8_path "
             f"{path!r}); compile without quantize=")
     return "vnni" if path.startswith("vnni") else "exact"
+
+
+def requant_available() -> bool:
+    """Whether the engine has the requantizing int8 epilogue (``...+requant``: u8 out)."""
+    try:
+        looptune.matmul(4, 8, 4, dtype="int8", epilogue="scale+requant")
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def u8_handoffs(layers: list[Layer], quant: list[bool], acts: list[ActQuant | None]
+                ) -> dict[int, ActQuant]:
+    """Static mode: the layers (by index) whose value is read only as the input of quantized
+    layers (the anchors of their chains: no residual, no view, not a graph output), mapped to
+    those readers' activation parameters (one value: one observed range), which the producer's
+    kernel requantizes its output with (``+requant``): they then read it as their u8 input."""
+    if not U8_HANDOFF or not requant_available():
+        return {}
+    readers: dict[Any, list[int]] = {}
+    for j, (la, q, act) in enumerate(zip(layers, quant, acts)):
+        if q and act is not None:
+            readers.setdefault(la.x, []).append(j)
+    out = {}
+    for i, (la, q, act) in enumerate(zip(layers, quant, acts)):
+        if not q or act is None or la.parts or la.act in TORCH_ACTS:
+            continue
+        end = la.nodes[-1]
+        js = readers.get(end, [])
+        if js and set(end.users) == {layers[j].nodes[0] for j in js}:
+            out[i] = acts[js[0]]
+    return out
 
 
 def quantizable(layer: Layer, mode: str) -> bool:
@@ -134,7 +171,8 @@ class QuantOp(nn.Module):
     ``act``: the static activation parameters (the kernel's scale and folded bias are then
     constants too); None: dynamic, observed on every call's input."""
 
-    def __init__(self, layer: Layer, kernel: Any, act: ActQuant | None) -> None:
+    def __init__(self, layer: Layer, kernel: Any, act: ActQuant | None,
+                 requant: ActQuant | None = None) -> None:
         super().__init__()
         d = layer.dims
         self.kind, self.kernel, self.static = layer.kind, kernel, act
@@ -162,8 +200,14 @@ class QuantOp(nn.Module):
             self._scale, self._shift, self._bias = (np.empty(n, np.float32) for _ in range(3))
         else:
             scale, bias = dequant_params(act, self.w_scale, self.colsum, self.bias)
-            kernel.set_constant(packed, scale=scale, bias=bias)
+            extra = {} if requant is None else dict(out_scale=requant.scale,
+                                                    out_zero_point=requant.zero_point)
+            kernel.set_constant(packed, scale=scale, bias=bias, **extra)
         self.out: torch.Tensor | None = None  # a pool buffer (plan_buffers), else per call
+        # u8_handoffs: the output stored as the readers' u8 input, in a buffer of its own (its
+        # readers are quantized layers of the same call, so it never leaves the graph)
+        self.requant = requant
+        self.out_u8 = None if requant is None else torch.empty(self.out_shape, dtype=torch.uint8)
         # Quantized layers reading the same value (a transformer's Q, K and V projections)
         # quantize it once per call: the first in graph order stores (x, xq, params) here, the
         # next ones reuse them when they get the same tensor at the same version.
@@ -173,11 +217,15 @@ class QuantOp(nn.Module):
     def extra_repr(self) -> str:
         how = "dynamic" if self.static is None else (
             f"static scale={self.static.scale:.4g} zero_point={self.static.zero_point}")
+        if self.requant is not None:
+            how += f", u8 out scale={self.requant.scale:.4g} " \
+                   f"zero_point={self.requant.zero_point}"
         return f"{self.kernel.tree.computation.name}, {how}"
 
     def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         a = x.contiguous().numpy().reshape(self.a_shape)
-        out = self.out if self.out is not None else torch.empty(self.out_shape)
+        out = self.out_u8 if self.out_u8 is not None else self.out if self.out is not None \
+            else torch.empty(self.out_shape)
         kw: dict[str, np.ndarray] = {}
         if self.has_residual:
             kw["residual"] = rest[-1].contiguous().numpy().reshape(self.k_out)
@@ -210,7 +258,12 @@ class QuantOp(nn.Module):
         key = (x.data_ptr(), x._version, tuple(x.shape))
         if sh is not None and not self.leader and sh.get("key") == key:
             return sh["xq"], sh["q"]
-        if self.static is None:
+        if a.dtype == np.uint8:  # its producer's u8 output, quantized with our parameters
+            q, xq = self.static, a
+            if self.pad:
+                p = self.pad
+                xq = np.pad(xq, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=q.zero_point)
+        elif self.static is None:
             xq, scale, zp = _core.quantize_u8(a)
             q = ActQuant(float(scale), int(zp))
         else:
@@ -265,18 +318,20 @@ def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quanti
         ranges = observe_ranges(gm, {la.x for la, q in zip(layers, quant) if q}, calibration)
     acts = [act_qparams(*ranges[la.x]) if q and quantize == "static" else None
             for la, q in zip(layers, quant)]
-    comps = [computation(la, epilogue_of(la), outer_pad(la, act)) if q
+    handoff = u8_handoffs(layers, quant, acts) if quantize == "static" else {}
+    comps = [computation(la, epilogue_of(la) + ("+requant" if i in handoff else ""),
+                         outer_pad(la, act)) if q
              else f32_computation(la, layout, la.epilogue if fused else "")
-             for la, q, act in zip(layers, quant, acts)]
+             for i, (la, q, act) in enumerate(zip(layers, quant, acts))]
     trees, stats = tune(comps, records, search, layer_budget, quiet)
     kernels: dict[str, Any] = {}
     ops: list[nn.Module] = []
-    for layer, comp, q, act in zip(layers, comps, quant, acts):
+    for i, (layer, comp, q, act) in enumerate(zip(layers, comps, quant, acts)):
         h = comp.header()
         if h not in kernels:
             kernels[h] = trees[h].compile()
         if q:  # a kernel holds one constant operand: each quantized layer its own
-            ops.append(QuantOp(layer, trees[h].compile(), act))
+            ops.append(QuantOp(layer, trees[h].compile(), act, handoff.get(i)))
         else:
             kernel = kernels[h] if layer.kind in ("matmul", "bmm") else trees[h].compile()
             ops.append(LoopOp(layer, kernel, fused))
@@ -285,12 +340,18 @@ def lower_quantized(gm: fx.GraphModule, constants: dict | None = None, *, quanti
     rows = lower_rowops(gm, constants) if rowops else []
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     choose_output_orders(gm, nodes)
-    pool = plan_buffers(gm, sorted(nodes + rows, key=order.__getitem__))
+    pooled = [n for n in nodes if getattr(gm.get_submodule(str(n.target)), "out_u8", None)
+              is None]
+    pool = plan_buffers(gm, sorted(pooled + rows, key=order.__getitem__))
     summary, torch_ops = summarize(gm, layers, fused)
     n_q = sum(la.count for la, q in zip(layers, quant) if q)
     summary = summary.replace("looptune: ", f"looptune: {n_q} int8 ({quantize}) of ", 1)
+    if handoff:
+        summary = summary.replace("; torch:", f"; {len(handoff)} int8 layers hand u8 to the "
+                                  "next; torch:", 1)
     return Plan(layers, stats, pool, summary, fused, time.perf_counter() - t0, torch_ops)
 
 
 __all__ = ["QUANTIZED_KINDS", "TORCH_ACTS", "QuantOp", "computation", "epilogue_of", "int8_support",
-           "lower_quantized", "observe_ranges", "outer_pad", "quantizable"]
+           "lower_quantized", "observe_ranges", "outer_pad", "quantizable", "requant_available",
+           "u8_handoffs"]
