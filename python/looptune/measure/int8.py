@@ -24,7 +24,10 @@ def is_int8(comp: Computation) -> bool:
 
 
 def out_dtype(comp: Computation) -> type:
-    """The kernel's output element type: int32 without an epilogue, else float32."""
+    """The kernel's output element type: int32 without an epilogue, uint8 with one ending in
+    'requant', else float32."""
+    if is_int8(comp) and comp.epilogue.endswith("requant"):
+        return np.uint8
     return np.int32 if is_int8(comp) and not comp.epilogue else np.float32
 
 
