@@ -1,6 +1,7 @@
 """The int8 'requant' epilogue term (scale[+bias][+add][+act]+requant): a uint8 output equal,
 bit for bit, to quantize_u8(the same kernel's float32 result without requant, out_scale,
-out_zero_point), for matmul, batch matmul and conv2d (groups, depthwise, every layout), odd
+out_zero_point), whether the JIT's store requantizes (facts['epilogue_fused']) or a pass does,
+for matmul, batch matmul and conv2d (groups, depthwise, every layout), odd
 sizes, random schedules, both ISAs, each int8 path, 1 and 2 threads, saturation at 0 and 255;
 the per-call and constant parameters; header / name / dump round trips; typed errors."""
 
@@ -51,7 +52,8 @@ def _check_tree(tree, isa, a, b, kw, params, threads=(1, 2)):
     bytes equal quantize_u8 of the same schedule's float32 result."""
     kernel = tree.compile(isa)
     plain = _without_requant(tree).compile(isa)
-    assert kernel.facts["epilogue_fused"] is False
+    fused = kernel.facts["epilogue_fused"]
+    assert not fused or plain.facts["epilogue_fused"]  # (requant fuses with its chain only)
     old = looptune.get_num_threads()
     try:
         for t in threads:
@@ -66,6 +68,7 @@ def _check_tree(tree, isa, a, b, kw, params, threads=(1, 2)):
                 np.testing.assert_array_equal(got, want, err_msg=f"{tree.dump()}\n{s} {z} t={t}")
     finally:
         looptune.set_num_threads(old)
+    return fused
 
 
 SPECS = ["scale+requant", "scale+bias+requant", "scale+bias+relu+requant",
@@ -89,6 +92,7 @@ def _comps():
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_requant_equals_quantize_u8(isa, int8_path):
     rng_s = random.Random(3)
+    fused = set()
     for i, base in enumerate(_comps()):
         for j, spec in enumerate(SPECS):
             if (i + j) % 2:  # every spec and kind, not every pair
@@ -97,7 +101,8 @@ def test_requant_equals_quantize_u8(isa, int8_path):
             a, b, kw = _operands(comp, seed=10 * i + j)
             trees = [comp.default_schedule(), random_schedule(comp, rng_s)]
             for tree in trees:
-                _check_tree(tree, isa, a, b, kw, PARAMS[(i + j) % 3 :: 2])
+                fused.add(_check_tree(tree, isa, a, b, kw, PARAMS[(i + j) % 3 :: 2]))
+    assert fused == {True, False}  # fused into the JIT's store, and the pass
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)

@@ -483,7 +483,10 @@ Kernel::Kernel(const LoopTree& tree, Isa isa, const KernelViews& views)
   if (out_view && !c.epilogue.empty() && !facts_.epilogue_fused)
     throw CompileError("an out view needs the epilogue fused into the kernel's store");
   chain_fused_ = facts_.epilogue_fused;
-  if (c.epilogue.requant) facts_.epilogue_fused = false;  // the u8 step: a pass after the store
+  // requant: fused into the store with the chain where lowering allowed it (the generator's
+  // fallback unfuses both), else a pass after the store
+  requant_fused_ = c.epilogue.requant && chain_fused_ && code_->low.epi_requant;
+  if (c.epilogue.requant) facts_.epilogue_fused = requant_fused_;
   // fixed per kernel: off the timed path
   relaid_[0] = c.in0.padded() && !views.in0.active() && access_[0] != Access::InPlace;
   relaid_[1] = c.in1.padded() && access_[1] != Access::InPlace;
@@ -732,6 +735,29 @@ void Kernel::run_requant(const float* in0, const float* in1, uint8_t* out, int t
   float probe = 0.0f;
   uint8_t q = 0;
   requantize_u8(&probe, 1, &q, out_scale, out_zero_point);  // validates before the work
+  if (requant_fused_) {  // the store requantizes: {scale, bias}, residual, {1/scale, zp}
+    const Epilogue& e = tree_.computation().epilogue;
+    if (e.bias && !bias) {
+      if (constant_bias_.empty())
+        throw std::invalid_argument("no bias given and no constant bias set");
+      bias = constant_bias_.data();
+    }
+    if (e.add && !residual) throw std::invalid_argument("the epilogue needs a residual");
+    if (!scale) {
+      if (constant_scale_.empty())
+        throw std::invalid_argument("no scale given and no constant scale set");
+      scale = constant_scale_.data();
+    }
+    const int64_t ch = tree_.computation().bias_shape()[0];
+    thread_local std::vector<float> params;
+    params.resize(2 * ch);
+    std::memcpy(params.data(), scale, sizeof(float) * ch);
+    if (e.bias) std::memcpy(params.data() + ch, bias, sizeof(float) * ch);
+    float rq[2] = {1.0f / out_scale, 0.0f};
+    std::memcpy(&rq[1], &out_zero_point, 4);
+    const float* const epi[3] = {params.data(), residual, rq};
+    return run_body(in0, in1, reinterpret_cast<float*>(out), threads, epi);
+  }
   const int64_t n = tree_.computation().out.numel();
   // The float32 result in a scratch buffer kept by the kernel (one call at a time; a
   // concurrent call uses its own).
@@ -857,12 +883,13 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
   std::vector<uint8_t> requant_bytes(c.epilogue.requant ? c.out.numel() : 0);
   auto execute = [&](const float* a_, const float* b_, bool packed_, float* o_,
                      const Kernel::Relayout& l_, int threads_) {
-    const float* const ops[2] = {bias, res};
+    const float rq[2] = {20.0f, 0.0f};  // (a requant store's {1/out_scale, zero point})
+    const float* const ops[3] = {bias, res, rq};
     this->execute(a_, b_, packed_, o_, l_, threads_, ops);
     if (epi && c.epilogue.scale && !chain_fused_)
       dequantize_output(c, o_, bias, threads_);  // (a random scale)
     if (epi && !chain_fused_) apply_epilogue(c, o_, bias, res, threads_);
-    if (c.epilogue.requant)  // the u8 pass (its parameters: any valid ones)
+    if (c.epilogue.requant && !requant_fused_)  // the u8 pass (any valid parameters)
       requantize_u8(o_, c.out.numel(), requant_bytes.data(), 0.05f, 128, isa_, threads_);
   };
 

@@ -162,7 +162,8 @@ class Kernel:
     # out uint8 = quantize_u8(the float32 result, out_scale, out_zero_point); both required
     # (TypeError) unless fixed by set_constant; out_scale finite > 0 (as float32) and
     # out_zero_point in 0..255, else ValueError; dense buffers only (compile(strides=...):
-    # CompileError); facts["epilogue_fused"] is False (the u8 step is a pass).
+    # CompileError); facts["epilogue_fused"]: requantized in the JIT's store (True) or by a
+    # pass after it (False), the same bytes either way.
     # the buffer views it was compiled with: {"in0": (shape, offset) or None, "out": ...}
     views: dict[str, tuple[tuple[int, ...], tuple[int, ...]] | None]
     # the element strides it was compiled with: {"in0": tuple or None (dense), "in1", "out"}

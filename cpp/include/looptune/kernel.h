@@ -115,9 +115,11 @@ class Kernel {
   // bytes), out int32 without an epilogue, else float32: act(float(acc) * scale[channel] +
   // bias + residual) (scale of bias_shape(); nullptr: the one kept by set_constant_scale).
   // A 'requant' epilogue: out holds uint8 = quantize_u8(y, out_scale, out_zero_point) of the
-  // float32 result y of the rest of the chain (computed into a kernel-owned buffer, then
-  // requantized in a pass split over the threads); out_scale 0: the constant ones
-  // (set_constant_requant); std::invalid_argument for bad or missing parameters.
+  // float32 result y of the rest of the chain, bit for bit: requantized in the JIT's store
+  // with the fused chain (facts().epilogue_fused; vector stores in the user's layout only),
+  // else y is computed into a kernel-owned buffer and requantized in a pass split over the
+  // threads. out_scale 0: the constant ones (set_constant_requant); std::invalid_argument
+  // for bad or missing parameters.
   void run(const float* in0, const float* in1, float* out, int threads = 0,
            const float* bias = nullptr, const float* residual = nullptr,
            const float* scale = nullptr, float out_scale = 0.0f,
@@ -204,8 +206,9 @@ class Kernel {
   std::vector<float> constant_scale_;  // set_constant_scale
   float constant_out_scale_ = 0.0f;    // set_constant_requant (0: none)
   int32_t constant_out_zero_point_ = 0;
-  bool chain_fused_ = false;  // the float32 chain is fused into the store (a requant
-                              // epilogue's facts say epilogue_fused false: its u8 step is a pass)
+  bool chain_fused_ = false;   // the float32 chain is fused into the store
+  bool requant_fused_ = false;  // and the requant step too (facts().epilogue_fused then; a
+                                // requant kernel without it requantizes in a pass)
   mutable std::mutex requant_mutex_;  // run() reuses its float32 scratch across calls
   mutable std::vector<float> requant_scratch_;
   mutable std::mutex workspace_mutex_;  // run() reuses its relayout buffers across calls
