@@ -72,6 +72,7 @@ def main() -> None:
         "shape": [m, k, n], "threads": args.threads, "tuned": args.tune,
         "isa": kr.isa, "int8_path": kr.facts["int8_path"],
         "chain_fused_in_f32_kernel": kf.facts["epilogue_fused"],
+        "requant_fused": kr.facts["epilogue_fused"],
         "us": {k_: round(v, 1) for k_, v in res.items()},
         "requant_vs_two_step": round(res["f32 + quantize_u8"] / res["requant"], 3),
     }))
