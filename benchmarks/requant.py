@@ -32,6 +32,7 @@ def main() -> None:
     p.add_argument("--tune", action="store_true")
     p.add_argument("--min-time", type=float, default=0.3)
     p.add_argument("--shape", default="128,768,3072")
+    p.add_argument("--isa", default=None, help="avx512 | avx2 (default: the best here)")
     args = p.parse_args()
     m, k, n = (int(x) for x in args.shape.split(","))
     looptune.set_num_threads(args.threads)
@@ -42,7 +43,7 @@ def main() -> None:
         tree = agent_search(tree, measurer).best_tree
     head, rest = tree.dump().split("\n", 1)
     rtree = looptune.LoopTree.parse(head + "+requant\n" + rest)
-    kf, kr = tree.compile(), rtree.compile()
+    kf, kr = tree.compile(args.isa), rtree.compile(args.isa)
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (m, k), dtype=np.uint8)
     b = rng.integers(-128, 128, (k, n), dtype=np.int8)

@@ -131,6 +131,15 @@ def test_saturation_and_rounding():
     np.testing.assert_array_equal(got, want)
     assert got[0, 0] == 0 and got[0, 11] == 255 and got[0, 6] == 130 and got[0, 7] == 130
     np.testing.assert_array_equal(got, looptune.quantize_u8(res, 1.0, 128)[0])
+    # non-finite y (a residual's): +inf saturates to 255, -inf and NaN give 0, in the store's
+    # requantization and in the pass alike
+    rng = random.Random(5)
+    odd = np.array([np.inf, -np.inf, np.nan, 1.0] * 16, np.float32).reshape(4, 16)
+    for isa in RUNNABLE:
+        for tree in [comp.default_schedule(), *(random_schedule(comp, rng) for _ in range(6))]:
+            got = tree.compile(isa)(a, b, scale=scale, residual=odd, out_scale=1.0,
+                                    out_zero_point=7)
+            np.testing.assert_array_equal(got, np.tile([255, 0, 0, 8], (4, 4)).astype(np.uint8))
     # zero points at the ends
     assert (kernel(a, b, scale=scale, residual=np.full((4, 16), -1, np.float32), out_scale=1.0,
                    out_zero_point=0) == 0).all()
