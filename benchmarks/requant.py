@@ -39,7 +39,8 @@ def main() -> None:
     chain = looptune.matmul(m, k, n, dtype="int8", epilogue="scale+bias+relu")
     tree = chain.default_schedule()
     if args.tune:
-        measurer = Measurer(min_time=0.005, min_runs=1, threads=args.threads, cache={})
+        measurer = Measurer(isa=args.isa, min_time=0.005, min_runs=1, threads=args.threads,
+                            cache={})
         tree = agent_search(tree, measurer).best_tree
     head, rest = tree.dump().split("\n", 1)
     rtree = looptune.LoopTree.parse(head + "+requant\n" + rest)
