@@ -282,3 +282,14 @@ def test_bad_inputs_are_typed_errors():
     # the wrong input dtypes stay typed errors
     with pytest.raises(TypeError, match="uint8"):
         kernel(a.astype(np.int8), b, **kw, **ok)
+
+
+def test_harness_checks_requant_kernels():
+    from looptune.measure import harness, int8
+
+    comp = looptune.matmul(24, 40, 36, dtype="int8", epilogue="scale+bias+add+relu6+requant")
+    assert int8.out_dtype(comp) is np.uint8 and int8.tolerance(comp) == 1.0
+    extra = int8.epilogue_inputs(comp)
+    assert extra["out_zero_point"] == 128 and extra["out_scale"] > 0
+    t = harness.time_kernel(comp.default_schedule(), min_time=0.0, min_runs=1)
+    assert t.ok and t.max_abs_error <= 1.0

@@ -570,7 +570,9 @@ def run_int8_case(rng: random.Random, index: int, schedules: int,
     rq: dict[str, Any] = {}  # the requant term's out_scale / out_zero_point
     if comp.epilogue:  # float32 = act(float(acc) * scale + bias + residual)
         scale = np.random.default_rng(index).uniform(1e-5, 1e-3, comp.bias_shape)
-        extra = {"scale": scale.astype(np.float32), **epilogue_inputs(comp, seed=index)}
+        extra = {"scale": scale.astype(np.float32),
+                 **{k: v for k, v in epilogue_inputs(comp, seed=index).items()
+                    if k not in ("out_scale", "out_zero_point")}}  # (rq below)
         shape = [1] * acc.ndim
         shape[1 if comp.kind == "conv2d" else -1] = comp.bias_shape[0]
         deq = acc.astype(np.float64) * extra["scale"].astype(np.float64).reshape(shape)
