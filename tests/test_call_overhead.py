@@ -242,7 +242,8 @@ def test_arguments_off_the_fast_path_are_accepted_or_typed_errors(kernel: looptu
 
 def test_call_signature_and_argument_errors(kernel: looptune.Kernel) -> None:
     sig = inspect.signature(looptune.Kernel.__call__)
-    assert list(sig.parameters) == ["self", "a", "b", "out", "bias", "residual", "scale"]
+    assert list(sig.parameters) == ["self", "a", "b", "out", "bias", "residual", "scale",
+                                    "out_scale", "out_zero_point"]
     assert sig.parameters["b"].default is None and sig.parameters["out"].default is None
     a, b = _f32((5, 3)), _f32((3, 4), 1)
     out = np.empty((5, 4), np.float32)

@@ -107,7 +107,9 @@ void require_ascii(const std::string& s, const char* what) {
   "dtype: 'float32', or 'int8': a uint8 (activations) times b int8 (weights), same shapes and "\
   "layouts as float32, summed exactly in int32 (the output, int32, when there is no epilogue); "\
   "the epilogue then starts with 'scale' and gives float32: act(float(acc) * scale[channel] + "\
-  "bias + residual) (e.g. 'scale', 'scale+bias+relu'). The loop nest is float32's with the "\
+  "bias + residual) (e.g. 'scale', 'scale+bias+relu'); a last term 'requant' makes it uint8: "\
+  "quantize_u8(that, out_scale, out_zero_point) (e.g. 'scale+bias+relu+requant'; the "\
+  "parameters per call or set_constant). The loop nest is float32's with the "\
   "reduction variable (k, or c of a conv2d) counting groups of 4 values (zero-padded)"
 
 void register_computation(py::module_& m) {

@@ -33,7 +33,7 @@ struct ArgTypes {
 };
 ArgTypes arg_types(const Computation& c) {
   if (!c.is_int8()) return {};
-  return {kU8, kS8, c.epilogue.empty() ? kS32 : kF32};
+  return {kU8, kS8, c.epilogue.empty() ? kS32 : c.epilogue.requant ? kU8 : kF32};
 }
 
 // Checks dtype, contiguity (or the element `strides` a kernel was compiled with) and shape;
@@ -105,6 +105,53 @@ void check_epilogue_args(const Kernel& k, bool has_bias, bool has_res, bool has_
     throw py::type_error("residual is required: this kernel's epilogue is " + spec);
 }
 
+// A 'requant' epilogue's out_scale / out_zero_point (given per call, or fixed by set_constant):
+// TypeError for missing or unexpected ones and non-numbers, ValueError for bad values. Returns
+// {0, 0} (the kernel's constant ones) when neither is given.
+std::pair<float, int32_t> requant_args(const Kernel* k, const Epilogue& e, py::handle scale,
+                                       py::handle zp) {
+  const bool has_s = !scale.is_none(), has_z = !zp.is_none();
+  const std::string spec = e.empty() ? "none" : "'" + e.str() + "'";
+  if ((has_s || has_z) && !e.requant)
+    throw py::type_error(std::string(has_s ? "out_scale" : "out_zero_point") +
+                         " given, but this kernel's epilogue (" + spec + ") has no requant");
+  if (!e.requant) return {0.0f, 0};
+  if (has_s != has_z) throw py::type_error("give both out_scale and out_zero_point, or neither");
+  if (!has_s) {
+    if (k && !k->has_constant_requant())
+      throw py::type_error("out_scale and out_zero_point are required: this kernel's epilogue "
+                           "is " + spec + " (or fix them once with set_constant(b, "
+                           "out_scale=..., out_zero_point=...))");
+    return {0.0f, 0};
+  }
+  const auto type_of = [](py::handle h) {
+    return py::str(py::type::of(h).attr("__name__")).cast<std::string>();
+  };
+  if (py::isinstance<py::bool_>(scale) ||
+      !(py::isinstance<py::float_>(scale) || py::isinstance<py::int_>(scale) ||
+        py::hasattr(scale, "__float__")))
+    throw py::type_error("out_scale must be a float, got " + type_of(scale));
+  if (py::isinstance<py::bool_>(zp) || !py::hasattr(zp, "__index__"))
+    throw py::type_error("out_zero_point must be an int, got " + type_of(zp));
+  const double s = py::float_(py::reinterpret_borrow<py::object>(scale)).cast<double>();
+  const float sf = static_cast<float>(s);
+  if (!std::isfinite(sf) || !(sf > 0.0f))
+    throw py::value_error("out_scale must be finite and positive (as a float32), got " +
+                          py::repr(scale).cast<std::string>());
+  PyObject* idx = PyNumber_Index(zp.ptr());
+  if (!idx) throw py::error_already_set();
+  int overflow = 0;
+  const long long z = PyLong_AsLongLongAndOverflow(idx, &overflow);
+  Py_DECREF(idx);
+  if (z == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (overflow) throw py::value_error("out_zero_point must be in 0..255, got " +
+                                      py::repr(zp).cast<std::string>());
+  if (z < 0 || z > 255)
+    throw py::value_error("out_zero_point must be in 0..255, got " +
+                          py::repr(zp).cast<std::string>());
+  return {sf, static_cast<int32_t>(z)};
+}
+
 py::array checked(const py::handle& obj, const char* what, const TensorAccess& t, bool write,
                   int type, const std::vector<int64_t>* strides) {
   if (!py::isinstance<py::array>(obj))
@@ -165,10 +212,12 @@ bool overlap(const py::array& x, const py::array& y) {
 
 // The general call: validates each argument with its typed error, allocates the output.
 py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle out,
-                       py::handle bias, py::handle res, py::handle scale) {
+                       py::handle bias, py::handle res, py::handle scale,
+                       py::handle out_scale, py::handle out_zp) {
   const Computation& c = k.tree().computation();
   const ArgTypes ty = arg_types(c);
   check_epilogue_args(k, !bias.is_none(), !res.is_none(), !scale.is_none());
+  const auto [rq_scale, rq_zp] = requant_args(&k, c.epilogue, out_scale, out_zp);
   py::array A = checked(a, "a", caller(c.in0, k.in0_shape()), false, ty.a, strides_of(k, 0)), B,
             Bias, Res, Scale;
   if (!bias.is_none()) Bias = checked(bias, "bias", bias_tensor(c), false);
@@ -186,6 +235,7 @@ py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle o
     O = py::module_::import("numpy").attr("zeros")(py::tuple(py::cast(k.out_shape())), "float32").cast<py::array>();
   } else if (out.is_none()) {  // no zero-fill: Kernel::run writes every element
     if (ty.out == kS32) O = py::array_t<int32_t>(c.out.shape);
+    else if (ty.out == kU8) O = py::array_t<uint8_t>(c.out.shape);
     else O = py::array_t<float>(c.out.shape);
   } else {
     O = checked(out, "out", caller(c.out, k.out_shape()), true, ty.out, strides_of(k, 2));
@@ -203,7 +253,7 @@ py::array checked_call(const Kernel& k, py::handle a, py::handle b, py::handle o
   float* po = static_cast<float*>(O.mutable_data());
   {
     py::gil_scoped_release release;
-    k.run(pa, pb, po, 0, pbias, pres, pscale);
+    k.run(pa, pb, po, 0, pbias, pres, pscale, rq_scale, rq_zp);
   }
   return O;
 }
@@ -250,8 +300,11 @@ constexpr int64_t kKeepGilWork = 1 << 15;
 // output without zero-fill; anything else goes to Kernel._call_fallback when one is installed
 // (looptune.interop: torch tensors) and to the general call, which raises the typed errors.
 py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py::handle out,
-                py::handle bias, py::handle res, py::handle scale) {
+                py::handle bias, py::handle res, py::handle scale, py::handle out_scale,
+                py::handle out_zp) {
   const Computation& c = k.tree().computation();
+  // 'requant' kernels (and stray requant arguments) take the general call
+  const bool requant = c.epilogue.requant || !out_scale.is_none() || !out_zp.is_none();
   const ArgTypes ty = arg_types(c);
   const bool has_b = !b.is_none(), has_out = !out.is_none();
   const std::vector<int64_t>*sa = strides_of(k, 0), *sb = strides_of(k, 1), *so = strides_of(k, 2);
@@ -273,7 +326,7 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
     if (epi_ok && has_res) epi_ok = (pres = fast_data(res.ptr(), k.out_shape(), false, kF32, so));
     if (epi_ok && has_scale) epi_ok = (pscale = fast_data(scale.ptr(), c.bias_shape(), false));
   }
-  if (epi_ok && pa && (has_b ? pb != nullptr : k.has_constant_in1()) &&
+  if (!requant && epi_ok && pa && (has_b ? pb != nullptr : k.has_constant_in1()) &&
       (po || (!has_out && !k.views().out.active() && !so))) {
     const int64_t out_bytes = span_bytes(k.out_shape(), so, 4);
     auto overlaps = [&](const float* x, int64_t bytes) {
@@ -310,7 +363,7 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
       return result;
     }
   }
-  if (!in_fallback && !(is_array_or_none(a) && is_array_or_none(b) && is_array_or_none(out) &&
+  if (!in_fallback && !requant && !(is_array_or_none(a) && is_array_or_none(b) && is_array_or_none(out) &&
                         is_array_or_none(bias) && is_array_or_none(res) &&
                         is_array_or_none(scale))) {
     py::object fallback = py::getattr(py::type::handle_of(self), "_call_fallback", py::none());
@@ -324,17 +377,20 @@ py::object call(py::handle self, const Kernel& k, py::handle a, py::handle b, py
                       py::arg("scale") = scale);
     }
   }
-  return checked_call(k, a, b, out, bias, res, scale);
+  return checked_call(k, a, b, out, bias, res, scale, out_scale, out_zp);
 }
 
 constexpr const char* kCallDoc =
-    "__call__($self, /, a, b=None, out=None, *, bias=None, residual=None, scale=None)\n--\n\n"
+    "__call__($self, /, a, b=None, out=None, *, bias=None, residual=None, scale=None, "
+    "out_scale=None, out_zero_point=None)\n--\n\n"
     "Compute out = a (x) b on numpy float32 arrays, then the computation's epilogue "
     "(bias: the output channels, residual: the output's shape; given exactly when the "
     "epilogue names them, bias also fixed by set_constant); returns out (allocated when None). "
     "int8 computations: a uint8, b int8 (the user's layouts), out int32 without an epilogue, "
     "else float32 = act(float(acc) * scale + bias + residual) (scale: float32 per output "
-    "channel, or fixed by set_constant). "
+    "channel, or fixed by set_constant); an epilogue ending in 'requant': out uint8 = "
+    "quantize_u8(that, out_scale, out_zero_point) (out_scale: a float > 0, out_zero_point: "
+    "an int in 0..255; per call or fixed by set_constant). "
     "b=None uses the constant operand kept by set_constant(). Arguments that are not numpy "
     "arrays go to Kernel._call_fallback(kernel, a, b, out) when the class has one "
     "(looptune.interop installs the torch one).";
@@ -345,9 +401,10 @@ constexpr const char* kCallDoc =
 PyObject* call_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
                       PyObject* kwnames) {
   try {
-    static const char* const names[6] = {"a", "b", "out", "bias", "residual", "scale"};
-    PyObject* slot[6] = {nullptr, Py_None, Py_None, Py_None, Py_None, Py_None};
-    bool given[6] = {false, false, false, false, false, false};
+    static const char* const names[8] = {"a",        "b",     "out",       "bias",
+                                         "residual", "scale", "out_scale", "out_zero_point"};
+    PyObject* slot[8] = {nullptr, Py_None, Py_None, Py_None, Py_None, Py_None, Py_None, Py_None};
+    bool given[8] = {false, false, false, false, false, false, false, false};
     if (nargs > 3)
       throw py::type_error("Kernel.__call__() takes at most 3 arguments (a, b, out), got " +
                            std::to_string(nargs));
@@ -356,7 +413,7 @@ PyObject* call_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
     for (Py_ssize_t j = 0; j < nkw; ++j) {
       PyObject* name = PyTuple_GET_ITEM(kwnames, j);
       int idx = -1;
-      for (int i = 0; i < 6 && idx < 0; ++i)
+      for (int i = 0; i < 8 && idx < 0; ++i)
         if (PyUnicode_CompareWithASCIIString(name, names[i]) == 0) idx = i;
       if (idx < 0)
         throw py::type_error("Kernel.__call__() got an unexpected keyword argument '" +
@@ -368,7 +425,9 @@ PyObject* call_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
     }
     if (!given[0]) throw py::type_error("Kernel.__call__() missing required argument 'a'");
     const Kernel& k = py::handle(self).cast<const Kernel&>();
-    return call(self, k, slot[0], slot[1], slot[2], slot[3], slot[4], slot[5]).release().ptr();
+    return call(self, k, slot[0], slot[1], slot[2], slot[3], slot[4], slot[5], slot[6], slot[7])
+        .release()
+        .ptr();
   } catch (py::error_already_set& e) {
     e.restore();
     return nullptr;
@@ -494,7 +553,8 @@ void register_kernel(py::module_& m) {
           "None (dense), 'in1': ..., 'out': ...}; facts['access'] tells which it reads or "
           "writes in place and which it packs at call time.")
       .def("set_constant",
-           [](Kernel& k, const py::object& b, const py::object& bias, const py::object& scale) {
+           [](Kernel& k, const py::object& b, const py::object& bias, const py::object& scale,
+              const py::object& out_scale, const py::object& out_zp) {
              const Computation& c = k.tree().computation();
              const std::string spec =
                  c.epilogue.empty() ? std::string("none") : "'" + c.epilogue.str() + "'";
@@ -504,17 +564,22 @@ void register_kernel(py::module_& m) {
              if (!scale.is_none() && !c.epilogue.scale)
                throw py::type_error("scale given, but this kernel's epilogue (" + spec +
                                     ") has no scale");
+             const auto [rq_scale, rq_zp] = requant_args(nullptr, c.epilogue, out_scale, out_zp);
              py::array B = checked(b, "b", c.in1, false, arg_types(c).b), Bias, Scale;
              if (!bias.is_none()) Bias = checked(bias, "bias", bias_tensor(c), false);
              if (!scale.is_none()) Scale = checked(scale, "scale", bias_tensor(c), false);
              k.set_constant_in1(static_cast<const float*>(B.data()));
              if (!bias.is_none()) k.set_constant_bias(static_cast<const float*>(Bias.data()));
              if (!scale.is_none()) k.set_constant_scale(static_cast<const float*>(Scale.data()));
+             if (rq_scale > 0.0f) k.set_constant_requant(rq_scale, rq_zp);
            },
            py::arg("b"), py::arg("bias") = py::none(), py::arg("scale") = py::none(),
+           py::arg("out_scale") = py::none(), py::arg("out_zero_point") = py::none(),
            "Keep a packed (kernel-layout) copy of b, e.g. constant weights; call with b=None. "
            "bias (and scale, int8 epilogues): also keep the epilogue's bias (scale), so calls "
-           "may omit it.")
+           "may omit it; out_scale and out_zero_point, 'requant' epilogues: the same for the "
+           "uint8 output's parameters).")
+      .def_property_readonly("has_constant_requant", &Kernel::has_constant_requant)
       .def("weight_sums",
            [](const Kernel& k, const py::object& b) {
              const Computation& c = k.tree().computation();

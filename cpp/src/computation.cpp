@@ -217,6 +217,7 @@ std::string Epilogue::str() const {
   if (bias) term("bias");
   if (add) term("add");
   if (!act.empty()) term(act);
+  if (requant) term("requant");
   return s;
 }
 
@@ -226,8 +227,9 @@ Epilogue parse_epilogue(const std::string& spec) {
   const std::string allowed =
       "an epilogue is terms joined by '+' in this order: 'scale' (int8 computations, which "
       "need it), optional 'bias', optional 'add', optional activation 'relu' | 'relu6' | "
-      "'gelu' (e.g. 'bias+relu', 'bias+add+relu', 'scale+bias+relu')";
-  int stage = 0;  // 0: nothing yet, 1: bias, 2: add, 3: the activation, 4: scale
+      "'gelu', then (int8 only) optional 'requant' (a uint8 output) (e.g. 'bias+relu', "
+      "'bias+add+relu', 'scale+bias+relu', 'scale+bias+relu+requant')";
+  int stage = 0;  // 0: nothing yet, 1: bias, 2: add, 3: the activation, 4: requant
   size_t start = 0;
   while (true) {
     const size_t plus = spec.find('+', start);
@@ -238,6 +240,7 @@ Epilogue parse_epilogue(const std::string& spec) {
     else if (t == "bias") at = 1;
     else if (t == "add") at = 2;
     else if (t == "relu" || t == "relu6" || t == "gelu") at = 3;
+    else if (t == "requant") at = 4;
     else bad("bad epilogue term '" + t + "' in '" + spec + "': " + allowed);
     if ((at == 0 && stage != 0) || (at > 0 && at <= stage))
       bad("epilogue term '" + t + "' out of order or repeated in '" + spec + "': " + allowed);
@@ -246,6 +249,7 @@ Epilogue parse_epilogue(const std::string& spec) {
     if (at == 0) e.scale = true;
     else if (at == 1) e.bias = true;
     else if (at == 2) e.add = true;
+    else if (at == 4) e.requant = true;
     else e.act = t;
     if (plus == std::string::npos) break;
     start = plus + 1;
@@ -265,6 +269,8 @@ void check_epilogue_dtype(const Computation& c) {
         "scale[channel] + bias ...)), got '" + c.epilogue.str() + "'");
   if (!c.is_int8() && c.epilogue.scale)
     bad("'scale' is an int8 epilogue term; this computation is float32");
+  if (!c.is_int8() && c.epilogue.requant)
+    bad("'requant' is an int8 epilogue term; this computation is float32");
 }
 
 namespace {

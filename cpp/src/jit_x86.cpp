@@ -38,7 +38,8 @@ constexpr int kStackSlots = 24;  // loop counters beyond the registers
 // (tensors and the fused epilogue's) saved at the parallel loop, and a scratch slot for a large
 // pointer advance.
 constexpr int kSlotStart = kStackSlots, kSlotEnd = kStackSlots + 1, kSlotPtr = kStackSlots + 2,
-              kSlotTmp = kStackSlots + 7, kFrameSlots = kStackSlots + 8;
+              kSlotTmp = kStackSlots + 7, kSlotRq = kStackSlots + 8,
+              kFrameSlots = kStackSlots + 11;  // (kSlotRq: 5 dwords)
 
 enum class Kind { Vec, Bcast, Scalar };
 constexpr int kPtrs = 5;  // in0, in1, out, and the fused epilogue's bias and residual
@@ -131,18 +132,32 @@ class NestGenerator : public CodeGenerator {
     if constexpr (I == Isa::AVX512) { if (active <= 8) return Ymm(i); }
     return vr(i);
   }
+  // bytes per element of tensor t: 4, but 1 for a requantized (uint8) output
+  int64_t eb(int t) const { return t == kOut && low_.epi_requant ? 1 : 4; }
   Address mem(int t, int64_t elem_off) {
-    return ptr[ptr_reg(t) + static_cast<int32_t>(disp_[t] + elem_off * 4)];
+    return ptr[ptr_reg(t) + static_cast<int32_t>(disp_[t] + elem_off * eb(t))];
   }
+  // the requant store's constants in the frame: 1/out_scale, zero point, -512, 512, 255
+  Address rq(int i) { return dword[rsp + 8 * kSlotRq + 4 * i]; }
 
   void prologue() {
     for (const Reg64& r : callee_saved()) push(r);
     sub(rsp, 8 * kFrameSlots);
     mov(qword[rsp + 8 * kSlotStart], rcx);  // rcx and r8 become loop counters
     mov(qword[rsp + 8 * kSlotEnd], r8);
-    if (low_.epi_fused) {  // the 6th argument: {bias, residual}
+    if (low_.epi_fused) {  // the 6th argument: {bias, residual[, requant]}
       mov(r14, qword[r9]);
       mov(r15, qword[r9 + 8]);
+    }
+    if (low_.epi_fused && low_.epi_requant) {  // {1/out_scale, zero point} into the frame
+      mov(r11, qword[r9 + 16]);
+      mov(eax, dword[r11]);
+      mov(rq(0), eax);
+      mov(eax, dword[r11 + 4]);
+      mov(rq(1), eax);
+      mov(rq(2), 0xC4000000);  // -512.0f
+      mov(rq(3), 0x44000000);  // 512.0f
+      mov(rq(4), 255);
     }
   }
   void epilogue() {
@@ -208,10 +223,10 @@ class NestGenerator : public CodeGenerator {
     const int v = L.var;
     const int64_t range = ranges_[v], n = range / L.step, tail = range % L.step;
     std::array<int64_t, kPtrs> adv{};
-    for (int t = 0; t < 3; ++t) adv[t] = low_.stride[v][t] * L.step * 4;
+    for (int t = 0; t < 3; ++t) adv[t] = low_.stride[v][t] * L.step * eb(t);
     if (low_.epi_fused) {
       adv[kBias] = low_.bias_stride[v] * L.step * 4;
-      adv[kRes] = adv[kOut];
+      adv[kRes] = low_.stride[v][kOut] * L.step * 4;
     }
     int64_t pos = 0;
     ranges_[v] = L.step;
@@ -275,10 +290,10 @@ class NestGenerator : public CodeGenerator {
     const int v = P.var;
     const int64_t range = ranges_[v], n = range / P.step, tail = range % P.step;
     std::array<int64_t, kPtrs> adv{};
-    for (int t = 0; t < 3; ++t) adv[t] = low_.stride[v][t] * P.step * 4;
+    for (int t = 0; t < 3; ++t) adv[t] = low_.stride[v][t] * P.step * eb(t);
     if (low_.epi_fused) {
       adv[kBias] = low_.bias_stride[v] * P.step * 4;
-      adv[kRes] = adv[kOut];
+      adv[kRes] = low_.stride[v][kOut] * P.step * 4;
     }
     const int nptr = low_.epi_fused ? kPtrs : 3;
     const Address start = qword[rsp + 8 * kSlotStart], end = qword[rsp + 8 * kSlotEnd];
@@ -386,7 +401,63 @@ class NestGenerator : public CodeGenerator {
     if (low_.reduce_vec) return store_reduced();
     if (low_.out_transposed) return store_transposed();
     if (low_.epi_fused) fused_epilogue();
+    if (low_.epi_fused && low_.epi_requant) return requant_store();
     for (int a = 0; a < static_cast<int>(accs_.size()); ++a) store(a, accs_[a].first, accs_[a].second);
+  }
+
+  // The 'requant' store: each accumulator (the epilogue's float32 y) becomes uint8 the way
+  // quantize.cpp's spans do it: clamp(y * (1/out_scale), -512, 512), round half even
+  // (vcvtps2dq, MXCSR's default), + zero point, saturated to 0..255; then stored as bytes
+  // (AVX-512: vpmovdb, masked for a partial vector; AVX2: packed by vpackssdw / vpackuswb,
+  // a partial vector stored byte by byte). Scratch: the two registers after the accumulators.
+  void requant_store() {
+    const int nacc = static_cast<int>(accs_.size()), t = nacc, u = nacc + 1;
+    const int scratch_end = mask_reserved() ? mask_reg() : low_.nregs;
+    if (u >= scratch_end) throw FusionUnavailable{};
+    for (int a = 0; a < nacc; ++a) {
+      const int64_t off = accs_[a].first;
+      const int active = accs_[a].second;
+      const Xmm A = vr(a), T = vr(t);
+      vbroadcastss(T, rq(0));
+      vmulps(A, A, T);
+      vbroadcastss(T, rq(2));
+      vmaxps(A, A, T);
+      vbroadcastss(T, rq(3));
+      vminps(A, A, T);
+      vcvtps2dq(A, A);
+      vpbroadcastd(T, rq(1));
+      vpaddd(A, A, T);
+      ++facts_.stores;
+      if constexpr (I == Isa::AVX512) {
+        vpxord(T, T, T);
+        vpmaxsd(A, A, T);
+        vpbroadcastd(T, rq(4));
+        vpminsd(A, A, T);
+        if (active == low_.lanes) {
+          vpmovdb(mem(kOut, off), Zmm(a));
+        } else {
+          ++facts_.masked;
+          need_mask(active);
+          vpmovdb(mem(kOut, off) | k1, Zmm(a));
+        }
+      } else {
+        const Xmm x(a), y(u);
+        vextracti128(y, Ymm(a), 1);
+        vpackssdw(x, x, y);   // 8 x s16 (saturating; the values fit)
+        vpackuswb(x, x, x);   // 8 x u8 (saturating to 0..255) in the low 8 bytes
+        if (active == low_.lanes) {
+          vmovq(mem(kOut, off), x);
+        } else {
+          ++facts_.masked;
+          int j = 0;
+          if (active >= 4) {
+            vmovd(mem(kOut, off), x);
+            j = 4;
+          }
+          for (; j < active; ++j) vpextrb(mem(kOut, off + j), x, j);
+        }
+      }
+    }
   }
 
   // The fused epilogue on every accumulator before its store: + bias (a vector along the
@@ -951,6 +1022,7 @@ JitCode generate(const Lowered& low, CompileFacts& facts) {
   } catch (const FusionUnavailable&) {  // too few scratch registers: the pass applies it
     Lowered unfused = low;
     unfused.epi_fused = false;
+    unfused.epi_requant = false;
     CompileFacts f = facts;
     f.epilogue_fused = false;
     JitCode code = low.isa == Isa::AVX512 ? generate_for<Isa::AVX512>(unfused, f)

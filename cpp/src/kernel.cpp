@@ -15,6 +15,7 @@
 
 #include "jit_x86.h"
 #include "looptune/errors.h"
+#include "looptune/quantize.h"
 #include "looptune/safety.h"
 #include "looptune/thread_pool.h"
 #include "lowering.h"
@@ -396,6 +397,8 @@ Kernel::Kernel(const LoopTree& tree, Isa isa, const KernelViews& views)
     int8_path(isa, true);  // CompileError if there is none
     if (views.in0.active() || views.out.active())
       throw CompileError("buffer views are for float32 kernels; int8 kernels take their own copies");
+    if (c.epilogue.requant && views.any())
+      throw CompileError("a 'requant' epilogue's kernel takes dense buffers only (no strides)");
   }
   {  // inputs, output and relayout copies, checked before anything is allocated
     check_buffer_bytes(4.0 * (static_cast<double>(c.in0.numel()) + c.in1.numel() +
@@ -479,6 +482,11 @@ Kernel::Kernel(const LoopTree& tree, Isa isa, const KernelViews& views)
   }
   if (out_view && !c.epilogue.empty() && !facts_.epilogue_fused)
     throw CompileError("an out view needs the epilogue fused into the kernel's store");
+  chain_fused_ = facts_.epilogue_fused;
+  // requant: fused into the store with the chain where lowering allowed it (the generator's
+  // fallback unfuses both), else a pass after the store
+  requant_fused_ = c.epilogue.requant && chain_fused_ && code_->low.epi_requant;
+  if (c.epilogue.requant) facts_.epilogue_fused = requant_fused_;
   // fixed per kernel: off the timed path
   relaid_[0] = c.in0.padded() && !views.in0.active() && access_[0] != Access::InPlace;
   relaid_[1] = c.in1.padded() && access_[1] != Access::InPlace;
@@ -619,8 +627,12 @@ struct Kernel::StridedWork {
 };
 
 void Kernel::run(const float* in0, const float* in1, float* out, int threads, const float* bias,
-                 const float* residual, const float* scale) const {
+                 const float* residual, const float* scale, float out_scale,
+                 int32_t out_zero_point) const {
   threads = threads_used(threads);
+  if (tree_.computation().epilogue.requant)  // (dense buffers only: no packing)
+    return run_requant(in0, in1, reinterpret_cast<uint8_t*>(out), threads, bias, residual,
+                       scale, out_scale, out_zero_point);
   if (!packs_) return run_dense(in0, in1, out, threads, bias, residual, scale);
   // Packed operands: copied between the caller's strides and dense buffers around the call.
   // The workspace serves one call at a time; a concurrent call uses buffers of its own.
@@ -668,7 +680,7 @@ void Kernel::run_dense(const float* in0, const float* in1, float* out, int threa
   }
   const Epilogue& e = tree_.computation().epilogue;
   if (e.empty()) return run_body(in0, in1, out, threads);
-  const bool fused = facts_.epilogue_fused;  // (the generator may have declined)
+  const bool fused = chain_fused_;  // (the generator may have declined)
   if (e.bias && !bias) {
     if (constant_bias_.empty()) throw std::invalid_argument("no bias given and no constant bias set");
     bias = constant_bias_.data();
@@ -699,6 +711,62 @@ void Kernel::run_dense(const float* in0, const float* in1, float* out, int threa
   if (fused) return run_body(in0, in1, out, threads, epi);
   run_body(in0, in1, out, threads);
   apply_epilogue(tree_.computation(), out, bias, residual, threads);
+}
+
+void Kernel::set_constant_requant(float out_scale, int32_t out_zero_point) {
+  if (!tree_.computation().epilogue.requant)
+    throw std::invalid_argument("this kernel's epilogue has no requant");
+  float probe = 0.0f;
+  uint8_t q = 0;
+  requantize_u8(&probe, 1, &q, out_scale, out_zero_point);  // validates the parameters
+  constant_out_scale_ = out_scale;
+  constant_out_zero_point_ = out_zero_point;
+}
+
+void Kernel::run_requant(const float* in0, const float* in1, uint8_t* out, int threads,
+                         const float* bias, const float* residual, const float* scale,
+                         float out_scale, int32_t out_zero_point) const {
+  if (out_scale == 0.0f) {
+    if (!has_constant_requant())
+      throw std::invalid_argument("no out_scale given and no constant out_scale set");
+    out_scale = constant_out_scale_;
+    out_zero_point = constant_out_zero_point_;
+  }
+  float probe = 0.0f;
+  uint8_t q = 0;
+  requantize_u8(&probe, 1, &q, out_scale, out_zero_point);  // validates before the work
+  if (requant_fused_) {  // the store requantizes: {scale, bias}, residual, {1/scale, zp}
+    const Epilogue& e = tree_.computation().epilogue;
+    if (e.bias && !bias) {
+      if (constant_bias_.empty())
+        throw std::invalid_argument("no bias given and no constant bias set");
+      bias = constant_bias_.data();
+    }
+    if (e.add && !residual) throw std::invalid_argument("the epilogue needs a residual");
+    if (!scale) {
+      if (constant_scale_.empty())
+        throw std::invalid_argument("no scale given and no constant scale set");
+      scale = constant_scale_.data();
+    }
+    const int64_t ch = tree_.computation().bias_shape()[0];
+    thread_local std::vector<float> params;
+    params.resize(2 * ch);
+    std::memcpy(params.data(), scale, sizeof(float) * ch);
+    if (e.bias) std::memcpy(params.data() + ch, bias, sizeof(float) * ch);
+    float rq[2] = {1.0f / out_scale, 0.0f};
+    std::memcpy(&rq[1], &out_zero_point, 4);
+    const float* const epi[3] = {params.data(), residual, rq};
+    return run_body(in0, in1, reinterpret_cast<float*>(out), threads, epi);
+  }
+  const int64_t n = tree_.computation().out.numel();
+  // The float32 result in a scratch buffer kept by the kernel (one call at a time; a
+  // concurrent call uses its own).
+  std::unique_lock<std::mutex> lock(requant_mutex_, std::try_to_lock);
+  std::vector<float> local;
+  std::vector<float>& y = lock.owns_lock() ? requant_scratch_ : local;
+  if (static_cast<int64_t>(y.size()) < n) y.resize(n);
+  run_dense(in0, in1, y.data(), threads, bias, residual, scale);
+  requantize_u8(y.data(), n, out, out_scale, out_zero_point, isa_, threads);
 }
 
 void Kernel::run_body(const float* in0, const float* in1, float* out, int threads,
@@ -812,13 +880,17 @@ TimingResult Kernel::benchmark(double min_seconds, int64_t min_runs, int64_t max
   if (epi && static_cast<int64_t>(buf.bias.size()) < 2 * c.bias_shape()[0])
     buf.bias.resize(2 * c.bias_shape()[0], 0.5f);
   const float *bias = buf.bias.data(), *res = buf.residual.data();
+  std::vector<uint8_t> requant_bytes(c.epilogue.requant ? c.out.numel() : 0);
   auto execute = [&](const float* a_, const float* b_, bool packed_, float* o_,
                      const Kernel::Relayout& l_, int threads_) {
-    const float* const ops[2] = {bias, res};
+    const float rq[2] = {20.0f, 0.0f};  // (a requant store's {1/out_scale, zero point})
+    const float* const ops[3] = {bias, res, rq};
     this->execute(a_, b_, packed_, o_, l_, threads_, ops);
-    if (epi && c.epilogue.scale && !facts_.epilogue_fused)
+    if (epi && c.epilogue.scale && !chain_fused_)
       dequantize_output(c, o_, bias, threads_);  // (a random scale)
-    if (epi && !facts_.epilogue_fused) apply_epilogue(c, o_, bias, res, threads_);
+    if (epi && !chain_fused_) apply_epilogue(c, o_, bias, res, threads_);
+    if (c.epilogue.requant && !requant_fused_)  // the u8 pass (any valid parameters)
+      requantize_u8(o_, c.out.numel(), requant_bytes.data(), 0.05f, 128, isa_, threads_);
   };
 
   return time_runs([&] { execute(a, b, prepacked, o, layout, threads); }, c.flops(), min_seconds,

@@ -182,6 +182,7 @@ void choose_epilogue_fusion(Lowered& low, const Computation& c, bool blocked_out
   low.bias_stride = bs;
   low.epi_scale = e.scale;
   low.epi_bias_offset = e.scale ? ch : 0;
+  low.epi_requant = e.requant && !low.out_transposed && (!c.out.padded() || low.out_user);
 }
 
 }  // namespace

@@ -67,6 +67,10 @@ struct Lowered {
   // bias offset, the bias epi_bias_offset elements further (Ch, the output channels).
   bool epi_scale = false;
   int64_t epi_bias_offset = 0;
+  // int8 'requant' (with epi_fused): the store requantizes each vector to uint8 (the output's
+  // addressing in bytes) with {1/out_scale, zero point} from the epilogue's third pointer.
+  // Only for vector stores in the user's layout (no transposed store, no blocked-output copy).
+  bool epi_requant = false;
   std::vector<int64_t> bias_stride;
   int tile_accumulators = 0, tile_points = 0;
   int unroll_ignored = 0;

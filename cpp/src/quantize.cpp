@@ -178,17 +178,27 @@ void quantize_par(const float* x, int64_t n, uint8_t* q, float inv, int32_t zp, 
   });
 }
 
+void check_u8_params(float scale, int32_t zero_point, const char* what) {
+  if (!std::isfinite(scale) || !(scale > 0.0f))
+    throw std::invalid_argument(std::string(what) + "scale must be finite and positive, got " +
+                                std::to_string(scale));
+  if (zero_point < 0 || zero_point > 255)
+    throw std::invalid_argument(std::string(what) + "zero_point must be in 0..255, got " +
+                                std::to_string(zero_point));
+}
+
 }  // namespace
+
+void requantize_u8(const float* x, int64_t n, uint8_t* q, float scale, int32_t zero_point,
+                   Isa isa, int threads) {
+  check_u8_params(scale, zero_point, "out_");
+  quantize_par(x, n, q, 1.0f / scale, zero_point, isa, threads);
+}
 
 void quantize_u8(const float* x, int64_t n, uint8_t* q, float* scale, int32_t* zero_point,
                  bool have_params, Isa isa, int threads) {
   if (have_params) {
-    if (!std::isfinite(*scale) || !(*scale > 0.0f))
-      throw std::invalid_argument("scale must be finite and positive, got " +
-                                  std::to_string(*scale));
-    if (*zero_point < 0 || *zero_point > 255)
-      throw std::invalid_argument("zero_point must be in 0..255, got " +
-                                  std::to_string(*zero_point));
+    check_u8_params(*scale, *zero_point, "");
     float lo, hi;
     bool finite;
     min_max_par(x, n, &lo, &hi, &finite, isa, threads);

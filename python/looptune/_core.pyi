@@ -59,8 +59,11 @@ class Computation:
 # dtype: "float32" | "int8" (see Computation.dtype). An int8 computation's output is int32
 # without an epilogue; its epilogue starts with "scale" ("scale", "scale+bias+relu", ...) and
 # gives float32 act(float(acc) * scale[channel] + bias[channel] + residual); float32
-# computations never take "scale". int8 refuses (ValueError) more than 65793 products per
-# output element (k, or c / groups * r * s), where an int32 sum could overflow.
+# computations never take "scale". An int8 epilogue may end with "requant"
+# ("scale+bias+relu+requant"): the output is then uint8 = quantize_u8(that float32, out_scale,
+# out_zero_point) bit for bit (Kernel.__call__ / set_constant). int8 refuses (ValueError)
+# more than 65793 products per output element (k, or c / groups * r * s), where an int32 sum
+# could overflow.
 def matmul(
     m: int, k: int, n: int, layout: str = "auto", epilogue: str = "", dtype: str = "float32"
 ) -> Computation: ...
@@ -155,7 +158,12 @@ class Kernel:
     # int8 kernels (tree.computation.dtype == "int8"): a uint8, b int8 in the user's layouts
     # ([M][K] / [K][N]; NCHW / [K][C/g][R][S]), out int32 without an epilogue, else float32;
     # scale (float32, bias_shape) required iff the epilogue names it (or set_constant(b,
-    # scale=...)). Wrong dtypes: TypeError, never a cast.
+    # scale=...)). Wrong dtypes: TypeError, never a cast. An epilogue ending in "requant":
+    # out uint8 = quantize_u8(the float32 result, out_scale, out_zero_point); both required
+    # (TypeError) unless fixed by set_constant; out_scale finite > 0 (as float32) and
+    # out_zero_point in 0..255, else ValueError; dense buffers only (compile(strides=...):
+    # CompileError); facts["epilogue_fused"]: requantized in the JIT's store (True) or by a
+    # pass after it (False), the same bytes either way.
     # the buffer views it was compiled with: {"in0": (shape, offset) or None, "out": ...}
     views: dict[str, tuple[tuple[int, ...], tuple[int, ...]] | None]
     # the element strides it was compiled with: {"in0": tuple or None (dense), "in1", "out"}
@@ -164,24 +172,30 @@ class Kernel:
         self,
         a: npt.NDArray[np.float32] | npt.NDArray[np.uint8],
         b: npt.NDArray[np.float32] | npt.NDArray[np.int8] | None = None,  # None: set_constant's
-        out: npt.NDArray[np.float32] | npt.NDArray[np.int32] | None = None,
+        out: npt.NDArray[np.float32] | npt.NDArray[np.int32] | npt.NDArray[np.uint8] | None = None,
         *,
         bias: npt.NDArray[np.float32] | None = None,  # required iff the epilogue names it
         residual: npt.NDArray[np.float32] | None = None,  # (bias: or set_constant(b, bias))
         scale: npt.NDArray[np.float32] | None = None,  # int8 epilogues
-    ) -> npt.NDArray[np.float32] | npt.NDArray[np.int32]: ...
+        out_scale: float | None = None,  # "requant" epilogues (or set_constant)
+        out_zero_point: int | None = None,
+    ) -> npt.NDArray[np.float32] | npt.NDArray[np.int32] | npt.NDArray[np.uint8]: ...
     # Called by __call__ for arguments that are not numpy arrays, when set (looptune.interop
     # sets it: torch tensors); the engine raises its typed errors if this passes them on again
     _call_fallback: ClassVar[Callable[[Kernel, Any, Any, Any], Any]]
     has_constant: bool
     has_constant_bias: bool
     has_constant_scale: bool
-    # keeps a packed copy of b (and of the epilogue's bias / scale, when given)
+    has_constant_requant: bool
+    # keeps a packed copy of b (and of the epilogue's bias / scale / requant parameters, when
+    # given)
     def set_constant(
         self,
         b: npt.NDArray[np.float32] | npt.NDArray[np.int8],
         bias: npt.NDArray[np.float32] | None = None,
         scale: npt.NDArray[np.float32] | None = None,
+        out_scale: float | None = None,
+        out_zero_point: int | None = None,
     ) -> None: ...
     # int8: each output channel's weight sum (int32 [N] of a matmul, [K] of a conv2d; TypeError
     # for float32 kernels, ValueError for batch_matmul). For activations quantized with zero

@@ -25,7 +25,9 @@ A quarter of the cases are int8 (``dtype="int8"`` matmul, batch matmul, conv2d w
 depthwise, every layout; a third of them with the extreme values 255 x -128 / 127): uint8 and
 int8 inputs, compiled for each ISA on each int8 path the CPU runs (the best, and the exact
 path forced by ``LOOPTUNE_INT8_PATH=exact``); int32 outputs must equal numpy's int64 sums
-exactly, dequantizing epilogues (``scale+...``) the float64 reference within float rounding.
+exactly, dequantizing epilogues (``scale+...``) the float64 reference within float rounding,
+requantizing ones (``...+requant``, uint8) quantize_u8 of the same schedule without requant
+bit for bit (and the float64 reference within one step).
 
 Work runs in a worker subprocess that reports each case before and after it; the parent is the
 watchdog: a worker that dies is a *crash*, one silent for ``--hang-seconds`` is a *hang*, and
@@ -71,9 +73,11 @@ EPILOGUES = ("", "", "", "bias", "bias+relu", "bias+add+relu", "add+relu6", "bia
              "gelu", "add", "bias+add+gelu", "relu6")
 
 
-# int8 epilogues (half the cases have none): the output is int32 without one
-INT8_EPILOGUES = ("", "", "", "scale", "scale+bias", "scale+bias+relu", "scale+bias+add+relu6",
-                  "scale+gelu", "scale+add")
+# int8 epilogues (a third of the cases have none): the output is int32 without one, uint8
+# with a last 'requant'
+INT8_EPILOGUES = ("", "", "", "", "scale", "scale+bias", "scale+bias+relu", "scale+bias+add+relu6",
+                  "scale+gelu", "scale+add", "scale+requant", "scale+bias+relu+requant",
+                  "scale+bias+add+relu6+requant")
 
 INT8_SHARE = 0.25  # of the cases
 
@@ -534,11 +538,19 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
     return out
 
 
+def _without_requant(tree: Any) -> Any:
+    """The same schedule of its computation without the last 'requant' epilogue term."""
+    from looptune import LoopTree
+
+    head, rest = tree.dump().split("\n", 1)
+    return LoopTree.parse(head.removesuffix("+requant") + "\n" + rest)
+
+
 def run_int8_case(rng: random.Random, index: int, schedules: int,
                   srng: random.Random | None = None) -> dict:
     """An int8 case of run_case: exact int32 results (or the epilogue's within rounding) on
     every ISA and int8 path, guard pages and thread counts as for float32."""
-    from looptune import LoopTree
+    from looptune import LoopTree, quantize_u8
     from looptune.measure.reference import apply_epilogue, epilogue_inputs
 
     out: dict[str, Any] = {
@@ -554,18 +566,26 @@ def run_int8_case(rng: random.Random, index: int, schedules: int,
     extra: dict[str, np.ndarray] = {}
     want: np.ndarray = acc
     tol = 0.0
+    requant = comp.epilogue.endswith("+requant")
+    rq: dict[str, Any] = {}  # the requant term's out_scale / out_zero_point
     if comp.epilogue:  # float32 = act(float(acc) * scale + bias + residual)
         scale = np.random.default_rng(index).uniform(1e-5, 1e-3, comp.bias_shape)
-        extra = {"scale": scale.astype(np.float32), **epilogue_inputs(comp, seed=index)}
+        extra = {"scale": scale.astype(np.float32),
+                 **{k: v for k, v in epilogue_inputs(comp, seed=index).items()
+                    if k not in ("out_scale", "out_zero_point")}}  # (rq below)
         shape = [1] * acc.ndim
         shape[1 if comp.kind == "conv2d" else -1] = comp.bias_shape[0]
         deq = acc.astype(np.float64) * extra["scale"].astype(np.float64).reshape(shape)
         want = apply_epilogue(comp, deq, bias=extra.get("bias"), residual=extra.get("residual"))
         tol = 1e-5 * (1.0 + float(np.max(np.abs(deq), initial=0.0)))
+        if requant:  # a scale that keeps most values inside 0..255 (some saturate)
+            top = float(np.max(np.abs(want), initial=0.0)) or 1.0
+            rq = {"out_scale": top / rng.choice((40.0, 127.0, 300.0)),
+                  "out_zero_point": rng.choice((0, 1, 77, 128, 254, 255))}
     mem = GuardedArrays()
     try:
         ga, gb = mem.array(a.shape, a, np.uint8), mem.array(b.shape, b, np.int8)
-        out_dtype = np.float32 if comp.epilogue else np.int32
+        out_dtype = np.uint8 if requant else np.float32 if comp.epilogue else np.int32
         go = mem.array(tuple(comp.output.shape), dtype=out_dtype)
         gextra = {name: mem.array(x.shape, x) for name, x in extra.items()}
         saved = os.environ.pop("LOOPTUNE_INT8_PATH", None)
@@ -579,19 +599,27 @@ def run_int8_case(rng: random.Random, index: int, schedules: int,
                 for isa in isas():
                     for path in paths[isa]:
                         os.environ["LOOPTUNE_INT8_PATH"] = path
-                        go[...] = 0x5A if out_dtype == np.int32 else np.nan
+                        go[...] = np.nan if out_dtype == np.float32 else 0x5A
                         threads = rng.randint(2, 8)
                         try:
                             kernel = tree.compile(isa)
-                            got = kernel(ga, gb, go, **gextra)
+                            got = kernel(ga, gb, go, **gextra, **rq)
                             same = parallel_mismatch(kernel, ga, gb, got.copy(), threads,
-                                                     **gextra)
+                                                     **gextra, **rq)
+                            if requant:  # quantize_u8 of the same schedule's float32 result
+                                y = _without_requant(tree).compile(isa)(ga, gb, **gextra)
+                                y_q = quantize_u8(y, rq["out_scale"], rq["out_zero_point"])[0]
                         except Exception as exc:  # a legal schedule must compile and run
                             out["exceptions"].append({
                                 "isa": isa, "int8_path": path,
                                 "error": f"{type(exc).__name__}: {exc}", "tree": tree.dump()})
                             continue
-                        if comp.epilogue:
+                        if requant:  # bit-exact, and within one step of the float64 reference
+                            ref = np.clip(np.rint(want / np.float32(rq["out_scale"]))
+                                          + rq["out_zero_point"], 0, 255)
+                            err = float(np.count_nonzero(got != y_q))
+                            bad = err > 0 or float(np.max(np.abs(got - ref), initial=0.0)) > 1
+                        elif comp.epilogue:
                             err = float(np.max(np.abs(got - want), initial=0.0))
                             bad = not (np.all(np.isfinite(got)) and err <= tol)
                         else:
@@ -603,7 +631,7 @@ def run_int8_case(rng: random.Random, index: int, schedules: int,
                         if same:
                             out["wrong"].append({"isa": isa, "int8_path": path, "error": same,
                                                  "tree": tree.dump()})
-                        if srng is not None:
+                        if srng is not None and not requant:  # (requant kernels: dense only)
                             try:
                                 bad = strided_mismatch(tree, isa, ga, gb, got.copy(), gextra,
                                                        srng, mem)

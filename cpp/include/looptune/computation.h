@@ -61,11 +61,14 @@ struct TensorAccess {
 // channel dimension (K of conv2d; the last user-facing output dim otherwise); the residual has
 // the output's user-facing shape. act: "" (none), "relu", "relu6" or "gelu" (exact, erf form).
 // int8 computations: the epilogue starts with 'scale' (out = act(float(acc) * scale[channel] +
-// bias[channel] + residual), a float32 output) and float32 ones never have it.
+// bias[channel] + residual), a float32 output) and float32 ones never have it. An int8
+// epilogue may end with 'requant': the output is then uint8, quantize_u8(y, out_scale,
+// out_zero_point) of the float32 result y of the rest (quantize.h; the parameters per call or
+// fixed on the kernel).
 struct Epilogue {
-  bool scale = false, bias = false, add = false;
+  bool scale = false, bias = false, add = false, requant = false;
   std::string act;
-  bool empty() const { return !scale && !bias && !add && act.empty(); }
+  bool empty() const { return !scale && !bias && !add && act.empty() && !requant; }
   std::string str() const;  // canonical spec, e.g. "bias+add+relu"; "" when empty
   bool operator==(const Epilogue& o) const { return str() == o.str(); }
 };

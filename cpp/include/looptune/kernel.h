@@ -114,9 +114,19 @@ class Kernel {
   // int8 computations (Computation::dtype): in0 holds u8, in1 s8 (the user's layouts, as
   // bytes), out int32 without an epilogue, else float32: act(float(acc) * scale[channel] +
   // bias + residual) (scale of bias_shape(); nullptr: the one kept by set_constant_scale).
+  // A 'requant' epilogue: out holds uint8 = quantize_u8(y, out_scale, out_zero_point) of the
+  // float32 result y of the rest of the chain, bit for bit: requantized in the JIT's store
+  // with the fused chain (facts().epilogue_fused; vector stores in the user's layout only),
+  // else y is computed into a kernel-owned buffer and requantized in a pass split over the
+  // threads. out_scale 0: the constant ones (set_constant_requant); std::invalid_argument
+  // for bad or missing parameters.
   void run(const float* in0, const float* in1, float* out, int threads = 0,
            const float* bias = nullptr, const float* residual = nullptr,
-           const float* scale = nullptr) const;
+           const float* scale = nullptr, float out_scale = 0.0f,
+           int32_t out_zero_point = 0) const;
+  // 'requant' epilogues: keeps the output's scale and zero point, so calls may omit them.
+  void set_constant_requant(float out_scale, int32_t out_zero_point);
+  bool has_constant_requant() const { return constant_out_scale_ > 0.0f; }
   void set_constant_scale(const float* scale);  // int8 epilogues: keeps a copy of the scale
   bool has_constant_scale() const { return !constant_scale_.empty(); }
   // Keeps a copy of the epilogue's bias, so calls may pass none.
@@ -165,6 +175,10 @@ class Kernel {
   // run() for the dense buffers (strided operands already packed), threads resolved
   void run_dense(const float* in0, const float* in1, float* out, int threads, const float* bias,
                  const float* residual, const float* scale) const;
+  // run_dense() of a 'requant' epilogue: the float32 chain into scratch, then the u8 pass
+  void run_requant(const float* in0, const float* in1, uint8_t* out, int threads,
+                   const float* bias, const float* residual, const float* scale,
+                   float out_scale, int32_t out_zero_point) const;
   void run_body(const float* in0, const float* in1, float* out, int threads,
                 const float* const* epi = nullptr) const;  // run() less an unfused epilogue
   // in1_packed: in1 is already in the kernel's layout.
@@ -190,6 +204,13 @@ class Kernel {
   std::unique_ptr<Packed> constant_;  // set_constant_in1
   std::vector<float> constant_bias_;  // set_constant_bias
   std::vector<float> constant_scale_;  // set_constant_scale
+  float constant_out_scale_ = 0.0f;    // set_constant_requant (0: none)
+  int32_t constant_out_zero_point_ = 0;
+  bool chain_fused_ = false;   // the float32 chain is fused into the store
+  bool requant_fused_ = false;  // and the requant step too (facts().epilogue_fused then; a
+                                // requant kernel without it requantizes in a pass)
+  mutable std::mutex requant_mutex_;  // run() reuses its float32 scratch across calls
+  mutable std::vector<float> requant_scratch_;
   mutable std::mutex workspace_mutex_;  // run() reuses its relayout buffers across calls
                                         // (only kernels with relayout copies have them)
   mutable std::unique_ptr<Relayout> workspace_;

@@ -18,6 +18,14 @@ namespace looptune {
 void quantize_u8(const float* x, int64_t n, uint8_t* q, float* scale, int32_t* zero_point,
                  bool have_params, Isa isa = Isa::AVX2, int threads = 1);
 
+// quantize_u8 with given parameters (requantizing a kernel's float32 result, the 'requant'
+// epilogue): q[i] = clamp(round_half_even(x[i] * (1 / scale)) + zero_point, 0, 255) in float32,
+// bit-identical to quantize_u8(have_params) on finite x, without its finiteness scan (+-inf
+// saturate to 255 / 0, NaN gives 0). Throws std::invalid_argument for a scale that is not
+// finite and positive or a zero point outside 0..255.
+void requantize_u8(const float* x, int64_t n, uint8_t* q, float scale, int32_t zero_point,
+                   Isa isa = Isa::AVX2, int threads = 1);
+
 // Symmetric per-channel s8 quantization of weights viewed as [outer][channels][inner]:
 // scale[c] = max |w| over channel c / 127 (1 for an all-zero channel) and
 // q = clamp(round_half_even(w / scale[c]), -127, 127). Throws on a non-finite weight.

@@ -13,6 +13,7 @@ inputs, the exact expected output, the epilogue's operands, and a reference to t
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,10 @@ def is_int8(comp: Computation) -> bool:
 
 
 def out_dtype(comp: Computation) -> type:
-    """The kernel's output element type: int32 without an epilogue, else float32."""
+    """The kernel's output element type: int32 without an epilogue, uint8 with one ending in
+    'requant', else float32."""
+    if is_int8(comp) and comp.epilogue.endswith("requant"):
+        return np.uint8
     return np.int32 if is_int8(comp) and not comp.epilogue else np.float32
 
 
@@ -40,9 +44,10 @@ def random_inputs(comp: Computation, seed: int = 0) -> tuple[np.ndarray, np.ndar
     return a, b
 
 
-def epilogue_inputs(comp: Computation, seed: int = 0) -> dict[str, np.ndarray]:
+def epilogue_inputs(comp: Computation, seed: int = 0) -> dict[str, Any]:
     """The epilogue's operands: ``scale`` (positive, sized so outputs are about 1), ``bias``
-    and ``residual`` (uniform in [-1, 1]), as the epilogue names them."""
+    and ``residual`` (uniform in [-1, 1]), as the epilogue names them; 'requant':
+    ``out_scale`` 4 / 255 and ``out_zero_point`` 128 (outputs in about [-2, 2] fill 0..255)."""
     from looptune.measure.reference import reduction_length
 
     rng = np.random.default_rng(seed + 7919)
@@ -55,6 +60,8 @@ def epilogue_inputs(comp: Computation, seed: int = 0) -> dict[str, np.ndarray]:
         out["bias"] = rng.uniform(-1, 1, tuple(comp.bias_shape)).astype(np.float32)
     if "add" in terms:
         out["residual"] = rng.uniform(-1, 1, tuple(comp.output.shape)).astype(np.float32)
+    if "requant" in terms:
+        out["out_scale"], out["out_zero_point"] = 4.0 / 255.0, 128
     return out
 
 
@@ -81,7 +88,8 @@ def accumulate(comp: Computation, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def expected(comp: Computation, a: np.ndarray, b: np.ndarray,
              **epilogue: np.ndarray) -> np.ndarray:
     """The reference output: the exact int64 sums, or with an epilogue ``act(acc * scale +
-    bias + residual)`` in float64."""
+    bias + residual)`` in float64 ('requant': that quantized, clip(rint(y / out_scale) +
+    out_zero_point, 0, 255), within one step of the kernel's float32 rounding)."""
     from looptune.measure.reference import apply_epilogue
 
     acc = accumulate(comp, a, b)
@@ -90,12 +98,20 @@ def expected(comp: Computation, a: np.ndarray, b: np.ndarray,
     scale = epilogue.pop("scale")
     shape = [1] * acc.ndim
     shape[1 if comp.kind == "conv2d" else acc.ndim - 1] = -1
+    out_scale = epilogue.pop("out_scale", None)
+    zero_point = epilogue.pop("out_zero_point", None)
     out = acc.astype(np.float64) * np.asarray(scale, np.float64).reshape(shape)
-    return apply_epilogue(comp, out, **epilogue)
+    y = apply_epilogue(comp, out, **epilogue)
+    if not comp.epilogue.endswith("requant"):
+        return y
+    return np.clip(np.rint(y / float(np.float32(out_scale))) + zero_point, 0, 255)
 
 
 def tolerance(comp: Computation) -> float:
-    """0 for int32 outputs (exact); float32 rounding of the dequantized value otherwise."""
+    """0 for int32 outputs (exact); float32 rounding of the dequantized value otherwise (one
+    step of a requantized uint8 output)."""
+    if comp.epilogue.endswith("requant"):
+        return 1.0
     return 0.0 if not comp.epilogue else 1e-5
 
 
