@@ -22,7 +22,7 @@ echo "asan_test: built in $(( $(date +%s) - start )) s; preloading $LIBASAN"
 tests=(tests/test_kernel_api.py tests/test_loop_tree.py tests/test_mutations.py tests/test_codegen.py
        tests/test_relayout.py tests/test_computation.py
        tests/test_bad_inputs.py tests/test_fuzz.py tests/test_threads.py tests/test_int8_engine.py
-       tests/test_rowops.py tests/test_strided.py)
+       tests/test_rowops.py tests/test_strided.py tests/test_int8_requant.py)
 for t in tests/test_kernel*.py tests/test_correctness*.py tests/test_computation*.py; do
   [ -e "$t" ] && [[ " ${tests[*]} " != *" $t "* ]] && tests+=("$t")
 done

@@ -26,7 +26,8 @@ LIBTSAN=$(${CXX:-c++} -print-file-name=libtsan.so)
 echo "tsan_test: built in $(( $(date +%s) - start )) s; preloading $LIBTSAN"
 REPORT="$BUILD/reports"
 rm -rf "$REPORT" && mkdir -p "$REPORT"
-tests=(tests/test_threads.py tests/test_kernel_api.py tests/test_rowops.py tests/test_strided.py)
+tests=(tests/test_threads.py tests/test_kernel_api.py tests/test_rowops.py tests/test_strided.py
+       tests/test_int8_requant.py)
 status=0
 # OpenBLAS (numpy's references in these tests) on one thread: its workers synchronize by
 # spinning on flags TSan cannot see, so its own threads' buffers would be reported as races
