@@ -148,8 +148,8 @@ def computation(layer: Layer, epilogue: str, pad_outside: int = 0) -> looptune.C
     return looptune.matmul(d["m"], d["k"], d["n"], dtype="int8", epilogue=epilogue)
 
 
-# Activations applied by a pass after the int8 kernel (the engine's ``_core.gelu``, torch's
-# ``gelu_`` on an engine without it) instead of the kernel's store: measured on the BERT-base
+# Activations applied by a pass after the int8 kernel (the engine's ``_core.gelu``) instead of
+# the kernel's store: measured on the BERT-base
 # FFN (128 x 3072 outputs, Zen 4, one thread, the same schedule), the fused GELU made the int8
 # kernel 1.47 ms against 1.33 ms without it, the pass 0.13 ms.
 TORCH_ACTS = ("gelu",)
@@ -235,11 +235,7 @@ class QuantOp(nn.Module):
         o = out.numpy().reshape(self.k_out)
         self.kernel(xq, out=o, **kw)
         if self.torch_act == "gelu":
-            gelu = getattr(_core, "gelu", None)
-            if gelu is None:
-                torch.ops.aten.gelu_(out)
-            else:
-                gelu(o, out=o)
+            _core.gelu(o, out=o)
         return out
 
     def _dequant_params(self, q: ActQuant) -> tuple[np.ndarray, np.ndarray]:
@@ -258,17 +254,12 @@ class QuantOp(nn.Module):
         key = (x.data_ptr(), x._version, tuple(x.shape))
         if sh is not None and not self.leader and sh.get("key") == key:
             return sh["xq"], sh["q"]
-        if a.dtype == np.uint8:  # its producer's u8 output, quantized with our parameters
-            q, xq = self.static, a
-            if self.pad:
-                p = self.pad
-                xq = np.pad(xq, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=q.zero_point)
-        elif self.static is None:
+        if self.static is None:
             xq, scale, zp = _core.quantize_u8(a)
             q = ActQuant(float(scale), int(zp))
-        else:
+        else:  # a u8 input is its producer's output, already quantized with our parameters
             q = self.static
-            xq = _core.quantize_u8(a, q.scale, q.zero_point)[0]
+            xq = a if a.dtype == np.uint8 else _core.quantize_u8(a, q.scale, q.zero_point)[0]
             if self.pad:
                 p = self.pad
                 xq = np.pad(xq, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=q.zero_point)

@@ -113,15 +113,19 @@ class LoopOp(nn.Module):
         self.kernel(a, y, o)
         if self.bias is not None:
             out.add_(self.bias)
-        if r is not None:
-            out.add_(r)
-        if self.act == "relu":
-            out.relu_()
-        elif self.act == "relu6":
-            out.clamp_(0.0, 6.0)
-        elif self.act == "gelu":
-            torch.ops.aten.gelu_(out)
+        self._finish_unfused(out, r)
         return out
+
+    def _finish_unfused(self, t: torch.Tensor, r: torch.Tensor | None) -> None:
+        """Without fusion, after the kernel (and the bias): ``t = act(t + r)`` in place."""
+        if r is not None:
+            t.add_(r)
+        if self.act == "relu":
+            t.relu_()
+        elif self.act == "relu6":
+            t.clamp_(0.0, 6.0)
+        elif self.act == "gelu":
+            torch.ops.aten.gelu_(t)
 
 
     def output_tensor(self) -> torch.Tensor:
@@ -200,14 +204,7 @@ class LoopOp(nn.Module):
                 inner.add_(self.bias.reshape(-1, lay.block)[None, :, None, None, :])
         elif self.bias is not None:
             inner.add_(self.bias)
-        if r is not None:
-            inner.add_(r)
-        if self.act == "relu":
-            inner.relu_()
-        elif self.act == "relu6":
-            inner.clamp_(0.0, 6.0)
-        elif self.act == "gelu":
-            torch.ops.aten.gelu_(inner)
+        self._finish_unfused(inner, r)
         return ret
 
 
