@@ -17,6 +17,24 @@ def test_short_seeded_run_finds_nothing_wrong():
     assert report.schedules >= 400 and report.kernels >= report.schedules
     assert (report.wrong, report.exceptions, report.crashes, report.hangs) == (0, 0, 0, 0)
     assert report.failures == []
+    assert report.rowops == report.cases > 0
+
+
+def test_row_function_checks_cover_every_op_and_catch_an_error(monkeypatch):
+    def check(seed: int) -> tuple[str, str]:
+        mem = fuzz.GuardedArrays()
+        try:
+            return fuzz.rowops_mismatch(random.Random(seed), mem)
+        finally:
+            mem.close()
+
+    results = [check(i) for i in range(40)]
+    assert {what.split()[0] for what, _ in results} == set(fuzz.ROW_OPS)
+    assert [why for _, why in results if why] == []
+    reference = fuzz._row_reference  # a reference off by 1e-4 (+1e-3 relative): reported
+    monkeypatch.setattr(fuzz, "_row_reference", lambda *a: reference(*a) * 1.001 + 1e-4)
+    caught = [why for what, why in map(check, range(40)) if not what.startswith("quantize")]
+    assert caught and all(caught)
 
 
 def test_cases_are_deterministic_and_cover_every_op():

@@ -29,6 +29,11 @@ exactly, dequantizing epilogues (``scale+...``) the float64 reference within flo
 requantizing ones (``...+requant``, uint8) quantize_u8 of the same schedule without requant
 bit for bit (and the float64 reference within one step).
 
+Every case also runs one row function (``_core.gelu`` / ``softmax`` / ``layer_norm`` /
+``quantize_u8``, a random op on an odd shape in guarded memory, ``rowops_mismatch``) on each
+ISA: against a float64 reference (``quantize_u8``: within half a step of its own parameters),
+and the same bits at 1 thread and 2-8.
+
 Work runs in a worker subprocess that reports each case before and after it; the parent is the
 watchdog: a worker that dies is a *crash*, one silent for ``--hang-seconds`` is a *hang*, and
 the parent restarts a worker after the failing case. Everything is determined by the seed.
@@ -39,6 +44,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import mmap
 import os
 import queue
@@ -189,6 +195,18 @@ def random_schedule(comp: Any, rng: random.Random) -> Any:
             tree = nxt
     if tree.parallel_loop is None and rng.random() < 0.5:
         tree = mark_parallel(tree, rng)
+    return tree
+
+
+def checked_schedule(comp: Any, rng: random.Random, wrong: list) -> Any:
+    """A :func:`random_schedule` of ``comp``; a dump/parse round trip that does not give it
+    back (equal and with the same hash) is appended to ``wrong``."""
+    from looptune import LoopTree
+
+    tree = random_schedule(comp, rng)
+    back = LoopTree.parse(tree.dump())
+    if back != tree or back.hash() != tree.hash():
+        wrong.append({"what": "dump/parse round trip", "tree": tree.dump()})
     return tree
 
 
@@ -454,15 +472,102 @@ class GuardedArrays:
 # ---------------------------------------------------------------- the worker
 
 
+ROW_OPS = ("gelu", "softmax", "layer_norm", "quantize_u8")
+
+
+def _row_reference(op: str, x: np.ndarray, scale: float, w: np.ndarray | None,
+                   b: np.ndarray | None, eps: float) -> np.ndarray:
+    """The float64 value of a row function (``_core.gelu`` / ``softmax`` / ``layer_norm``)."""
+    v = x.astype(np.float64)
+    if op == "gelu":
+        erf = np.frompyfunc(math.erf, 1, 1)
+        return 0.5 * v * (1.0 + erf(v / math.sqrt(2.0)).astype(np.float64))
+    if op == "softmax":
+        e = np.exp(v * scale - np.max(v * scale, axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    mean = v.mean(axis=-1, keepdims=True)
+    y = (v - mean) / np.sqrt(((v - mean) ** 2).mean(axis=-1, keepdims=True) + eps)
+    return y * (1.0 if w is None else w) + (0.0 if b is None else b)
+
+
+def rowops_mismatch(rng: random.Random, mem: GuardedArrays) -> tuple[str, str]:
+    """One row function (a random op, odd shape, scale, affine or not) in guarded memory on
+    every ISA: against a float64 reference (``quantize_u8``: within half a step of its own
+    parameters), and the same bits at 1 thread and 2-8. Returns (what ran, "" or why not)."""
+    from looptune import _core
+
+    op = rng.choice(ROW_OPS)
+    shape = tuple(_odd(rng, 40) for _ in range(rng.randint(1, 3)))
+    shape = shape[:-1] + (rng.choice((1, 3, 15, 16, 17, 33, 64, 127, 768)),)
+    nprng = np.random.default_rng(rng.getrandbits(32))
+    x = mem.array(shape, (nprng.standard_normal(shape) * rng.choice((0.1, 1.0, 4.0)) +
+                          rng.choice((0.0, 0.0, 3.0))).astype(np.float32))
+    scale, eps = rng.choice((1.0, 0.125, 2.5)), rng.choice((1e-5, 1e-3))
+    d = shape[-1]
+    w = mem.array((d,), nprng.standard_normal(d).astype(np.float32)) if rng.random() < .7 \
+        else None
+    b = mem.array((d,), nprng.standard_normal(d).astype(np.float32)) if w is not None \
+        else None
+    what = f"{op} {shape}"
+    for isa in isas():
+        runs = []
+        for threads in (1, rng.randint(2, 8)):
+            _core.set_num_threads(threads)
+            try:
+                if op == "quantize_u8":
+                    runs.append(_core.quantize_u8(x, isa=isa))
+                    continue
+                out = mem.array(shape)
+                if op == "gelu":
+                    _core.gelu(x, out=out, isa=isa)
+                elif op == "softmax":
+                    _core.softmax(x, scale, out=out, isa=isa)
+                else:
+                    _core.layer_norm(x, w, b, eps, out=out, isa=isa)
+                runs.append((out.copy(),))
+            finally:
+                _core.set_num_threads(1)
+        if op == "quantize_u8":
+            (q1, s1, z1), (q2, s2, z2) = runs
+            if not (np.array_equal(q1, q2) and (s1, z1) == (s2, z2)):
+                return what, f"{isa}: quantize_u8 differs between thread counts"
+            back = (q1.astype(np.float64) - z1) * s1
+            inside = (x >= -z1 * s1) & (x <= (255 - z1) * s1)
+            err = float(np.max(np.abs(back - x)[inside], initial=0.0))
+            if err > 0.5 * s1 * (1 + 1e-5):
+                return what, f"{isa}: quantize_u8 off by {err:.3g} (step {s1:.3g})"
+            continue
+        got, again = runs[0][0], runs[1][0]
+        if not np.array_equal(got, again):
+            return what, f"{isa}: {op} differs between thread counts"
+        want = _row_reference(op, x, scale, w, b, eps)
+        tol = {"gelu": 2e-6, "softmax": 2e-6, "layer_norm": 2e-5}[op] * (1 + np.abs(want))
+        err = np.abs(got - want)
+        if not (np.all(np.isfinite(got)) and np.all(err <= tol)):
+            return what, f"{isa}: {op} off by {float(np.max(err)):.3g}"
+    return what, ""
+
+
 def isas() -> list[str]:
     from looptune import _core
 
     return _core.supported_isas()
 
 
+def _rows_checked(rng: random.Random) -> dict:
+    """:func:`rowops_mismatch` once, as fields of a case's result (``row_wrong`` a list)."""
+    mem = GuardedArrays()
+    try:
+        what, bad = rowops_mismatch(rng, mem)
+    except Exception as exc:  # noqa: BLE001 (a row function must not raise on legal input)
+        what, bad = "row op", f"{type(exc).__name__}: {exc}"
+    finally:
+        mem.close()
+    return {"rowops": 1, "row_wrong": [{"row_op": what, "error": bad}] if bad else []}
+
+
 def run_case(seed: int, index: int, schedules: int) -> dict:
     """Fuzz case ``index`` of ``seed``: returns counts and the first failures."""
-    from looptune import LoopTree
     from looptune.measure.reference import (
         epilogue_inputs,
         expected,
@@ -472,29 +577,28 @@ def run_case(seed: int, index: int, schedules: int) -> dict:
 
     rng = random.Random(seed * 1_000_003 + index)
     srng = random.Random(f"strided/{seed}/{index}")  # (the main stream stays as it was)
+    rows = _rows_checked(random.Random(f"rows/{seed}/{index}"))
     if rng.random() < INT8_SHARE:
-        return run_int8_case(rng, index, schedules, srng)
+        return {**run_int8_case(rng, index, schedules, srng), **rows}
     try:
         comp = random_computation(rng)
     except ValueError:
-        return {"schedules": 0, "kernels": 0, "wrong": [], "exceptions": [], "refused": 1}
+        return {"schedules": 0, "kernels": 0, "wrong": [], "exceptions": [], "refused": 1,
+                **rows}
     a, b = random_inputs(comp, seed=index)
     extra = epilogue_inputs(comp, seed=index)
     want = expected(comp, a, b, **extra)
     tol = 1e-5 + 2e-6 * reduction_length(comp)
     mem = GuardedArrays()
     out: dict[str, Any] = {
-        "schedules": 0, "kernels": 0, "wrong": [], "exceptions": [], "refused": 0
+        "schedules": 0, "kernels": 0, "wrong": [], "exceptions": [], "refused": 0, **rows
     }
     try:
         ga, gb = mem.array(a.shape, a), mem.array(b.shape, b)
         go = mem.array(tuple(comp.output.shape))
         gextra = {name: mem.array(x.shape, x) for name, x in extra.items()}
         for _ in range(schedules):
-            tree = random_schedule(comp, rng)
-            back = LoopTree.parse(tree.dump())
-            if back != tree or back.hash() != tree.hash():
-                out["wrong"].append({"what": "dump/parse round trip", "tree": tree.dump()})
+            tree = checked_schedule(comp, rng, out["wrong"])
             for isa in isas():
                 go[...] = np.nan
                 threads = rng.randint(2, 8)
@@ -550,7 +654,7 @@ def run_int8_case(rng: random.Random, index: int, schedules: int,
                   srng: random.Random | None = None) -> dict:
     """An int8 case of run_case: exact int32 results (or the epilogue's within rounding) on
     every ISA and int8 path, guard pages and thread counts as for float32."""
-    from looptune import LoopTree, quantize_u8
+    from looptune import quantize_u8
     from looptune.measure.reference import apply_epilogue, epilogue_inputs
 
     out: dict[str, Any] = {
@@ -592,10 +696,7 @@ def run_int8_case(rng: random.Random, index: int, schedules: int,
         paths = {isa: int8_paths(isa) for isa in isas()}  # (with the variable unset)
         try:
             for _ in range(schedules):
-                tree = random_schedule(comp, rng)
-                back = LoopTree.parse(tree.dump())
-                if back != tree or back.hash() != tree.hash():
-                    out["wrong"].append({"what": "dump/parse round trip", "tree": tree.dump()})
+                tree = checked_schedule(comp, rng, out["wrong"])
                 for isa in isas():
                     for path in paths[isa]:
                         os.environ["LOOPTUNE_INT8_PATH"] = path
@@ -684,6 +785,7 @@ class Report:
     kernels: int = 0
     views: int = 0  # conv2d kernels also checked with buffer views (view_mismatch)
     strided: int = 0  # kernels also checked with random caller strides (strided_mismatch)
+    rowops: int = 0  # row functions checked (rowops_mismatch: one a case)
     refused_computations: int = 0
     wrong: int = 0
     exceptions: int = 0
@@ -752,7 +854,9 @@ def fuzz(minutes: float, seed: int, schedules: int = 20, hang_seconds: float = 6
             report.kernels += msg["kernels"]
             report.views += msg.get("views", 0)
             report.strided += msg.get("strided", 0)
+            report.rowops += msg.get("rowops", 0)
             report.refused_computations += msg["refused"]
+            msg["wrong"] = msg["wrong"] + msg.get("row_wrong", [])
             report.wrong += len(msg["wrong"])
             report.exceptions += len(msg["exceptions"])
             report.failures += [{"kind": "wrong", "case": msg["done"], **w} for w in msg["wrong"]]
